@@ -1,0 +1,218 @@
+//! A typed async client over one or more node endpoints.
+//!
+//! Any node serves any request (it forwards to the right leader itself), so failing over is
+//! simple: on a transport error the client tries the next endpoint. An API error (4xx/5xx
+//! with a body) is an answer, not a transport failure, and is returned as is.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered with an error body.
+    #[error("{} ({}): {}", .0.status, .0.code, .0.msg)]
+    Api(ApiError),
+    /// No endpoint could be reached or none answered in time.
+    #[error("no endpoint answered: {0}")]
+    Unreachable(String),
+    /// The answer was not the expected JSON.
+    #[error("bad answer from {endpoint}: {reason}")]
+    Decode { endpoint: String, reason: String },
+    #[error("bad endpoint {0:?}")]
+    BadEndpoint(String),
+}
+
+impl ClientError {
+    /// The stable error code for API errors; `unreachable` or `decode` otherwise.
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::Api(e) => &e.code,
+            ClientError::Unreachable(_) => "unreachable",
+            ClientError::Decode { .. } => "decode",
+            ClientError::BadEndpoint(_) => "bad_endpoint",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Base URLs like `http://127.0.0.1:5001`, tried in order.
+    endpoints: Vec<reqwest::Url>,
+    /// Sent as header `token` when set (WuKongIM's manager-token header).
+    token: Option<String>,
+}
+
+impl Client {
+    /// `endpoints` are base URLs; a bare `host:port` gets `http://`.
+    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Client, ClientError> {
+        let endpoints = endpoints
+            .iter()
+            .flat_map(|e| e.split(','))
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let with_scheme = if e.contains("://") { e.to_string() } else { format!("http://{e}") };
+                reqwest::Url::parse(&with_scheme).map_err(|_| ClientError::BadEndpoint(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(ClientError::BadEndpoint(String::new()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .pool_max_idle_per_host(256)
+            .build()
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        Ok(Client { http, endpoints, token: None })
+    }
+
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
+    }
+
+    /// The endpoints in the order they are tried.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints.iter().map(|u| u.as_str().trim_end_matches('/').to_string()).collect()
+    }
+
+    /// A client for one endpoint only (e.g. to ask one node about itself).
+    pub fn only(&self, endpoint: &str) -> Result<Client, ClientError> {
+        let mut one = Client::new(&[endpoint.to_string()], Duration::from_secs(5))?;
+        one.http = self.http.clone();
+        one.token = self.token.clone();
+        Ok(one)
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let mut last = String::from("no endpoint");
+        for base in &self.endpoints {
+            let mut url = base.clone();
+            {
+                let mut path = url.path_segments_mut().map_err(|_| ClientError::BadEndpoint(base.to_string()))?;
+                path.pop_if_empty();
+                for s in segments {
+                    path.push(s);
+                }
+            }
+            let mut req = self.http.request(method.clone(), url.clone());
+            if !query.is_empty() {
+                req = req.query(query);
+            }
+            if let Some(t) = &self.token {
+                req = req.header("token", t);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("{base}: {e}");
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let bytes = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    last = format!("{base}: {e}");
+                    continue;
+                }
+            };
+            if !status.is_success() {
+                let err = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
+                    status: status.as_u16(),
+                    msg: String::from_utf8_lossy(&bytes).into_owned(),
+                    code: "http".into(),
+                });
+                return Err(ClientError::Api(err));
+            }
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Decode { endpoint: base.to_string(), reason: e.to_string() });
+        }
+        Err(ClientError::Unreachable(last))
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &[&str], body: &B) -> Result<T, ClientError> {
+        self.call(reqwest::Method::POST, path, &[], Some(body)).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &[&str], query: &[(&str, String)]) -> Result<T, ClientError> {
+        self.call::<(), T>(reqwest::Method::GET, path, query, None).await
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.get(&["health"], &[]).await
+    }
+
+    pub async fn user_token(&self, req: &UserTokenReq) -> Result<Ok200, ClientError> {
+        self.post(&["user", "token"], req).await
+    }
+
+    pub async fn channel_create(&self, req: &ChannelReq) -> Result<Ok200, ClientError> {
+        self.post(&["channel"], req).await
+    }
+
+    pub async fn subscriber_add(&self, req: &SubscribersReq) -> Result<Ok200, ClientError> {
+        self.post(&["channel", "subscriber_add"], req).await
+    }
+
+    pub async fn subscriber_remove(&self, req: &SubscribersReq) -> Result<Ok200, ClientError> {
+        self.post(&["channel", "subscriber_remove"], req).await
+    }
+
+    pub async fn channel_info(&self, req: &ChannelRef) -> Result<ChannelInfo, ClientError> {
+        self.post(&["channel", "info"], req).await
+    }
+
+    pub async fn send(&self, req: &SendReq) -> Result<SendResp, ClientError> {
+        self.post(&["message", "send"], req).await
+    }
+
+    pub async fn send_batch(&self, req: &SendBatchReq) -> Result<SendBatchResp, ClientError> {
+        self.post(&["message", "sendbatch"], req).await
+    }
+
+    pub async fn sync(&self, req: &SyncReq) -> Result<SyncResp, ClientError> {
+        self.post(&["channel", "messagesync"], req).await
+    }
+
+    pub async fn max_seq(&self, req: &ChannelRef) -> Result<MaxSeqResp, ClientError> {
+        self.post(&["channel", "max_message_seq"], req).await
+    }
+
+    pub async fn nodes(&self) -> Result<NodesResp, ClientError> {
+        self.get(&["cluster", "nodes"], &[]).await
+    }
+
+    pub async fn channel_config(&self, channel_id: &str, channel_type: u8) -> Result<ChannelConfig, ClientError> {
+        let t = channel_type.to_string();
+        self.get(&["cluster", "channels", channel_id, &t, "config"], &[]).await
+    }
+
+    pub async fn channel_replicas(
+        &self,
+        channel_id: &str,
+        channel_type: u8,
+    ) -> Result<ChannelReplicas, ClientError> {
+        let t = channel_type.to_string();
+        self.get(&["cluster", "channels", channel_id, &t, "replicas"], &[]).await
+    }
+
+    pub async fn channels(&self, limit: u64) -> Result<ChannelList, ClientError> {
+        self.get(&["cluster", "channels"], &[("limit", limit.to_string())]).await
+    }
+}

@@ -1,0 +1,12 @@
+//! Wire types of WuKong HA's HTTP API and a typed async client.
+//!
+//! This crate owns the JSON shapes that cross the HTTP boundary: WuKongIM's client API
+//! (`/user/token`, `/message/send`, `/channel/messagesync`, ...) and the operator API
+//! (`/cluster/...`). The node serves them, `wkctl` and the dashboard consume them; neither
+//! of the latter depends on node internals. It may depend on serde and reqwest only.
+
+pub mod client;
+mod types;
+
+pub use client::{Client, ClientError};
+pub use types::*;

@@ -1,0 +1,308 @@
+//! JSON bodies. Field names follow WuKongIM's HTTP API so existing backends can switch over;
+//! the `/cluster/...` types are ours.
+
+use serde::{Deserialize, Serialize};
+
+/// WuKongIM channel type 1: a one-to-one conversation, keyed by the unordered pair of uids.
+pub const CHANNEL_TYPE_PERSON: u8 = 1;
+/// WuKongIM channel type 2: a group.
+pub const CHANNEL_TYPE_GROUP: u8 = 2;
+/// WuKongIM defines channel types 1..=11 (person, group, customer service, community, ...).
+pub const MAX_CHANNEL_TYPE: u8 = 11;
+
+/// `messagesync` pull mode 0: from `start_message_seq` towards older messages.
+pub const PULL_MODE_DOWN: u8 = 0;
+/// `messagesync` pull mode 1: from `start_message_seq` towards newer messages.
+pub const PULL_MODE_UP: u8 = 1;
+
+/// The error body of every non-2xx answer: WuKongIM's `{status, msg}` plus a stable `code`
+/// that tools branch on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub msg: String,
+    /// Stable machine-readable reason, e.g. `bad_request`, `channel_not_found`, `unavailable`.
+    #[serde(default)]
+    pub code: String,
+}
+
+/// `{"status":200}`: WuKongIM's answer to writes that return no data.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ok200 {
+    pub status: u16,
+}
+
+impl Default for Ok200 {
+    fn default() -> Self {
+        Ok200 { status: 200 }
+    }
+}
+
+/// `POST /user/token`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserTokenReq {
+    pub uid: String,
+    pub token: String,
+    /// 0 app, 1 web, 2 pc (WuKongIM's device flags); one token per uid and flag.
+    #[serde(default)]
+    pub device_flag: u8,
+    /// 0 slave, 1 master.
+    #[serde(default)]
+    pub device_level: u8,
+}
+
+/// `POST /channel`: create or update a channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelReq {
+    pub channel_id: String,
+    pub channel_type: u8,
+    #[serde(default)]
+    pub subscribers: Vec<String>,
+    /// 1: replace the subscriber list instead of adding to it.
+    #[serde(default)]
+    pub reset: u8,
+}
+
+/// `POST /channel/subscriber_add` and `/channel/subscriber_remove`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubscribersReq {
+    pub channel_id: String,
+    pub channel_type: u8,
+    pub subscribers: Vec<String>,
+    /// `subscriber_add` only: 1 replaces the list.
+    #[serde(default)]
+    pub reset: u8,
+}
+
+/// `POST /channel/info`: read a channel's metadata (ours; WuKongIM has no such read).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelRef {
+    pub channel_id: String,
+    pub channel_type: u8,
+    /// For person channels: the uid reading, so `channel_id` names the other party.
+    #[serde(default)]
+    pub login_uid: String,
+}
+
+/// A channel's metadata as stored in the metadata group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub channel_id: String,
+    pub channel_type: u8,
+    pub subscribers: Vec<String>,
+    pub group_id: u64,
+    pub replicas: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageHeader {
+    #[serde(default)]
+    pub no_persist: u8,
+    #[serde(default)]
+    pub red_dot: u8,
+    #[serde(default)]
+    pub sync_once: u8,
+}
+
+/// `POST /message/send`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendReq {
+    #[serde(default)]
+    pub header: MessageHeader,
+    /// The client's idempotency key: a retry with the same `(from_uid, client_msg_no)` on the
+    /// same channel returns the original message instead of storing a duplicate.
+    #[serde(default)]
+    pub client_msg_no: String,
+    pub from_uid: String,
+    pub channel_id: String,
+    pub channel_type: u8,
+    /// Base64 (standard alphabet).
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendResp {
+    pub message_id: u64,
+    pub message_seq: u64,
+    pub client_msg_no: String,
+}
+
+/// `POST /message/sendbatch`: many messages, any channels, one request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendBatchReq {
+    pub messages: Vec<SendReq>,
+}
+
+/// One result per request message, in request order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendBatchResp {
+    pub results: Vec<SendBatchItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendBatchItem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<SendResp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+}
+
+/// `POST /channel/messagesync`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncReq {
+    /// The reader; required for person channels, where `channel_id` is the other party.
+    #[serde(default)]
+    pub login_uid: String,
+    pub channel_id: String,
+    pub channel_type: u8,
+    /// 0 means "from the newest" in pull mode 0 and "from the oldest" in pull mode 1.
+    #[serde(default)]
+    pub start_message_seq: u64,
+    /// 0 means unbounded.
+    #[serde(default)]
+    pub end_message_seq: u64,
+    /// 0 means the default (100); capped at 10,000.
+    #[serde(default)]
+    pub limit: u32,
+    #[serde(default)]
+    pub pull_mode: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SyncResp {
+    pub start_message_seq: u64,
+    pub end_message_seq: u64,
+    /// 1 when the range holds more messages than `limit` returned.
+    pub more: u8,
+    /// Ascending by `message_seq`, whatever the pull mode.
+    pub messages: Vec<Message>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Message {
+    #[serde(default)]
+    pub header: MessageHeader,
+    pub message_id: u64,
+    /// `message_id` as a string, for JavaScript clients that lose precision above 2^53.
+    pub message_idstr: String,
+    pub message_seq: u64,
+    pub client_msg_no: String,
+    pub from_uid: String,
+    pub channel_id: String,
+    pub channel_type: u8,
+    /// Unix seconds, set by the channel leader.
+    pub timestamp: u64,
+    /// Base64.
+    pub payload: String,
+}
+
+/// `POST /channel/max_message_seq`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MaxSeqResp {
+    pub message_seq: u64,
+}
+
+/// `GET /health`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Health {
+    pub status: String,
+    pub node_id: u64,
+    /// `serving`, or `joining` while a `--seed` node waits to be admitted.
+    pub state: String,
+    pub meta_leader: Option<u64>,
+}
+
+/// A node's role in one Raft group.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    /// The node did not answer, or does not run the group.
+    Unknown,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
+/// One node in `GET /cluster/nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub http_addr: String,
+    pub cluster_addr: String,
+    /// Whether the node answered the status request just now.
+    pub online: bool,
+    /// Its role in the metadata group.
+    pub role: Role,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub channels_led: u64,
+    pub channels_replicated: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodesResp {
+    pub meta_leader: Option<u64>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// `GET /cluster/channels/{id}/{type}/config`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelConfig {
+    pub channel_id: String,
+    pub channel_type: u8,
+    pub group_id: u64,
+    /// Replica node ids; the first is the preferred leader.
+    pub replicas: Vec<u64>,
+    pub leader: Option<u64>,
+    pub term: u64,
+}
+
+/// One replica in `GET /cluster/channels/{id}/{type}/replicas`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub node_id: u64,
+    pub online: bool,
+    pub role: Role,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    /// Entries behind the leader's last log index, as the leader sees it; None when unknown.
+    pub lag: Option<u64>,
+    /// Milliseconds since the leader last heard an acknowledgement from this replica.
+    pub last_ack_ms: Option<u64>,
+    /// Highest message seq applied.
+    pub message_seq: u64,
+    /// Running hash over every applied message (hex): equal on replicas that applied the same
+    /// messages.
+    pub checksum: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelReplicas {
+    pub channel_id: String,
+    pub channel_type: u8,
+    pub group_id: u64,
+    pub leader: Option<u64>,
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// `GET /cluster/channels?limit=N`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelList {
+    pub total: u64,
+    pub channels: Vec<ChannelInfo>,
+}
