@@ -1,1 +1,70 @@
-pub fn x(){}
+//! `wknode`: a WuKong HA cluster node.
+//!
+//! Owns: the node's LMDB store (`store`, the only module that touches heed), the Raft
+//! plumbing shared by all groups (`raft`), the pure apply logic of the metadata group
+//! (`meta`) and of channel groups (`channel`), the runtime that starts groups and routes
+//! requests to their leaders (`cluster`), and the WuKongIM-compatible HTTP API (`api`).
+//! Depends on the shared wire types (`wk-api`) but nothing in `ctl` or `tui`.
+//!
+//! A message's path: HTTP `/message/send` on any node -> `cluster::route` finds the channel
+//! leader (locally or over the cluster transport) -> openraft appends it to the leader's log
+//! and replicates it -> each replica's writer thread fsyncs the batch holding it -> once a
+//! quorum has it, the leader applies it (seq assigned, dedup checked) and answers.
+
+pub mod api;
+pub mod channel;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod meta;
+pub mod raft;
+pub mod store;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+/// Bind, start the node, print the ready line, serve until SIGTERM/SIGINT.
+pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
+    let cluster_listener =
+        TcpListener::bind(&cfg.cluster_addr).await.with_context(|| format!("bind cluster address {}", cfg.cluster_addr))?;
+    let http_listener =
+        TcpListener::bind(&cfg.http_addr).await.with_context(|| format!("bind HTTP address {}", cfg.http_addr))?;
+    let cluster_addr = cluster_listener.local_addr()?.to_string();
+    let http_addr = http_listener.local_addr()?.to_string();
+
+    let node = cluster::Node::start(&cfg, http_addr.clone(), cluster_addr.clone()).await?;
+    let serve_transport = tokio::spawn(node.transport.clone().serve(cluster_listener));
+
+    let app = api::router(node.clone());
+    let shutdown = shutdown_signal();
+    let server = axum::serve(http_listener, app).with_graceful_shutdown(shutdown);
+    let ready = serde_json::json!({
+        "event": "ready",
+        "node_id": node.id,
+        "http_addr": http_addr,
+        "cluster_addr": cluster_addr,
+    });
+    println!("{ready}");
+    tracing::info!(node_id = node.id, %http_addr, %cluster_addr, data_dir = %cfg.data_dir.display(), "serving");
+    server.await.context("HTTP server")?;
+
+    tracing::info!("shutting down");
+    serve_transport.abort();
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

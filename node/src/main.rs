@@ -1,1 +1,25 @@
-fn main(){}
+//! The `wknode` binary: parse the configuration, set up logging to stderr, run the node.
+
+use clap::Parser;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .init();
+    let args = wknode::config::Args::parse();
+    let result = wknode::config::Config::from_args(args).and_then(|cfg| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)?
+            .block_on(wknode::run(cfg))
+    });
+    if let Err(e) = result {
+        eprintln!("wknode: {e:#}");
+        std::process::exit(2);
+    }
+}

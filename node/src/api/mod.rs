@@ -1,0 +1,395 @@
+//! The HTTP API: WuKongIM's client endpoints and our `/cluster/...` operator reads.
+//!
+//! Handlers validate everything a client sends before it reaches a Raft group: bad input of
+//! any kind is answered 4xx with `{status, msg, code}`, never a panic.
+
+mod validate;
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeMap;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use wk_api::*;
+
+use crate::channel::{self, ChannelKey, Header, NewMessage, StoredMessage};
+use crate::cluster::rpc::SyncQuery;
+use crate::cluster::Node;
+use crate::error::NodeError;
+use crate::meta::{self, ChannelRecord, MetaCmd};
+use validate::*;
+
+/// Largest request body; larger ones get 413.
+pub const MAX_BODY: usize = 4 << 20;
+/// Most messages in one `/message/sendbatch`.
+pub const MAX_BATCH: usize = 1000;
+
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/user/token", post(user_token))
+        .route("/channel", post(channel_upsert))
+        .route("/channel/subscriber_add", post(subscriber_add))
+        .route("/channel/subscriber_remove", post(subscriber_remove))
+        .route("/channel/info", post(channel_info))
+        .route("/message/send", post(send))
+        .route("/message/sendbatch", post(send_batch))
+        .route("/channel/messagesync", post(message_sync))
+        .route("/channel/max_message_seq", post(max_seq_post).get(max_seq_get))
+        .route("/cluster/nodes", get(cluster_nodes))
+        .route("/cluster/channels", get(cluster_channels))
+        .route("/cluster/channels/{id}/{ty}/config", get(cluster_channel_config))
+        .route("/cluster/channels/{id}/{ty}/replicas", get(cluster_channel_replicas))
+        .fallback(|| async { ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, "not_found") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(node)
+}
+
+/// An error answer: WuKongIM's `{status, msg}` plus our stable `code`.
+pub struct ApiErr(pub NodeError);
+
+impl ApiErr {
+    fn with_status(self, status: u16, code: &str) -> Response {
+        let body = ApiError { status, msg: self.0.to_string(), code: code.into() };
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), Json(body)).into_response()
+    }
+}
+
+impl From<NodeError> for ApiErr {
+    fn from(e: NodeError) -> Self {
+        ApiErr(e)
+    }
+}
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        let body = self.0.to_api();
+        if body.status >= 500 {
+            tracing::warn!(error = %self.0, "request failed");
+        }
+        (StatusCode::from_u16(body.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiErr>;
+
+/// A JSON body whose every failure (size, syntax, types, missing fields) is our 4xx.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiErr(NodeError::PayloadTooLarge(format!("request body over {MAX_BODY} bytes")))
+            } else {
+                ApiErr(NodeError::BadRequest(rej.body_text()))
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| ApiErr(NodeError::BadRequest(format!("invalid JSON body: {e}"))))
+    }
+}
+
+async fn health(State(node): State<Node>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        node_id: node.id,
+        state: if node.is_joining() { "joining" } else { "serving" }.into(),
+        meta_leader: node.meta.metrics().borrow_watched().current_leader,
+    })
+}
+
+async fn user_token(State(node): State<Node>, Body(req): Body<UserTokenReq>) -> ApiResult<Ok200> {
+    check_id("uid", &req.uid)?;
+    if req.uid == channel::SYSTEM_UID {
+        return Err(NodeError::BadRequest("uid is reserved".into()).into());
+    }
+    if req.token.is_empty() {
+        return Err(NodeError::BadRequest("token must not be empty".into()).into());
+    }
+    check_len("token", &req.token, MAX_TOKEN)?;
+    if req.device_flag > 2 || req.device_level > 1 {
+        return Err(NodeError::BadRequest("device_flag must be 0..=2 and device_level 0..=1".into()).into());
+    }
+    let cmd = MetaCmd::SetToken {
+        uid: req.uid,
+        token: req.token,
+        device_flag: req.device_flag,
+        device_level: req.device_level,
+    };
+    node.meta_write(cmd).await?;
+    Ok(Json(Ok200::default()))
+}
+
+/// A group-like channel (any type but person) named by the request.
+fn group_key(channel_id: &str, channel_type: u8) -> Result<ChannelKey, ApiErr> {
+    check_id("channel_id", channel_id)?;
+    check_type(channel_type)?;
+    if channel_type == CHANNEL_TYPE_PERSON {
+        return Err(NodeError::BadRequest("person channels have no subscribers to manage".into()).into());
+    }
+    Ok(ChannelKey { channel_id: channel_id.into(), channel_type })
+}
+
+fn check_subscribers(subs: &[String]) -> Result<(), ApiErr> {
+    if subs.len() > MAX_SUBSCRIBERS_PER_CALL {
+        return Err(NodeError::BadRequest(format!("at most {MAX_SUBSCRIBERS_PER_CALL} subscribers per call")).into());
+    }
+    for s in subs {
+        check_id("subscriber", s)?;
+    }
+    Ok(())
+}
+
+async fn upsert(node: &Node, key: ChannelKey, subscribers: Vec<String>, reset: bool) -> ApiResult<Ok200> {
+    check_subscribers(&subscribers)?;
+    node.meta_write(MetaCmd::UpsertChannel { key, subscribers, reset, replication: node.replication }).await?;
+    Ok(Json(Ok200::default()))
+}
+
+async fn channel_upsert(State(node): State<Node>, Body(req): Body<ChannelReq>) -> ApiResult<Ok200> {
+    let key = group_key(&req.channel_id, req.channel_type)?;
+    upsert(&node, key, req.subscribers, req.reset == 1).await
+}
+
+async fn subscriber_add(State(node): State<Node>, Body(req): Body<SubscribersReq>) -> ApiResult<Ok200> {
+    let key = group_key(&req.channel_id, req.channel_type)?;
+    if req.subscribers.is_empty() {
+        return Err(NodeError::BadRequest("subscribers must not be empty".into()).into());
+    }
+    upsert(&node, key, req.subscribers, req.reset == 1).await
+}
+
+async fn subscriber_remove(State(node): State<Node>, Body(req): Body<SubscribersReq>) -> ApiResult<Ok200> {
+    let key = group_key(&req.channel_id, req.channel_type)?;
+    if req.subscribers.is_empty() {
+        return Err(NodeError::BadRequest("subscribers must not be empty".into()).into());
+    }
+    check_subscribers(&req.subscribers)?;
+    node.meta_write(MetaCmd::RemoveSubscribers { key, subscribers: req.subscribers }).await?;
+    Ok(Json(Ok200::default()))
+}
+
+fn info_of(rec: &ChannelRecord) -> ChannelInfo {
+    ChannelInfo {
+        channel_id: rec.key.channel_id.clone(),
+        channel_type: rec.key.channel_type,
+        subscribers: rec.subscribers.iter().cloned().collect(),
+        group_id: rec.group_id,
+        replicas: rec.replicas.clone(),
+    }
+}
+
+async fn channel_info(State(node): State<Node>, Body(req): Body<ChannelRef>) -> ApiResult<ChannelInfo> {
+    let key = reader_key(&req.channel_id, req.channel_type, &req.login_uid)?;
+    match node.resolve_channel(&key, false).await? {
+        Some(rec) => Ok(Json(info_of(&rec))),
+        None => Err(NodeError::ChannelNotFound(key.to_string()).into()),
+    }
+}
+
+/// Validate a send and build its message; `Err` is the client's mistake.
+fn prepare(node: &Node, req: &SendReq) -> Result<(ChannelKey, NewMessage), NodeError> {
+    let from_uid = if req.from_uid.is_empty() { channel::SYSTEM_UID.to_string() } else { req.from_uid.clone() };
+    check_id("from_uid", &from_uid)?;
+    check_id("channel_id", &req.channel_id)?;
+    check_type(req.channel_type)?;
+    check_len("client_msg_no", &req.client_msg_no, MAX_CLIENT_MSG_NO)?;
+    let payload = decode_payload(&req.payload)?;
+    let key = if req.channel_type == CHANNEL_TYPE_PERSON {
+        ChannelKey { channel_id: channel::person_channel_id(&from_uid, &req.channel_id), channel_type: CHANNEL_TYPE_PERSON }
+    } else {
+        ChannelKey { channel_id: req.channel_id.clone(), channel_type: req.channel_type }
+    };
+    let msg = node.new_message(NewMessage {
+        message_id: 0,
+        client_msg_no: req.client_msg_no.clone(),
+        from_uid,
+        header: Header {
+            no_persist: req.header.no_persist,
+            red_dot: req.header.red_dot,
+            sync_once: req.header.sync_once,
+        },
+        timestamp: 0,
+        payload,
+    });
+    Ok((key, msg))
+}
+
+async fn send(State(node): State<Node>, Body(req): Body<SendReq>) -> ApiResult<SendResp> {
+    let (key, msg) = prepare(&node, &req)?;
+    let rec = node.resolve_channel(&key, true).await?.ok_or_else(|| NodeError::ChannelNotFound(key.to_string()))?;
+    let client_msg_no = msg.client_msg_no.clone();
+    let sent = node.send(&rec, vec![msg]).await?;
+    let s = sent.first().ok_or_else(|| NodeError::Internal("empty send result".into()))?;
+    Ok(Json(SendResp { message_id: s.message_id, message_seq: s.message_seq, client_msg_no }))
+}
+
+async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> ApiResult<SendBatchResp> {
+    if req.messages.len() > MAX_BATCH {
+        return Err(NodeError::BadRequest(format!("at most {MAX_BATCH} messages per batch")).into());
+    }
+    let mut results: Vec<Option<SendBatchItem>> = vec![None; req.messages.len()];
+    // Valid messages grouped by channel, in request order, so each channel gets one entry.
+    let mut by_channel: BTreeMap<ChannelKey, Vec<(usize, NewMessage)>> = BTreeMap::new();
+    for (i, m) in req.messages.iter().enumerate() {
+        match prepare(&node, m) {
+            Ok((key, msg)) => by_channel.entry(key).or_default().push((i, msg)),
+            Err(e) => results[i] = Some(SendBatchItem { ok: None, error: Some(e.to_api()) }),
+        }
+    }
+    let node_ref = &node;
+    let outcomes = futures::future::join_all(by_channel.into_iter().map(|(key, items)| async move {
+        let rec = node_ref.resolve_channel(&key, true).await.and_then(|r| r.ok_or_else(|| NodeError::ChannelNotFound(key.to_string())));
+        let sent = match rec {
+            Ok(rec) => node_ref.send(&rec, items.iter().map(|(_, m)| m.clone()).collect()).await,
+            Err(e) => Err(e),
+        };
+        (items, sent)
+    }))
+    .await;
+    for (items, sent) in outcomes {
+        for (n, (i, msg)) in items.into_iter().enumerate() {
+            results[i] = Some(match &sent {
+                Ok(s) => match s.get(n) {
+                    Some(s) => SendBatchItem {
+                        ok: Some(SendResp { message_id: s.message_id, message_seq: s.message_seq, client_msg_no: msg.client_msg_no }),
+                        error: None,
+                    },
+                    None => SendBatchItem { ok: None, error: Some(NodeError::Internal("short send result".into()).to_api()) },
+                },
+                Err(e) => SendBatchItem { ok: None, error: Some(e.to_api()) },
+            });
+        }
+    }
+    Ok(Json(SendBatchResp { results: results.into_iter().map(|r| r.expect("every slot is filled")).collect() }))
+}
+
+fn to_message(rec: &ChannelRecord, m: StoredMessage) -> Message {
+    let channel_id = if rec.key.channel_type == CHANNEL_TYPE_PERSON {
+        channel::person_display_id(&rec.key.channel_id, &m.from_uid)
+    } else {
+        rec.key.channel_id.clone()
+    };
+    Message {
+        header: MessageHeader { no_persist: m.header.no_persist, red_dot: m.header.red_dot, sync_once: m.header.sync_once },
+        message_id: m.message_id,
+        message_idstr: m.message_id.to_string(),
+        message_seq: m.message_seq,
+        client_msg_no: m.client_msg_no,
+        from_uid: if m.from_uid == channel::SYSTEM_UID { String::new() } else { m.from_uid },
+        channel_id,
+        channel_type: rec.key.channel_type,
+        timestamp: m.timestamp,
+        payload: base64::engine::general_purpose::STANDARD.encode(&m.payload),
+    }
+}
+
+async fn message_sync(State(node): State<Node>, Body(req): Body<SyncReq>) -> ApiResult<SyncResp> {
+    let key = reader_key(&req.channel_id, req.channel_type, &req.login_uid)?;
+    if req.pull_mode > PULL_MODE_UP {
+        return Err(NodeError::BadRequest("pull_mode must be 0 (down) or 1 (up)".into()).into());
+    }
+    let limit = match req.limit {
+        0 => DEFAULT_SYNC_LIMIT,
+        n => n.min(MAX_SYNC_LIMIT),
+    } as u64;
+    let empty = SyncResp {
+        start_message_seq: req.start_message_seq,
+        end_message_seq: req.end_message_seq,
+        more: 0,
+        messages: Vec::new(),
+    };
+    let Some(rec) = node.resolve_channel(&key, false).await? else {
+        return Ok(Json(empty));
+    };
+    let q = SyncQuery { start: req.start_message_seq, end: req.end_message_seq, limit, pull_up: req.pull_mode == PULL_MODE_UP };
+    let r = node.sync(&rec, q).await?;
+    Ok(Json(SyncResp {
+        more: r.more as u8,
+        messages: r.messages.into_iter().map(|m| to_message(&rec, m)).collect(),
+        ..empty
+    }))
+}
+
+async fn max_seq(node: &Node, req: ChannelRef) -> ApiResult<MaxSeqResp> {
+    let key = reader_key(&req.channel_id, req.channel_type, &req.login_uid)?;
+    let Some(rec) = node.resolve_channel(&key, false).await? else {
+        return Ok(Json(MaxSeqResp { message_seq: 0 }));
+    };
+    let r = node.sync(&rec, SyncQuery { start: 0, end: 0, limit: 1, pull_up: true }).await?;
+    Ok(Json(MaxSeqResp { message_seq: r.last_seq }))
+}
+
+async fn max_seq_post(State(node): State<Node>, Body(req): Body<ChannelRef>) -> ApiResult<MaxSeqResp> {
+    max_seq(&node, req).await
+}
+
+/// WuKongIM serves this one as GET with query parameters.
+async fn max_seq_get(
+    State(node): State<Node>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> ApiResult<MaxSeqResp> {
+    let channel_type = match q.get("channel_type").map(|t| t.parse::<u8>()) {
+        Some(Ok(t)) => t,
+        Some(Err(_)) => return Err(NodeError::BadRequest("channel_type must be a number".into()).into()),
+        None => CHANNEL_TYPE_GROUP,
+    };
+    let req = ChannelRef {
+        channel_id: q.get("channel_id").cloned().unwrap_or_default(),
+        channel_type,
+        login_uid: q.get("login_uid").cloned().unwrap_or_default(),
+    };
+    max_seq(&node, req).await
+}
+
+async fn cluster_nodes(State(node): State<Node>) -> ApiResult<NodesResp> {
+    Ok(Json(node.cluster_nodes().await?))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn cluster_channels(State(node): State<Node>, Query(q): Query<ListQuery>) -> ApiResult<ChannelList> {
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let (total, recs) = node
+        .store
+        .read(move |r| {
+            let all = meta::channels(r, None, usize::MAX)?;
+            let total = all.len() as u64;
+            Ok((total, all.into_iter().take(limit).collect::<Vec<_>>()))
+        })
+        .await
+        .map_err(NodeError::from)?;
+    Ok(Json(ChannelList { total, channels: recs.iter().map(info_of).collect() }))
+}
+
+async fn stored_channel(node: &Node, id: &str, ty: &str) -> Result<ChannelRecord, ApiErr> {
+    let channel_type: u8 = ty.parse().map_err(|_| NodeError::BadRequest(format!("channel type {ty:?} is not a number")))?;
+    check_type(channel_type)?;
+    check_len("channel_id", id, MAX_ID)?;
+    let key = ChannelKey { channel_id: id.to_string(), channel_type };
+    node.resolve_channel(&key, false).await?.ok_or_else(|| NodeError::ChannelNotFound(key.to_string()).into())
+}
+
+async fn cluster_channel_config(State(node): State<Node>, Path((id, ty)): Path<(String, String)>) -> ApiResult<ChannelConfig> {
+    let rec = stored_channel(&node, &id, &ty).await?;
+    Ok(Json(node.channel_config(&rec).await))
+}
+
+async fn cluster_channel_replicas(
+    State(node): State<Node>,
+    Path((id, ty)): Path<(String, String)>,
+) -> ApiResult<ChannelReplicas> {
+    let rec = stored_channel(&node, &id, &ty).await?;
+    Ok(Json(node.channel_replicas(&rec).await))
+}

@@ -1,0 +1,231 @@
+//! The node runtime: the metadata group, the registry of channel groups, membership and
+//! addresses, and the routing that lets any node serve any request.
+//!
+//! Channel groups start lazily: on the first client request or peer RPC that names them. A
+//! replica that gets a client request for a group that was never initialized initializes it
+//! with the replica set recorded in the metadata group (the same set on every replica, which
+//! openraft allows); normally only the preferred leader (the first replica, tried first)
+//! does so and the others learn the membership from it.
+
+mod route;
+pub mod rpc;
+pub mod status;
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use crate::config::Config;
+use crate::error::{NodeError, Result};
+use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, Router, Transport};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{raft_config, GroupId, NodeId, Peer, Raft, META_GROUP};
+use crate::store::{encode, KvRead, Store, Table};
+
+/// On-disk format of the data dir; a node refuses a data dir of another format.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub struct Inner {
+    pub id: NodeId,
+    pub http_addr: String,
+    pub cluster_addr: String,
+    /// Replicas per channel (capped by the number of nodes).
+    pub replication: usize,
+    pub store: Store,
+    pub transport: Arc<Transport>,
+    /// The metadata group, replicated to every node.
+    pub meta: Raft,
+    /// Live channel groups. std mutex: held only to find or insert a cell.
+    groups: Mutex<HashMap<GroupId, Arc<OnceCell<Raft>>>>,
+    /// Last node seen leading each group, to route without asking around.
+    hints: Mutex<HashMap<GroupId, NodeId>>,
+    ids: route::IdGen,
+    /// A `--seed` node waits here until the cluster admits it.
+    joining: AtomicBool,
+}
+
+/// Cheap-clone handle to the node runtime.
+#[derive(Clone)]
+pub struct Node(Arc<Inner>);
+
+impl Deref for Node {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+fn new_raft_group(id: NodeId, g: GroupId, store: &Store, transport: &Arc<Transport>) -> impl std::future::Future<Output = Result<Raft>> {
+    let (store, transport) = (store.clone(), transport.clone());
+    async move {
+        let network = NetworkFactory::new(Router(transport), g);
+        Raft::new(id, raft_config(), network, LogStore::new(g, store.clone()), StateMachine::new(g, store))
+            .await
+            .map_err(|e| NodeError::Internal(format!("start group {g}: {e}")))
+    }
+}
+
+impl Node {
+    /// Open the data dir, start the metadata group and bootstrap or join as configured.
+    pub async fn start(cfg: &Config, http_addr: String, cluster_addr: String) -> anyhow::Result<Node> {
+        use anyhow::Context;
+        let store = Store::open(&cfg.data_dir.join("lmdb")).context("open the data dir")?;
+        check_identity(&store, cfg.node_id).await?;
+        let transport = Transport::new(cfg.node_id);
+        for (id, addr) in cfg.init_nodes.iter().chain(cfg.seed.iter()) {
+            transport.set_addr(*id, addr);
+        }
+        transport.set_addr(cfg.node_id, &cluster_addr);
+        let meta = new_raft_group(cfg.node_id, META_GROUP, &store, &transport).await?;
+        let node = Node(Arc::new(Inner {
+            id: cfg.node_id,
+            http_addr,
+            cluster_addr: cluster_addr.clone(),
+            replication: cfg.channel_replicas.max(1),
+            store,
+            transport: transport.clone(),
+            meta: meta.clone(),
+            groups: Default::default(),
+            hints: Default::default(),
+            ids: route::IdGen::new(cfg.node_id),
+            joining: AtomicBool::new(false),
+        }));
+        transport.set_handler(Arc::new(node.clone()));
+
+        if !meta.is_initialized().await.context("read metadata state")? {
+            let members: BTreeMap<NodeId, Peer> = if !cfg.init_nodes.is_empty() {
+                cfg.init_nodes.iter().map(|(id, addr)| (*id, Peer { cluster_addr: addr.clone() })).collect()
+            } else if cfg.seed.is_none() {
+                BTreeMap::from([(cfg.node_id, Peer { cluster_addr })])
+            } else {
+                BTreeMap::new()
+            };
+            if members.is_empty() {
+                tracing::info!(seed = ?cfg.seed, "waiting to be admitted to the cluster (joining)");
+                node.joining.store(true, Ordering::Relaxed);
+            } else {
+                anyhow::ensure!(
+                    members.contains_key(&cfg.node_id),
+                    "--init-nodes does not list this node's id {}",
+                    cfg.node_id
+                );
+                tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping the metadata group");
+                if let Err(e) = meta.initialize(members).await {
+                    // Another member's identical initialization may have reached us first.
+                    tracing::info!(error = %e, "metadata group initialization skipped");
+                }
+            }
+        }
+        tokio::spawn(node.clone().maintain_membership());
+        Ok(node)
+    }
+
+    pub fn is_joining(&self) -> bool {
+        self.joining.load(Ordering::Relaxed)
+    }
+
+    /// The group's Raft, started from its stored state if it is not running yet.
+    pub async fn group(&self, g: GroupId) -> Result<Raft> {
+        if g == META_GROUP {
+            return Ok(self.meta.clone());
+        }
+        let cell = self.groups.lock().expect("groups lock poisoned").entry(g).or_default().clone();
+        cell.get_or_try_init(|| new_raft_group(self.id, g, &self.store, &self.transport)).await.cloned()
+    }
+
+    /// The running channel groups and their Rafts.
+    pub fn live_groups(&self) -> Vec<(GroupId, Raft)> {
+        let groups = self.groups.lock().expect("groups lock poisoned");
+        groups.iter().filter_map(|(g, c)| c.get().map(|r| (*g, r.clone()))).collect()
+    }
+
+    /// A channel's group on this replica, initialized with its replica set if it never was.
+    pub async fn channel_group(&self, rec: &ChannelRecord) -> Result<Raft> {
+        let raft = self.group(rec.group_id).await?;
+        let uninitialized = raft.metrics().borrow_watched().membership_config.membership().voter_ids().next().is_none();
+        if uninitialized {
+            let members: BTreeMap<NodeId, Peer> = rec
+                .replicas
+                .iter()
+                .map(|id| (*id, Peer { cluster_addr: self.transport.addr_of(*id).unwrap_or_default() }))
+                .collect();
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(group = rec.group_id, error = %e, "channel group already initialized");
+            }
+        }
+        Ok(raft)
+    }
+
+    /// Keep the address book in step with the metadata group, and register this node's
+    /// HTTP address there once a leader exists.
+    async fn maintain_membership(self) {
+        let mut metrics = self.meta.metrics();
+        let mut registered = false;
+        loop {
+            let membership = metrics.borrow_watched().membership_config.clone();
+            let in_cluster = membership.membership().nodes().any(|(id, _)| *id == self.id);
+            if in_cluster {
+                self.joining.store(false, Ordering::Relaxed);
+            }
+            for (id, peer) in membership.membership().nodes() {
+                if *id != self.id && !peer.cluster_addr.is_empty() {
+                    self.transport.set_addr(*id, &peer.cluster_addr);
+                }
+            }
+            if let Ok(nodes) = self.store.read(|r| meta::nodes(r)).await {
+                for n in nodes.iter().filter(|n| n.id != self.id) {
+                    self.transport.set_addr(n.id, &n.cluster_addr);
+                }
+                let me = NodeRecord { id: self.id, http_addr: self.http_addr.clone(), cluster_addr: self.cluster_addr.clone() };
+                registered = nodes.contains(&me);
+                if !registered && in_cluster {
+                    if let Err(e) = self.meta_write(MetaCmd::RegisterNode(me)).await {
+                        tracing::debug!(error = %e, "registering this node's addresses; will retry");
+                    }
+                }
+            }
+            let wait = if registered { Duration::from_secs(2) } else { Duration::from_millis(200) };
+            let _ = tokio::time::timeout(wait, metrics.changed()).await;
+        }
+    }
+
+    /// Stop every Raft group; the store flushes what is queued.
+    pub async fn shutdown(&self) {
+        for (_, raft) in self.live_groups() {
+            let _ = raft.shutdown().await;
+        }
+        let _ = self.meta.shutdown().await;
+        self.store.shutdown();
+    }
+}
+
+/// Refuse a data dir written by another node id or another format.
+async fn check_identity(store: &Store, node_id: NodeId) -> anyhow::Result<()> {
+    let (id, format) = store
+        .read(|r| Ok((r.get_decoded::<u64>(Table::Local, b"node_id")?, r.get_decoded::<u32>(Table::Local, b"format")?)))
+        .await?;
+    if let Some(format) = format {
+        anyhow::ensure!(format == FORMAT_VERSION, "data dir has format {format}, this build reads {FORMAT_VERSION}");
+    }
+    match id {
+        Some(id) if id != node_id => anyhow::bail!("data dir belongs to node {id}, not {node_id}"),
+        Some(_) => Ok(()),
+        None => {
+            store
+                .write(move |w| {
+                    use crate::store::KvWrite;
+                    w.put(Table::Local, b"node_id", &encode(&node_id))?;
+                    w.put(Table::Local, b"format", &encode(&FORMAT_VERSION))
+                })
+                .await?;
+            Ok(())
+        }
+    }
+}

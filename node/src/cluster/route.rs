@@ -1,0 +1,210 @@
+//! Routing: take a request on any node and get it served by the right group leader, retrying
+//! across replicas and elections until a deadline. Retries are safe because every message
+//! carries its idempotency key and ids fixed before the first attempt.
+
+use openraft::async_runtime::WatchReceiver;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::rpc::{AppReply, AppRpc, SyncQuery, SyncResult};
+use super::Node;
+use crate::channel::{ChannelKey, NewMessage, Sent};
+use crate::error::{NodeError, Result};
+use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp};
+use crate::raft::network::{CallError, Reply, Rpc};
+use crate::raft::{GroupId, NodeId, META_GROUP};
+
+/// How long a client request may take before it is answered 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Snowflake-style message ids: 41 bits of milliseconds since 2024-01-01, 10 bits of node id,
+/// 12 bits of sequence. Unique across the cluster as long as node ids differ mod 1024 and the
+/// clock does not step back across a restart.
+pub struct IdGen {
+    node: u64,
+    /// (millisecond, sequence) of the last id; std mutex, a few instructions long.
+    last: Mutex<(u64, u64)>,
+}
+
+const EPOCH_MS: u64 = 1_704_067_200_000;
+
+impl IdGen {
+    pub fn new(node: NodeId) -> IdGen {
+        IdGen { node: node & 0x3FF, last: Mutex::new((0, 0)) }
+    }
+
+    pub fn next(&self) -> u64 {
+        let now = now_ms().saturating_sub(EPOCH_MS);
+        let mut last = self.last.lock().expect("id lock poisoned");
+        let (ms, seq) = if now > last.0 {
+            (now, 0)
+        } else if last.1 < 0xFFF {
+            (last.0, last.1 + 1)
+        } else {
+            // 4096 ids in one millisecond: borrow the next millisecond.
+            (last.0 + 1, 0)
+        };
+        *last = (ms, seq);
+        (ms << 22) | (self.node << 12) | seq
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Node {
+    /// Serve `rpc` on the leader of group `g`, trying `replicas` until `deadline`.
+    async fn route(&self, g: GroupId, replicas: &[NodeId], rpc: AppRpc, deadline: Instant) -> Result<AppReply> {
+        if replicas.is_empty() {
+            return Err(NodeError::Unavailable(format!("group {g} has no replicas")));
+        }
+        let mut hint = self.hints.lock().expect("hints lock poisoned").get(&g).copied();
+        let mut next = 0usize;
+        let mut last_err = String::from("no replica answered");
+        let mut misses = 0usize;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(NodeError::Unavailable(format!("group {g}: {last_err}")));
+            }
+            let target = hint.take().unwrap_or_else(|| {
+                next += 1;
+                replicas[(next - 1) % replicas.len()]
+            });
+            let reply = if target == self.id {
+                self.serve_app(rpc.clone()).await
+            } else {
+                let bytes = crate::store::encode(&rpc);
+                match self.transport.call(target, Rpc::App(bytes), deadline - now).await {
+                    Ok(Reply::App(b)) => postcard::from_bytes(&b)
+                        .unwrap_or_else(|e| AppReply::Err(NodeError::Internal(format!("bad reply: {e}")))),
+                    Ok(other) => AppReply::Err(NodeError::Internal(format!("unexpected reply {other:?}"))),
+                    Err(e @ (CallError::Unreachable(..) | CallError::Timeout(_))) => {
+                        AppReply::Err(NodeError::Unavailable(e.to_string()))
+                    }
+                    Err(e @ CallError::Remote(..)) => AppReply::Err(NodeError::Internal(e.to_string())),
+                }
+            };
+            match reply {
+                AppReply::Err(NodeError::NotLeader { leader_hint }) => {
+                    hint = leader_hint.filter(|h| replicas.contains(h) && *h != target);
+                    last_err = format!("node {target} is not the leader");
+                }
+                AppReply::Err(NodeError::Unavailable(msg)) => last_err = msg,
+                other => {
+                    self.hints.lock().expect("hints lock poisoned").insert(g, target);
+                    return Ok(other);
+                }
+            }
+            self.hints.lock().expect("hints lock poisoned").remove(&g);
+            if hint.is_none() {
+                misses += 1;
+                // A full round without a leader: an election is under way, give it a moment.
+                if misses % replicas.len() == 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn meta_voters(&self) -> Vec<NodeId> {
+        let m = self.meta.metrics().borrow_watched().membership_config.clone();
+        let mut voters: Vec<NodeId> = m.membership().voter_ids().collect();
+        // Try the known leader first.
+        if let Some(l) = self.meta.metrics().borrow_watched().current_leader {
+            voters.sort_by_key(|v| *v != l);
+        }
+        voters
+    }
+
+    pub async fn meta_write(&self, cmd: MetaCmd) -> Result<MetaResp> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        match self.route(META_GROUP, &self.meta_voters(), AppRpc::MetaWrite(cmd), deadline).await? {
+            AppReply::Meta(m) => Ok(m),
+            AppReply::Err(e) => Err(e),
+            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// The channel's record: from the local copy of the metadata, else from the metadata
+    /// leader (which creates it first when `create`).
+    pub async fn resolve_channel(&self, key: &ChannelKey, create: bool) -> Result<Option<ChannelRecord>> {
+        let k = key.clone();
+        if let Some(rec) = self.store.read(move |r| meta::get_channel(r, &k)).await? {
+            return Ok(Some(rec));
+        }
+        if create {
+            let cmd = MetaCmd::EnsureChannel { key: key.clone(), replication: self.replication };
+            return match self.meta_write(cmd).await? {
+                MetaResp::Channel(rec) => Ok(Some(rec)),
+                other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
+            };
+        }
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        match self.route(META_GROUP, &self.meta_voters(), AppRpc::GetChannel(key.clone()), deadline).await? {
+            AppReply::Channel(rec) => Ok(rec),
+            AppReply::Err(e) => Err(e),
+            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Fix ids and timestamps for new messages (before any attempt, so retries reuse them).
+    pub fn new_message(&self, mut m: NewMessage) -> NewMessage {
+        m.message_id = self.ids.next();
+        m.timestamp = now_ms() / 1000;
+        if m.client_msg_no.is_empty() {
+            // WuKongIM generates a uuid-like key with a trailing "0"; ours is unique per id.
+            m.client_msg_no = format!("{:016x}{:016x}0", m.message_id, now_ms());
+        }
+        m
+    }
+
+    /// Append messages to a channel through its leader; answers once they are committed.
+    pub async fn send(&self, rec: &ChannelRecord, msgs: Vec<NewMessage>) -> Result<Vec<Sent>> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        match self.route(rec.group_id, &rec.replicas, AppRpc::Send(rec.clone(), msgs), deadline).await? {
+            AppReply::Sent(s) => Ok(s),
+            AppReply::Err(e) => Err(e),
+            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    pub async fn sync(&self, rec: &ChannelRecord, q: SyncQuery) -> Result<SyncResult> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        match self.route(rec.group_id, &rec.replicas, AppRpc::Sync(rec.clone(), q), deadline).await? {
+            AppReply::Synced(s) => Ok(s),
+            AppReply::Err(e) => Err(e),
+            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Ask `target` (or this node) an app request, for status probes.
+    pub async fn ask(&self, target: NodeId, rpc: AppRpc, ttl: Duration) -> Result<AppReply> {
+        if target == self.id {
+            return Ok(self.serve_app(rpc).await);
+        }
+        match self.transport.call(target, Rpc::App(crate::store::encode(&rpc)), ttl).await {
+            Ok(Reply::App(b)) => postcard::from_bytes(&b).map_err(|e| NodeError::Internal(format!("bad reply: {e}"))),
+            Ok(other) => Err(NodeError::Internal(format!("unexpected reply {other:?}"))),
+            Err(e) => Err(NodeError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_increasing() {
+        let g = IdGen::new(7);
+        let mut prev = 0;
+        for _ in 0..20_000 {
+            let id = g.next();
+            assert!(id > prev);
+            assert_eq!((id >> 12) & 0x3FF, 7);
+            prev = id;
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Requests between nodes beyond Raft's own: forwarded client operations and status probes.
+//! A node executes an [`AppRpc`] the same way whether it came from a peer or from its own
+//! HTTP layer, so routing code has one path for "local" and "remote".
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
+use serde::{Deserialize, Serialize};
+
+use super::status::{GroupStatus, LocalNodeStatus};
+use super::Node;
+use crate::channel::{self, ChannelCmd, ChannelKey, NewMessage, Sent, StoredMessage};
+use crate::error::NodeError;
+use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp};
+use crate::raft::network::{Handler, Reply, Rpc};
+use crate::raft::{NodeId, Raft, Request, Response, TypeConfig};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AppRpc {
+    /// Propose a metadata command (served by the metadata leader).
+    MetaWrite(MetaCmd),
+    /// Linearizable read of a channel record (served by the metadata leader).
+    GetChannel(ChannelKey),
+    /// Append messages to a channel (served by its leader).
+    Send(ChannelRecord, Vec<NewMessage>),
+    /// Linearizable read of a channel's messages (served by its leader).
+    Sync(ChannelRecord, SyncQuery),
+    NodeStatus,
+    GroupStatus(ChannelRecord),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SyncQuery {
+    pub start: u64,
+    pub end: u64,
+    pub limit: u64,
+    pub pull_up: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncResult {
+    pub last_seq: u64,
+    pub messages: Vec<StoredMessage>,
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AppReply {
+    Meta(MetaResp),
+    Channel(Option<ChannelRecord>),
+    Sent(Vec<Sent>),
+    Synced(SyncResult),
+    NodeStatus(LocalNodeStatus),
+    GroupStatus(GroupStatus),
+    Err(NodeError),
+}
+
+/// How long a follower waits for an election to finish before telling the caller to retry.
+const LEADER_WAIT: Duration = Duration::from_millis(1500);
+
+impl Handler for Node {
+    fn handle(&self, _from: NodeId, rpc: Rpc) -> Pin<Box<dyn Future<Output = Result<Reply, String>> + Send + '_>> {
+        Box::pin(async move {
+            let s = |e: &dyn std::fmt::Display| e.to_string();
+            Ok(match rpc {
+                Rpc::Append(g, req) => {
+                    Reply::Append(self.group(g).await.map_err(|e| s(&e))?.append_entries(req).await.map_err(|e| s(&e))?)
+                }
+                Rpc::Vote(g, req) => Reply::Vote(self.group(g).await.map_err(|e| s(&e))?.vote(req).await.map_err(|e| s(&e))?),
+                Rpc::PreVote(g, req) => {
+                    Reply::Vote(self.group(g).await.map_err(|e| s(&e))?.pre_vote(req).await.map_err(|e| s(&e))?)
+                }
+                Rpc::Snapshot(g, vote, meta, data) => {
+                    let snapshot = openraft::alias::SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
+                    let raft = self.group(g).await.map_err(|e| s(&e))?;
+                    Reply::Snapshot(raft.install_full_snapshot(vote, snapshot).await.map_err(|e| s(&e))?)
+                }
+                Rpc::TransferLeader(g, req) => {
+                    let raft = self.group(g).await.map_err(|e| s(&e))?;
+                    let res = raft.handle_transfer_leader(req).await.map_err(|e| s(&e))?;
+                    Reply::TransferLeader(res.map_err(|e| format!("{e:?}")))
+                }
+                Rpc::App(bytes) => {
+                    let rpc: AppRpc = postcard::from_bytes(&bytes).map_err(|e| format!("bad app request: {e}"))?;
+                    Reply::App(crate::store::encode(&self.serve_app(rpc).await))
+                }
+            })
+        })
+    }
+}
+
+/// Wait briefly for `raft` to know a leader, then say where to go.
+async fn not_leader(raft: &Raft, known: Option<NodeId>) -> NodeError {
+    let leader_hint = match known {
+        Some(l) => Some(l),
+        None => raft
+            .wait(Some(LEADER_WAIT))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .ok()
+            .and_then(|m| m.current_leader),
+    };
+    NodeError::NotLeader { leader_hint }
+}
+
+async fn write_err(raft: &Raft, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(raft, f.leader_id).await,
+        RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
+        RaftError::Fatal(f) => NodeError::Internal(f.to_string()),
+    }
+}
+
+async fn read_err(raft: &Raft, e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> NodeError {
+    match e {
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => not_leader(raft, f.leader_id).await,
+        RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
+        RaftError::Fatal(f) => NodeError::Internal(f.to_string()),
+    }
+}
+
+impl Node {
+    /// Execute an app request on this node.
+    pub async fn serve_app(&self, rpc: AppRpc) -> AppReply {
+        match self.try_serve_app(rpc).await {
+            Ok(r) => r,
+            Err(e) => AppReply::Err(e),
+        }
+    }
+
+    async fn try_serve_app(&self, rpc: AppRpc) -> Result<AppReply, NodeError> {
+        Ok(match rpc {
+            AppRpc::MetaWrite(cmd) => {
+                let resp = self.meta.client_write(Request::Meta(cmd)).await;
+                match resp {
+                    Ok(r) => match r.data {
+                        Response::Meta(m) => AppReply::Meta(m),
+                        other => return Err(NodeError::Internal(format!("metadata answered {other:?}"))),
+                    },
+                    Err(e) => return Err(write_err(&self.meta, e).await),
+                }
+            }
+            AppRpc::GetChannel(key) => {
+                if let Err(e) = self.meta.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    return Err(read_err(&self.meta, e).await);
+                }
+                AppReply::Channel(self.store.read(move |r| meta::get_channel(r, &key)).await?)
+            }
+            AppRpc::Send(rec, msgs) => {
+                let raft = self.replica_group(&rec).await?;
+                match raft.client_write(Request::Channel(ChannelCmd::Send(msgs))).await {
+                    Ok(r) => match r.data {
+                        Response::Channel(channel::ChannelResp::Sent(sent)) => AppReply::Sent(sent),
+                        other => return Err(NodeError::Internal(format!("channel answered {other:?}"))),
+                    },
+                    Err(e) => return Err(write_err(&raft, e).await),
+                }
+            }
+            AppRpc::Sync(rec, q) => {
+                let raft = self.replica_group(&rec).await?;
+                if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    return Err(read_err(&raft, e).await);
+                }
+                let g = rec.group_id;
+                AppReply::Synced(
+                    self.store
+                        .read(move |r| {
+                            let last_seq = crate::raft::state_machine::load_state(r, g)?.channel.last_seq;
+                            let Some((lo, hi, more)) = channel::sync_range(last_seq, q.start, q.end, q.limit, q.pull_up)
+                            else {
+                                return Ok(SyncResult { last_seq, messages: Vec::new(), more: false });
+                            };
+                            Ok(SyncResult { last_seq, messages: channel::read_messages(r, g, lo, hi)?, more })
+                        })
+                        .await?,
+                )
+            }
+            AppRpc::NodeStatus => AppReply::NodeStatus(self.local_status().await?),
+            AppRpc::GroupStatus(rec) => AppReply::GroupStatus(self.group_status(&rec).await?),
+        })
+    }
+
+    /// The channel's group on this node, which must be one of its replicas.
+    async fn replica_group(&self, rec: &ChannelRecord) -> Result<Raft, NodeError> {
+        if !rec.replicas.contains(&self.id) {
+            return Err(NodeError::NotLeader { leader_hint: None });
+        }
+        self.channel_group(rec).await
+    }
+}

@@ -1,0 +1,148 @@
+//! Node configuration: command-line flags, `WK_<NAME>` environment variables and an optional
+//! TOML file (`--config`), in that order of precedence, then the defaults.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+/// WuKong HA cluster node: WuKongIM's data layer on per-channel Raft groups over LMDB.
+#[derive(Debug, Parser, Default)]
+#[command(name = "wknode", version)]
+pub struct Args {
+    /// TOML file with any of the settings below (flag names with `_`, e.g. `node_id = 2`).
+    #[arg(long, env = "WK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id (u64, unique in the cluster) [default: 1].
+    #[arg(long, env = "WK_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Where the node keeps its LMDB environment [default: ./wukong-data/<id>].
+    #[arg(long, env = "WK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Client HTTP API listen address (port 0 picks a free port) [default: 127.0.0.1:5001].
+    #[arg(long, env = "WK_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// Cluster transport listen address [default: 127.0.0.1:11110].
+    #[arg(long, env = "WK_CLUSTER_ADDR")]
+    pub cluster_addr: Option<String>,
+    /// Bootstrap a new cluster of these members, e.g. "1@127.0.0.1:11110,2@127.0.0.1:11111"
+    /// (the same string on every member; ignored once the data dir holds a cluster).
+    #[arg(long, env = "WK_INIT_NODES")]
+    pub init_nodes: Option<String>,
+    /// Join an existing cluster through this member, ID@HOST:PORT (admitted by `wkctl cluster join`).
+    #[arg(long, env = "WK_SEED")]
+    pub seed: Option<String>,
+    /// Replicas per channel, capped by the cluster size [default: 3].
+    #[arg(long, env = "WK_CHANNEL_REPLICAS")]
+    pub channel_replicas: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    http_addr: Option<String>,
+    cluster_addr: Option<String>,
+    init_nodes: Option<String>,
+    seed: Option<String>,
+    channel_replicas: Option<usize>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub http_addr: String,
+    pub cluster_addr: String,
+    /// Bootstrap members as (id, cluster address); empty when not bootstrapping.
+    pub init_nodes: Vec<(u64, String)>,
+    pub seed: Option<(u64, String)>,
+    pub channel_replicas: usize,
+}
+
+/// Parse `ID@HOST:PORT`.
+pub fn parse_member(s: &str) -> anyhow::Result<(u64, String)> {
+    let (id, addr) = s.trim().split_once('@').with_context(|| format!("{s:?} is not ID@HOST:PORT"))?;
+    let id: u64 = id.parse().with_context(|| format!("{s:?}: node id must be a number"))?;
+    if !addr.contains(':') {
+        bail!("{s:?}: address must be HOST:PORT");
+    }
+    Ok((id, addr.to_string()))
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let meta = std::fs::metadata(path).with_context(|| format!("read {}", path.display()))?;
+                if meta.len() > 1 << 20 {
+                    bail!("{} is larger than 1 MiB", path.display());
+                }
+                let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).with_context(|| format!("parse {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+        let init_nodes = match args.init_nodes.or(file.init_nodes) {
+            Some(s) => s.split(',').filter(|p| !p.trim().is_empty()).map(parse_member).collect::<anyhow::Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for (id, _) in &init_nodes {
+            if !seen.insert(*id) {
+                bail!("--init-nodes lists node {id} twice");
+            }
+        }
+        let channel_replicas = args.channel_replicas.or(file.channel_replicas).unwrap_or(3);
+        if channel_replicas == 0 {
+            bail!("--channel-replicas must be at least 1");
+        }
+        Ok(Config {
+            node_id,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(format!("./wukong-data/{node_id}"))),
+            http_addr: args.http_addr.or(file.http_addr).unwrap_or_else(|| "127.0.0.1:5001".into()),
+            cluster_addr: args.cluster_addr.or(file.cluster_addr).unwrap_or_else(|| "127.0.0.1:11110".into()),
+            init_nodes,
+            seed: args.seed.or(file.seed).map(|s| parse_member(&s)).transpose()?,
+            channel_replicas,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_defaults_fill_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("n.toml");
+        std::fs::write(&path, "node_id = 2\nhttp_addr = \"127.0.0.1:7000\"\ninit_nodes = \"1@a:1,2@b:2\"\n").expect("write");
+        let args = Args { config: Some(path), http_addr: Some("127.0.0.1:8000".into()), ..Default::default() };
+        let c = Config::from_args(args).expect("valid");
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.http_addr, "127.0.0.1:8000");
+        assert_eq!(c.init_nodes, vec![(1, "a:1".to_string()), (2, "b:2".to_string())]);
+        assert_eq!(c.data_dir, PathBuf::from("./wukong-data/2"));
+        assert_eq!(c.channel_replicas, 3);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        for (init, want) in [("x@a:1", "node id"), ("1@nocolon", "HOST:PORT"), ("1@a:1,1@b:2", "twice")] {
+            let err = Config::from_args(Args { init_nodes: Some(init.into()), ..Default::default() }).expect_err(init);
+            assert!(format!("{err:#}").contains(want), "{init}: {err:#}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("n.toml");
+        std::fs::write(&path, "no_such_key = 1\n").expect("write");
+        assert!(Config::from_args(Args { config: Some(path), ..Default::default() }).is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! The node's error type at its boundaries (HTTP and forwarded requests). Variants say what
+//! the caller must do; each maps to an HTTP status and a stable `code`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
+pub enum NodeError {
+    /// The request is malformed; fix it, do not retry.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("channel {0} not found")]
+    ChannelNotFound(String),
+    /// This node does not lead the group; retry on `leader_hint` (internal, between nodes).
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<u64> },
+    /// No leader or no quorum right now; retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl NodeError {
+    pub fn status(&self) -> u16 {
+        match self {
+            NodeError::BadRequest(_) => 400,
+            NodeError::PayloadTooLarge(_) => 413,
+            NodeError::ChannelNotFound(_) => 404,
+            NodeError::NotLeader { .. } | NodeError::Unavailable(_) => 503,
+            NodeError::Storage(_) | NodeError::Internal(_) => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            NodeError::BadRequest(_) => "bad_request",
+            NodeError::PayloadTooLarge(_) => "payload_too_large",
+            NodeError::ChannelNotFound(_) => "channel_not_found",
+            NodeError::NotLeader { .. } => "not_leader",
+            NodeError::Unavailable(_) => "unavailable",
+            NodeError::Storage(_) => "storage",
+            NodeError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn to_api(&self) -> wk_api::ApiError {
+        wk_api::ApiError { status: self.status(), msg: self.to_string(), code: self.code().to_string() }
+    }
+}
+
+impl From<crate::store::StoreError> for NodeError {
+    fn from(e: crate::store::StoreError) -> Self {
+        NodeError::Storage(e.to_string())
+    }
+}
+
+pub type Result<T, E = NodeError> = std::result::Result<T, E>;

@@ -1,0 +1,161 @@
+//! Metadata state machine: pure apply logic for the cluster-wide metadata group (users and
+//! tokens, channels and subscribers, each channel's Raft group id and replica set, nodes).
+//!
+//! Invariants:
+//! - Channel group ids are allocated from a counter in this state machine, so every node
+//!   agrees on them; group 0 is the metadata group itself.
+//! - A channel's replica set is computed by `placement` from the metadata group's membership
+//!   at the point in the log where the channel is created, so it is the same on every node.
+
+pub mod placement;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::channel::ChannelKey;
+use crate::store::{encode, keys, KvRead, KvWrite, Result, Table};
+
+const NEXT_GROUP_ID: &[u8] = b"next_group_id";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub token: String,
+    pub level: u8,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub uid: String,
+    /// One token per device flag (0 app, 1 web, 2 pc).
+    pub devices: BTreeMap<u8, Device>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    pub key: ChannelKey,
+    pub subscribers: BTreeSet<String>,
+    /// The channel's Raft group.
+    pub group_id: u64,
+    /// Replica node ids, preferred leader first.
+    pub replicas: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: u64,
+    pub http_addr: String,
+    pub cluster_addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCmd {
+    SetToken { uid: String, token: String, device_flag: u8, device_level: u8 },
+    /// Create the channel if missing, then add (or with `reset`, replace) subscribers.
+    UpsertChannel { key: ChannelKey, subscribers: Vec<String>, reset: bool, replication: usize },
+    RemoveSubscribers { key: ChannelKey, subscribers: Vec<String> },
+    /// Create the channel if missing; answer its record.
+    EnsureChannel { key: ChannelKey, replication: usize },
+    RegisterNode(NodeRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaResp {
+    Done,
+    Channel(ChannelRecord),
+}
+
+/// Apply one command. `members` are the node ids of the metadata group's membership (voters
+/// and learners) at this log position.
+pub fn apply(kv: &mut impl KvWrite, members: &BTreeSet<u64>, cmd: &MetaCmd) -> Result<MetaResp> {
+    match cmd {
+        MetaCmd::SetToken { uid, token, device_flag, device_level } => {
+            let mut user: User = kv.get_decoded(Table::Users, uid.as_bytes())?.unwrap_or_default();
+            user.uid = uid.clone();
+            user.devices.insert(*device_flag, Device { token: token.clone(), level: *device_level });
+            kv.put(Table::Users, uid.as_bytes(), &encode(&user))?;
+            Ok(MetaResp::Done)
+        }
+        MetaCmd::UpsertChannel { key, subscribers, reset, replication } => {
+            let mut rec = ensure_channel(kv, members, key, *replication)?;
+            if *reset {
+                rec.subscribers.clear();
+            }
+            rec.subscribers.extend(subscribers.iter().cloned());
+            kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
+            Ok(MetaResp::Channel(rec))
+        }
+        MetaCmd::RemoveSubscribers { key, subscribers } => {
+            let Some(mut rec) = get_channel(kv, key)? else {
+                return Ok(MetaResp::Done);
+            };
+            for s in subscribers {
+                rec.subscribers.remove(s);
+            }
+            kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
+            Ok(MetaResp::Channel(rec))
+        }
+        MetaCmd::EnsureChannel { key, replication } => {
+            Ok(MetaResp::Channel(ensure_channel(kv, members, key, *replication)?))
+        }
+        MetaCmd::RegisterNode(node) => {
+            kv.put(Table::Nodes, &keys::group(node.id), &encode(node))?;
+            Ok(MetaResp::Done)
+        }
+    }
+}
+
+fn ensure_channel(kv: &mut impl KvWrite, members: &BTreeSet<u64>, key: &ChannelKey, replication: usize) -> Result<ChannelRecord> {
+    if let Some(rec) = get_channel(kv, key)? {
+        return Ok(rec);
+    }
+    let group_id: u64 = kv.get_decoded(Table::Vars, NEXT_GROUP_ID)?.unwrap_or(1);
+    kv.put(Table::Vars, NEXT_GROUP_ID, &encode(&(group_id + 1)))?;
+    let rec = ChannelRecord {
+        key: key.clone(),
+        subscribers: BTreeSet::new(),
+        group_id,
+        replicas: placement::place(&key.to_bytes(), members.iter().copied(), replication),
+    };
+    kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
+    kv.put(Table::Groups, &keys::group(group_id), &key.to_bytes())?;
+    Ok(rec)
+}
+
+pub fn get_channel(kv: &impl KvRead, key: &ChannelKey) -> Result<Option<ChannelRecord>> {
+    kv.get_decoded(Table::Channels, &key.to_bytes())
+}
+
+pub fn get_user(kv: &impl KvRead, uid: &str) -> Result<Option<User>> {
+    kv.get_decoded(Table::Users, uid.as_bytes())
+}
+
+pub fn nodes(kv: &impl KvRead) -> Result<Vec<NodeRecord>> {
+    kv.range(Table::Nodes, &[], &[0xFF; 9], usize::MAX, false)?
+        .iter()
+        .map(|(_, v)| crate::store::decode(Table::Nodes, v))
+        .collect()
+}
+
+/// Channels in key order, starting after `after` (exclusive), at most `limit`.
+pub fn channels(kv: &impl KvRead, after: Option<&ChannelKey>, limit: usize) -> Result<Vec<ChannelRecord>> {
+    let from = match after {
+        Some(k) => {
+            let mut b = k.to_bytes();
+            b.push(0);
+            b
+        }
+        None => Vec::new(),
+    };
+    kv.range(Table::Channels, &from, &[0xFF; 1], limit, false)?
+        .iter()
+        .map(|(_, v)| crate::store::decode(Table::Channels, v))
+        .collect()
+}
+
+/// The tables the metadata group owns, for snapshots.
+pub const TABLES: [Table; 5] = [Table::Users, Table::Channels, Table::Groups, Table::Nodes, Table::Vars];
+
+#[cfg(test)]
+#[path = "meta_tests.rs"]
+mod tests;

@@ -1,0 +1,200 @@
+//! One Raft group's log and vote, stored in the node's shared LMDB environment.
+//!
+//! `append` returns at once and completes its `IOFlushed` callback when the writer thread
+//! has committed the batch holding it; in between, the entries sit in `pending` so readers
+//! see them (openraft requires appended entries to be readable when `append` returns).
+//! Votes, truncations and purges wait for their commit before returning; since the writer
+//! commits in submission order, every write of a group is durable in the order it was made.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+
+use super::{Entry, GroupId, LogId, TypeConfig, Vote};
+use crate::store::{decode, encode, keys, KvRead, KvWrite, Store, Table};
+
+const TAG_VOTE: u8 = 1;
+const TAG_PURGED: u8 = 2;
+
+fn raft_key(g: GroupId, tag: u8) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&g.to_be_bytes());
+    k[8] = tag;
+    k
+}
+
+#[derive(Clone)]
+pub struct LogStore {
+    group: GroupId,
+    store: Store,
+    /// Appended but not yet committed entries, by index. A std mutex: held only to copy or
+    /// edit the map, never across an `.await`.
+    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+}
+
+impl LogStore {
+    pub fn new(group: GroupId, store: Store) -> LogStore {
+        LogStore { group, store, pending: Default::default() }
+    }
+
+    fn pending_range(&self, lo: u64, hi_excl: u64) -> BTreeMap<u64, Entry> {
+        let pending = self.pending.lock().expect("pending lock poisoned");
+        pending.range(lo..hi_excl).map(|(k, v)| (*k, v.clone())).collect()
+    }
+}
+
+/// Read the stored last log id and last purged log id of group `g`.
+pub fn stored_log_state(kv: &impl KvRead, g: GroupId) -> crate::store::Result<(Option<LogId>, Option<LogId>)> {
+    let purged: Option<LogId> = kv.get_decoded(Table::Raft, &raft_key(g, TAG_PURGED))?;
+    let last = kv
+        .range(Table::Log, &keys::group(g), &keys::prefix_end(&keys::group(g)), 1, true)?
+        .first()
+        .map(|(_, v)| decode::<Entry>(Table::Log, v).map(|e| e.log_id()))
+        .transpose()?;
+    Ok((last.or_else(|| purged.clone()), purged))
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let lo = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let hi_excl = match range.end_bound() {
+            Bound::Included(x) => x.saturating_add(1),
+            Bound::Excluded(x) => *x,
+            Bound::Unbounded => u64::MAX,
+        };
+        if lo >= hi_excl {
+            return Ok(Vec::new());
+        }
+        // Snapshot pending first: an entry that commits meanwhile is then found in LMDB.
+        let mut entries = self.pending_range(lo, hi_excl);
+        let g = self.group;
+        let stored = self
+            .store
+            .read(move |r| {
+                r.range(Table::Log, &keys::group_u64(g, lo), &keys::group_u64(g, hi_excl), usize::MAX, false)?
+                    .iter()
+                    .map(|(_, v)| decode::<Entry>(Table::Log, v))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        for e in stored {
+            entries.entry(e.index()).or_insert(e);
+        }
+        // Only a contiguous run from `lo` is a valid answer.
+        let mut out = Vec::with_capacity(entries.len());
+        let mut next = lo;
+        for (idx, e) in entries {
+            if idx != next {
+                break;
+            }
+            out.push(e);
+            next += 1;
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        let key = raft_key(self.group, TAG_VOTE);
+        Ok(self.store.read(move |r| r.get_decoded(Table::Raft, &key)).await?)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let g = self.group;
+        let (last, purged) = self.store.read(move |r| stored_log_state(r, g)).await?;
+        let pending_last = self.pending.lock().expect("pending lock poisoned").values().next_back().map(|e| e.log_id());
+        let last_log_id = match (last, pending_last) {
+            (Some(a), Some(b)) => Some(if b.index() >= a.index() { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        Ok(LogState { last_purged_log_id: purged, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let (key, bytes) = (raft_key(self.group, TAG_VOTE), encode(vote));
+        Ok(self.store.write(move |w| w.put(Table::Raft, &key, &bytes)).await?)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let g = self.group;
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let rows: Vec<(u64, Vec<u8>)> = entries.iter().map(|e| (e.index(), encode(e))).collect();
+        let ids: Vec<LogId> = entries.iter().map(|e| e.log_id()).collect();
+        {
+            let mut pending = self.pending.lock().expect("pending lock poisoned");
+            for e in entries {
+                pending.insert(e.index(), e);
+            }
+        }
+        let pending = self.pending.clone();
+        self.store.submit(
+            move |w| {
+                for (idx, bytes) in &rows {
+                    w.put(Table::Log, &keys::group_u64(g, *idx), bytes)?;
+                }
+                Ok(())
+            },
+            move |res| {
+                {
+                    let mut p = pending.lock().expect("pending lock poisoned");
+                    for id in &ids {
+                        // A later truncate+append may have replaced it; keep that one.
+                        if p.get(&id.index()).map(|e| e.log_id()) == Some(id.clone()) {
+                            p.remove(&id.index());
+                        }
+                    }
+                }
+                callback.io_completed(res.map_err(io::Error::from));
+            },
+        );
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let g = self.group;
+        let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
+        self.pending.lock().expect("pending lock poisoned").retain(|idx, _| *idx < from);
+        self.store
+            .write(move |w| w.delete_range(Table::Log, &keys::group_u64(g, from), &keys::prefix_end(&keys::group(g))))
+            .await?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let g = self.group;
+        let upto = log_id.index();
+        let marker = encode(&log_id);
+        self.store
+            .write(move |w| {
+                w.put(Table::Raft, &raft_key(g, TAG_PURGED), &marker)?;
+                w.delete_range(Table::Log, &keys::group_u64(g, 0), &keys::group_u64(g, upto.saturating_add(1)))?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}

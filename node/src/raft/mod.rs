@@ -1,0 +1,91 @@
+//! Raft plumbing shared by every group on the node: the openraft type configuration, the log
+//! store and state machine over LMDB, and the multiplexed network.
+//!
+//! All groups (the metadata group 0 and one group per channel) use one type configuration;
+//! the state machine dispatches on the group id.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::channel::{ChannelCmd, ChannelResp};
+use crate::meta::{MetaCmd, MetaResp};
+
+pub type NodeId = u64;
+pub type GroupId = u64;
+
+/// The metadata group; channel groups are numbered from 1 by the metadata state machine.
+pub const META_GROUP: GroupId = 0;
+
+/// What a membership records about a node: where to reach its cluster transport.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    pub cluster_addr: String,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.cluster_addr)
+    }
+}
+
+/// A log entry's application payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Meta(MetaCmd),
+    Channel(ChannelCmd),
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Meta(c) => write!(f, "meta:{c:?}"),
+            Request::Channel(ChannelCmd::Send(m)) => write!(f, "send:{}", m.len()),
+        }
+    }
+}
+
+/// What applying a [`Request`] answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Blank and membership entries, and requests sent to the wrong kind of group.
+    None,
+    Meta(MetaResp),
+    Channel(ChannelResp),
+}
+
+openraft::declare_raft_types!(
+    /// One type configuration for every group on the node.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        Node = Peer,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+
+/// Raft timing shared by every group. Elections must be quick (failover is measured in
+/// hundreds of milliseconds) but not so quick that a busy 2-core machine flaps.
+pub fn raft_config() -> Arc<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "wukong".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        // Logs are kept whole: a replica that falls behind catches up from the log.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_payload_entries: 512,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    Arc::new(config.validate().expect("the static raft config is valid"))
+}

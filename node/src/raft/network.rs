@@ -1,0 +1,436 @@
+//! The cluster transport: one multiplexed TCP connection from this node to each peer, carrying
+//! the Raft RPCs of every group (tagged with the group id) and the app's own RPCs (forwarded
+//! client requests, status probes) as opaque bytes.
+//!
+//! Wire format: `u32` big-endian length, then a postcard-encoded [`Frame`]. The first frame
+//! on a connection is `Hello`; a peer speaking another protocol version is refused. Frames
+//! over [`MAX_FRAME`] close the connection: nothing a peer sends can make us allocate more.
+//!
+//! Fault injection lives here too (the node's transport is the seam): traffic to or from a
+//! blocked peer is dropped in both directions.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::OptionalSend;
+use openraft_multi::{GroupNetworkAdapter, GroupNetworkFactory, GroupRouter};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::state_machine::SnapshotData;
+use super::{GroupId, NodeId, Peer, SnapshotMeta, TypeConfig, Vote};
+
+/// Bumped on any incompatible change to [`Frame`].
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Large enough for a snapshot of a big channel, small enough to refuse garbage lengths.
+pub const MAX_FRAME: usize = 512 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    Append(GroupId, AppendEntriesRequest<TypeConfig>),
+    Vote(GroupId, VoteRequest<TypeConfig>),
+    PreVote(GroupId, VoteRequest<TypeConfig>),
+    Snapshot(GroupId, Vote, SnapshotMeta, SnapshotData),
+    TransferLeader(GroupId, TransferLeaderRequest<TypeConfig>),
+    /// An application request, encoded by the cluster layer.
+    App(Vec<u8>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    Append(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    /// `Err` carries the target's reason for refusing the transfer.
+    TransferLeader(Result<(), String>),
+    App(Vec<u8>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Frame {
+    Hello { version: u32, node_id: NodeId },
+    Request { id: u64, rpc: Rpc },
+    /// `Err` is the remote's error message: the request reached it and failed there.
+    Response { id: u64, result: Result<Reply, String> },
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// Not connected (refused, down, blocked, no address): back off before retrying.
+    #[error("node {0} unreachable: {1}")]
+    Unreachable(NodeId, String),
+    #[error("node {0} did not answer in time")]
+    Timeout(NodeId),
+    /// The peer received the request and answered with an error.
+    #[error("node {0}: {1}")]
+    Remote(NodeId, String),
+}
+
+/// Serves incoming RPCs; implemented by the cluster layer.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, from: NodeId, rpc: Rpc) -> Pin<Box<dyn Future<Output = Result<Reply, String>> + Send + '_>>;
+}
+
+/// An outgoing connection: a writer task fed by `tx`, a reader task resolving `pending`.
+struct Conn {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    /// Calls awaiting their response; std mutex, touched only to insert/remove.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Reply, String>>>>,
+    closed: AtomicBool,
+}
+
+impl Conn {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        // Dropping the senders wakes every waiter with an error.
+        self.pending.lock().expect("pending lock poisoned").clear();
+    }
+}
+
+pub struct Transport {
+    node_id: NodeId,
+    /// Peer cluster addresses, from the metadata group's membership.
+    addrs: RwLock<HashMap<NodeId, String>>,
+    conns: Mutex<HashMap<NodeId, Arc<Conn>>>,
+    next_id: AtomicU64,
+    handler: OnceLock<Arc<dyn Handler>>,
+    /// Peers whose traffic is dropped in both directions (the isolate drill).
+    blocked: RwLock<HashSet<NodeId>>,
+}
+
+fn encode_frame(frame: &Frame) -> Vec<u8> {
+    let mut buf = vec![0u8; 4];
+    postcard::to_io(frame, &mut buf).expect("writing to a Vec cannot fail");
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf
+}
+
+async fn read_frame(r: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>) -> std::io::Result<Frame> {
+    let len = r.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+    }
+    buf.resize(len, 0);
+    r.read_exact(buf).await?;
+    postcard::from_bytes(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Drain `rx` into `w`, flushing whenever the queue is empty (so bursts share a syscall).
+async fn write_loop(w: impl AsyncWriteExt + Unpin, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut w = BufWriter::with_capacity(256 << 10, w);
+    while let Some(frame) = rx.recv().await {
+        if w.write_all(&frame).await.is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if w.write_all(&more).await.is_err() {
+                return;
+            }
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Transport {
+    pub fn new(node_id: NodeId) -> Arc<Transport> {
+        Arc::new(Transport {
+            node_id,
+            addrs: Default::default(),
+            conns: Default::default(),
+            next_id: AtomicU64::new(1),
+            handler: OnceLock::new(),
+            blocked: Default::default(),
+        })
+    }
+
+    pub fn set_handler(&self, h: Arc<dyn Handler>) {
+        let _ = self.handler.set(h);
+    }
+
+    /// Record (or change) where a peer listens.
+    pub fn set_addr(&self, id: NodeId, addr: &str) {
+        let mut addrs = self.addrs.write().expect("addrs lock poisoned");
+        if addrs.get(&id).map(String::as_str) != Some(addr) {
+            addrs.insert(id, addr.to_string());
+            drop(addrs);
+            // An address change invalidates the old connection.
+            if let Some(c) = self.conns.lock().expect("conns lock poisoned").remove(&id) {
+                c.close();
+            }
+        }
+    }
+
+    pub fn addr_of(&self, id: NodeId) -> Option<String> {
+        self.addrs.read().expect("addrs lock poisoned").get(&id).cloned()
+    }
+
+    /// Drop all traffic to and from `peers` (empty: heal).
+    pub fn set_blocked(&self, peers: HashSet<NodeId>) {
+        *self.blocked.write().expect("blocked lock poisoned") = peers.clone();
+        let conns = self.conns.lock().expect("conns lock poisoned");
+        for p in &peers {
+            if let Some(c) = conns.get(p) {
+                c.close();
+            }
+        }
+    }
+
+    fn is_blocked(&self, id: NodeId) -> bool {
+        self.blocked.read().expect("blocked lock poisoned").contains(&id)
+    }
+
+    /// Send `rpc` to `target` and wait up to `ttl` for its reply.
+    pub async fn call(&self, target: NodeId, rpc: Rpc, ttl: Duration) -> Result<Reply, CallError> {
+        if self.is_blocked(target) {
+            return Err(CallError::Unreachable(target, "blocked by drill".into()));
+        }
+        let conn = self.conn(target).await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().expect("pending lock poisoned").insert(id, tx);
+        if conn.closed.load(Ordering::Relaxed) || conn.tx.send(encode_frame(&Frame::Request { id, rpc })).is_err() {
+            conn.pending.lock().expect("pending lock poisoned").remove(&id);
+            return Err(CallError::Unreachable(target, "connection closed".into()));
+        }
+        match tokio::time::timeout(ttl, rx).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(msg))) => Err(CallError::Remote(target, msg)),
+            Ok(Err(_)) => Err(CallError::Unreachable(target, "connection lost".into())),
+            Err(_) => {
+                conn.pending.lock().expect("pending lock poisoned").remove(&id);
+                Err(CallError::Timeout(target))
+            }
+        }
+    }
+
+    async fn conn(&self, target: NodeId) -> Result<Arc<Conn>, CallError> {
+        if let Some(c) = self.conns.lock().expect("conns lock poisoned").get(&target) {
+            if !c.closed.load(Ordering::Relaxed) {
+                return Ok(c.clone());
+            }
+        }
+        let addr = self.addr_of(target).ok_or_else(|| CallError::Unreachable(target, "no known address".into()))?;
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(CallError::Unreachable(target, format!("{addr}: {e}"))),
+            Err(_) => return Err(CallError::Unreachable(target, format!("{addr}: connect timed out"))),
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut r, w) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(encode_frame(&Frame::Hello { version: PROTOCOL_VERSION, node_id: self.node_id }))
+            .expect("receiver is alive");
+        tokio::spawn(write_loop(w, rx));
+        let conn = Arc::new(Conn { tx, pending: Default::default(), closed: AtomicBool::new(false) });
+        let reader_conn = conn.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                match read_frame(&mut r, &mut buf).await {
+                    Ok(Frame::Response { id, result }) => {
+                        let waiter = reader_conn.pending.lock().expect("pending lock poisoned").remove(&id);
+                        if let Some(w) = waiter {
+                            let _ = w.send(result);
+                        }
+                    }
+                    Ok(other) => {
+                        tracing::warn!(target_node = target, "unexpected frame from server: {other:?}");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            reader_conn.close();
+        });
+        let mut conns = self.conns.lock().expect("conns lock poisoned");
+        match conns.get(&target) {
+            // Another caller connected meanwhile: use theirs, let ours close.
+            Some(c) if !c.closed.load(Ordering::Relaxed) => {
+                conn.close();
+                Ok(c.clone())
+            }
+            _ => {
+                conns.insert(target, conn.clone());
+                Ok(conn)
+            }
+        }
+    }
+
+    /// Accept peer connections until the listener fails or the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer_addr) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.serve_conn(stream).await {
+                    tracing::debug!(%peer_addr, error = %e, "peer connection ended");
+                }
+            });
+        }
+    }
+
+    async fn serve_conn(self: Arc<Self>, stream: TcpStream) -> std::io::Result<()> {
+        let _ = stream.set_nodelay(true);
+        let (mut r, w) = stream.into_split();
+        let mut buf = Vec::new();
+        let from = match tokio::time::timeout(Duration::from_secs(5), read_frame(&mut r, &mut buf)).await {
+            Ok(Ok(Frame::Hello { version, node_id })) if version == PROTOCOL_VERSION => node_id,
+            Ok(Ok(Frame::Hello { version, node_id })) => {
+                tracing::warn!(peer = node_id, version, ours = PROTOCOL_VERSION, "refused peer: protocol version");
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(write_loop(w, rx));
+        loop {
+            let frame = read_frame(&mut r, &mut buf).await?;
+            let Frame::Request { id, rpc } = frame else {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "expected a request"));
+            };
+            if self.is_blocked(from) {
+                continue;
+            }
+            let Some(handler) = self.handler.get().cloned() else {
+                continue;
+            };
+            let (tx, me) = (tx.clone(), self.clone());
+            tokio::spawn(async move {
+                let result = handler.handle(from, rpc).await;
+                // A drill may have started while the request was served.
+                if !me.is_blocked(from) {
+                    let _ = tx.send(encode_frame(&Frame::Response { id, result }));
+                }
+            });
+        }
+    }
+}
+
+/// The openraft-multi router: every group's RPCs to a peer go over the same connection.
+#[derive(Clone)]
+pub struct Router(pub Arc<Transport>);
+
+fn rpc_err(e: CallError) -> RPCError<TypeConfig> {
+    match e {
+        CallError::Unreachable(..) => RPCError::Unreachable(Unreachable::new(&e)),
+        _ => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+fn unexpected(target: NodeId, reply: Reply) -> RPCError<TypeConfig> {
+    let e = CallError::Remote(target, format!("unexpected reply {reply:?}"));
+    RPCError::Network(NetworkError::new(&e))
+}
+
+impl GroupRouter<TypeConfig, GroupId> for Router {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.0.call(target, Rpc::Append(group, rpc), option.hard_ttl()).await.map_err(rpc_err)? {
+            Reply::Append(r) => Ok(r),
+            other => Err(unexpected(target, other)),
+        }
+    }
+
+    async fn vote(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.0.call(target, Rpc::Vote(group, rpc), option.hard_ttl()).await.map_err(rpc_err)? {
+            Reply::Vote(r) => Ok(r),
+            other => Err(unexpected(target, other)),
+        }
+    }
+
+    async fn pre_vote(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.0.call(target, Rpc::PreVote(group, rpc), option.hard_ttl()).await.map_err(rpc_err)? {
+            Reply::Vote(r) => Ok(r),
+            other => Err(unexpected(target, other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotData>,
+        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let rpc = Rpc::Snapshot(group, vote, snapshot.meta, snapshot.snapshot);
+        match self.0.call(target, rpc, option.hard_ttl()).await {
+            Ok(Reply::Snapshot(r)) => Ok(r),
+            Ok(other) => Err(StreamingError::Network(NetworkError::from_string(format!("unexpected reply {other:?}")))),
+            Err(e @ CallError::Unreachable(..)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+            Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+    }
+
+    async fn transfer_leader(
+        &self,
+        target: NodeId,
+        group: GroupId,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.0.call(target, Rpc::TransferLeader(group, req), option.hard_ttl()).await.map_err(rpc_err)? {
+            Reply::TransferLeader(Ok(())) => Ok(Ok(())),
+            Reply::TransferLeader(Err(msg)) => Err(RPCError::Network(NetworkError::from_string(msg))),
+            other => Err(unexpected(target, other)),
+        }
+    }
+}
+
+pub type NetworkFactory = GroupNetworkFactory<Router, GroupId>;
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = GroupNetworkAdapter<TypeConfig, GroupId, Router>;
+
+    async fn new_client(&mut self, target: NodeId, node: &Peer) -> Self::Network {
+        // Memberships carry addresses too; they seed the address book for new peers.
+        if self.factory.0.addr_of(target).is_none() && !node.cluster_addr.is_empty() {
+            self.factory.0.set_addr(target, &node.cluster_addr);
+        }
+        GroupNetworkAdapter::new(self.factory.clone(), target, self.group_id)
+    }
+}

@@ -1,0 +1,189 @@
+//! The state machine of one group over LMDB. Group 0 applies metadata commands, every other
+//! group applies channel commands; the logic itself lives in `meta` and `channel`.
+//!
+//! Invariant: the data an entry writes, `last_applied` and the membership are committed in
+//! one transaction, and clients are answered only after that commit.
+
+use std::io;
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::{GroupId, LogId, Request, Response, SnapshotMeta, StoredMembership, TypeConfig, META_GROUP};
+use crate::channel::{self, ChannelState};
+use crate::meta;
+use crate::store::{encode, keys, KvRead, KvWrite, Store, Table};
+
+/// Per-group state kept beside the data, in the `Sm` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SmState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    /// Channel groups only.
+    pub channel: ChannelState,
+}
+
+pub fn load_state(kv: &impl KvRead, g: GroupId) -> crate::store::Result<SmState> {
+    Ok(kv.get_decoded(Table::Sm, &keys::group(g))?.unwrap_or_default())
+}
+
+/// A snapshot: every row the group owns, tagged with its table.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotRows {
+    rows: Vec<(u8, Vec<u8>, Vec<u8>)>,
+}
+
+pub type SnapshotData = Vec<u8>;
+
+#[derive(Clone)]
+pub struct StateMachine {
+    group: GroupId,
+    store: Store,
+}
+
+impl StateMachine {
+    pub fn new(group: GroupId, store: Store) -> StateMachine {
+        StateMachine { group, store }
+    }
+}
+
+/// The key ranges group `g` owns in each table.
+fn owned_ranges(g: GroupId) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+    let own = |t| (t, keys::group(g).to_vec(), keys::prefix_end(&keys::group(g)));
+    if g == META_GROUP {
+        meta::TABLES.iter().map(|t| (*t, Vec::new(), vec![0xFF; 64])).chain([own(Table::Sm)]).collect()
+    } else {
+        vec![own(Table::Msgs), own(Table::Dedup), own(Table::Sm)]
+    }
+}
+
+fn apply_one(w: &mut impl KvWrite, g: GroupId, state: &mut SmState, req: &Request) -> crate::store::Result<Response> {
+    Ok(match (g == META_GROUP, req) {
+        (true, Request::Meta(cmd)) => {
+            let members = state.membership.membership().nodes().map(|(id, _)| *id).collect();
+            Response::Meta(meta::apply(w, &members, cmd)?)
+        }
+        (false, Request::Channel(cmd)) => Response::Channel(channel::apply(w, g, &mut state.channel, cmd)?),
+        // A request routed to the wrong kind of group is a bug upstream; it changes nothing.
+        _ => {
+            tracing::error!(group = g, %req, "request applied to the wrong kind of group");
+            Response::None
+        }
+    })
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
+        let g = self.group;
+        let (state, rows) = self
+            .store
+            .read(move |r| {
+                let state = load_state(r, g)?;
+                let mut rows = Vec::new();
+                for (t, from, to) in owned_ranges(g) {
+                    for (k, v) in r.range(t, &from, &to, usize::MAX, false)? {
+                        rows.push((t.code(), k, v));
+                    }
+                }
+                Ok((state, rows))
+            })
+            .await?;
+        let meta = SnapshotMeta { last_log_id: state.last_applied.clone(), last_membership: state.membership.clone() };
+        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotData> { meta, snapshot: encode(&SnapshotRows { rows }) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let g = self.group;
+        let state = self.store.read(move |r| load_state(r, g)).await?;
+        Ok((state.last_applied, state.membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            batch.push(entry);
+            responders.push(responder);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let g = self.group;
+        let responses = self
+            .store
+            .write(move |w| {
+                let mut state = load_state(w, g)?;
+                let mut out = Vec::with_capacity(batch.len());
+                for entry in &batch {
+                    state.last_applied = Some(entry.log_id.clone());
+                    out.push(match &entry.payload {
+                        EntryPayload::Blank => Response::None,
+                        EntryPayload::Normal(req) => apply_one(w, g, &mut state, req)?,
+                        EntryPayload::Membership(m) => {
+                            state.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                            Response::None
+                        }
+                    });
+                }
+                w.put(Table::Sm, &keys::group(g), &encode(&state))?;
+                Ok(out)
+            })
+            .await?;
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let g = self.group;
+        let rows: SnapshotRows = crate::store::decode(Table::Sm, &snapshot)?;
+        let (last_applied, membership) = (meta.last_log_id.clone(), meta.last_membership.clone());
+        self.store
+            .write(move |w| {
+                for (t, from, to) in owned_ranges(g) {
+                    w.delete_range(t, &from, &to)?;
+                }
+                for (code, k, v) in &rows.rows {
+                    let t = Table::from_code(*code).ok_or_else(|| crate::store::StoreError::Corrupt {
+                        table: Table::Sm,
+                        reason: format!("snapshot names unknown table {code}"),
+                    })?;
+                    w.put(t, k, v)?;
+                }
+                let mut state = load_state(w, g)?;
+                state.last_applied = last_applied;
+                state.membership = membership;
+                w.put(Table::Sm, &keys::group(g), &encode(&state))?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
+        // Snapshots are not kept: one built now reflects the applied state and is as current.
+        let snapshot = self.build_snapshot().await?;
+        Ok(snapshot.meta.last_log_id.is_some().then_some(snapshot))
+    }
+}
