@@ -38,13 +38,7 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let app = api::router(node.clone());
     let shutdown = shutdown_signal();
     let server = axum::serve(http_listener, app).with_graceful_shutdown(shutdown);
-    let ready = serde_json::json!({
-        "event": "ready",
-        "node_id": node.id,
-        "http_addr": http_addr,
-        "cluster_addr": cluster_addr,
-    });
-    println!("{ready}");
+    println!("{}", serde_json::to_string(&Ready { event: "ready", node_id: node.id, http_addr: &http_addr, cluster_addr: &cluster_addr })?);
     tracing::info!(node_id = node.id, %http_addr, %cluster_addr, data_dir = %cfg.data_dir.display(), "serving");
     server.await.context("HTTP server")?;
 
@@ -52,6 +46,15 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     serve_transport.abort();
     node.shutdown().await;
     Ok(())
+}
+
+/// The one line a node prints on stdout once it serves HTTP; tools and tests key on it.
+#[derive(serde::Serialize)]
+struct Ready<'a> {
+    event: &'static str,
+    node_id: u64,
+    http_addr: &'a str,
+    cluster_addr: &'a str,
 }
 
 async fn shutdown_signal() {

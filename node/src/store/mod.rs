@@ -12,6 +12,8 @@
 //!   writer thread that opened them (heed #339).
 
 pub mod keys;
+#[cfg(test)]
+pub mod mem;
 
 use std::path::Path;
 use std::sync::mpsc;
