@@ -38,6 +38,18 @@ impl ClientError {
     }
 }
 
+/// An error with its causes, e.g. "error sending request: ...: Connection refused".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -120,7 +132,7 @@ impl Client {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    last = format!("{base}: {e}");
+                    last = format!("{base}: {}", chain(&e));
                     continue;
                 }
             };

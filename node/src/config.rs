@@ -30,7 +30,8 @@ pub struct Args {
     /// (the same string on every member; ignored once the data dir holds a cluster).
     #[arg(long, env = "WK_INIT_NODES")]
     pub init_nodes: Option<String>,
-    /// Join an existing cluster through this member, ID@HOST:PORT (admitted by `wkctl cluster join`).
+    /// Join an existing cluster through this member, ID@HOST:PORT; the node waits in state
+    /// `joining` until an operator admits it.
     #[arg(long, env = "WK_SEED")]
     pub seed: Option<String>,
     /// Replicas per channel, capped by the cluster size [default: 3].
