@@ -224,6 +224,18 @@ impl Client {
         self.get(&["cluster", "channels", channel_id, &t, "replicas"], &[]).await
     }
 
+    pub async fn join(&self, req: &JoinReq) -> Result<JoinResp, ClientError> {
+        self.post(&["cluster", "join"], req).await
+    }
+
+    pub async fn backlog(&self, limit: u64) -> Result<Backlog, ClientError> {
+        self.get(&["cluster", "backlog"], &[("limit", limit.to_string())]).await
+    }
+
+    pub async fn drain(&self, req: &DrainReq) -> Result<Ok200, ClientError> {
+        self.post(&["cluster", "backlog", "drain"], req).await
+    }
+
     pub async fn channels(&self, limit: u64) -> Result<ChannelList, ClientError> {
         self.get(&["cluster", "channels"], &[("limit", limit.to_string())]).await
     }

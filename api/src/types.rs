@@ -306,3 +306,80 @@ pub struct ChannelList {
     pub total: u64,
     pub channels: Vec<ChannelInfo>,
 }
+
+/// `POST /cluster/join`: admit a node started with `--seed`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinReq {
+    pub node_id: u64,
+    pub cluster_addr: String,
+    /// The node's HTTP address, if known (the node also registers it itself once admitted).
+    #[serde(default)]
+    pub http_addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinResp {
+    pub node_id: u64,
+    /// Whether the node became a voter of the metadata group (voters are kept odd, up to 5).
+    pub voter: bool,
+    /// Time until the node had applied the metadata leader's log.
+    pub metadata_ms: u64,
+    /// Active channels whose placement now includes the node and that were migrated at once.
+    pub active_migrated: u64,
+    /// Inactive channels left in the sync backlog for the node.
+    pub backlog: u64,
+}
+
+/// One channel in the sync backlog: its replica set differs from the desired placement.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BacklogEntry {
+    pub channel_id: String,
+    pub channel_type: u8,
+    pub group_id: u64,
+    pub replicas: Vec<u64>,
+    pub desired: Vec<u64>,
+    /// Log entries a new replica must copy (the channel's last applied index), if known.
+    pub entries: Option<u64>,
+    /// Payload bytes stored in the channel, if known.
+    pub bytes: Option<u64>,
+    /// Fewer than a quorum of the current replicas are on nodes that answer: drain it first.
+    pub at_risk: bool,
+}
+
+/// Backlog totals for one target node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BacklogTarget {
+    pub node_id: u64,
+    pub channels: u64,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DrainStatus {
+    /// Channels per second the drain may migrate.
+    pub rate: f64,
+    /// Channels migrated by this drain since it (re)started on the current leader.
+    pub migrated: u64,
+    /// Failed migrations (retried later).
+    pub errors: u64,
+}
+
+/// `GET /cluster/backlog`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Backlog {
+    pub total: u64,
+    pub at_risk: u64,
+    pub targets: Vec<BacklogTarget>,
+    /// The first `limit` entries, at-risk ones first, then by group id (oldest first).
+    pub entries: Vec<BacklogEntry>,
+    /// Set while a drain runs.
+    pub drain: Option<DrainStatus>,
+}
+
+/// `POST /cluster/backlog/drain`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DrainReq {
+    /// Channels per second; 0 stops a running drain.
+    pub rate: f64,
+}

@@ -37,6 +37,16 @@ pub struct Args {
     /// Replicas per channel, capped by the cluster size [default: 3].
     #[arg(long, env = "WK_CHANNEL_REPLICAS")]
     pub channel_replicas: Option<usize>,
+    /// A channel with no reads or writes for this long hibernates ("60s", "500ms") [default: 60s].
+    #[arg(long, env = "WK_CHANNEL_IDLE_TIMEOUT")]
+    pub channel_idle_timeout: Option<String>,
+    /// Most channel groups a node keeps running; the least recently used hibernate first
+    /// [default: 10000].
+    #[arg(long, env = "WK_MAX_ACTIVE_CHANNELS")]
+    pub max_active_channels: Option<usize>,
+    /// With --seed: admit this node by itself instead of waiting for `wkctl cluster join`.
+    #[arg(long, env = "WK_AUTO_JOIN")]
+    pub auto_join: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +59,9 @@ struct FileConfig {
     init_nodes: Option<String>,
     seed: Option<String>,
     channel_replicas: Option<usize>,
+    channel_idle_timeout: Option<String>,
+    max_active_channels: Option<usize>,
+    auto_join: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -62,6 +75,27 @@ pub struct Config {
     pub init_nodes: Vec<(u64, String)>,
     pub seed: Option<(u64, String)>,
     pub channel_replicas: usize,
+    pub channel_idle_timeout: std::time::Duration,
+    pub max_active_channels: usize,
+    pub auto_join: bool,
+}
+
+/// Parse "60s", "500ms", "2m" or a bare number of seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = num.parse().with_context(|| format!("{s:?} is not a duration like 60s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => bail!("{s:?}: unknown unit {unit:?} (ms, s, m, h)"),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        bail!("{s:?} is not a valid duration");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// Parse `ID@HOST:PORT`.
@@ -113,6 +147,12 @@ impl Config {
             init_nodes,
             seed: args.seed.or(file.seed).map(|s| parse_member(&s)).transpose()?,
             channel_replicas,
+            channel_idle_timeout: parse_duration(
+                args.channel_idle_timeout.or(file.channel_idle_timeout).as_deref().unwrap_or("60s"),
+            )
+            .context("--channel-idle-timeout")?,
+            max_active_channels: args.max_active_channels.or(file.max_active_channels).unwrap_or(10_000).max(1),
+            auto_join: args.auto_join || file.auto_join.unwrap_or(false),
         })
     }
 }
@@ -133,6 +173,16 @@ mod tests {
         assert_eq!(c.init_nodes, vec![(1, "a:1".to_string()), (2, "b:2".to_string())]);
         assert_eq!(c.data_dir, PathBuf::from("./wukong-data/2"));
         assert_eq!(c.channel_replicas, 3);
+        assert_eq!(c.channel_idle_timeout, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").expect("ms"), std::time::Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").expect("m"), std::time::Duration::from_secs(120));
+        assert_eq!(parse_duration("7").expect("bare"), std::time::Duration::from_secs(7));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub fn router(node: Node) -> Router {
         .route("/channel/max_message_seq", post(max_seq_post).get(max_seq_get))
         .route("/cluster/nodes", get(cluster_nodes))
         .route("/cluster/channels", get(cluster_channels))
+        .route("/cluster/join", post(cluster_join))
+        .route("/cluster/backlog", get(cluster_backlog))
+        .route("/cluster/backlog/drain", post(cluster_drain))
         .route("/cluster/channels/{id}/{ty}/config", get(cluster_channel_config))
         .route("/cluster/channels/{id}/{ty}/replicas", get(cluster_channel_replicas))
         .fallback(|| async { ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, "not_found") })
@@ -371,6 +374,28 @@ async fn cluster_channels(State(node): State<Node>, Query(q): Query<ListQuery>) 
         .await
         .map_err(NodeError::from)?;
     Ok(Json(ChannelList { total, channels: recs.iter().map(info_of).collect() }))
+}
+
+async fn cluster_join(State(node): State<Node>, Body(req): Body<JoinReq>) -> ApiResult<JoinResp> {
+    crate::config::parse_member(&format!("{}@{}", req.node_id, req.cluster_addr)).map_err(|e| NodeError::BadRequest(format!("{e:#}")))?;
+    if !req.http_addr.is_empty() && !req.http_addr.contains(':') {
+        return Err(NodeError::BadRequest("http_addr must be HOST:PORT".into()).into());
+    }
+    let rec = meta::NodeRecord { id: req.node_id, http_addr: req.http_addr, cluster_addr: req.cluster_addr };
+    Ok(Json(node.join(rec).await?))
+}
+
+async fn cluster_backlog(State(node): State<Node>, Query(q): Query<ListQuery>) -> ApiResult<Backlog> {
+    Ok(Json(node.backlog_view(q.limit.unwrap_or(100).min(10_000)).await?))
+}
+
+async fn cluster_drain(State(node): State<Node>, Body(req): Body<DrainReq>) -> ApiResult<Ok200> {
+    if !req.rate.is_finite() || req.rate < 0.0 || req.rate > 1_000_000.0 {
+        return Err(NodeError::BadRequest("rate must be 0 (stop) to 1000000 channels/s".into()).into());
+    }
+    let rate_milli = (req.rate > 0.0).then(|| ((req.rate * 1000.0) as u64).max(1));
+    node.meta_write(MetaCmd::SetDrain { rate_milli }).await?;
+    Ok(Json(Ok200::default()))
 }
 
 async fn stored_channel(node: &Node, id: &str, ty: &str) -> Result<ChannelRecord, ApiErr> {

@@ -117,6 +117,8 @@ pub enum ChannelResp {
 pub struct ChannelState {
     pub last_seq: u64,
     pub checksum: u64,
+    /// Payload bytes stored, for the backlog's estimate of what a migration copies.
+    pub bytes: u64,
 }
 
 /// Apply one command to group `g`, reading and writing through `kv`.
@@ -151,6 +153,7 @@ fn apply_send(kv: &mut impl KvWrite, g: u64, state: &mut ChannelState, m: &NewMe
     kv.put(Table::Msgs, &keys::group_u64(g, stored.message_seq), &bytes)?;
     kv.put(Table::Dedup, &dedup_key, &crate::store::encode(&(stored.message_seq, stored.message_id)))?;
     state.last_seq = stored.message_seq;
+    state.bytes += stored.payload.len() as u64;
     state.checksum = xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, state.checksum);
     Ok(Sent { message_id: stored.message_id, message_seq: stored.message_seq, duplicate: false })
 }

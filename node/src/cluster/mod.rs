@@ -1,6 +1,12 @@
 //! The node runtime: the metadata group, the registry of channel groups, membership and
 //! addresses, and the routing that lets any node serve any request.
 //!
+//! Idle channel groups hibernate: the leader of a group with no client reads or writes for
+//! `--channel-idle-timeout` tells the other replicas to stop it and stops it itself. Nothing
+//! of a hibernated group runs (no timers, no heartbeats); its log, vote and state stay in LMDB.
+//! The next client request on a replica starts it again and asks for an election at once
+//! (pre-vote first, so a live leader is never disturbed); a peer RPC starts it too.
+//!
 //! Channel groups start lazily: on the first client request or peer RPC that names them. A
 //! replica that gets a client request for a group that was never initialized initializes it
 //! with the replica set recorded in the metadata group (the same set on every replica, which
@@ -9,6 +15,7 @@
 
 mod route;
 pub mod rpc;
+mod scale;
 pub mod status;
 
 use openraft::async_runtime::WatchReceiver;
@@ -42,13 +49,27 @@ pub struct Inner {
     pub transport: Arc<Transport>,
     /// The metadata group, replicated to every node.
     pub meta: Raft,
-    /// Live channel groups. std mutex: held only to find or insert a cell.
-    groups: Mutex<HashMap<GroupId, Arc<OnceCell<Raft>>>>,
+    /// Live channel groups. std mutex: held only to find, insert or remove a slot.
+    groups: Mutex<HashMap<GroupId, Arc<GroupSlot>>>,
+    /// How long a channel may go without client requests before it hibernates.
+    pub idle_timeout: Duration,
+    /// Most channel groups kept running on this node.
+    pub max_active: usize,
+    /// Progress of the backlog drain while this node leads the metadata group.
+    drain: Mutex<Option<wk_api::DrainStatus>>,
     /// Last node seen leading each group, to route without asking around.
     hints: Mutex<HashMap<GroupId, NodeId>>,
     ids: route::IdGen,
     /// A `--seed` node waits here until the cluster admits it.
     joining: AtomicBool,
+}
+
+/// A running (or starting) channel group.
+#[derive(Default)]
+struct GroupSlot {
+    raft: OnceCell<Raft>,
+    /// Milliseconds (unix) of the last client request served for this group here.
+    last_active: std::sync::atomic::AtomicU64,
 }
 
 /// Cheap-clone handle to the node runtime.
@@ -96,6 +117,9 @@ impl Node {
             hints: Default::default(),
             ids: route::IdGen::new(cfg.node_id),
             joining: AtomicBool::new(false),
+            idle_timeout: cfg.channel_idle_timeout,
+            max_active: cfg.max_active_channels,
+            drain: Default::default(),
         }));
         transport.set_handler(Arc::new(node.clone()));
 
@@ -124,6 +148,11 @@ impl Node {
             }
         }
         tokio::spawn(node.clone().maintain_membership());
+        tokio::spawn(node.clone().hibernate_idle_groups());
+        tokio::spawn(node.clone().run_drain());
+        if let (true, Some((seed_id, _))) = (node.is_joining(), cfg.seed.clone()) {
+            tokio::spawn(node.clone().announce(seed_id, cfg.auto_join));
+        }
         Ok(node)
     }
 
@@ -133,23 +162,63 @@ impl Node {
 
     /// The group's Raft, started from its stored state if it is not running yet.
     pub async fn group(&self, g: GroupId) -> Result<Raft> {
+        Ok(self.group_started(g).await?.0)
+    }
+
+    /// The group's Raft and whether this call started it.
+    async fn group_started(&self, g: GroupId) -> Result<(Raft, bool)> {
         if g == META_GROUP {
-            return Ok(self.meta.clone());
+            return Ok((self.meta.clone(), false));
         }
-        let cell = self.groups.lock().expect("groups lock poisoned").entry(g).or_default().clone();
-        cell.get_or_try_init(|| new_raft_group(self.id, g, &self.store, &self.transport)).await.cloned()
+        let slot = self.groups.lock().expect("groups lock poisoned").entry(g).or_default().clone();
+        let mut started = false;
+        let raft = slot
+            .raft
+            .get_or_try_init(|| {
+                started = true;
+                new_raft_group(self.id, g, &self.store, &self.transport)
+            })
+            .await?
+            .clone();
+        if started {
+            slot.last_active.store(route::now_ms(), Ordering::Relaxed);
+        }
+        Ok((raft, started))
+    }
+
+    /// Record client activity on a group (it stays awake).
+    pub(super) fn touch(&self, g: GroupId) {
+        if let Some(slot) = self.groups.lock().expect("groups lock poisoned").get(&g) {
+            slot.last_active.store(route::now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Stop a channel group here; its state stays in LMDB and any request restarts it.
+    pub async fn hibernate(&self, g: GroupId) {
+        let slot = self.groups.lock().expect("groups lock poisoned").remove(&g);
+        if let Some(raft) = slot.and_then(|s| s.raft.get().cloned()) {
+            let _ = raft.shutdown().await;
+            tracing::debug!(group = g, "channel group hibernated");
+        }
     }
 
     /// The running channel groups and their Rafts.
     pub fn live_groups(&self) -> Vec<(GroupId, Raft)> {
         let groups = self.groups.lock().expect("groups lock poisoned");
-        groups.iter().filter_map(|(g, c)| c.get().map(|r| (*g, r.clone()))).collect()
+        groups.iter().filter_map(|(g, s)| s.raft.get().map(|r| (*g, r.clone()))).collect()
     }
 
-    /// A channel's group on this replica, initialized with its replica set if it never was.
+    /// A channel's group on this replica for a client request: started (and an election asked
+    /// for, if it was hibernating) or initialized with its replica set if it never was.
     pub async fn channel_group(&self, rec: &ChannelRecord) -> Result<Raft> {
-        let raft = self.group(rec.group_id).await?;
+        let (raft, started) = self.group_started(rec.group_id).await?;
+        self.touch(rec.group_id);
         let uninitialized = raft.metrics().borrow_watched().membership_config.membership().voter_ids().next().is_none();
+        if started && !uninitialized {
+            // Waking from hibernation: no leader runs yet. Pre-vote first, so a group that
+            // does have a live leader elsewhere is left alone.
+            let _ = raft.trigger().elect(true).await;
+        }
         if uninitialized {
             let members: BTreeMap<NodeId, Peer> = rec
                 .replicas
@@ -193,6 +262,47 @@ impl Node {
             }
             let wait = if registered { Duration::from_secs(2) } else { Duration::from_millis(200) };
             let _ = tokio::time::timeout(wait, metrics.changed()).await;
+        }
+    }
+
+    /// Leaders stop their groups that saw no client request for `idle_timeout`, and the least
+    /// recently used ones past `max_active`, then tell the other replicas to stop theirs
+    /// (well within their election timeout, so they do not campaign).
+    async fn hibernate_idle_groups(self) {
+        let tick = (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            tokio::time::sleep(tick).await;
+            let now = route::now_ms();
+            let mut led: Vec<(u64, GroupId, Raft)> = {
+                let groups = self.groups.lock().expect("groups lock poisoned");
+                groups
+                    .iter()
+                    .filter_map(|(g, s)| s.raft.get().map(|r| (s.last_active.load(Ordering::Relaxed), *g, r.clone())))
+                    .collect()
+            };
+            let total = led.len();
+            led.retain(|(_, _, r)| r.metrics().borrow_watched().state == openraft::ServerState::Leader);
+            led.sort_by_key(|(t, _, _)| *t);
+            let over = total.saturating_sub(self.max_active);
+            for (i, (last, g, raft)) in led.into_iter().enumerate() {
+                let idle = now.saturating_sub(last) >= self.idle_timeout.as_millis() as u64;
+                if !idle && i >= over {
+                    continue;
+                }
+                let peers: Vec<NodeId> = raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .filter(|id| *id != self.id)
+                    .collect();
+                // Stop here first: heartbeats sent after a follower stopped would start it again.
+                self.hibernate(g).await;
+                let asks = peers.iter().map(|p| self.ask(*p, rpc::AppRpc::Hibernate(g), Duration::from_millis(500)));
+                futures::future::join_all(asks).await;
+            }
         }
     }
 

@@ -55,7 +55,7 @@ pub fn now_ms() -> u64 {
 
 impl Node {
     /// Serve `rpc` on the leader of group `g`, trying `replicas` until `deadline`.
-    async fn route(&self, g: GroupId, replicas: &[NodeId], rpc: AppRpc, deadline: Instant) -> Result<AppReply> {
+    pub(super) async fn route(&self, g: GroupId, replicas: &[NodeId], rpc: AppRpc, deadline: Instant) -> Result<AppReply> {
         if replicas.is_empty() {
             return Err(NodeError::Unavailable(format!("group {g} has no replicas")));
         }
@@ -108,7 +108,7 @@ impl Node {
         }
     }
 
-    fn meta_voters(&self) -> Vec<NodeId> {
+    pub(super) fn meta_voters(&self) -> Vec<NodeId> {
         let m = self.meta.metrics().borrow_watched().membership_config.clone();
         let mut voters: Vec<NodeId> = m.membership().voter_ids().collect();
         // Try the known leader first.

@@ -14,9 +14,9 @@ use super::status::{GroupStatus, LocalNodeStatus};
 use super::Node;
 use crate::channel::{self, ChannelCmd, ChannelKey, NewMessage, Sent, StoredMessage};
 use crate::error::NodeError;
-use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp};
+use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp, NodeRecord};
 use crate::raft::network::{Handler, Reply, Rpc};
-use crate::raft::{NodeId, Raft, Request, Response, TypeConfig};
+use crate::raft::{GroupId, NodeId, Raft, Request, Response, TypeConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AppRpc {
@@ -30,6 +30,19 @@ pub enum AppRpc {
     Sync(ChannelRecord, SyncQuery),
     NodeStatus,
     GroupStatus(ChannelRecord),
+    /// Admit a node (served by the metadata leader).
+    Join(NodeRecord),
+    /// Move a channel's replicas to the given set (served by the channel leader).
+    Migrate(ChannelRecord, Vec<NodeId>),
+    /// The sender no longer counts this node as a replica of the group: stop it, delete it.
+    DropGroup(GroupId),
+    /// The group's leader is hibernating it: stop it here too.
+    Hibernate(GroupId),
+    /// Which channel groups run here as leader.
+    ActiveGroups,
+    /// (group, last applied index, payload bytes) of each group held here.
+    GroupSizes(Vec<GroupId>),
+    DrainStatus,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -55,6 +68,11 @@ pub enum AppReply {
     Synced(SyncResult),
     NodeStatus(LocalNodeStatus),
     GroupStatus(GroupStatus),
+    Joined(wk_api::JoinResp),
+    Groups(Vec<GroupId>),
+    Sizes(Vec<(GroupId, u64, u64)>),
+    Drain(Option<wk_api::DrainStatus>),
+    Done,
     Err(NodeError),
 }
 
@@ -67,7 +85,12 @@ impl Handler for Node {
             let s = |e: &dyn std::fmt::Display| e.to_string();
             Ok(match rpc {
                 Rpc::Append(g, req) => {
-                    Reply::Append(self.group(g).await.map_err(|e| s(&e))?.append_entries(req).await.map_err(|e| s(&e))?)
+                    let raft = self.group(g).await.map_err(|e| s(&e))?;
+                    if !req.entries.is_empty() {
+                        // Followers see writes only as appends; they count as activity.
+                        self.touch(g);
+                    }
+                    Reply::Append(raft.append_entries(req).await.map_err(|e| s(&e))?)
                 }
                 Rpc::Vote(g, req) => Reply::Vote(self.group(g).await.map_err(|e| s(&e))?.vote(req).await.map_err(|e| s(&e))?),
                 Rpc::PreVote(g, req) => {
@@ -106,7 +129,7 @@ async fn not_leader(raft: &Raft, known: Option<NodeId>) -> NodeError {
     NodeError::NotLeader { leader_hint }
 }
 
-async fn write_err(raft: &Raft, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
+pub(super) async fn write_err(raft: &Raft, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(raft, f.leader_id).await,
         RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
@@ -124,11 +147,14 @@ async fn read_err(raft: &Raft, e: RaftError<TypeConfig, LinearizableReadError<Ty
 
 impl Node {
     /// Execute an app request on this node.
-    pub async fn serve_app(&self, rpc: AppRpc) -> AppReply {
-        match self.try_serve_app(rpc).await {
-            Ok(r) => r,
-            Err(e) => AppReply::Err(e),
-        }
+    /// Boxed: serving can route again (a migration writes metadata, a join migrates).
+    pub fn serve_app(&self, rpc: AppRpc) -> Pin<Box<dyn Future<Output = AppReply> + Send + '_>> {
+        Box::pin(async move {
+            match self.try_serve_app(rpc).await {
+                Ok(r) => r,
+                Err(e) => AppReply::Err(e),
+            }
+        })
     }
 
     async fn try_serve_app(&self, rpc: AppRpc) -> Result<AppReply, NodeError> {
@@ -151,6 +177,9 @@ impl Node {
             }
             AppRpc::Send(rec, msgs) => {
                 let raft = self.replica_group(&rec).await?;
+                if raft.is_leader() {
+                    self.migrate_if_backlogged(&rec).await;
+                }
                 match raft.client_write(Request::Channel(ChannelCmd::Send(msgs))).await {
                     Ok(r) => match r.data {
                         Response::Channel(channel::ChannelResp::Sent(sent)) => AppReply::Sent(sent),
@@ -161,6 +190,9 @@ impl Node {
             }
             AppRpc::Sync(rec, q) => {
                 let raft = self.replica_group(&rec).await?;
+                if raft.is_leader() {
+                    self.migrate_if_backlogged(&rec).await;
+                }
                 if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                     return Err(read_err(&raft, e).await);
                 }
@@ -180,11 +212,37 @@ impl Node {
             }
             AppRpc::NodeStatus => AppReply::NodeStatus(self.local_status().await?),
             AppRpc::GroupStatus(rec) => AppReply::GroupStatus(self.group_status(&rec).await?),
+            AppRpc::Join(node) => AppReply::Joined(self.admit(node).await?),
+            AppRpc::Migrate(rec, desired) => AppReply::Channel(Some(self.migrate_local(&rec, desired).await?)),
+            AppRpc::DropGroup(g) => {
+                self.drop_group(g).await;
+                AppReply::Done
+            }
+            AppRpc::Hibernate(g) => {
+                self.hibernate(g).await;
+                AppReply::Done
+            }
+            AppRpc::ActiveGroups => AppReply::Groups(
+                self.live_groups().into_iter().filter(|(_, r)| r.is_leader()).map(|(g, _)| g).collect(),
+            ),
+            AppRpc::GroupSizes(gs) => AppReply::Sizes(
+                self.store
+                    .read(move |r| {
+                        gs.iter()
+                            .map(|g| {
+                                let st = crate::raft::state_machine::load_state(r, *g)?;
+                                Ok((*g, st.last_applied.map(|l| l.index).unwrap_or(0), st.channel.bytes))
+                            })
+                            .collect::<crate::store::Result<Vec<_>>>()
+                    })
+                    .await?,
+            ),
+            AppRpc::DrainStatus => AppReply::Drain(self.local_drain_status()),
         })
     }
 
     /// The channel's group on this node, which must be one of its replicas.
-    async fn replica_group(&self, rec: &ChannelRecord) -> Result<Raft, NodeError> {
+    pub(super) async fn replica_group(&self, rec: &ChannelRecord) -> Result<Raft, NodeError> {
         if !rec.replicas.contains(&self.id) {
             return Err(NodeError::NotLeader { leader_hint: None });
         }

@@ -17,6 +17,25 @@ use crate::channel::ChannelKey;
 use crate::store::{encode, keys, KvRead, KvWrite, Result, Table};
 
 const NEXT_GROUP_ID: &[u8] = b"next_group_id";
+const DRAIN: &[u8] = b"drain_rate_milli";
+
+/// The requested drain rate (channels per 1000 s), if a drain is on.
+pub fn drain_rate(kv: &impl KvRead) -> Result<Option<u64>> {
+    kv.get_decoded(Table::Vars, DRAIN)
+}
+
+/// The channels whose replica set differs from their placement for `members`: the sync
+/// backlog. Derived from the metadata, so it is as durable as the metadata.
+pub fn backlog(kv: &impl KvRead, members: &BTreeSet<u64>, replication: usize) -> Result<Vec<(ChannelRecord, Vec<u64>)>> {
+    Ok(channels(kv, None, usize::MAX)?
+        .into_iter()
+        .filter_map(|rec| {
+            let desired = placement::place(&rec.key.to_bytes(), members.iter().copied(), replication);
+            let same = desired.len() == rec.replicas.len() && desired.iter().all(|d| rec.replicas.contains(d));
+            (!same).then_some((rec, desired))
+        })
+        .collect())
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
@@ -57,6 +76,11 @@ pub enum MetaCmd {
     /// Create the channel if missing; answer its record.
     EnsureChannel { key: ChannelKey, replication: usize },
     RegisterNode(NodeRecord),
+    /// A channel's group finished a membership change: record its new replica set.
+    SetReplicas { key: ChannelKey, replicas: Vec<u64> },
+    /// Start (Some: channels per 1000 s) or stop (None) the backlog drain; durable so a new
+    /// metadata leader resumes it.
+    SetDrain { rate_milli: Option<u64> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +124,21 @@ pub fn apply(kv: &mut impl KvWrite, members: &BTreeSet<u64>, cmd: &MetaCmd) -> R
         }
         MetaCmd::RegisterNode(node) => {
             kv.put(Table::Nodes, &keys::group(node.id), &encode(node))?;
+            Ok(MetaResp::Done)
+        }
+        MetaCmd::SetReplicas { key, replicas } => {
+            let Some(mut rec) = get_channel(kv, key)? else {
+                return Ok(MetaResp::Done);
+            };
+            rec.replicas = replicas.clone();
+            kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
+            Ok(MetaResp::Channel(rec))
+        }
+        MetaCmd::SetDrain { rate_milli } => {
+            match rate_milli {
+                Some(r) => kv.put(Table::Vars, DRAIN, &encode(r))?,
+                None => kv.delete(Table::Vars, DRAIN)?,
+            }
             Ok(MetaResp::Done)
         }
     }

@@ -73,6 +73,16 @@ pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 
+/// Delete every row of channel group `g` on this node (it is no longer a replica).
+pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::store::Result<()> {
+    use crate::store::{keys, Table};
+    let (from, to) = (keys::group(g), keys::prefix_end(&keys::group(g)));
+    for t in [Table::Log, Table::Raft, Table::Sm, Table::Msgs, Table::Dedup] {
+        w.delete_range(t, &from, &to)?;
+    }
+    Ok(())
+}
+
 /// Raft timing shared by every group. Elections must be quick (failover is measured in
 /// hundreds of milliseconds) but not so quick that a busy 2-core machine flaps.
 pub fn raft_config() -> Arc<openraft::Config> {

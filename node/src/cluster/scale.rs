@@ -1,0 +1,343 @@
+//! Scale-out: admitting a node, moving channel replicas to their new placement, and the sync
+//! backlog.
+//!
+//! After a join the placement of some channels includes the new node. Channels that are
+//! active (their group runs) migrate at once; hibernated ones are left alone and form the
+//! sync backlog: every channel whose replica set differs from its placement. The backlog is
+//! derived from the metadata, so it is exactly as durable as the metadata, and it keeps every
+//! old replica until the migration finishes, so nothing is at risk while a channel waits.
+//! A channel leaves the backlog when it becomes active (it migrates before it serves) or when
+//! the drain (a durable request, run by whichever node leads the metadata group) reaches it.
+//!
+//! A migration runs on the channel leader: add each new replica as a learner and wait until
+//! it has caught up, change the voters to the placement (joint consensus, never below a
+//! quorum of either configuration), tell removed replicas to drop the group, then record the
+//! new replica set in the metadata. Every step is idempotent, so an interrupted migration is
+//! simply run again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use openraft::async_runtime::WatchReceiver;
+use wk_api::{Backlog, BacklogEntry, BacklogTarget, DrainStatus, JoinResp};
+
+use super::rpc::{AppReply, AppRpc};
+use super::Node;
+use crate::error::{NodeError, Result};
+use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord};
+use crate::raft::{GroupId, NodeId, Peer, META_GROUP};
+
+/// A join waits this long for the new node to catch up on the metadata.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// One channel migration may take this long before it is retried later.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Migrations running at once during a rebalance or drain.
+const MIGRATE_PARALLEL: usize = 16;
+
+impl Node {
+    /// Every node id in the metadata membership (voters and learners).
+    pub fn members(&self) -> BTreeSet<NodeId> {
+        self.meta.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect()
+    }
+
+    /// The placement of a channel for the current membership.
+    pub fn desired_replicas(&self, rec: &ChannelRecord) -> Vec<NodeId> {
+        meta::placement::place(&rec.key.to_bytes(), self.members(), self.replication)
+    }
+
+    /// Admit a node through the metadata leader.
+    pub async fn join(&self, node: NodeRecord) -> Result<JoinResp> {
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        match self.route(META_GROUP, &self.meta_voters(), AppRpc::Join(node), deadline).await? {
+            AppReply::Joined(r) => Ok(r),
+            AppReply::Err(e) => Err(e),
+            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// On the metadata leader: learner, catch-up, voter if the odd-count rule allows, then
+    /// migrate the active channels whose placement now includes it.
+    pub(super) async fn admit(&self, node: NodeRecord) -> Result<JoinResp> {
+        if !self.meta.is_leader() {
+            return Err(NodeError::NotLeader { leader_hint: self.meta.metrics().borrow_watched().current_leader });
+        }
+        tracing::info!(node_id = node.id, cluster_addr = %node.cluster_addr, "admitting node");
+        self.transport.set_addr(node.id, &node.cluster_addr);
+        let started = Instant::now();
+        if !self.members().contains(&node.id) {
+            let peer = Peer { cluster_addr: node.cluster_addr.clone() };
+            self.meta.add_learner(node.id, peer, true).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+        }
+        let metadata_ms = started.elapsed().as_millis() as u64;
+        if !node.http_addr.is_empty() {
+            self.meta_write(MetaCmd::RegisterNode(node.clone())).await?;
+        }
+        let voter = self.promote_voters(node.id).await?;
+        let migrated = self.rebalance_active().await;
+        let backlog = self
+            .store
+            .read({
+                let (members, r) = (self.members(), self.replication);
+                move |kv| meta::backlog(kv, &members, r)
+            })
+            .await?
+            .iter()
+            .filter(|(rec, desired)| desired.contains(&node.id) && !rec.replicas.contains(&node.id))
+            .count() as u64;
+        tracing::info!(node_id = node.id, metadata_ms, voter, migrated, backlog, "node admitted");
+        Ok(JoinResp { node_id: node.id, voter, metadata_ms, active_migrated: migrated, backlog })
+    }
+
+    /// Keep the metadata voters at the largest odd count up to 5; learners are promoted in
+    /// id order. Answers whether `id` is a voter afterwards.
+    async fn promote_voters(&self, id: NodeId) -> Result<bool> {
+        let m = self.meta.metrics().borrow_watched().membership_config.clone();
+        let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
+        let all: Vec<NodeId> = m.membership().nodes().map(|(id, _)| *id).collect();
+        let target = match all.len().min(5) {
+            n if n % 2 == 0 => n - 1,
+            n => n,
+        };
+        if target > voters.len() {
+            let mut next = voters.clone();
+            next.extend(all.iter().filter(|n| !voters.contains(n)).take(target - voters.len()));
+            self.meta.change_membership(next.clone(), true).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            return Ok(next.contains(&id));
+        }
+        Ok(voters.contains(&id))
+    }
+
+    /// Migrate every backlogged channel that is active somewhere (its group runs on its
+    /// leader). Answers how many migrated.
+    async fn rebalance_active(&self) -> u64 {
+        let members = self.members();
+        let asks = members.iter().map(|n| self.ask(*n, AppRpc::ActiveGroups, Duration::from_secs(2)));
+        let mut active = HashSet::new();
+        for reply in futures::future::join_all(asks).await {
+            if let Ok(AppReply::Groups(gs)) = reply {
+                active.extend(gs);
+            }
+        }
+        let replication = self.replication;
+        let backlog = match self.store.read(move |kv| meta::backlog(kv, &members, replication)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "rebalance: read backlog");
+                return 0;
+            }
+        };
+        let todo: Vec<_> = backlog.into_iter().filter(|(rec, _)| active.contains(&rec.group_id)).collect();
+        futures::stream::iter(todo)
+            .map(|(rec, desired)| async move { self.migrate(&rec, desired).await.is_ok() })
+            .buffer_unordered(MIGRATE_PARALLEL)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await as u64
+    }
+
+    /// Move a channel to `desired`, through its leader.
+    pub async fn migrate(&self, rec: &ChannelRecord, desired: Vec<NodeId>) -> Result<ChannelRecord> {
+        let deadline = Instant::now() + MIGRATE_TIMEOUT;
+        match self.route(rec.group_id, &rec.replicas, AppRpc::Migrate(rec.clone(), desired), deadline).await? {
+            AppReply::Channel(Some(r)) => Ok(r),
+            AppReply::Err(e) => {
+                tracing::warn!(channel = %rec.key, error = %e, "migration failed");
+                Err(e)
+            }
+            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// On the channel leader: the migration steps (see the module doc).
+    pub(super) async fn migrate_local(&self, rec: &ChannelRecord, desired: Vec<NodeId>) -> Result<ChannelRecord> {
+        let raft = self.replica_group(rec).await?;
+        let g = rec.group_id;
+        let present: BTreeSet<NodeId> =
+            raft.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        for n in desired.iter().filter(|n| !present.contains(n)) {
+            let peer = Peer { cluster_addr: self.transport.addr_of(*n).unwrap_or_default() };
+            if let Err(e) = raft.add_learner(*n, peer, true).await {
+                return Err(super::rpc::write_err(&raft, e).await);
+            }
+        }
+        let voters: BTreeSet<NodeId> = desired.iter().copied().collect();
+        if let Err(e) = raft.change_membership(voters.clone(), false).await {
+            return Err(super::rpc::write_err(&raft, e).await);
+        }
+        for gone in present.iter().filter(|n| !voters.contains(n) && **n != self.id) {
+            let _ = self.ask(*gone, AppRpc::DropGroup(g), Duration::from_secs(1)).await;
+        }
+        let cmd = MetaCmd::SetReplicas { key: rec.key.clone(), replicas: desired.clone() };
+        let updated = match self.meta_write(cmd).await? {
+            meta::MetaResp::Channel(r) => r,
+            _ => ChannelRecord { replicas: desired, ..rec.clone() },
+        };
+        tracing::info!(channel = %rec.key, from = ?rec.replicas, to = ?updated.replicas, "channel migrated");
+        if !voters.contains(&self.id) {
+            self.drop_group(g).await;
+        }
+        Ok(updated)
+    }
+
+    /// Before serving a channel on its leader: migrate it first if it is in the backlog.
+    pub(super) async fn migrate_if_backlogged(&self, rec: &ChannelRecord) {
+        let key = rec.key.clone();
+        let Ok(Some(current)) = self.store.read(move |kv| meta::get_channel(kv, &key)).await else {
+            return;
+        };
+        let desired = self.desired_replicas(&current);
+        if desired.len() == current.replicas.len() && desired.iter().all(|d| current.replicas.contains(d)) {
+            return;
+        }
+        match tokio::time::timeout(MIGRATE_TIMEOUT, self.migrate_local(&current, desired)).await {
+            Ok(Ok(_)) => {}
+            // Serving matters more than moving: the channel stays in the backlog.
+            Ok(Err(e)) => tracing::warn!(channel = %current.key, error = %e, "on-demand migration failed"),
+            Err(_) => tracing::warn!(channel = %current.key, "on-demand migration timed out"),
+        }
+    }
+
+    /// This node is no longer a replica: stop the group and delete its rows.
+    pub(super) async fn drop_group(&self, g: GroupId) {
+        self.hibernate(g).await;
+        if let Err(e) = self.store.write(move |w| crate::raft::delete_group(w, g)).await {
+            tracing::warn!(group = g, error = %e, "dropping a removed replica's data");
+        }
+    }
+
+    /// `GET /cluster/backlog`: the backlog with per-target totals and at-risk channels.
+    pub async fn backlog_view(&self, limit: usize) -> Result<Backlog> {
+        let (members, replication) = (self.members(), self.replication);
+        let list = self.store.read(move |kv| meta::backlog(kv, &members, replication)).await?;
+        let nodes = self.cluster_nodes().await?;
+        let online: HashSet<NodeId> = nodes.nodes.iter().filter(|n| n.online).map(|n| n.id).collect();
+        // Sizes from the replicas themselves: one request per node for the groups it holds.
+        let mut by_node: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
+        for (rec, _) in &list {
+            if let Some(n) = rec.replicas.iter().find(|n| online.contains(n)) {
+                by_node.entry(*n).or_default().push(rec.group_id);
+            }
+        }
+        let asks = by_node.into_iter().map(|(n, gs)| self.ask(n, AppRpc::GroupSizes(gs), Duration::from_secs(2)));
+        let mut sizes: HashMap<GroupId, (u64, u64)> = HashMap::new();
+        for reply in futures::future::join_all(asks).await {
+            if let Ok(AppReply::Sizes(s)) = reply {
+                sizes.extend(s.into_iter().map(|(g, e, b)| (g, (e, b))));
+            }
+        }
+        let mut targets: BTreeMap<NodeId, BacklogTarget> = BTreeMap::new();
+        let mut entries: Vec<BacklogEntry> = list
+            .into_iter()
+            .map(|(rec, desired)| {
+                let size = sizes.get(&rec.group_id).copied();
+                let healthy = rec.replicas.iter().filter(|n| online.contains(n)).count();
+                for t in desired.iter().filter(|d| !rec.replicas.contains(d)) {
+                    let e = targets.entry(*t).or_insert(BacklogTarget { node_id: *t, channels: 0, entries: 0, bytes: 0 });
+                    e.channels += 1;
+                    e.entries += size.map(|s| s.0).unwrap_or(0);
+                    e.bytes += size.map(|s| s.1).unwrap_or(0);
+                }
+                BacklogEntry {
+                    channel_id: rec.key.channel_id,
+                    channel_type: rec.key.channel_type,
+                    group_id: rec.group_id,
+                    at_risk: healthy < rec.replicas.len() / 2 + 1,
+                    replicas: rec.replicas,
+                    desired,
+                    entries: size.map(|s| s.0),
+                    bytes: size.map(|s| s.1),
+                }
+            })
+            .collect();
+        entries.sort_by_key(|e| (!e.at_risk, e.group_id));
+        let (total, at_risk) = (entries.len() as u64, entries.iter().filter(|e| e.at_risk).count() as u64);
+        entries.truncate(limit);
+        let drain = self.drain_status().await;
+        Ok(Backlog { total, at_risk, targets: targets.into_values().collect(), entries, drain })
+    }
+
+    /// The drain's progress, from the metadata leader.
+    async fn drain_status(&self) -> Option<DrainStatus> {
+        let leader = self.meta.metrics().borrow_watched().current_leader?;
+        match self.ask(leader, AppRpc::DrainStatus, Duration::from_secs(1)).await {
+            Ok(AppReply::Drain(d)) => d,
+            _ => None,
+        }
+    }
+
+    pub(super) fn local_drain_status(&self) -> Option<DrainStatus> {
+        self.drain.lock().expect("drain lock poisoned").clone()
+    }
+
+    /// Runs on every node; acts while this node leads the metadata group and a drain is
+    /// requested: migrates backlogged channels at the requested rate, at-risk ones first,
+    /// and clears the request when the backlog is empty.
+    pub(super) async fn run_drain(self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let rate = match self.store.read(|kv| meta::drain_rate(kv)).await {
+                Ok(Some(r)) if self.meta.is_leader() => r as f64 / 1000.0,
+                _ => {
+                    *self.drain.lock().expect("drain lock poisoned") = None;
+                    continue;
+                }
+            };
+            if rate <= 0.0 {
+                continue;
+            }
+            {
+                let mut d = self.drain.lock().expect("drain lock poisoned");
+                let status = d.get_or_insert(DrainStatus { rate, migrated: 0, errors: 0 });
+                status.rate = rate;
+            }
+            let (members, replication) = (self.members(), self.replication);
+            let Ok(mut list) = self.store.read(move |kv| meta::backlog(kv, &members, replication)).await else {
+                continue;
+            };
+            if list.is_empty() {
+                tracing::info!("backlog drained");
+                let _ = self.meta_write(MetaCmd::SetDrain { rate_milli: None }).await;
+                continue;
+            }
+            list.truncate(256);
+            let interval = Duration::from_secs_f64(1.0 / rate);
+            let started = Instant::now();
+            let outcomes: Vec<bool> = futures::stream::iter(list.into_iter().enumerate())
+                .map(|(i, (rec, desired))| {
+                    let node = self.clone();
+                    async move {
+                        // Pace the starts: migration i starts no earlier than i intervals in.
+                        let due = started + interval.mul_f64(i as f64);
+                        tokio::time::sleep_until(due.into()).await;
+                        node.migrate(&rec, desired).await.is_ok()
+                    }
+                })
+                .buffer_unordered(MIGRATE_PARALLEL)
+                .collect()
+                .await;
+            let mut d = self.drain.lock().expect("drain lock poisoned");
+            if let Some(status) = d.as_mut() {
+                status.migrated += outcomes.iter().filter(|ok| **ok).count() as u64;
+                status.errors += outcomes.iter().filter(|ok| !**ok).count() as u64;
+            }
+        }
+    }
+
+    /// A `--seed --auto-join` node asks the seed to admit it until it is in.
+    pub(super) async fn announce(self, seed: NodeId, auto_join: bool) {
+        if !auto_join {
+            return;
+        }
+        let me = NodeRecord { id: self.id, http_addr: self.http_addr.clone(), cluster_addr: self.cluster_addr.clone() };
+        while self.is_joining() {
+            match self.ask(seed, AppRpc::Join(me.clone()), JOIN_TIMEOUT).await {
+                Ok(AppReply::Joined(r)) => tracing::info!(?r, "admitted to the cluster"),
+                Ok(AppReply::Err(e)) => tracing::warn!(error = %e, "auto-join refused; retrying"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "auto-join: seed unreachable; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
