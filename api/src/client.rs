@@ -236,6 +236,24 @@ impl Client {
         self.post(&["cluster", "backlog", "drain"], req).await
     }
 
+    pub async fn transfer_leader(&self, channel_id: &str, channel_type: u8, to: u64) -> Result<ChannelConfig, ClientError> {
+        let t = channel_type.to_string();
+        self.post(&["cluster", "channels", channel_id, &t, "transfer-leader"], &TransferLeaderReq { to }).await
+    }
+
+    pub async fn evacuate(&self, node_id: u64) -> Result<EvacuateResp, ClientError> {
+        self.post(&["cluster", "nodes", &node_id.to_string(), "evacuate"], &()).await
+    }
+
+    pub async fn remove_node(&self, node_id: u64, dry_run: bool) -> Result<RemoveNodeResp, ClientError> {
+        self.post(&["cluster", "nodes", &node_id.to_string(), "remove"], &RemoveNodeReq { dry_run }).await
+    }
+
+    /// Sent to the node that should suffer the fault (use [`Client::only`]).
+    pub async fn drill(&self, req: &DrillReq) -> Result<Ok200, ClientError> {
+        self.post(&["cluster", "drill"], req).await
+    }
+
     pub async fn channels(&self, limit: u64) -> Result<ChannelList, ClientError> {
         self.get(&["cluster", "channels"], &[("limit", limit.to_string())]).await
     }

@@ -383,3 +383,69 @@ pub struct DrainReq {
     /// Channels per second; 0 stops a running drain.
     pub rate: f64,
 }
+
+/// `POST /cluster/channels/{id}/{type}/transfer-leader`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransferLeaderReq {
+    pub to: u64,
+}
+
+/// `POST /cluster/nodes/{id}/evacuate`: move every channel leadership off a node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EvacuateResp {
+    pub node_id: u64,
+    /// Channels the node led when the evacuation started.
+    pub led: u64,
+    /// Of those, how many now have a leader on another node.
+    pub moved: u64,
+    /// Channels that still had their leader on the node at the end.
+    pub stuck: Vec<String>,
+}
+
+/// `POST /cluster/nodes/{id}/remove`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoveNodeReq {
+    /// Only compute and return the plan.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One planned replica move of a node removal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaMove {
+    pub channel_id: String,
+    pub channel_type: u8,
+    pub from: Vec<u64>,
+    pub to: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoveNodeResp {
+    pub node_id: u64,
+    pub dry_run: bool,
+    pub plan: Vec<ReplicaMove>,
+    /// Channels moved off the node.
+    pub moved: u64,
+    /// Channels that could not be moved (the node stays a member until they are).
+    pub stuck: Vec<String>,
+    /// Whether the node left the metadata group.
+    pub removed: bool,
+}
+
+/// `POST /cluster/drill` on the node that should suffer the fault (needs `--allow-drills`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DrillReq {
+    /// Abort the process at once, as `kill -9` would.
+    Crash,
+    /// Drop all cluster traffic to and from `peers` (empty: every peer) for `duration_ms`.
+    Isolate {
+        #[serde(default)]
+        peers: Vec<u64>,
+        duration_ms: u64,
+    },
+    /// Delay every LMDB commit by `delay_ms` for `duration_ms`.
+    SlowDisk { delay_ms: u64, duration_ms: u64 },
+    /// End every running fault now.
+    Heal,
+}

@@ -58,6 +58,12 @@ pub enum Command {
     /// Send and read messages.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// The sync backlog left by scale-out: show it, drain it.
+    #[command(subcommand)]
+    Backlog(BacklogCommand),
+    /// Load generators and drills that measure throughput, latency and failover (issue 7).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Print a shell completion script, e.g. `wkctl completions bash > /etc/bash_completion.d/wkctl`.
     Completions {
         /// The shell to generate for.
@@ -96,6 +102,41 @@ pub enum ClusterCommand {
     ///
     /// Exits 1 when a node is offline or the metadata group has no leader.
     Status,
+    /// Admit a node started with `wknode --seed ...`: it catches up on the metadata, the active
+    /// channels whose placement includes it move at once, inactive ones go to the sync backlog.
+    Join(JoinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The new node as NODE_ID@CLUSTER_ADDR, e.g. `4@127.0.0.1:11113`.
+    pub node: String,
+    /// The new node's HTTP address (it also registers it itself once admitted).
+    #[arg(long)]
+    pub http_addr: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BacklogCommand {
+    /// List the sync backlog: channels whose replicas differ from their placement, per target
+    /// node, at-risk channels (fewer than a quorum of replicas answer) first. Exits 1 if any is at risk.
+    Show {
+        /// How many channels to list.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// Migrate the backlog proactively at a limited rate (the drain survives restarts).
+    Drain(DrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Channels per second; 0 stops a running drain.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Follow the drain until the backlog is empty (default on a terminal).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub wait: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +188,105 @@ pub struct SyncArgs {
     /// 0: from `--start` towards older messages; 1: towards newer ones.
     #[arg(long, default_value_t = 0)]
     pub pull_mode: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Durable-write throughput and latency: `/message/send` (or `/message/sendbatch` with
+    /// `--batch`) over keep-alive connections, spread round-robin over every `--endpoint`.
+    ///
+    /// Creates the group channels `<prefix><i>` first; each request has a unique
+    /// client_msg_no and a random payload. `--output json` prints one line
+    /// `{"ops":..,"ops_per_s":..,"errors":..,"lat":{"p50_ms":..,..}}`.
+    Send(BenchSendArgs),
+    /// Kills a channel leader with SIGKILL, round after round, under a one-at-a-time writer,
+    /// and checks that every acknowledged message survives exactly once.
+    ///
+    /// Always runs its own local cluster (temporary directory, free ports). Exits 1 when an
+    /// acknowledged message is lost, duplicated or moved, or the replicas do not converge.
+    Failover(BenchFailoverArgs),
+}
+
+/// How many requests `wkctl bench send` keeps in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// `--inflight` requests at a time.
+    Concurrent,
+    /// Exactly one request at a time (latency without queueing).
+    Seq,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSendArgs {
+    /// Requests in flight (ignored with `--mode seq`).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub inflight: u32,
+    /// Group channels to spread the messages over.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub channels: u32,
+    /// Payload bytes per message (random, sent base64-encoded).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub size: u32,
+    /// How long to measure.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Load before measuring (connections, channel groups, caches); `0s` for none.
+    #[arg(long, default_value = "1s", value_parser = parse_duration_or_zero)]
+    pub warmup: Duration,
+    /// `seq`: one request at a time.
+    #[arg(long, value_enum, default_value_t = BenchMode::Concurrent)]
+    pub mode: BenchMode,
+    /// Send N messages per request with `/message/sendbatch` (ops count messages).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: Option<u32>,
+    /// Channel ids are this prefix plus 0, 1, ...
+    #[arg(long, default_value = "bench-")]
+    pub prefix: String,
+    /// Sender uid (also the channels' subscriber).
+    #[arg(long = "from", default_value = "bench")]
+    pub from_uid: String,
+    /// Start a fresh local cluster (temporary directory, free ports) instead of `--endpoint`.
+    #[arg(long)]
+    pub local: bool,
+    /// With `--local`: how many nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub nodes: u64,
+    /// With `--local`: the `wknode` binary; by default the one next to `wkctl`, else on PATH.
+    #[arg(long, env = "WK_WKNODE")]
+    pub wknode: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFailoverArgs {
+    /// How many times to kill the channel leader.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    /// Cluster size (a kill must leave a quorum).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=9))]
+    pub nodes: u64,
+    /// How long the killed node stays down before it is restarted on its data dir.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub down: Duration,
+    /// Steady writing before each kill and after each restart.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub settle: Duration,
+    /// The writer's per-attempt timeout before it retries on the next node.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub attempt_timeout: Duration,
+    /// How long the replicas may take to agree (same checksum) after a restart.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub converge_timeout: Duration,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub size: u32,
+    /// The `wknode` binary; by default the one next to `wkctl`, else on PATH.
+    #[arg(long, env = "WK_WKNODE")]
+    pub wknode: Option<PathBuf>,
+}
+
+/// Like `parse_duration`, but `0s` is allowed.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (try e.g. 1s or 0s)"))
 }
 
 /// Parses `5s`, `500ms`, `1m30s`, ... (humantime syntax).

@@ -47,6 +47,9 @@ pub struct Args {
     /// With --seed: admit this node by itself instead of waiting for `wkctl cluster join`.
     #[arg(long, env = "WK_AUTO_JOIN")]
     pub auto_join: bool,
+    /// Accept fault-injection drills (crash, isolate, slow-disk) on `POST /cluster/drill`.
+    #[arg(long, env = "WK_ALLOW_DRILLS")]
+    pub allow_drills: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +65,7 @@ struct FileConfig {
     channel_idle_timeout: Option<String>,
     max_active_channels: Option<usize>,
     auto_join: Option<bool>,
+    allow_drills: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -78,6 +82,7 @@ pub struct Config {
     pub channel_idle_timeout: std::time::Duration,
     pub max_active_channels: usize,
     pub auto_join: bool,
+    pub allow_drills: bool,
 }
 
 /// Parse "60s", "500ms", "2m" or a bare number of seconds.
@@ -153,6 +158,7 @@ impl Config {
             .context("--channel-idle-timeout")?,
             max_active_channels: args.max_active_channels.or(file.max_active_channels).unwrap_or(10_000).max(1),
             auto_join: args.auto_join || file.auto_join.unwrap_or(false),
+            allow_drills: args.allow_drills || file.allow_drills.unwrap_or(false),
         })
     }
 }

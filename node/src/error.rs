@@ -10,6 +10,9 @@ pub enum NodeError {
     BadRequest(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The node refuses this operation by configuration.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("channel {0} not found")]
     ChannelNotFound(String),
     /// This node does not lead the group; retry on `leader_hint` (internal, between nodes).
@@ -29,6 +32,7 @@ impl NodeError {
         match self {
             NodeError::BadRequest(_) => 400,
             NodeError::PayloadTooLarge(_) => 413,
+            NodeError::Forbidden(_) => 403,
             NodeError::ChannelNotFound(_) => 404,
             NodeError::NotLeader { .. } | NodeError::Unavailable(_) => 503,
             NodeError::Storage(_) | NodeError::Internal(_) => 500,
@@ -39,6 +43,7 @@ impl NodeError {
         match self {
             NodeError::BadRequest(_) => "bad_request",
             NodeError::PayloadTooLarge(_) => "payload_too_large",
+            NodeError::Forbidden(_) => "forbidden",
             NodeError::ChannelNotFound(_) => "channel_not_found",
             NodeError::NotLeader { .. } => "not_leader",
             NodeError::Unavailable(_) => "unavailable",

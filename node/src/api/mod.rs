@@ -45,6 +45,10 @@ pub fn router(node: Node) -> Router {
         .route("/cluster/nodes", get(cluster_nodes))
         .route("/cluster/channels", get(cluster_channels))
         .route("/cluster/join", post(cluster_join))
+        .route("/cluster/drill", post(cluster_drill))
+        .route("/cluster/nodes/{id}/evacuate", post(cluster_evacuate))
+        .route("/cluster/nodes/{id}/remove", post(cluster_remove))
+        .route("/cluster/channels/{id}/{ty}/transfer-leader", post(cluster_transfer))
         .route("/cluster/backlog", get(cluster_backlog))
         .route("/cluster/backlog/drain", post(cluster_drain))
         .route("/cluster/channels/{id}/{ty}/config", get(cluster_channel_config))
@@ -396,6 +400,36 @@ async fn cluster_drain(State(node): State<Node>, Body(req): Body<DrainReq>) -> A
     let rate_milli = (req.rate > 0.0).then(|| ((req.rate * 1000.0) as u64).max(1));
     node.meta_write(MetaCmd::SetDrain { rate_milli }).await?;
     Ok(Json(Ok200::default()))
+}
+
+fn node_id(id: &str) -> Result<u64, ApiErr> {
+    id.parse().map_err(|_| NodeError::BadRequest(format!("node id {id:?} is not a number")).into())
+}
+
+async fn cluster_drill(State(node): State<Node>, Body(req): Body<DrillReq>) -> ApiResult<Ok200> {
+    node.drill(req).await?;
+    Ok(Json(Ok200::default()))
+}
+
+async fn cluster_evacuate(State(node): State<Node>, Path(id): Path<String>) -> ApiResult<EvacuateResp> {
+    Ok(Json(node.evacuate(node_id(&id)?).await?))
+}
+
+async fn cluster_remove(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    Body(req): Body<RemoveNodeReq>,
+) -> ApiResult<RemoveNodeResp> {
+    Ok(Json(node.remove_node(node_id(&id)?, req.dry_run).await?))
+}
+
+async fn cluster_transfer(
+    State(node): State<Node>,
+    Path((id, ty)): Path<(String, String)>,
+    Body(req): Body<TransferLeaderReq>,
+) -> ApiResult<ChannelConfig> {
+    let rec = stored_channel(&node, &id, &ty).await?;
+    Ok(Json(node.transfer_leader(&rec, req.to).await?))
 }
 
 async fn stored_channel(node: &Node, id: &str, ty: &str) -> Result<ChannelRecord, ApiErr> {

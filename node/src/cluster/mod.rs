@@ -13,6 +13,7 @@
 //! openraft allows); normally only the preferred leader (the first replica, tried first)
 //! does so and the others learn the membership from it.
 
+mod ops;
 mod route;
 pub mod rpc;
 mod scale;
@@ -57,6 +58,10 @@ pub struct Inner {
     pub max_active: usize,
     /// Progress of the backlog drain while this node leads the metadata group.
     drain: Mutex<Option<wk_api::DrainStatus>>,
+    /// `--allow-drills`: accept fault-injection requests.
+    pub allow_drills: bool,
+    /// Bumped by every drill, so a drill's heal timer only heals its own drill.
+    drill_generation: std::sync::atomic::AtomicU64,
     /// Last node seen leading each group, to route without asking around.
     hints: Mutex<HashMap<GroupId, NodeId>>,
     ids: route::IdGen,
@@ -120,6 +125,8 @@ impl Node {
             idle_timeout: cfg.channel_idle_timeout,
             max_active: cfg.max_active_channels,
             drain: Default::default(),
+            allow_drills: cfg.allow_drills,
+            drill_generation: Default::default(),
         }));
         transport.set_handler(Arc::new(node.clone()));
 

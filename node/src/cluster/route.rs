@@ -16,6 +16,9 @@ use crate::raft::{GroupId, NodeId, META_GROUP};
 
 /// How long a client request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// One forwarding attempt may take this long: a leader that went silent (isolated, paused)
+/// must not eat the whole request deadline while the others elect a new one.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Snowflake-style message ids: 41 bits of milliseconds since 2024-01-01, 10 bits of node id,
 /// 12 bits of sequence. Unique across the cluster as long as node ids differ mod 1024 and the
@@ -76,7 +79,8 @@ impl Node {
                 self.serve_app(rpc.clone()).await
             } else {
                 let bytes = crate::store::encode(&rpc);
-                match self.transport.call(target, Rpc::App(bytes), deadline - now).await {
+                let ttl = if rpc.is_quick() { (deadline - now).min(ATTEMPT_TIMEOUT) } else { deadline - now };
+                match self.transport.call(target, Rpc::App(bytes), ttl).await {
                     Ok(Reply::App(b)) => postcard::from_bytes(&b)
                         .unwrap_or_else(|e| AppReply::Err(NodeError::Internal(format!("bad reply: {e}")))),
                     Ok(other) => AppReply::Err(NodeError::Internal(format!("unexpected reply {other:?}"))),

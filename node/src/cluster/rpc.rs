@@ -43,6 +43,18 @@ pub enum AppRpc {
     /// (group, last applied index, payload bytes) of each group held here.
     GroupSizes(Vec<GroupId>),
     DrainStatus,
+    /// Hand the channel's leadership to the node (served by the channel leader).
+    TransferLeader(ChannelRecord, NodeId),
+    /// Take the node out of the metadata group (served by the metadata leader).
+    RemoveMember(NodeId),
+}
+
+impl AppRpc {
+    /// Client reads and writes answer within a second from a healthy leader; admin actions
+    /// (joins, migrations) legitimately take longer and get the whole deadline per attempt.
+    pub fn is_quick(&self) -> bool {
+        matches!(self, AppRpc::MetaWrite(_) | AppRpc::GetChannel(_) | AppRpc::Send(..) | AppRpc::Sync(..))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -238,6 +250,14 @@ impl Node {
                     .await?,
             ),
             AppRpc::DrainStatus => AppReply::Drain(self.local_drain_status()),
+            AppRpc::TransferLeader(rec, to) => {
+                self.transfer_local(&rec, to).await?;
+                AppReply::Done
+            }
+            AppRpc::RemoveMember(node) => {
+                self.remove_member(node).await?;
+                AppReply::Done
+            }
         })
     }
 

@@ -41,11 +41,6 @@ impl Node {
         self.meta.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect()
     }
 
-    /// The placement of a channel for the current membership.
-    pub fn desired_replicas(&self, rec: &ChannelRecord) -> Vec<NodeId> {
-        meta::placement::place(&rec.key.to_bytes(), self.members(), self.replication)
-    }
-
     /// Admit a node through the metadata leader.
     pub async fn join(&self, node: NodeRecord) -> Result<JoinResp> {
         let deadline = Instant::now() + JOIN_TIMEOUT;
@@ -182,11 +177,18 @@ impl Node {
 
     /// Before serving a channel on its leader: migrate it first if it is in the backlog.
     pub(super) async fn migrate_if_backlogged(&self, rec: &ChannelRecord) {
-        let key = rec.key.clone();
-        let Ok(Some(current)) = self.store.read(move |kv| meta::get_channel(kv, &key)).await else {
+        let (key, members, replication) = (rec.key.clone(), self.members(), self.replication);
+        let found = self
+            .store
+            .read(move |kv| {
+                let Some(current) = meta::get_channel(kv, &key)? else { return Ok(None) };
+                let desired = meta::desired(kv, &members, &current, replication)?;
+                Ok(Some((current, desired)))
+            })
+            .await;
+        let Ok(Some((current, desired))) = found else {
             return;
         };
-        let desired = self.desired_replicas(&current);
         if desired.len() == current.replicas.len() && desired.iter().all(|d| current.replicas.contains(d)) {
             return;
         }

@@ -18,6 +18,34 @@ use crate::store::{encode, keys, KvRead, KvWrite, Result, Table};
 
 const NEXT_GROUP_ID: &[u8] = b"next_group_id";
 const DRAIN: &[u8] = b"drain_rate_milli";
+const DECOMMISSIONED: &[u8] = b"decommissioned";
+
+/// Nodes being removed: placement no longer chooses them.
+pub fn decommissioned(kv: &impl KvRead) -> Result<BTreeSet<u64>> {
+    Ok(kv.get_decoded(Table::Vars, DECOMMISSIONED)?.unwrap_or_default())
+}
+
+/// The nodes placement may choose: the membership minus the nodes being removed.
+pub fn placeable(kv: &impl KvRead, members: &BTreeSet<u64>) -> Result<BTreeSet<u64>> {
+    let gone = decommissioned(kv)?;
+    Ok(members.difference(&gone).copied().collect())
+}
+
+/// Where a channel's replicas belong now.
+pub fn desired(kv: &impl KvRead, members: &BTreeSet<u64>, rec: &ChannelRecord, replication: usize) -> Result<Vec<u64>> {
+    Ok(placement::place(&rec.key.to_bytes(), placeable(kv, members)?, replication))
+}
+
+/// The channel whose Raft group is `g`.
+pub fn channel_by_group(kv: &impl KvRead, g: u64) -> Result<Option<ChannelRecord>> {
+    match kv.get(Table::Groups, &keys::group(g))? {
+        Some(k) => match ChannelKey::from_bytes(&k) {
+            Some(key) => get_channel(kv, &key),
+            None => Ok(None),
+        },
+        None => Ok(None),
+    }
+}
 
 /// The requested drain rate (channels per 1000 s), if a drain is on.
 pub fn drain_rate(kv: &impl KvRead) -> Result<Option<u64>> {
@@ -27,10 +55,11 @@ pub fn drain_rate(kv: &impl KvRead) -> Result<Option<u64>> {
 /// The channels whose replica set differs from their placement for `members`: the sync
 /// backlog. Derived from the metadata, so it is as durable as the metadata.
 pub fn backlog(kv: &impl KvRead, members: &BTreeSet<u64>, replication: usize) -> Result<Vec<(ChannelRecord, Vec<u64>)>> {
+    let placeable = placeable(kv, members)?;
     Ok(channels(kv, None, usize::MAX)?
         .into_iter()
         .filter_map(|rec| {
-            let desired = placement::place(&rec.key.to_bytes(), members.iter().copied(), replication);
+            let desired = placement::place(&rec.key.to_bytes(), placeable.iter().copied(), replication);
             let same = desired.len() == rec.replicas.len() && desired.iter().all(|d| rec.replicas.contains(d));
             (!same).then_some((rec, desired))
         })
@@ -81,6 +110,10 @@ pub enum MetaCmd {
     /// Start (Some: channels per 1000 s) or stop (None) the backlog drain; durable so a new
     /// metadata leader resumes it.
     SetDrain { rate_milli: Option<u64> },
+    /// Mark a node as leaving (placement stops choosing it) or not.
+    SetDecommissioned { node: u64, on: bool },
+    /// Forget a removed node's addresses.
+    UnregisterNode(u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +167,20 @@ pub fn apply(kv: &mut impl KvWrite, members: &BTreeSet<u64>, cmd: &MetaCmd) -> R
             kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
             Ok(MetaResp::Channel(rec))
         }
+        MetaCmd::SetDecommissioned { node, on } => {
+            let mut set = decommissioned(kv)?;
+            if *on {
+                set.insert(*node);
+            } else {
+                set.remove(node);
+            }
+            kv.put(Table::Vars, DECOMMISSIONED, &encode(&set))?;
+            Ok(MetaResp::Done)
+        }
+        MetaCmd::UnregisterNode(id) => {
+            kv.delete(Table::Nodes, &keys::group(*id))?;
+            Ok(MetaResp::Done)
+        }
         MetaCmd::SetDrain { rate_milli } => {
             match rate_milli {
                 Some(r) => kv.put(Table::Vars, DRAIN, &encode(r))?,
@@ -154,7 +201,7 @@ fn ensure_channel(kv: &mut impl KvWrite, members: &BTreeSet<u64>, key: &ChannelK
         key: key.clone(),
         subscribers: BTreeSet::new(),
         group_id,
-        replicas: placement::place(&key.to_bytes(), members.iter().copied(), replication),
+        replicas: placement::place(&key.to_bytes(), placeable(kv, members)?, replication),
     };
     kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
     kv.put(Table::Groups, &keys::group(group_id), &key.to_bytes())?;

@@ -1,0 +1,193 @@
+//! `wkctl cluster join` and `wkctl backlog show|drain`: scale-out and the sync backlog.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use wk_api::{Backlog, DrainReq, JoinReq};
+
+use crate::Outcome;
+use crate::cli::{DrainArgs, GlobalArgs, JoinArgs, OutputFormat};
+use crate::output::{self, Align, Table};
+
+/// A join blocks until the node caught up on the metadata and the active channels moved.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} {msg} (eta {eta})")
+            .expect("static template is valid")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// `wkctl cluster join ID@ADDR`: admit a node started with `--seed`.
+pub async fn join(global: &GlobalArgs, args: JoinArgs) -> anyhow::Result<Outcome> {
+    let (id, addr) = args
+        .node
+        .split_once('@')
+        .with_context(|| format!("{:?} is not NODE_ID@CLUSTER_ADDR", args.node))?;
+    let node_id: u64 = id.parse().with_context(|| format!("node id {id:?} is not a number"))?;
+    let req = JoinReq { node_id, cluster_addr: addr.to_string(), http_addr: args.http_addr.unwrap_or_default() };
+    let client = wk_api::Client::new(std::slice::from_ref(&global.endpoint), JOIN_TIMEOUT)?
+        .with_token(global.admin_token.clone());
+    let progress = std::io::stderr().is_terminal() && global.output == OutputFormat::Text;
+    let meta_bar = progress.then(|| bar(0, "metadata"));
+    // While the node blocks in the join, watch the new node's applied index close in on the
+    // metadata leader's log.
+    let watcher = meta_bar.clone().map(|pb| {
+        let client = super::client(global).ok();
+        tokio::spawn(async move {
+            let Some(client) = client else { return };
+            loop {
+                if let Ok(nodes) = client.nodes().await {
+                    let leader_last = nodes
+                        .nodes
+                        .iter()
+                        .find(|n| Some(n.id) == nodes.meta_leader)
+                        .map(|n| n.last_log_index)
+                        .unwrap_or(0);
+                    pb.set_length(leader_last);
+                    if let Some(n) = nodes.nodes.iter().find(|n| n.id == node_id) {
+                        pb.set_position(n.applied_index.min(leader_last));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let started = Instant::now();
+    let result = client.join(&req).await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    let resp = result.context("POST /cluster/join")?;
+    if let Some(pb) = meta_bar {
+        pb.set_position(pb.length().unwrap_or(0));
+        pb.finish_with_message(format!("applied in {} ms", resp.metadata_ms));
+        let ch = bar(resp.active_migrated, "channels");
+        ch.set_position(resp.active_migrated);
+        ch.finish_with_message("active channels replicated");
+    }
+    let mut out = std::io::stdout().lock();
+    match global.output {
+        OutputFormat::Json => output::write_json(&mut out, &resp)?,
+        OutputFormat::Text => output::write_text(
+            &mut out,
+            &format!(
+                "node {} joined in {} ms ({}): metadata synced in {} ms, {} active channels now replicated \
+                 to it, {} inactive channels left in the backlog (wkctl backlog show)\n",
+                resp.node_id,
+                started.elapsed().as_millis(),
+                if resp.voter { "voter" } else { "learner" },
+                resp.metadata_ms,
+                resp.active_migrated,
+                resp.backlog
+            ),
+        )?,
+    }
+    Ok(Outcome::Ok)
+}
+
+pub fn backlog_text(b: &Backlog) -> String {
+    let mut s = format!("sync backlog: {} channels, {} at risk", b.total, b.at_risk);
+    if let Some(d) = &b.drain {
+        s.push_str(&format!("; draining at {:.1}/s ({} migrated, {} failed)", d.rate, d.migrated, d.errors));
+    }
+    s.push('\n');
+    if !b.targets.is_empty() {
+        let mut t = Table::new(&[("TARGET", Align::Right), ("CHANNELS", Align::Right), ("ENTRIES", Align::Right), ("BYTES", Align::Right)]);
+        for x in &b.targets {
+            t.row(vec![x.node_id.to_string(), x.channels.to_string(), x.entries.to_string(), x.bytes.to_string()]);
+        }
+        s.push('\n');
+        s.push_str(&t.render());
+    }
+    if !b.entries.is_empty() {
+        let mut t = Table::new(&[
+            ("CHANNEL", Align::Left),
+            ("TYPE", Align::Right),
+            ("REPLICAS", Align::Left),
+            ("DESIRED", Align::Left),
+            ("ENTRIES", Align::Right),
+            ("", Align::Left),
+        ]);
+        let ids = |v: &[u64]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        for e in &b.entries {
+            t.row(vec![
+                e.channel_id.clone(),
+                e.channel_type.to_string(),
+                ids(&e.replicas),
+                ids(&e.desired),
+                e.entries.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
+                if e.at_risk { "! AT RISK: fewer than a quorum of replicas answer, drain first".into() } else { String::new() },
+            ]);
+        }
+        s.push('\n');
+        s.push_str(&t.render());
+    }
+    s
+}
+
+/// `wkctl backlog show`: exit 1 when a backlogged channel is at risk.
+pub async fn show(global: &GlobalArgs, limit: u64) -> anyhow::Result<Outcome> {
+    let b = super::client(global)?.backlog(limit).await.context("GET /cluster/backlog")?;
+    let mut out = std::io::stdout().lock();
+    match global.output {
+        OutputFormat::Json => output::write_json(&mut out, &b)?,
+        OutputFormat::Text => output::write_text(&mut out, &backlog_text(&b))?,
+    }
+    Ok(if b.at_risk > 0 { Outcome::CheckFailed } else { Outcome::Ok })
+}
+
+/// `wkctl backlog drain`: start (or with `--rate 0` stop) the drain; `--wait` follows it.
+pub async fn drain(global: &GlobalArgs, args: DrainArgs) -> anyhow::Result<Outcome> {
+    if !(args.rate.is_finite() && args.rate >= 0.0) {
+        bail!("--rate must be a number of channels per second (0 stops the drain)");
+    }
+    let client = super::client(global)?;
+    client.drain(&DrainReq { rate: args.rate }).await.context("POST /cluster/backlog/drain")?;
+    let wait = args.wait.unwrap_or_else(|| std::io::stdout().is_terminal()) && args.rate > 0.0;
+    if !wait {
+        eprintln!("drain {}", if args.rate > 0.0 { "started" } else { "stopped" });
+        return Ok(Outcome::Ok);
+    }
+    let first = client.backlog(0).await.context("GET /cluster/backlog")?;
+    let tty = std::io::stderr().is_terminal();
+    let pb = tty.then(|| bar(first.total, "draining"));
+    let mut last_line = Instant::now();
+    let started = Instant::now();
+    loop {
+        let b = client.backlog(0).await.context("GET /cluster/backlog")?;
+        let done = first.total.saturating_sub(b.total);
+        match &pb {
+            Some(pb) => {
+                pb.set_position(done);
+                pb.set_message(format!("{} left", b.total));
+            }
+            None if last_line.elapsed() >= Duration::from_secs(1) => {
+                eprintln!("drain: {} of {} channels migrated, {} left", done, first.total, b.total);
+                last_line = Instant::now();
+            }
+            None => {}
+        }
+        if b.total == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(pb) = pb {
+        pb.finish_with_message("backlog empty");
+    }
+    let summary = format!("backlog drained: {} channels in {:.1} s\n", first.total, started.elapsed().as_secs_f64());
+    let mut out = std::io::stdout().lock();
+    match global.output {
+        OutputFormat::Json => output::write_json(&mut out, &client.backlog(0).await.context("GET /cluster/backlog")?)?,
+        OutputFormat::Text => output::write_text(&mut out, &summary)?,
+    }
+    Ok(Outcome::Ok)
+}
