@@ -50,6 +50,47 @@ pub struct Args {
     /// Accept fault-injection drills (crash, isolate, slow-disk) on `POST /cluster/drill`.
     #[arg(long, env = "WK_ALLOW_DRILLS")]
     pub allow_drills: bool,
+    /// Token every WuKongIM API request must carry in header `token`.
+    #[arg(long, env = "WK_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Token for the operator API (`/cluster/...`), separate from the client token.
+    #[arg(long, env = "WK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Also accept the client token on the read-only `/cluster/...` endpoints.
+    #[arg(long, env = "WK_PUBLIC_CLUSTER_READ")]
+    pub public_cluster_read: bool,
+    /// Shared secret that authenticates every node-to-node connection (never sent).
+    #[arg(long, env = "WK_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Allow a non-loopback HTTP address without --api-token and --admin-token.
+    #[arg(long, env = "WK_INSECURE")]
+    pub insecure: bool,
+}
+
+/// A secret value: compared in constant time, never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Option<Secret> {
+        (!s.is_empty()).then_some(Secret(s))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison, so response timing does not leak the secret.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +107,11 @@ struct FileConfig {
     max_active_channels: Option<usize>,
     auto_join: Option<bool>,
     allow_drills: Option<bool>,
+    api_token: Option<String>,
+    admin_token: Option<String>,
+    public_cluster_read: Option<bool>,
+    cluster_secret: Option<String>,
+    insecure: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -83,6 +129,11 @@ pub struct Config {
     pub max_active_channels: usize,
     pub auto_join: bool,
     pub allow_drills: bool,
+    pub api_token: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    pub public_cluster_read: bool,
+    pub cluster_secret: Option<Secret>,
+    pub insecure: bool,
 }
 
 /// Parse "60s", "500ms", "2m" or a bare number of seconds.
@@ -159,6 +210,11 @@ impl Config {
             max_active_channels: args.max_active_channels.or(file.max_active_channels).unwrap_or(10_000).max(1),
             auto_join: args.auto_join || file.auto_join.unwrap_or(false),
             allow_drills: args.allow_drills || file.allow_drills.unwrap_or(false),
+            api_token: args.api_token.or(file.api_token).and_then(Secret::new),
+            admin_token: args.admin_token.or(file.admin_token).and_then(Secret::new),
+            public_cluster_read: args.public_cluster_read || file.public_cluster_read.unwrap_or(false),
+            cluster_secret: args.cluster_secret.or(file.cluster_secret).and_then(Secret::new),
+            insecure: args.insecure || file.insecure.unwrap_or(false),
         })
     }
 }

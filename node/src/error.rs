@@ -13,6 +13,9 @@ pub enum NodeError {
     /// The node refuses this operation by configuration.
     #[error("{0}")]
     Forbidden(String),
+    /// A missing or wrong token.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("channel {0} not found")]
     ChannelNotFound(String),
     /// This node does not lead the group; retry on `leader_hint` (internal, between nodes).
@@ -33,6 +36,7 @@ impl NodeError {
             NodeError::BadRequest(_) => 400,
             NodeError::PayloadTooLarge(_) => 413,
             NodeError::Forbidden(_) => 403,
+            NodeError::Unauthorized(_) => 401,
             NodeError::ChannelNotFound(_) => 404,
             NodeError::NotLeader { .. } | NodeError::Unavailable(_) => 503,
             NodeError::Storage(_) | NodeError::Internal(_) => 500,
@@ -44,6 +48,7 @@ impl NodeError {
             NodeError::BadRequest(_) => "bad_request",
             NodeError::PayloadTooLarge(_) => "payload_too_large",
             NodeError::Forbidden(_) => "forbidden",
+            NodeError::Unauthorized(_) => "unauthorized",
             NodeError::ChannelNotFound(_) => "channel_not_found",
             NodeError::NotLeader { .. } => "not_leader",
             NodeError::Unavailable(_) => "unavailable",

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 /// Bind, start the node, print the ready line, serve until SIGTERM/SIGINT.
 pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
+    check_exposure(&cfg)?;
     let cluster_listener =
         TcpListener::bind(&cfg.cluster_addr).await.with_context(|| format!("bind cluster address {}", cfg.cluster_addr))?;
     let http_listener =
@@ -35,7 +36,13 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let node = cluster::Node::start(&cfg, http_addr.clone(), cluster_addr.clone()).await?;
     let serve_transport = tokio::spawn(node.transport.clone().serve(cluster_listener));
 
-    let app = api::router(node.clone());
+    let auth = api::Auth {
+        api: cfg.api_token.clone(),
+        admin: cfg.admin_token.clone(),
+        public_cluster_read: cfg.public_cluster_read,
+        ..Default::default()
+    };
+    let app = api::router(node.clone(), auth);
     let shutdown = shutdown_signal();
     let server = axum::serve(http_listener, app).with_graceful_shutdown(shutdown);
     println!("{}", serde_json::to_string(&Ready { event: "ready", node_id: node.id, http_addr: &http_addr, cluster_addr: &cluster_addr })?);
@@ -45,6 +52,24 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     serve_transport.abort();
     node.shutdown().await;
+    Ok(())
+}
+
+/// Refuse to serve the API beyond loopback without both tokens, unless `--insecure`.
+fn check_exposure(cfg: &config::Config) -> anyhow::Result<()> {
+    let host = cfg.http_addr.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&cfg.http_addr);
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let tokens = cfg.api_token.is_some() && cfg.admin_token.is_some();
+    if loopback || tokens {
+        return Ok(());
+    }
+    if !cfg.insecure {
+        anyhow::bail!(
+            "--http-addr {} is not a loopback address: set --api-token and --admin-token, or pass --insecure to serve without them",
+            cfg.http_addr
+        );
+    }
+    tracing::warn!(http_addr = %cfg.http_addr, "INSECURE: serving the API beyond loopback without tokens (--insecure)");
     Ok(())
 }
 

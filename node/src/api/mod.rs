@@ -3,6 +3,7 @@
 //! Handlers validate everything a client sends before it reaches a Raft group: bad input of
 //! any kind is answered 4xx with `{status, msg, code}`, never a panic.
 
+mod auth;
 mod validate;
 
 use openraft::async_runtime::WatchReceiver;
@@ -23,6 +24,7 @@ use crate::cluster::rpc::SyncQuery;
 use crate::cluster::Node;
 use crate::error::NodeError;
 use crate::meta::{self, ChannelRecord, MetaCmd};
+pub use auth::Auth;
 use validate::*;
 
 /// Largest request body; larger ones get 413.
@@ -30,7 +32,7 @@ pub const MAX_BODY: usize = 4 << 20;
 /// Most messages in one `/message/sendbatch`.
 pub const MAX_BATCH: usize = 1000;
 
-pub fn router(node: Node) -> Router {
+pub fn router(node: Node, auth: auth::Auth) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/user/token", post(user_token))
@@ -55,6 +57,7 @@ pub fn router(node: Node) -> Router {
         .route("/cluster/channels/{id}/{ty}/replicas", get(cluster_channel_replicas))
         .fallback(|| async { ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, "not_found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(std::sync::Arc::new(auth), auth::authorize))
         .with_state(node)
 }
 

@@ -35,7 +35,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Router, Transport};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{raft_config, GroupId, NodeId, Peer, Raft, META_GROUP};
-use crate::store::{encode, KvRead, Store, Table};
+use crate::store::{encode, KvRead, KvWrite, Store, Table};
 
 /// On-disk format of the data dir; a node refuses a data dir of another format.
 pub const FORMAT_VERSION: u32 = 1;
@@ -104,7 +104,17 @@ impl Node {
         use anyhow::Context;
         let store = Store::open(&cfg.data_dir.join("lmdb")).context("open the data dir")?;
         check_identity(&store, cfg.node_id).await?;
-        let transport = Transport::new(cfg.node_id);
+        let cluster_id = cluster_identity(&store, cfg).await?;
+        let secret = cfg.cluster_secret.as_ref().map(|s| s.expose().as_bytes().to_vec()).unwrap_or_default();
+        let transport = Transport::new(cfg.node_id, secret, cluster_id);
+        let persist = store.clone();
+        transport.set_on_adopt(Box::new(move |id| {
+            persist.submit(move |w| w.put(Table::Local, b"cluster_id", &encode(&id)), |r| {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "persisting the adopted cluster id");
+                }
+            });
+        }));
         for (id, addr) in cfg.init_nodes.iter().chain(cfg.seed.iter()) {
             transport.set_addr(*id, addr);
         }
@@ -323,6 +333,29 @@ impl Node {
     }
 }
 
+/// The cluster id: stored, else derived from `--init-nodes` (the same on every member), else
+/// random for a self-bootstrapped single node; None for a `--seed` node until it adopts one.
+async fn cluster_identity(store: &Store, cfg: &Config) -> anyhow::Result<Option<u64>> {
+    if let Some(id) = store.read(|r| r.get_decoded::<u64>(Table::Local, b"cluster_id")).await? {
+        return Ok(Some(id));
+    }
+    let id = if !cfg.init_nodes.is_empty() {
+        let mut members: Vec<String> = cfg.init_nodes.iter().map(|(id, addr)| format!("{id}@{addr}")).collect();
+        members.sort();
+        xxhash_rust::xxh3::xxh3_64(members.join(",").as_bytes())
+    } else if cfg.seed.is_none() {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random cluster id: {e}"))?;
+        u64::from_le_bytes(b)
+    } else {
+        return Ok(None);
+    };
+    store
+        .write(move |w| w.put(Table::Local, b"cluster_id", &encode(&id)))
+        .await?;
+    Ok(Some(id))
+}
+
 /// Refuse a data dir written by another node id or another format.
 async fn check_identity(store: &Store, node_id: NodeId) -> anyhow::Result<()> {
     let (id, format) = store
@@ -337,7 +370,6 @@ async fn check_identity(store: &Store, node_id: NodeId) -> anyhow::Result<()> {
         None => {
             store
                 .write(move |w| {
-                    use crate::store::KvWrite;
                     w.put(Table::Local, b"node_id", &encode(&node_id))?;
                     w.put(Table::Local, b"format", &encode(&FORMAT_VERSION))
                 })

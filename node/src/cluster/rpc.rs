@@ -32,6 +32,8 @@ pub enum AppRpc {
     GroupStatus(ChannelRecord),
     /// Admit a node (served by the metadata leader).
     Join(NodeRecord),
+    /// A `--auto-join` node asks any member to get it admitted (that member routes a `Join`).
+    RequestJoin(NodeRecord),
     /// Move a channel's replicas to the given set (served by the channel leader).
     Migrate(ChannelRecord, Vec<NodeId>),
     /// The sender no longer counts this node as a replica of the group: stop it, delete it.
@@ -225,6 +227,7 @@ impl Node {
             AppRpc::NodeStatus => AppReply::NodeStatus(self.local_status().await?),
             AppRpc::GroupStatus(rec) => AppReply::GroupStatus(self.group_status(&rec).await?),
             AppRpc::Join(node) => AppReply::Joined(self.admit(node).await?),
+            AppRpc::RequestJoin(node) => AppReply::Joined(self.join(node).await?),
             AppRpc::Migrate(rec, desired) => AppReply::Channel(Some(self.migrate_local(&rec, desired).await?)),
             AppRpc::DropGroup(g) => {
                 self.drop_group(g).await;

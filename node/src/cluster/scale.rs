@@ -29,11 +29,31 @@ use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord};
 use crate::raft::{GroupId, NodeId, Peer, META_GROUP};
 
 /// A join waits this long for the new node to catch up on the metadata.
-pub const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// One channel migration may take this long before it is retried later.
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Migrations running at once during a rebalance or drain.
 const MIGRATE_PARALLEL: usize = 16;
+
+/// Wait until `node` has replicated everything `raft` (the leader) had when asked.
+/// openraft's blocking `add_learner` only waits until the lag is under its replication
+/// threshold, which a small log satisfies before the learner was ever reached.
+async fn caught_up(raft: &crate::raft::Raft, node: NodeId, timeout: Duration) -> Result<()> {
+    let target = raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
+    raft.wait(Some(timeout))
+        .metrics(
+            |m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&node).cloned().flatten())
+                    .is_some_and(|matched| matched.index >= target)
+            },
+            "the new replica caught up",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| NodeError::Unavailable(format!("node {node} did not catch up: {e}")))
+}
 
 impl Node {
     /// Every node id in the metadata membership (voters and learners).
@@ -43,7 +63,8 @@ impl Node {
 
     /// Admit a node through the metadata leader.
     pub async fn join(&self, node: NodeRecord) -> Result<JoinResp> {
-        let deadline = Instant::now() + JOIN_TIMEOUT;
+        // Longer than the leader's own catch-up wait, so its reason comes back, not a timeout.
+        let deadline = Instant::now() + JOIN_TIMEOUT + Duration::from_secs(5);
         match self.route(META_GROUP, &self.meta_voters(), AppRpc::Join(node), deadline).await? {
             AppReply::Joined(r) => Ok(r),
             AppReply::Err(e) => Err(e),
@@ -62,7 +83,13 @@ impl Node {
         let started = Instant::now();
         if !self.members().contains(&node.id) {
             let peer = Peer { cluster_addr: node.cluster_addr.clone() };
-            self.meta.add_learner(node.id, peer, true).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            self.meta.add_learner(node.id, peer, false).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+        }
+        if let Err(e) = caught_up(&self.meta, node.id, JOIN_TIMEOUT).await {
+            // Never leave a member that cannot be reached (wrong secret, wrong address).
+            let gone = openraft::ChangeMembers::RemoveNodes([node.id].into());
+            let _ = self.meta.change_membership(gone, false).await;
+            return Err(e);
         }
         let metadata_ms = started.elapsed().as_millis() as u64;
         if !node.http_addr.is_empty() {
@@ -152,9 +179,12 @@ impl Node {
             raft.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
         for n in desired.iter().filter(|n| !present.contains(n)) {
             let peer = Peer { cluster_addr: self.transport.addr_of(*n).unwrap_or_default() };
-            if let Err(e) = raft.add_learner(*n, peer, true).await {
+            if let Err(e) = raft.add_learner(*n, peer, false).await {
                 return Err(super::rpc::write_err(&raft, e).await);
             }
+        }
+        for n in desired.iter().filter(|n| !present.contains(n)) {
+            caught_up(&raft, *n, MIGRATE_TIMEOUT).await?;
         }
         let voters: BTreeSet<NodeId> = desired.iter().copied().collect();
         if let Err(e) = raft.change_membership(voters.clone(), false).await {
@@ -333,7 +363,7 @@ impl Node {
         }
         let me = NodeRecord { id: self.id, http_addr: self.http_addr.clone(), cluster_addr: self.cluster_addr.clone() };
         while self.is_joining() {
-            match self.ask(seed, AppRpc::Join(me.clone()), JOIN_TIMEOUT).await {
+            match self.ask(seed, AppRpc::RequestJoin(me.clone()), JOIN_TIMEOUT * 2).await {
                 Ok(AppReply::Joined(r)) => tracing::info!(?r, "admitted to the cluster"),
                 Ok(AppReply::Err(e)) => tracing::warn!(error = %e, "auto-join refused; retrying"),
                 Ok(_) => {}

@@ -2,9 +2,15 @@
 //! the Raft RPCs of every group (tagged with the group id) and the app's own RPCs (forwarded
 //! client requests, status probes) as opaque bytes.
 //!
-//! Wire format: `u32` big-endian length, then a postcard-encoded [`Frame`]. The first frame
-//! on a connection is `Hello`; a peer speaking another protocol version is refused. Frames
-//! over [`MAX_FRAME`] close the connection: nothing a peer sends can make us allocate more.
+//! Wire format: `u32` big-endian length, then a postcard-encoded [`Frame`]. Frames over
+//! [`MAX_FRAME`] close the connection: nothing a peer sends can make us allocate more.
+//!
+//! Every connection starts with a mutual challenge-response: `Hello` (version, node id,
+//! cluster id, client nonce) -> `Challenge` (server's cluster id and nonce, HMAC-SHA256 of
+//! both nonces under the cluster secret) -> `Proof` (the client's HMAC). The secret never
+//! crosses the wire. A peer of another protocol version, another cluster id or without the
+//! secret is refused and logged. A node that has no cluster id yet (one started with
+//! `--seed`) adopts its first authenticated peer's.
 //!
 //! Fault injection lives here too (the node's transport is the seam): traffic to or from a
 //! blocked peer is dropped in both directions.
@@ -33,7 +39,7 @@ use super::state_machine::SnapshotData;
 use super::{GroupId, NodeId, Peer, SnapshotMeta, TypeConfig, Vote};
 
 /// Bumped on any incompatible change to [`Frame`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Large enough for a snapshot of a big channel, small enough to refuse garbage lengths.
 pub const MAX_FRAME: usize = 512 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -59,12 +65,18 @@ pub enum Reply {
     App(Vec<u8>),
 }
 
+type Nonce = [u8; 16];
+
 #[derive(Debug, Serialize, Deserialize)]
 enum Frame {
-    Hello { version: u32, node_id: NodeId },
+    Hello { version: u32, node_id: NodeId, cluster_id: Option<u64>, nonce: Nonce },
+    Challenge { cluster_id: Option<u64>, nonce: Nonce, proof: Vec<u8> },
+    Proof { proof: Vec<u8> },
     Request { id: u64, rpc: Rpc },
     /// `Err` is the remote's error message: the request reached it and failed there.
     Response { id: u64, result: Result<Reply, String> },
+    /// The handshake failed; the reason is for the peer's log.
+    Refused { reason: String },
 }
 
 /// Why a call failed.
@@ -103,6 +115,12 @@ impl Conn {
 
 pub struct Transport {
     node_id: NodeId,
+    /// HMAC key of the handshake (`--cluster-secret`; empty when none is set).
+    secret: Vec<u8>,
+    /// The cluster this node belongs to; None until a `--seed` node meets its first peer.
+    cluster_id: Mutex<Option<u64>>,
+    /// Persists an adopted cluster id.
+    on_adopt: OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
     /// Peer cluster addresses, from the metadata group's membership.
     addrs: RwLock<HashMap<NodeId, String>>,
     conns: Mutex<HashMap<NodeId, Arc<Conn>>>,
@@ -148,10 +166,41 @@ async fn write_loop(w: impl AsyncWriteExt + Unpin, mut rx: mpsc::UnboundedReceiv
     }
 }
 
+fn nonce() -> Nonce {
+    let mut n = [0u8; 16];
+    getrandom::fill(&mut n).expect("the OS random source is available");
+    n
+}
+
+/// HMAC-SHA256 over a role tag and both nonces, so a proof cannot be replayed in the other
+/// direction or on another connection.
+fn proof(secret: &[u8], role: &[u8], first: &Nonce, second: &Nonce) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(role);
+    mac.update(first);
+    mac.update(second);
+    mac
+}
+
+async fn write_frame(w: &mut (impl AsyncWriteExt + Unpin), frame: &Frame) -> std::io::Result<()> {
+    w.write_all(&encode_frame(frame)).await?;
+    w.flush().await
+}
+
+fn refused(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg)
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl Transport {
-    pub fn new(node_id: NodeId) -> Arc<Transport> {
+    pub fn new(node_id: NodeId, secret: Vec<u8>, cluster_id: Option<u64>) -> Arc<Transport> {
         Arc::new(Transport {
             node_id,
+            secret,
+            cluster_id: Mutex::new(cluster_id),
+            on_adopt: OnceLock::new(),
             addrs: Default::default(),
             conns: Default::default(),
             next_id: AtomicU64::new(1),
@@ -162,6 +211,94 @@ impl Transport {
 
     pub fn set_handler(&self, h: Arc<dyn Handler>) {
         let _ = self.handler.set(h);
+    }
+
+    /// Called once with the cluster id a joining node adopts, to persist it.
+    pub fn set_on_adopt(&self, f: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = self.on_adopt.set(f);
+    }
+
+    pub fn cluster_id(&self) -> Option<u64> {
+        *self.cluster_id.lock().expect("cluster id lock poisoned")
+    }
+
+    /// Check a peer's cluster id against ours, adopting it if we have none.
+    fn agree_cluster(&self, peer: NodeId, theirs: Option<u64>) -> std::io::Result<()> {
+        let mut ours = self.cluster_id.lock().expect("cluster id lock poisoned");
+        match (*ours, theirs) {
+            (Some(a), Some(b)) if a != b => {
+                Err(refused(format!("node {peer} belongs to cluster {b:016x}, this node to {a:016x}")))
+            }
+            (None, Some(b)) => {
+                *ours = Some(b);
+                drop(ours);
+                tracing::info!(cluster_id = %format!("{b:016x}"), from = peer, "adopted the cluster id");
+                if let Some(f) = self.on_adopt.get() {
+                    f(b);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The client half of the handshake, on a fresh connection to `target`.
+    async fn client_handshake(&self, target: NodeId, stream: &mut TcpStream) -> std::io::Result<()> {
+        use hmac::Mac;
+        let mine = nonce();
+        write_frame(stream, &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            node_id: self.node_id,
+            cluster_id: self.cluster_id(),
+            nonce: mine,
+        })
+        .await?;
+        let mut buf = Vec::new();
+        let (cluster_id, theirs, server_proof) = match read_frame(stream, &mut buf).await? {
+            Frame::Challenge { cluster_id, nonce, proof } => (cluster_id, nonce, proof),
+            Frame::Refused { reason } => return Err(refused(format!("node {target} refused us: {reason}"))),
+            other => return Err(refused(format!("node {target} answered {other:?}"))),
+        };
+        proof(&self.secret, b"server", &mine, &theirs)
+            .verify_slice(&server_proof)
+            .map_err(|_| refused(format!("node {target} does not know the cluster secret")))?;
+        self.agree_cluster(target, cluster_id)?;
+        let p = proof(&self.secret, b"client", &theirs, &mine).finalize().into_bytes().to_vec();
+        write_frame(stream, &Frame::Proof { proof: p }).await
+    }
+
+    /// The server half: answers who the peer is once it proved it knows the secret.
+    async fn server_handshake(&self, stream: &mut TcpStream) -> std::io::Result<NodeId> {
+        use hmac::Mac;
+        let mut buf = Vec::new();
+        let (version, peer, cluster_id, theirs) = match read_frame(stream, &mut buf).await? {
+            Frame::Hello { version, node_id, cluster_id, nonce } => (version, node_id, cluster_id, nonce),
+            other => return Err(refused(format!("expected Hello, got {other:?}"))),
+        };
+        if version != PROTOCOL_VERSION {
+            let reason = format!("protocol version {version}, this node speaks {PROTOCOL_VERSION}");
+            let _ = write_frame(stream, &Frame::Refused { reason: reason.clone() }).await;
+            return Err(refused(format!("node {peer}: {reason}")));
+        }
+        if let (Some(a), Some(b)) = (self.cluster_id(), cluster_id) {
+            if a != b {
+                let reason = format!("cluster id {b:016x} is not this cluster ({a:016x})");
+                let _ = write_frame(stream, &Frame::Refused { reason: reason.clone() }).await;
+                return Err(refused(format!("node {peer}: {reason}")));
+            }
+        }
+        let mine = nonce();
+        let p = proof(&self.secret, b"server", &theirs, &mine).finalize().into_bytes().to_vec();
+        write_frame(stream, &Frame::Challenge { cluster_id: self.cluster_id(), nonce: mine, proof: p }).await?;
+        let client_proof = match read_frame(stream, &mut buf).await? {
+            Frame::Proof { proof } => proof,
+            other => return Err(refused(format!("node {peer}: expected Proof, got {other:?}"))),
+        };
+        proof(&self.secret, b"client", &mine, &theirs)
+            .verify_slice(&client_proof)
+            .map_err(|_| refused(format!("node {peer} does not know the cluster secret")))?;
+        self.agree_cluster(peer, cluster_id)?;
+        Ok(peer)
     }
 
     /// Record (or change) where a peer listens.
@@ -232,11 +369,18 @@ impl Transport {
             Ok(Err(e)) => return Err(CallError::Unreachable(target, format!("{addr}: {e}"))),
             Err(_) => return Err(CallError::Unreachable(target, format!("{addr}: connect timed out"))),
         };
+        let mut stream = stream;
         let _ = stream.set_nodelay(true);
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.client_handshake(target, &mut stream)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(target_node = target, error = %e, "cluster handshake failed");
+                return Err(CallError::Unreachable(target, e.to_string()));
+            }
+            Err(_) => return Err(CallError::Unreachable(target, "handshake timed out".into())),
+        }
         let (mut r, w) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
-        tx.send(encode_frame(&Frame::Hello { version: PROTOCOL_VERSION, node_id: self.node_id }))
-            .expect("receiver is alive");
         tokio::spawn(write_loop(w, rx));
         let conn = Arc::new(Conn { tx, pending: Default::default(), closed: AtomicBool::new(false) });
         let reader_conn = conn.clone();
@@ -293,18 +437,22 @@ impl Transport {
         }
     }
 
-    async fn serve_conn(self: Arc<Self>, stream: TcpStream) -> std::io::Result<()> {
+    async fn serve_conn(self: Arc<Self>, mut stream: TcpStream) -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
-        let (mut r, w) = stream.into_split();
-        let mut buf = Vec::new();
-        let from = match tokio::time::timeout(Duration::from_secs(5), read_frame(&mut r, &mut buf)).await {
-            Ok(Ok(Frame::Hello { version, node_id })) if version == PROTOCOL_VERSION => node_id,
-            Ok(Ok(Frame::Hello { version, node_id })) => {
-                tracing::warn!(peer = node_id, version, ours = PROTOCOL_VERSION, "refused peer: protocol version");
+        let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let from = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.server_handshake(&mut stream)).await {
+            Ok(Ok(peer)) => peer,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer_addr, error = %e, "refused a cluster connection");
                 return Ok(());
             }
-            _ => return Ok(()),
+            Err(_) => {
+                tracing::warn!(%peer_addr, "refused a cluster connection: handshake timed out");
+                return Ok(());
+            }
         };
+        let (mut r, w) = stream.into_split();
+        let mut buf = Vec::new();
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(write_loop(w, rx));
         loop {
