@@ -4,6 +4,14 @@
 demo *ARGS:
     cargo build --release --workspace && ./target/release/wkctl demo {{ARGS}}
 
+# Benchmarks (issue 7), each on a fresh local cluster: 64 in flight over 64 channels, one at a
+# time, then 3 leader kills. Extra ARGS go to every run (e.g. `just bench --output json`).
+bench *ARGS:
+    cargo build --release --workspace
+    ./target/release/wkctl bench send --local --inflight 64 --channels 64 --size 100 --duration 10s {{ARGS}}
+    ./target/release/wkctl bench send --local --mode seq --channels 64 --size 100 --duration 10s {{ARGS}}
+    ./target/release/wkctl bench failover --rounds 3 {{ARGS}}
+
 # Run the whole test suite (what CI runs)
 test:
     cargo test --workspace

@@ -52,9 +52,22 @@ pub enum Command {
     /// `<data-dir>/<id>/wknode.log`. An existing data directory is reused (the cluster restarts
     /// with its data); `--fresh` wipes the node directories first. Every node is stopped on exit.
     Demo(DemoArgs),
+    /// Live dashboard: nodes, channels (busiest first, replica lag), sync backlog, throughput
+    /// and events, refreshed every `--refresh`.
+    ///
+    /// Keys: `?` help, `q`/Esc quit, Tab next pane, arrows/`j`/`k` move, `/` filter, `1`-`5`
+    /// sort, Enter replica details, `f` freeze, `r` refresh now. `--once` prints one frame as
+    /// plain text and exits (1 when the cluster cannot be reached).
+    Top(TopArgs),
     /// Inspect the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Inspect one node, move its leaderships away, decommission it.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Inspect channel groups: replicas, leaders, lag, checksums; move a leader.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
     /// Send and read messages.
     #[command(subcommand)]
     Message(MessageCommand),
@@ -69,6 +82,33 @@ pub enum Command {
         /// The shell to generate for.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Time between refreshes, e.g. `1s`, `500ms`.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub refresh: Duration,
+    /// Render one frame as plain text to stdout and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// With `--once`: the frame size, e.g. `120x40` (default: the terminal's, else 120x40).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(u16, u16)>,
+    /// List at most this many channels.
+    #[arg(long, default_value_t = 200)]
+    pub channels: u64,
+}
+
+/// Parses `COLSxROWS`, e.g. `120x40` (at least 20x10).
+pub fn parse_size(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not COLSxROWS, e.g. 120x40 (at least 20x10)");
+    let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h): (u16, u16) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    if w < 20 || h < 10 {
+        return Err(bad());
+    }
+    Ok((w, h))
 }
 
 #[derive(Debug, Args)]
@@ -100,8 +140,16 @@ pub struct DemoArgs {
 pub enum ClusterCommand {
     /// Show every node's role, term and progress, the metadata leader and a health verdict.
     ///
-    /// Exits 1 when a node is offline or the metadata group has no leader.
-    Status,
+    /// Exits 1 when a node is offline or the metadata group has no leader. With `--watch` it
+    /// refreshes until Ctrl-C (JSON Lines with `--output json`) and exits 0.
+    Status(StatusArgs),
+    /// A scriptable health check: exit 0 healthy, 1 unhealthy.
+    ///
+    /// Checks that every node is online (and that there are `--expect-nodes`), that exactly one
+    /// node leads the metadata group, that every channel has a quorum of online replicas and that
+    /// no replica is more than `--max-lag` entries behind its leader (channels without a leader,
+    /// e.g. hibernated ones, are not judged on lag).
+    Health(HealthArgs),
     /// Admit a node started with `wknode --seed ...`: it catches up on the metadata, the active
     /// channels whose placement includes it move at once, inactive ones go to the sync backlog.
     Join(JoinArgs),
@@ -284,6 +332,111 @@ pub struct BenchFailoverArgs {
     pub wknode: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Refresh until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// With `--watch`: time between refreshes.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Fail unless the cluster has exactly this many nodes.
+    #[arg(long)]
+    pub expect_nodes: Option<usize>,
+    /// Fail when a replica is more than this many log entries behind its leader.
+    #[arg(long, default_value_t = 1000)]
+    pub max_lag: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List the nodes: addresses, online, role in the metadata group, channels led/replicated.
+    List,
+    /// One node's status and every channel it replicates, with its role in each.
+    Show {
+        /// The node id.
+        id: u64,
+    },
+    /// Move every channel leadership off a node (e.g. before maintenance), with progress.
+    ///
+    /// Exits 1 when the node still leads some channel at the end (they are listed).
+    EvacuateLeaders {
+        /// The node id.
+        id: u64,
+    },
+    /// Decommission a node: move every replica it holds to other nodes (never below a quorum),
+    /// then take it out of the metadata group.
+    ///
+    /// `--dry-run` prints the plan and changes nothing. Otherwise the command blocks until the
+    /// node is removed; exits 1 when some channel could not be moved (they are listed; the node
+    /// stays a member) or the node did not leave the metadata group.
+    Remove(RemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The node id.
+    pub node_id: u64,
+    /// Print the planned replica moves only.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Show progress while it runs: a progress bar with ETA on a terminal, lines otherwise, and
+    /// the channels still on the node if progress stalls.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// List channels with their leader, replicas (`*` leader, `(down)` offline) and worst lag.
+    ///
+    /// Exits 1 when some channel's status could not be read.
+    List(ChannelListArgs),
+    /// One channel's replicas: role (`*` leader), last and applied index, lag in entries and
+    /// ms since the last ack, message seq and checksum.
+    ///
+    /// Replicas at the same applied index must have the same checksum; a mismatch is flagged
+    /// `!! CHECKSUM MISMATCH` and exits 1.
+    Show {
+        /// Channel id (person channels: the fake id `a@b`, as `channel list` shows it).
+        channel_id: String,
+        /// Channel type: 1 person, 2 group, ...
+        channel_type: u8,
+    },
+    /// Make another replica the channel's leader; prints the resulting configuration.
+    ///
+    /// Exits 1 when the leader did not move to `--to`.
+    TransferLeader(TransferArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChannelListArgs {
+    /// Only channels led by this node.
+    #[arg(long)]
+    pub leader_on: Option<u64>,
+    /// Only channels with a replica offline or behind its leader.
+    #[arg(long)]
+    pub lagging: bool,
+    /// Examine at most this many channels (in the node's order; max 10000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// Channel id.
+    pub channel_id: String,
+    /// Channel type: 1 person, 2 group, ...
+    pub channel_type: u8,
+    /// The replica that should lead.
+    #[arg(long)]
+    pub to: u64,
+}
+
 /// Like `parse_duration`, but `0s` is allowed.
 pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("{e} (try e.g. 1s or 0s)"))
@@ -316,6 +469,15 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(parse_duration(input).ok(), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("120x40"), Ok((120, 40)));
+        assert_eq!(parse_size(" 80X24 "), Ok((80, 24)));
+        for bad in ["", "120", "x40", "10x5", "axb", "120x40x2"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -1,9 +1,10 @@
 //! `wkctl`: the operator's command line for WuKong HA.
 //!
 //! It owns argument parsing (`cli.rs`), one module per subcommand (`cmd/`) and the text/JSON
-//! rendering of results (`output.rs`). It talks to nodes only through the shared API crate
-//! (`wk_api::Client` and its wire types) and, for `wkctl demo`, by running the `wknode`
-//! binary as child processes; it never depends on node internals.
+//! rendering of results (`output.rs`; `render.rs` for the operator commands). It talks to
+//! nodes only through the shared API crate (`wk_api::Client` and its wire types) and, for
+//! `wkctl demo`, by running the `wknode` binary as child processes; it never depends on node
+//! internals.
 //!
 //! Exit codes: 0 success, 1 a check failed (e.g. `cluster status` found a node offline),
 //! 2 an error (bad arguments, unreachable cluster, ...). A closed stdout (`wkctl ... | head`)
@@ -12,6 +13,7 @@
 mod cli;
 mod cmd;
 mod output;
+mod render;
 
 use std::io;
 use std::process::ExitCode;

@@ -9,54 +9,26 @@
 //!   then stops the nodes in order and reports it.
 //! - Node N listens on `base-http-port + N - 1` and `base-cluster-port + N - 1`; every node
 //!   gets the same `--init-nodes` string, so restarting on the same data dir is the same cluster.
+//!
+//! Spawning, ready lines and the drop guard live in `cmd::local`, shared with `wkctl bench`.
 
-use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::fs;
+use std::io::IsTerminal;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::oneshot;
 use wk_api::Client;
 
+use super::local::{NodePlan, Nodes, Ready, STOP_GRACE, find_wknode, init_nodes, wait_ready};
 use crate::Outcome;
 use crate::cli::{DemoArgs, GlobalArgs};
 use crate::output;
 
-/// How long stopping waits for a node to exit after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often the status view refreshes.
 const REFRESH: Duration = Duration::from_secs(1);
-
-/// Where one node will live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct NodePlan {
-    id: u64,
-    http_port: u16,
-    cluster_port: u16,
-    /// `<data-dir>/<id>`
-    dir: PathBuf,
-}
-
-impl NodePlan {
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("wknode.log")
-    }
-}
-
-/// The addresses a node reports in its ready line (what it actually bound).
-#[derive(Debug, Clone, Deserialize)]
-struct Ready {
-    event: String,
-    node_id: u64,
-    http_addr: String,
-    cluster_addr: String,
-}
 
 /// Lays out `n` nodes on loopback ports counting up from the two bases.
 fn plan(args: &DemoArgs) -> anyhow::Result<Vec<NodePlan>> {
@@ -76,44 +48,6 @@ fn plan(args: &DemoArgs) -> anyhow::Result<Vec<NodePlan>> {
             }
         })
         .collect()
-}
-
-/// The `--init-nodes` value shared by every node: `1@127.0.0.1:11110,2@127.0.0.1:11111,...`.
-fn init_nodes(plan: &[NodePlan]) -> String {
-    plan.iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.id, n.cluster_port))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The `wknode` to run: `--wknode`, else next to this executable, else on PATH.
-fn find_wknode(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
-        if p.is_file() {
-            return Ok(p.to_path_buf());
-        }
-        bail!("--wknode {}: no such file", p.display());
-    }
-    let name = format!("wknode{}", std::env::consts::EXE_SUFFIX);
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(&name)));
-    if let Some(p) = beside.as_ref().filter(|p| p.is_file()) {
-        return Ok(p.clone());
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(&name);
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    bail!(
-        "cannot find the wknode binary (looked next to wkctl{} and on PATH); \
-         build it with `cargo build --release --workspace` or pass --wknode PATH",
-        beside.map(|p| format!(" at {}", p.display())).unwrap_or_default()
-    )
 }
 
 /// `--fresh`: removes the per-node directories (numeric names) under `data_dir`, nothing else,
@@ -154,201 +88,6 @@ fn check_ports(plan: &[NodePlan]) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The last `n` lines of a node's log, for error messages.
-fn log_tail(path: &Path, n: usize) -> String {
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(n)..];
-            if tail.is_empty() {
-                format!("({} is empty)", path.display())
-            } else {
-                format!("last lines of {}:\n{}", path.display(), tail.join("\n"))
-            }
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
-}
-
-/// A running node: the child process and where its log goes.
-struct NodeProc {
-    plan: NodePlan,
-    child: Child,
-    /// Set once the exit was seen and reported, so it is reported only once.
-    exited: Option<std::process::ExitStatus>,
-}
-
-/// The drop guard that owns every child. See the module invariants.
-#[derive(Default)]
-struct Nodes {
-    procs: Vec<NodeProc>,
-}
-
-impl Nodes {
-    /// Starts one node; its stderr goes to its log file, its first stdout line (the ready line)
-    /// is delivered on the returned channel, later stdout lines are appended to the log.
-    fn spawn(
-        &mut self,
-        bin: &Path,
-        plan: &NodePlan,
-        init_nodes: &str,
-    ) -> anyhow::Result<oneshot::Receiver<anyhow::Result<Ready>>> {
-        fs::create_dir_all(&plan.dir).with_context(|| format!("creating {}", plan.dir.display()))?;
-        let log_path = plan.log_path();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
-        let mut stdout_log = log.try_clone().context("duplicating the log file handle")?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("--node-id")
-            .arg(plan.id.to_string())
-            .arg("--data-dir")
-            .arg(&plan.dir)
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", plan.http_port))
-            .arg("--cluster-addr")
-            .arg(format!("127.0.0.1:{}", plan.cluster_port))
-            .arg("--init-nodes")
-            .arg(init_nodes)
-            // The log is a file, not a terminal: no colour escapes in it.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .process_group(0);
-        #[cfg(target_os = "linux")]
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl, which
-        // is async-signal-safe. PDEATHSIG fires when the spawning *thread* exits: children are
-        // spawned from `demo::run`, which runs on the main thread via `block_on`, and the main
-        // thread lives as long as the process.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stdout = child.stdout.take().expect("stdout was piped");
-        self.procs.push(NodeProc {
-            plan: plan.clone(),
-            child,
-            exited: None,
-        });
-
-        let (tx, rx) = oneshot::channel();
-        let id = plan.id;
-        std::thread::Builder::new()
-            .name(format!("wknode-{id}-stdout"))
-            .spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(tx) = tx.take_if(|_| line.trim_start().starts_with('{')) {
-                        let ready = serde_json::from_str::<Ready>(&line)
-                            .map_err(|e| anyhow::anyhow!("node {id} printed a bad ready line ({e}): {line}"))
-                            .and_then(|r| {
-                                if r.event != "ready" || r.node_id != id {
-                                    bail!("node {id} printed an unexpected first line: {line}");
-                                }
-                                Ok(r)
-                            });
-                        let _ = tx.send(ready);
-                    } else {
-                        // Not part of the contract, but never lose it and never block the node.
-                        let _ = writeln!(stdout_log, "[stdout] {line}");
-                    }
-                }
-                // EOF before the ready line: dropping `tx` tells the waiter the node died.
-            })
-            .context("starting a reader thread")?;
-        Ok(rx)
-    }
-
-    /// Notices (one line each) for nodes that exited since the last call.
-    fn reap(&mut self) -> Vec<String> {
-        let mut notices = Vec::new();
-        for p in &mut self.procs {
-            if p.exited.is_some() {
-                continue;
-            }
-            match p.child.try_wait() {
-                Ok(Some(status)) => {
-                    notices.push(format!(
-                        "node {} exited ({status}); its log: {}",
-                        p.plan.id,
-                        p.plan.log_path().display()
-                    ));
-                    p.exited = Some(status);
-                }
-                Ok(None) => {}
-                Err(e) => notices.push(format!("cannot check node {}: {e}", p.plan.id)),
-            }
-        }
-        notices
-    }
-
-    fn running(&self) -> usize {
-        self.procs.iter().filter(|p| p.exited.is_none()).count()
-    }
-
-    /// SIGTERM to every running node, wait up to `grace`, then SIGKILL the rest; reaps all.
-    fn stop(&mut self, grace: Duration, verbose: bool) {
-        for p in &mut self.procs {
-            if p.exited.is_none() && matches!(p.child.try_wait(), Ok(None)) {
-                terminate(&p.child);
-            }
-        }
-        let deadline = Instant::now() + grace;
-        for p in &mut self.procs {
-            if p.exited.is_some() {
-                continue;
-            }
-            let status = loop {
-                match p.child.try_wait() {
-                    Ok(Some(status)) => break Some(status),
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                    _ => {
-                        let _ = p.child.kill();
-                        break p.child.wait().ok();
-                    }
-                }
-            };
-            if verbose {
-                match status {
-                    Some(s) => eprintln!("wkctl: node {} stopped ({s})", p.plan.id),
-                    None => eprintln!("wkctl: node {} killed", p.plan.id),
-                }
-            }
-            p.exited = status;
-        }
-        self.procs.clear();
-    }
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        self.stop(STOP_GRACE, false);
-    }
-}
-
-/// Sends SIGTERM (a clean shutdown request) to a child.
-fn terminate(child: &Child) {
-    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-        return;
-    };
-    // SAFETY: kill(2) has no memory-safety preconditions. The pid is our own unreaped child
-    // (we reap only through `Child`, which we hold), so it cannot name a recycled process.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, with the signal's name.
@@ -454,24 +193,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
                 nodes.stop(STOP_GRACE, true);
                 return Ok(Outcome::Ok);
             }
-            r = tokio::time::timeout(args.ready_timeout, rx) => r,
-        };
-        let r = match r {
-            Ok(Ok(Ok(r))) => r,
-            Ok(Ok(Err(e))) => return Err(e.context(log_tail(&p.log_path(), 20))),
-            Ok(Err(_)) => {
-                bail!(
-                    "node {} exited before it was ready; {}",
-                    p.id,
-                    log_tail(&p.log_path(), 20)
-                )
-            }
-            Err(_) => bail!(
-                "node {} printed no ready line within {}; {}",
-                p.id,
-                humantime::format_duration(args.ready_timeout),
-                log_tail(&p.log_path(), 20)
-            ),
+            r = wait_ready(&p, rx, args.ready_timeout) => r?,
         };
         eprintln!("wkctl: node {} ready on http://{}", r.node_id, r.http_addr);
         ready.push((p, r));
@@ -479,12 +201,11 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
 
     let mut out = std::io::stdout().lock();
     let banner = banner(&args, &ready);
-    // On a terminal the screen is redrawn whole each second (like `watch`), so wrapped lines
-    // and notices never garble it; otherwise one status line is printed whenever it changes.
+    // On a terminal the dashboard (wk-tui) takes the screen; otherwise one status line is
+    // printed whenever it changes. The banner goes first either way (on a terminal it is back
+    // in view once the dashboard closes).
     let tty = out.is_terminal();
-    if !tty {
-        output::write_text(&mut out, &banner)?;
-    }
+    output::write_text(&mut out, &banner)?;
     let endpoints: Vec<String> = ready
         .iter()
         .map(|(_, r)| format!("http://{}", r.http_addr))
@@ -492,8 +213,12 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
     let client = Client::new(&endpoints, global.timeout.min(Duration::from_secs(2)))
         .context("building the status client")?
         .with_token(global.admin_token.clone());
+    if tty {
+        drop(out);
+        let timeout = global.timeout.min(Duration::from_secs(2));
+        return dashboard(&args, ready.len(), client, timeout, &mut nodes, &mut shutdown).await;
+    }
 
-    let mut notices: Vec<String> = Vec::new();
     let mut last_line = String::new();
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -508,7 +233,6 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
         }
         for notice in nodes.reap() {
             eprintln!("wkctl: {notice}");
-            notices.push(notice);
         }
         if nodes.running() == 0 {
             bail!(
@@ -523,37 +247,69 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
                 break;
             }
         };
-        if tty {
-            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-            let mut frame = format!("\x1b[H\x1b[2J{banner}");
-            for n in &notices {
-                frame.push_str(&format!("! {n}\n"));
-            }
-            frame.push_str(&format!(
-                "{now}  refreshing every second; Ctrl-C stops the cluster\n"
-            ));
-            match &view {
-                Ok(v) => frame.push_str(&output::nodes_text(v)),
-                Err(e) => frame.push_str(&format!("cluster status unavailable: {e}\n")),
-            }
-            output::write_text(&mut out, &frame)?;
-        } else {
-            let line = match &view {
-                Ok(v) => output::nodes_line(v),
-                Err(e) => format!("cluster status unavailable: {e}"),
-            };
-            if line != last_line {
-                output::write_text(&mut out, &format!("{line}\n"))?;
-                last_line = line;
-            }
+        let line = match &view {
+            Ok(v) => output::nodes_line(v),
+            Err(e) => format!("cluster status unavailable: {e}"),
+        };
+        if line != last_line {
+            output::write_text(&mut out, &format!("{line}\n"))?;
+            last_line = line;
         }
     }
     nodes.stop(STOP_GRACE, true);
     Ok(Outcome::Ok)
 }
 
+/// On a terminal: the live dashboard over the demo cluster until it is closed (`q`, Esc or
+/// Ctrl-C in it: raw mode turns Ctrl-C into a key) or SIGINT/SIGTERM arrives from outside;
+/// then every node is stopped. Node exits are collected meanwhile and printed once the
+/// terminal is restored, so nothing garbles the screen.
+async fn dashboard(
+    args: &DemoArgs,
+    count: usize,
+    client: Client,
+    timeout: Duration,
+    nodes: &mut Nodes,
+    shutdown: &mut Shutdown,
+) -> anyhow::Result<Outcome> {
+    let title = format!(
+        "demo: {count} local node(s), data {} · q stops the cluster",
+        args.data_dir.display()
+    );
+    let opts = super::top::options(title, REFRESH, timeout, 200);
+    let mut dash = Box::pin(wk_tui::run(client, opts));
+    let mut reap = tokio::time::interval(REFRESH);
+    let mut notices: Vec<String> = Vec::new();
+    let ended: anyhow::Result<String> = loop {
+        tokio::select! {
+            r = &mut dash => break r.context("dashboard").map(|()| "dashboard closed".to_string()),
+            sig = shutdown.recv() => break Ok(sig.to_string()),
+            _ = reap.tick() => {
+                notices.extend(nodes.reap());
+                if nodes.running() == 0 {
+                    break Err(anyhow::anyhow!(
+                        "every node has exited; see the logs under {}",
+                        args.data_dir.display()
+                    ));
+                }
+            }
+        }
+    };
+    // Restores the terminal before anything is printed.
+    drop(dash);
+    for n in &notices {
+        eprintln!("wkctl: {n}");
+    }
+    let why = ended?;
+    eprintln!("wkctl: {why}; stopping the cluster");
+    nodes.stop(STOP_GRACE, true);
+    Ok(Outcome::Ok)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn args(nodes: u64, http: u16, cluster: u16) -> DemoArgs {

@@ -2,24 +2,43 @@
 //! failed) or an error; `main` turns that into the exit code.
 
 mod bench;
+mod channel;
 mod cluster;
 mod completions;
 mod demo;
+mod health;
 mod local;
 mod message;
+mod node;
 mod scale;
+mod top;
 
 use anyhow::Context;
 use wk_api::Client;
 
 use crate::Outcome;
-use crate::cli::{BacklogCommand, BenchCommand, Cli, ClusterCommand, Command, GlobalArgs, MessageCommand};
+use crate::cli::{
+    BacklogCommand, BenchCommand, ChannelCommand, Cli, ClusterCommand, Command, GlobalArgs, MessageCommand,
+    NodeCommand,
+};
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let global = &cli.global;
     match cli.command {
         Command::Demo(args) => demo::run(global, args).await,
-        Command::Cluster(ClusterCommand::Status) => cluster::status(global).await,
+        Command::Top(args) => top::run(global, args).await,
+        Command::Cluster(ClusterCommand::Status(args)) if args.watch => health::watch(global, args.interval).await,
+        Command::Cluster(ClusterCommand::Status(_)) => cluster::status(global).await,
+        Command::Cluster(ClusterCommand::Health(args)) => health::health(global, args).await,
+        Command::Node(NodeCommand::List) => node::list(global).await,
+        Command::Node(NodeCommand::Show { id }) => node::show(global, id).await,
+        Command::Node(NodeCommand::EvacuateLeaders { id }) => node::evacuate(global, id).await,
+        Command::Node(NodeCommand::Remove(args)) => node::remove(global, args).await,
+        Command::Channel(ChannelCommand::List(args)) => channel::list(global, args).await,
+        Command::Channel(ChannelCommand::Show { channel_id, channel_type }) => {
+            channel::show(global, &channel_id, channel_type).await
+        }
+        Command::Channel(ChannelCommand::TransferLeader(args)) => channel::transfer_leader(global, args).await,
         Command::Cluster(ClusterCommand::Join(args)) => scale::join(global, args).await,
         Command::Backlog(BacklogCommand::Show { limit }) => scale::show(global, limit).await,
         Command::Backlog(BacklogCommand::Drain(args)) => scale::drain(global, args).await,
@@ -34,6 +53,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
 /// A client for `--endpoint`, `--timeout` and `--admin-token`.
 fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
     let client = Client::new(std::slice::from_ref(&global.endpoint), global.timeout)
+        .with_context(|| format!("--endpoint {:?}", global.endpoint))?;
+    Ok(client.with_token(global.admin_token.clone()))
+}
+
+/// Like `client`, but each request may take up to `max(--timeout, at_least)`: for calls that
+/// block on the node until a long operation finishes.
+fn client_with_timeout(global: &GlobalArgs, at_least: std::time::Duration) -> anyhow::Result<Client> {
+    let client = Client::new(std::slice::from_ref(&global.endpoint), global.timeout.max(at_least))
         .with_context(|| format!("--endpoint {:?}", global.endpoint))?;
     Ok(client.with_token(global.admin_token.clone()))
 }

@@ -1,0 +1,1209 @@
+//! `wkctl bench send|failover`: the project's own load generator (issue 7).
+//!
+//! - `send` measures durable-write throughput and latency: every acknowledgement it counts
+//!   came after the node's quorum fsync. Requests go round-robin over the endpoints (any node
+//!   forwards to the channel leader) on reqwest's keep-alive pool, each with a unique
+//!   client_msg_no. Latencies go into an HDR histogram in microseconds; only requests *started*
+//!   after the warm-up count, and ops/s divides by the time from the end of the warm-up to the
+//!   last counted completion.
+//! - `failover` owns a throwaway local cluster (`cmd::local::TempCluster`). A single writer
+//!   sends one message at a time; on any error it retries the *same* client_msg_no on the next
+//!   node (the node dedups on it). The window of a round is the largest gap between two
+//!   consecutive acknowledgements from 1 s before the kill until the writer is paused for the
+//!   convergence check, the peer harness's definition (`shared/peers/summarize.py`).
+//!
+//! Children are spawned and restarted only from the future `main` blocks on (the main thread),
+//! as `cmd::local` requires; the writer and the load workers are tokio tasks that do HTTP only.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use wk_api::{
+    CHANNEL_TYPE_GROUP, ChannelReq, Client, ClientError, MessageHeader, PULL_MODE_UP, SendBatchReq, SendReq,
+    SyncReq,
+};
+
+use super::local::TempCluster;
+use crate::Outcome;
+use crate::cli::{BenchFailoverArgs, BenchMode, BenchSendArgs, GlobalArgs, OutputFormat};
+use crate::output::{self, Align, Table};
+
+/// How long a local cluster may take to print its ready lines.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Histogram range in microseconds: 1 µs .. 10 min, 3 significant digits.
+const HIST_MAX_US: u64 = 600_000_000;
+/// The channel the failover writer uses.
+const FAILOVER_CHANNEL: &str = "bench-failover";
+/// Distinct random payloads per run (payload content does not matter; generating one per
+/// request would only burn client CPU on a 2-core machine shared with the nodes).
+const PAYLOAD_POOL: usize = 256;
+
+// ---------------------------------------------------------------------------------------------
+// Reports (pure)
+
+/// Latency percentiles in milliseconds (the peer harness's field names).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What `bench send --output json` prints: exactly these fields, the peer harness's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendReport {
+    /// Messages acknowledged in the measured window.
+    pub ops: u64,
+    pub ops_per_s: f64,
+    /// Failed requests (with `--batch`: failed messages) in the measured window.
+    pub errors: u64,
+    pub lat: LatencySummary,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("constant bounds are valid")
+}
+
+/// Percentiles of a histogram of microseconds, in ms rounded to the microsecond; all zero for
+/// an empty histogram.
+pub fn summarize(h: &Histogram<u64>) -> LatencySummary {
+    if h.is_empty() {
+        return LatencySummary {
+            p50_ms: 0.0,
+            p90_ms: 0.0,
+            p99_ms: 0.0,
+            p999_ms: 0.0,
+            max_ms: 0.0,
+        };
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    LatencySummary {
+        p50_ms: ms(h.value_at_quantile(0.50)),
+        p90_ms: ms(h.value_at_quantile(0.90)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        p999_ms: ms(h.value_at_quantile(0.999)),
+        max_ms: ms(h.max()),
+    }
+}
+
+/// The one-line JSON of `bench send`.
+pub fn send_json(r: &SendReport) -> String {
+    serde_json::to_string(r).expect("plain numbers always encode")
+}
+
+/// What the run was, for the text header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendParams {
+    pub endpoints: usize,
+    pub inflight: u32,
+    pub channels: u32,
+    pub size: u32,
+    pub batch: Option<u32>,
+    pub duration: Duration,
+}
+
+/// The text report: one header line and a short table.
+pub fn send_text(p: &SendParams, r: &SendReport) -> String {
+    let batch = p.batch.map(|n| format!(", sendbatch x{n}")).unwrap_or_default();
+    let mut s = format!(
+        "bench send: {} in flight, {} channel(s), {} B payloads{batch}, {} endpoint(s), {}\n\n",
+        p.inflight,
+        p.channels,
+        p.size,
+        p.endpoints,
+        humantime::format_duration(p.duration)
+    );
+    let mut t = Table::new(&[
+        ("ops", Align::Right),
+        ("ops/s", Align::Right),
+        ("errors", Align::Right),
+        ("p50 ms", Align::Right),
+        ("p90 ms", Align::Right),
+        ("p99 ms", Align::Right),
+        ("p99.9 ms", Align::Right),
+        ("max ms", Align::Right),
+    ]);
+    t.row(vec![
+        r.ops.to_string(),
+        format!("{:.0}", r.ops_per_s),
+        r.errors.to_string(),
+        format!("{:.3}", r.lat.p50_ms),
+        format!("{:.3}", r.lat.p90_ms),
+        format!("{:.3}", r.lat.p99_ms),
+        format!("{:.3}", r.lat.p999_ms),
+        format!("{:.3}", r.lat.max_ms),
+    ]);
+    s.push_str(&t.render());
+    s
+}
+
+/// Min, median and max of a set of values (median of an even count: mean of the middle two).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+pub fn spread(values: &[f64]) -> Option<Spread> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Spread {
+        min: v[0],
+        median,
+        max: v[n - 1],
+    })
+}
+
+/// The largest gap between consecutive acknowledgement times (ms since the writer started)
+/// among those in `[lo, hi)`: `(gap, start, end)`. None with fewer than two.
+pub fn largest_gap(acks_ms: &[f64], lo: f64, hi: f64) -> Option<(f64, f64, f64)> {
+    let inside: Vec<f64> = acks_ms.iter().copied().filter(|t| *t >= lo && *t < hi).collect();
+    inside
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[0], w[1]))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// What the read-back found, compared with what was acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Messages acknowledged to the writer.
+    pub acked: u64,
+    /// Messages read back.
+    pub stored: u64,
+    /// Acknowledged but absent.
+    pub lost: u64,
+    /// Extra copies of one client_msg_no (any message, acknowledged or not).
+    pub duplicated: u64,
+    /// Acknowledged, present, but not at the acknowledged seq.
+    pub misplaced: u64,
+}
+
+impl Verification {
+    pub fn ok(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.misplaced == 0
+    }
+}
+
+/// Compares acknowledged `(client_msg_no, seq)` pairs with the stored ones.
+pub fn verify(acked: &[(String, u64)], stored: &[(String, u64)]) -> Verification {
+    let mut seen: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (no, seq) in stored {
+        seen.entry(no.as_str()).or_default().push(*seq);
+    }
+    let duplicated = seen.values().map(|s| s.len() as u64 - 1).sum();
+    let mut lost = 0;
+    let mut misplaced = 0;
+    for (no, seq) in acked {
+        match seen.get(no.as_str()) {
+            None => lost += 1,
+            Some(seqs) if !seqs.contains(seq) => misplaced += 1,
+            Some(_) => {}
+        }
+    }
+    Verification {
+        acked: acked.len() as u64,
+        stored: stored.len() as u64,
+        lost,
+        duplicated,
+        misplaced,
+    }
+}
+
+/// One kill in `bench failover`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundReport {
+    pub round: u32,
+    /// The leader that was SIGKILLed.
+    pub killed: u64,
+    /// The leader the survivors elected.
+    pub new_leader: Option<u64>,
+    /// Kill to a survivor reporting a new leader.
+    pub new_leader_ms: Option<f64>,
+    /// Largest gap between two acknowledged writes around the kill.
+    pub window_ms: Option<f64>,
+    /// When that gap started, relative to the kill (negative: before it).
+    pub gap_start_rel_kill_ms: Option<f64>,
+    /// True when the gap ended only after the killed node was back (the restart helped).
+    pub ended_after_restart: bool,
+    /// Writer paused (`--settle` after the restart) to every replica reporting the same
+    /// checksum and seq.
+    pub converge_ms: f64,
+    /// Writer attempts that failed during the round (each was retried).
+    pub failed_attempts: u64,
+}
+
+/// What `bench failover --output json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverReport {
+    pub nodes: u64,
+    pub rounds: Vec<RoundReport>,
+    pub window_ms: Option<Spread>,
+    pub new_leader_ms: Option<Spread>,
+    pub acked: u64,
+    pub stored: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub misplaced: u64,
+    pub ok: bool,
+}
+
+/// Milliseconds rounded to the microsecond, for readable JSON.
+fn round_us(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+}
+
+pub fn failover_text(r: &FailoverReport) -> String {
+    let mut t = Table::new(&[
+        ("round", Align::Right),
+        ("killed", Align::Right),
+        ("new leader", Align::Right),
+        ("new leader ms", Align::Right),
+        ("window ms", Align::Right),
+        ("gap start vs kill ms", Align::Right),
+        ("converged ms", Align::Right),
+        ("retries", Align::Right),
+    ]);
+    for k in &r.rounds {
+        t.row(vec![
+            k.round.to_string(),
+            k.killed.to_string(),
+            k.new_leader.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            opt_ms(k.new_leader_ms),
+            format!(
+                "{}{}",
+                opt_ms(k.window_ms),
+                if k.ended_after_restart {
+                    " (after restart)"
+                } else {
+                    ""
+                }
+            ),
+            opt_ms(k.gap_start_rel_kill_ms),
+            format!("{:.1}", k.converge_ms),
+            k.failed_attempts.to_string(),
+        ]);
+    }
+    let mut s = format!(
+        "bench failover: {} nodes, {} round(s)\n\n",
+        r.nodes,
+        r.rounds.len()
+    );
+    s.push_str(&t.render());
+    if let Some(w) = r.window_ms {
+        s.push_str(&format!(
+            "\nwindow ms: min {:.1}  median {:.1}  max {:.1}\n",
+            w.min, w.median, w.max
+        ));
+    }
+    if let Some(w) = r.new_leader_ms {
+        s.push_str(&format!(
+            "new leader ms: min {:.1}  median {:.1}  max {:.1}\n",
+            w.min, w.median, w.max
+        ));
+    }
+    s.push_str(&format!(
+        "read back {} of {} acknowledged: lost {}, duplicated {}, misplaced {}: {}\n",
+        r.stored,
+        r.acked,
+        r.lost,
+        r.duplicated,
+        r.misplaced,
+        if r.ok { "OK" } else { "FAILED" }
+    ));
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers (I/O)
+
+/// Random base64 payloads of `size` bytes.
+fn payload_pool(size: u32) -> Vec<String> {
+    let mut buf = vec![0u8; size as usize];
+    (0..PAYLOAD_POOL)
+        .map(|_| {
+            fastrand::fill(&mut buf);
+            base64::engine::general_purpose::STANDARD.encode(&buf)
+        })
+        .collect()
+}
+
+/// A per-run tag so client_msg_nos never collide with an earlier run on the same cluster.
+fn run_tag() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    format!("{ms:x}{:04x}", fastrand::u16(..))
+}
+
+/// One client per endpoint (sharing one connection pool), for round-robin spreading.
+fn per_endpoint(client: &Client) -> anyhow::Result<Vec<Client>> {
+    client
+        .endpoints()
+        .iter()
+        .map(|e| client.only(e).with_context(|| format!("endpoint {e}")))
+        .collect()
+}
+
+/// Retries `f` until it succeeds or `within` passes (a cluster that just started may not have
+/// a metadata leader yet).
+async fn retry<T, F, Fut>(what: &str, within: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e).context(what.to_string()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Creates the group channels `prefix0..prefixN` with `uid` as subscriber, 32 at a time.
+async fn create_channels(client: &Client, prefix: &str, n: u32, uid: &str) -> anyhow::Result<()> {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    for chunk in ids.chunks(32) {
+        let mut set = tokio::task::JoinSet::new();
+        for id in chunk {
+            let client = client.clone();
+            let req = ChannelReq {
+                channel_id: id.clone(),
+                channel_type: CHANNEL_TYPE_GROUP,
+                subscribers: vec![uid.to_string()],
+                reset: 0,
+            };
+            set.spawn(async move {
+                retry(
+                    &format!("POST /channel {}", req.channel_id),
+                    Duration::from_secs(30),
+                    || client.channel_create(&req),
+                )
+                .await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.context("channel creation task")??;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C so that the caller's drop guards (nodes, temp dirs) run.
+async fn interrupted() -> anyhow::Error {
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => anyhow::anyhow!("interrupted"),
+        Err(e) => anyhow::anyhow!("cannot listen for Ctrl-C: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench send
+
+/// Fixed inputs of one `send` run, shared by the workers.
+struct Load {
+    clients: Vec<Client>,
+    channels: Vec<String>,
+    payloads: Vec<String>,
+    uid: String,
+    tag: String,
+    batch: Option<u32>,
+    /// Requests started from here on are measured.
+    measure_from: Instant,
+    /// No request starts after this.
+    end: Instant,
+    /// Request counter: picks the endpoint, the channel and the client_msg_no.
+    next: AtomicU64,
+    /// Measured acknowledged messages so far (for the progress bar).
+    acked: AtomicU64,
+}
+
+/// What one worker measured.
+struct WorkerStats {
+    hist: Histogram<u64>,
+    ops: u64,
+    errors: u64,
+    /// Completion time of the last measured request.
+    last_done: Option<Instant>,
+    first_error: Option<String>,
+}
+
+impl Load {
+    fn message(&self, n: u64, k: u32) -> SendReq {
+        let channel = &self.channels[(n % self.channels.len() as u64) as usize];
+        let payload = &self.payloads[((n + u64::from(k)) % self.payloads.len() as u64) as usize];
+        SendReq {
+            header: MessageHeader::default(),
+            client_msg_no: format!("{}-{n}-{k}", self.tag),
+            from_uid: self.uid.clone(),
+            channel_id: channel.clone(),
+            channel_type: CHANNEL_TYPE_GROUP,
+            payload: payload.clone(),
+        }
+    }
+}
+
+async fn worker(load: Arc<Load>) -> WorkerStats {
+    let mut st = WorkerStats {
+        hist: new_histogram(),
+        ops: 0,
+        errors: 0,
+        last_done: None,
+        first_error: None,
+    };
+    loop {
+        let started = Instant::now();
+        if started >= load.end {
+            break;
+        }
+        let n = load.next.fetch_add(1, Ordering::Relaxed);
+        let client = &load.clients[(n % load.clients.len() as u64) as usize];
+        let (ok, failed, err) = match load.batch {
+            None => match client.send(&load.message(n, 0)).await {
+                Ok(_) => (1, 0, None),
+                Err(e) => (0, 1, Some(e)),
+            },
+            Some(b) => {
+                let req = SendBatchReq {
+                    messages: (0..b).map(|k| load.message(n, k)).collect(),
+                };
+                match client.send_batch(&req).await {
+                    Ok(resp) => {
+                        let ok = resp.results.iter().filter(|r| r.ok.is_some()).count() as u64;
+                        (ok, u64::from(b) - ok, None)
+                    }
+                    Err(e) => (0, u64::from(b), Some(e)),
+                }
+            }
+        };
+        let done = Instant::now();
+        if started >= load.measure_from {
+            st.ops += ok;
+            st.errors += failed;
+            if ok > 0 {
+                let us = u64::try_from((done - started).as_micros()).unwrap_or(u64::MAX);
+                st.hist.saturating_record(us.max(1));
+            }
+            st.last_done = Some(done);
+            load.acked.fetch_add(ok, Ordering::Relaxed);
+        }
+        if let Some(e) = err {
+            if st.first_error.is_none() {
+                st.first_error = Some(e.to_string());
+            }
+            if matches!(e, ClientError::Unreachable(_)) {
+                // Nothing answered: do not spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    st
+}
+
+pub async fn send(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<Outcome> {
+    tokio::select! {
+        r = send_inner(global, args) => r,
+        e = interrupted() => Err(e),
+    }
+}
+
+async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<Outcome> {
+    // Declared first so that it is dropped last: the nodes outlive every client.
+    let mut cluster = None;
+    let client = if args.local {
+        eprintln!("wkctl: starting a local {}-node cluster", args.nodes);
+        let c = TempCluster::start(args.wknode.as_deref(), args.nodes, READY_TIMEOUT).await?;
+        let client = Client::new(&c.endpoints, global.timeout).context("local endpoints")?;
+        cluster = Some(c);
+        client
+    } else {
+        super::client(global)?
+    }
+    .with_token(global.admin_token.clone());
+    let clients = per_endpoint(&client)?;
+    let inflight = match args.mode {
+        BenchMode::Seq => 1,
+        BenchMode::Concurrent => args.inflight,
+    };
+
+    eprintln!("wkctl: creating {} channel(s) {}0..", args.channels, args.prefix);
+    create_channels(&client, &args.prefix, args.channels, &args.from_uid).await?;
+
+    let start = Instant::now();
+    let load = Arc::new(Load {
+        clients,
+        channels: (0..args.channels)
+            .map(|i| format!("{}{i}", args.prefix))
+            .collect(),
+        payloads: payload_pool(args.size),
+        uid: args.from_uid.clone(),
+        tag: run_tag(),
+        batch: args.batch,
+        measure_from: start + args.warmup,
+        end: start + args.warmup + args.duration,
+        next: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+    });
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..inflight {
+        set.spawn(worker(load.clone()));
+    }
+
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let total = (args.warmup + args.duration).as_millis() as u64;
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {elapsed}/{duration} {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    let mut stats = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            r = set.join_next() => match r {
+                Some(r) => stats.push(r.context("load worker")?),
+                None => break,
+            },
+            _ = tick.tick() => if let Some(bar) = &progress {
+                let now = Instant::now();
+                bar.set_position((now - start).as_millis() as u64);
+                let acked = load.acked.load(Ordering::Relaxed);
+                let secs = now.saturating_duration_since(load.measure_from).as_secs_f64();
+                let phase = if now < load.measure_from { "warm-up" } else { "measuring" };
+                let rate = if secs > 0.0 { acked as f64 / secs } else { 0.0 };
+                bar.set_message(format!("{phase}: {acked} ops, {rate:.0}/s"));
+            },
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+
+    let mut hist = new_histogram();
+    let (mut ops, mut errors) = (0, 0);
+    let mut last = None::<Instant>;
+    let mut first_error = None;
+    for s in stats {
+        hist.add(&s.hist).context("merging latency histograms")?;
+        ops += s.ops;
+        errors += s.errors;
+        last = last.max(s.last_done);
+        first_error = first_error.or(s.first_error);
+    }
+    let secs = last
+        .map(|l| l.saturating_duration_since(load.measure_from).as_secs_f64())
+        .unwrap_or(0.0);
+    let report = SendReport {
+        ops,
+        ops_per_s: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
+        errors,
+        lat: summarize(&hist),
+    };
+    if let Some(e) = first_error {
+        eprintln!("wkctl: {errors} error(s); the first: {e}");
+    }
+    if let Some(c) = cluster.as_mut() {
+        for notice in c.exits() {
+            eprintln!("wkctl: {notice}");
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    match global.output {
+        OutputFormat::Json => output::write_text(&mut out, &format!("{}\n", send_json(&report)))?,
+        OutputFormat::Text => {
+            let params = SendParams {
+                endpoints: load.clients.len(),
+                inflight,
+                channels: args.channels,
+                size: args.size,
+                batch: args.batch,
+                duration: args.duration,
+            };
+            output::write_text(&mut out, &send_text(&params, &report))?
+        }
+    }
+    Ok(if ops == 0 {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench failover
+
+/// What the controller tells the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriterCmd {
+    Run,
+    Pause,
+    Stop,
+}
+
+/// One acknowledged write.
+#[derive(Debug, Clone)]
+struct Ack {
+    client_msg_no: String,
+    seq: u64,
+    at: Instant,
+}
+
+/// State the writer shares with the controller. std `Mutex`: pushed once per acknowledged
+/// write and read between phases; never held across an `.await`.
+#[derive(Default)]
+struct WriterLog {
+    acks: Mutex<Vec<Ack>>,
+    failed_attempts: AtomicU64,
+}
+
+/// Sends one message at a time until told to stop; on any error retries the same
+/// client_msg_no on the next node. Reports `true` on `idle` while it is between messages and
+/// paused or stopped.
+async fn writer(
+    clients: Vec<Client>,
+    uid: String,
+    payload: String,
+    tag: String,
+    mut cmd: watch::Receiver<WriterCmd>,
+    idle: watch::Sender<bool>,
+    log: Arc<WriterLog>,
+) {
+    let mut n = 0u64;
+    let mut ep = 0usize;
+    loop {
+        loop {
+            let c = *cmd.borrow_and_update();
+            match c {
+                WriterCmd::Run => break,
+                WriterCmd::Stop => {
+                    let _ = idle.send(true);
+                    return;
+                }
+                WriterCmd::Pause => {
+                    let _ = idle.send(true);
+                    if cmd.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = idle.send(false);
+        n += 1;
+        let req = SendReq {
+            header: MessageHeader::default(),
+            client_msg_no: format!("{tag}-{n}"),
+            from_uid: uid.clone(),
+            channel_id: FAILOVER_CHANNEL.to_string(),
+            channel_type: CHANNEL_TYPE_GROUP,
+            payload: payload.clone(),
+        };
+        let mut tried = 0usize;
+        loop {
+            match clients[ep].send(&req).await {
+                Ok(resp) => {
+                    let ack = Ack {
+                        client_msg_no: req.client_msg_no.clone(),
+                        seq: resp.message_seq,
+                        at: Instant::now(),
+                    };
+                    log.acks.lock().expect("writer log lock poisoned").push(ack);
+                    break;
+                }
+                Err(_) => {
+                    log.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    ep = (ep + 1) % clients.len();
+                    tried += 1;
+                    if tried.is_multiple_of(clients.len()) {
+                        // Every node failed once: give the cluster a moment.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if *cmd.borrow() == WriterCmd::Stop && tried > 100 {
+                        // Give up on this one (it stays unacknowledged).
+                        let _ = idle.send(true);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Polls until `f` yields Some or `within` passes.
+async fn wait_for<T, F, Fut>(what: &str, within: Duration, every: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {} waiting for {what}",
+                humantime::format_duration(within)
+            );
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+pub async fn failover(global: &GlobalArgs, args: BenchFailoverArgs) -> anyhow::Result<Outcome> {
+    tokio::select! {
+        r = failover_inner(global, args) => r,
+        e = interrupted() => Err(e),
+    }
+}
+
+async fn failover_inner(global: &GlobalArgs, args: BenchFailoverArgs) -> anyhow::Result<Outcome> {
+    eprintln!("wkctl: starting a local {}-node cluster", args.nodes);
+    let mut cluster = TempCluster::start(args.wknode.as_deref(), args.nodes, READY_TIMEOUT).await?;
+    let admin = Client::new(&cluster.endpoints, Duration::from_secs(2))
+        .context("local endpoints")?
+        .with_token(global.admin_token.clone());
+    let uid = "bench".to_string();
+    let channel = ChannelReq {
+        channel_id: FAILOVER_CHANNEL.into(),
+        channel_type: CHANNEL_TYPE_GROUP,
+        subscribers: vec![uid.clone()],
+        reset: 0,
+    };
+    retry("POST /channel", Duration::from_secs(30), || {
+        admin.channel_create(&channel)
+    })
+    .await?;
+
+    let writer_clients = per_endpoint(
+        &Client::new(&cluster.endpoints, args.attempt_timeout)
+            .context("local endpoints")?
+            .with_token(global.admin_token.clone()),
+    )?;
+    let log = Arc::new(WriterLog::default());
+    let (cmd_tx, cmd_rx) = watch::channel(WriterCmd::Run);
+    let (idle_tx, mut idle_rx) = watch::channel(false);
+    let payload = payload_pool(args.size).swap_remove(0);
+    let t0 = Instant::now();
+    let writer_task = tokio::spawn(writer(
+        writer_clients,
+        uid.clone(),
+        payload,
+        run_tag(),
+        cmd_rx,
+        idle_tx,
+        log.clone(),
+    ));
+    let ack_count = |log: &WriterLog| log.acks.lock().expect("writer log lock poisoned").len();
+    wait_for(
+        "the first acknowledged write",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || {
+            let n = ack_count(&log);
+            async move { (n > 0).then_some(()) }
+        },
+    )
+    .await?;
+    eprintln!("wkctl: writer running");
+
+    let ms = |t: Instant| round_us(t.saturating_duration_since(t0).as_secs_f64() * 1000.0);
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        tokio::time::sleep(args.settle).await;
+        let failed_before = log.failed_attempts.load(Ordering::Relaxed);
+        let killed = wait_for(
+            "a channel leader",
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || async {
+                admin
+                    .channel_config(FAILOVER_CHANNEL, CHANNEL_TYPE_GROUP)
+                    .await
+                    .ok()
+                    .and_then(|c| c.leader)
+            },
+        )
+        .await?;
+        let t_kill = Instant::now();
+        cluster.kill(killed)?;
+        eprintln!("wkctl: round {round}: killed the leader, node {killed}");
+
+        let survivors: Vec<String> = cluster
+            .plan
+            .iter()
+            .filter(|p| p.id != killed)
+            .filter_map(|p| cluster.endpoint(p.id).map(String::from))
+            .collect();
+        let probe = Client::new(&survivors, Duration::from_millis(500)).context("survivor endpoints")?;
+        let new_leader = wait_for(
+            "a new leader",
+            Duration::from_secs(30),
+            Duration::from_millis(10),
+            || async {
+                match probe.channel_config(FAILOVER_CHANNEL, CHANNEL_TYPE_GROUP).await {
+                    Ok(c) => c.leader.filter(|l| *l != killed),
+                    Err(_) => None,
+                }
+            },
+        )
+        .await
+        .ok();
+        let new_leader_ms = new_leader.map(|_| round_us(t_kill.elapsed().as_secs_f64() * 1000.0));
+
+        tokio::time::sleep((t_kill + args.down).saturating_duration_since(Instant::now())).await;
+        let t_restart = Instant::now();
+        cluster.restart(killed).await?;
+        eprintln!("wkctl: round {round}: restarted node {killed}");
+        tokio::time::sleep(args.settle).await;
+
+        let _ = cmd_tx.send(WriterCmd::Pause);
+        wait_for(
+            "the writer to pause",
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            || {
+                let idle = *idle_rx.borrow_and_update();
+                async move { idle.then_some(()) }
+            },
+        )
+        .await?;
+        let t_pause = Instant::now();
+        wait_for(
+            "the replicas to agree",
+            args.converge_timeout,
+            Duration::from_millis(50),
+            || async {
+                let r = admin
+                    .channel_replicas(FAILOVER_CHANNEL, CHANNEL_TYPE_GROUP)
+                    .await
+                    .ok()?;
+                let first = r.replicas.first()?;
+                let agree = r.replicas.len() as u64 == args.nodes.min(3)
+                    && r.replicas.iter().all(|x| {
+                        x.online && x.checksum == first.checksum && x.message_seq == first.message_seq
+                    });
+                agree.then_some(())
+            },
+        )
+        .await?;
+        let converge_ms = round_us(t_pause.elapsed().as_secs_f64() * 1000.0);
+
+        let acks_ms: Vec<f64> = log
+            .acks
+            .lock()
+            .expect("writer log lock poisoned")
+            .iter()
+            .map(|a| ms(a.at))
+            .collect();
+        let gap = largest_gap(&acks_ms, ms(t_kill) - 1000.0, ms(t_pause) + 1.0);
+        rounds.push(RoundReport {
+            round,
+            killed,
+            new_leader,
+            new_leader_ms,
+            window_ms: gap.map(|g| round_us(g.0)),
+            gap_start_rel_kill_ms: gap.map(|g| round_us(g.1 - ms(t_kill))),
+            ended_after_restart: gap.is_some_and(|g| g.2 > ms(t_restart)),
+            converge_ms,
+            failed_attempts: log.failed_attempts.load(Ordering::Relaxed) - failed_before,
+        });
+        eprintln!(
+            "wkctl: round {round}: window {} ms, new leader after {} ms",
+            opt_ms(gap.map(|g| g.0)),
+            opt_ms(new_leader_ms)
+        );
+        let _ = cmd_tx.send(WriterCmd::Run);
+    }
+
+    let _ = cmd_tx.send(WriterCmd::Stop);
+    if tokio::time::timeout(Duration::from_secs(30), writer_task)
+        .await
+        .is_err()
+    {
+        bail!("the writer did not stop within 30 s");
+    }
+    let acked: Vec<(String, u64)> = log
+        .acks
+        .lock()
+        .expect("writer log lock poisoned")
+        .iter()
+        .map(|a| (a.client_msg_no.clone(), a.seq))
+        .collect();
+    let stored = read_all(&admin, &uid).await?;
+    let v = verify(&acked, &stored);
+
+    let windows: Vec<f64> = rounds.iter().filter_map(|r| r.window_ms).collect();
+    let leaders: Vec<f64> = rounds.iter().filter_map(|r| r.new_leader_ms).collect();
+    let report = FailoverReport {
+        nodes: args.nodes,
+        window_ms: spread(&windows),
+        new_leader_ms: spread(&leaders),
+        acked: v.acked,
+        stored: v.stored,
+        lost: v.lost,
+        duplicated: v.duplicated,
+        misplaced: v.misplaced,
+        ok: v.ok() && windows.len() == rounds.len(),
+        rounds,
+    };
+    let mut out = std::io::stdout().lock();
+    match global.output {
+        OutputFormat::Json => output::write_json(&mut out, &report)?,
+        OutputFormat::Text => output::write_text(&mut out, &failover_text(&report))?,
+    }
+    drop(cluster);
+    Ok(if report.ok {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
+}
+
+/// Every message of the failover channel as `(client_msg_no, seq)`, oldest first, in pages.
+async fn read_all(client: &Client, uid: &str) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    let mut start = 1;
+    loop {
+        let req = SyncReq {
+            login_uid: uid.to_string(),
+            channel_id: FAILOVER_CHANNEL.into(),
+            channel_type: CHANNEL_TYPE_GROUP,
+            start_message_seq: start,
+            end_message_seq: 0,
+            limit: 1000,
+            pull_mode: PULL_MODE_UP,
+        };
+        let page = retry("POST /channel/messagesync", Duration::from_secs(30), || {
+            client.sync(&req)
+        })
+        .await?;
+        let Some(last) = page.messages.last().map(|m| m.message_seq) else {
+            break;
+        };
+        out.extend(
+            page.messages
+                .into_iter()
+                .map(|m| (m.client_msg_no, m.message_seq)),
+        );
+        if page.more == 0 {
+            break;
+        }
+        start = last + 1;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_from_histogram() {
+        let mut h = new_histogram();
+        for us in 1..=1000u64 {
+            h.record(us * 10).expect("in range");
+        }
+        let s = summarize(&h);
+        // 3 significant digits: within 0.1 %.
+        let close = |a: f64, b: f64| (a - b).abs() <= b * 0.001 + 0.001;
+        assert!(close(s.p50_ms, 5.0), "{s:?}");
+        assert!(close(s.p90_ms, 9.0), "{s:?}");
+        assert!(close(s.p99_ms, 9.9), "{s:?}");
+        assert!(close(s.p999_ms, 9.99), "{s:?}");
+        assert!(close(s.max_ms, 10.0), "{s:?}");
+        assert_eq!(summarize(&new_histogram()).max_ms, 0.0);
+    }
+
+    #[test]
+    fn send_json_has_the_exact_shape() {
+        let r = SendReport {
+            ops: 12,
+            ops_per_s: 1.5,
+            errors: 0,
+            lat: LatencySummary {
+                p50_ms: 0.25,
+                p90_ms: 0.5,
+                p99_ms: 1.0,
+                p999_ms: 2.0,
+                max_ms: 3.0,
+            },
+        };
+        let text = send_json(&r);
+        assert_eq!(
+            text,
+            r#"{"ops":12,"ops_per_s":1.5,"errors":0,"lat":{"p50_ms":0.25,"p90_ms":0.5,"p99_ms":1.0,"p999_ms":2.0,"max_ms":3.0}}"#
+        );
+        // What the peer harness reads: the field names, as plain JSON.
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["errors", "lat", "ops", "ops_per_s"]);
+        let mut lat: Vec<&str> = v["lat"]
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        lat.sort_unstable();
+        assert_eq!(lat, ["max_ms", "p50_ms", "p90_ms", "p999_ms", "p99_ms"]);
+        assert_eq!(serde_json::from_str::<SendReport>(&text).expect("round trip"), r);
+    }
+
+    #[test]
+    fn send_text_table() {
+        let p = SendParams {
+            endpoints: 3,
+            inflight: 64,
+            channels: 64,
+            size: 100,
+            batch: None,
+            duration: Duration::from_secs(10),
+        };
+        let r = SendReport {
+            ops: 123456,
+            ops_per_s: 12345.6,
+            errors: 2,
+            lat: LatencySummary {
+                p50_ms: 4.5,
+                p90_ms: 6.0,
+                p99_ms: 9.25,
+                p999_ms: 15.0,
+                max_ms: 20.125,
+            },
+        };
+        assert_eq!(
+            send_text(&p, &r),
+            "bench send: 64 in flight, 64 channel(s), 100 B payloads, 3 endpoint(s), 10s\n\n\
+             \x20  ops  ops/s  errors  p50 ms  p90 ms  p99 ms  p99.9 ms  max ms\n\
+             123456  12346       2   4.500   6.000   9.250    15.000  20.125\n"
+        );
+    }
+
+    #[test]
+    fn spreads() {
+        assert_eq!(spread(&[]), None);
+        assert_eq!(
+            spread(&[3.0, 1.0, 2.0]),
+            Some(Spread {
+                min: 1.0,
+                median: 2.0,
+                max: 3.0
+            })
+        );
+        assert_eq!(
+            spread(&[4.0, 1.0, 2.0, 3.0]),
+            Some(Spread {
+                min: 1.0,
+                median: 2.5,
+                max: 4.0
+            })
+        );
+    }
+
+    #[test]
+    fn gaps() {
+        let acks = [0.0, 1.0, 2.0, 10.0, 11.0, 30.0];
+        assert_eq!(largest_gap(&acks, 0.0, 12.0), Some((8.0, 2.0, 10.0)));
+        assert_eq!(largest_gap(&acks, 0.0, 100.0), Some((19.0, 11.0, 30.0)));
+        assert_eq!(largest_gap(&acks, 10.5, 20.0), None);
+    }
+
+    #[test]
+    fn verification() {
+        let s = |v: &[(&str, u64)]| v.iter().map(|(a, b)| (a.to_string(), *b)).collect::<Vec<_>>();
+        type Pairs = &'static [(&'static str, u64)];
+        let cases: &[(Pairs, Pairs, (u64, u64, u64))] = &[
+            (&[("a", 1), ("b", 2)], &[("a", 1), ("b", 2)], (0, 0, 0)),
+            // an unacknowledged write that landed is fine
+            (&[("a", 1)], &[("a", 1), ("x", 2)], (0, 0, 0)),
+            (&[("a", 1), ("b", 2)], &[("a", 1)], (1, 0, 0)),
+            (&[("a", 1)], &[("a", 1), ("a", 2)], (0, 1, 0)),
+            (&[("a", 1), ("b", 2)], &[("b", 1), ("a", 2)], (0, 0, 2)),
+        ];
+        for (acked, stored, (lost, dup, mis)) in cases {
+            let v = verify(&s(acked), &s(stored));
+            assert_eq!(
+                (v.lost, v.duplicated, v.misplaced),
+                (*lost, *dup, *mis),
+                "{acked:?} vs {stored:?}"
+            );
+            assert_eq!(v.ok(), *lost + *dup + *mis == 0);
+        }
+    }
+
+    #[test]
+    fn failover_json_field_names() {
+        let r = FailoverReport {
+            nodes: 3,
+            rounds: vec![RoundReport {
+                round: 1,
+                killed: 2,
+                new_leader: Some(1),
+                new_leader_ms: Some(600.0),
+                window_ms: Some(700.0),
+                gap_start_rel_kill_ms: Some(-0.5),
+                ended_after_restart: false,
+                converge_ms: 2500.0,
+                failed_attempts: 3,
+            }],
+            window_ms: spread(&[700.0]),
+            new_leader_ms: spread(&[600.0]),
+            acked: 10,
+            stored: 10,
+            lost: 0,
+            duplicated: 0,
+            misplaced: 0,
+            ok: true,
+        };
+        let v = serde_json::to_value(&r).expect("encodes");
+        for k in ["rounds", "window_ms", "lost", "duplicated", "acked", "ok"] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["window_ms"]["median"], 700.0);
+        assert_eq!(v["rounds"][0]["window_ms"], 700.0);
+        let text = failover_text(&r);
+        assert!(
+            text.contains("window ms: min 700.0  median 700.0  max 700.0"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("lost 0, duplicated 0, misplaced 0: OK\n"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,585 @@
+//! The operator commands (`cluster health|status --watch`, `node ...`, `channel ...`) run as a
+//! user would run them, against real clusters of `wknode` processes (found next to `wkctl`:
+//! `cargo test --workspace` builds it, or `cargo build -p wknode`).
+//!
+//! Each cluster runs on free local ports with temp data dirs; every node is SIGKILLed when the
+//! `Cluster` is dropped (also when a test panics, after printing the tail of each node's log).
+//! Text output is compared with golden files in `testdata/ctl/ops_*.txt` after masking the
+//! volatile fields (terms, indexes, ms, checksums, ports, which node leads the metadata);
+//! `WK_UPDATE_GOLDEN=1` rewrites them. JSON output must decode into the wk-api types.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wk_api::{ChannelConfig, ChannelReplicas, Client, EvacuateResp, NodesResp, RemoveNodeResp};
+
+const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
+
+fn wknode_bin() -> PathBuf {
+    let p = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
+        p.display()
+    );
+    p
+}
+
+fn phase(name: &str) {
+    eprintln!("--- {name}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Golden files and masking.
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/ctl").join(name)
+}
+
+fn assert_golden(name: &str, actual: &str) {
+    if std::env::var_os("WK_UPDATE_GOLDEN").is_some() {
+        std::fs::write(testdata(name), actual).expect("writing golden file");
+        return;
+    }
+    let expected =
+        std::fs::read_to_string(testdata(name)).unwrap_or_else(|e| panic!("reading testdata/ctl/{name}: {e}"));
+    assert_eq!(
+        actual, expected,
+        "output differs from testdata/ctl/{name} (WK_UPDATE_GOLDEN=1 rewrites it)"
+    );
+}
+
+/// Masks volatile output: in tables (a header line of upper-case column names followed by rows
+/// with as many cells), the cells of the `columns` named are replaced by `#` and every cell is
+/// joined by two spaces (widths vary with the masked values); elsewhere, the word after each of
+/// `markers` becomes `#`.
+fn mask(text: &str, columns: &[&str], markers: &[&str]) -> String {
+    let mut out = String::new();
+    let mut table: Option<(usize, Vec<usize>)> = None;
+    for line in text.lines() {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        let is_header = cells.len() >= 2
+            && cells
+                .iter()
+                .all(|c| c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'));
+        if is_header {
+            let idx = cells
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| columns.contains(c))
+                .map(|(i, _)| i)
+                .collect();
+            table = Some((cells.len(), idx));
+            out.push_str(&cells.join("  "));
+        } else if let Some((_, idx)) = table.as_ref().filter(|(n, _)| *n == cells.len()) {
+            let masked: Vec<&str> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| if idx.contains(&i) { "#" } else { c })
+                .collect();
+            out.push_str(&masked.join("  "));
+        } else {
+            table = None;
+            let mut l = line.to_string();
+            for m in markers {
+                l = mask_after(&l, m);
+            }
+            out.push_str(&l);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Replaces the run of hex digits after every `marker` with `#`.
+fn mask_after(line: &str, marker: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(i) = rest.find(marker) {
+        let after = &rest[i + marker.len()..];
+        let end = after
+            .find(|c: char| !c.is_ascii_hexdigit())
+            .unwrap_or(after.len());
+        out.push_str(&rest[..i + marker.len()]);
+        out.push_str(if end > 0 { "#" } else { "" });
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn masking() {
+    let text = "channel g (type 2)  group 17  leader 2  term 5\n\
+                NODE  TERM  CHECKSUM\n   1     5  00ab\n  12    15  ffff\nchecksums agree at applied index 9\n";
+    assert_eq!(
+        mask(text, &["TERM", "CHECKSUM"], &["group ", "term ", "applied index "]),
+        "channel g (type 2)  group #  leader 2  term #\nNODE  TERM  CHECKSUM\n1  #  #\n12  #  #\n\
+         checksums agree at applied index #\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster harness.
+
+/// One `wknode` process.
+struct NodeProc {
+    id: u64,
+    http: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// Real `wknode` processes; every one is SIGKILLed on drop.
+struct Cluster {
+    nodes: Vec<NodeProc>,
+    dir: tempfile::TempDir,
+}
+
+/// `n` distinct free local ports (all held until every one is chosen).
+fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    ls.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Cluster {
+    /// Starts `n` nodes bootstrapped together and waits until every one is online, registered
+    /// and a metadata leader exists.
+    fn start(n: u64) -> Cluster {
+        let bin = wknode_bin();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(2 * n as usize);
+        let init = (0..n)
+            .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[(n + i) as usize]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster { nodes: Vec::new(), dir };
+        let mut ready = Vec::new();
+        for i in 0..n {
+            let id = i + 1;
+            let http = format!("127.0.0.1:{}", ports[i as usize]);
+            let data = cluster.dir.path().join(id.to_string());
+            let log = cluster.dir.path().join(format!("node-{id}.log"));
+            let mut cmd = Command::new(&bin);
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("WK_") {
+                    cmd.env_remove(k);
+                }
+            }
+            let child = cmd
+                .args(["--node-id", &id.to_string(), "--data-dir"])
+                .arg(&data)
+                .args([
+                    "--http-addr",
+                    &http,
+                    "--cluster-addr",
+                    &format!("127.0.0.1:{}", ports[(n + i) as usize]),
+                    "--init-nodes",
+                    &init,
+                    "--channel-idle-timeout",
+                    "10m",
+                ])
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("spawn wknode");
+            let mut child = child;
+            // Wait for the ready line on a thread that keeps draining stdout afterwards.
+            let stdout = child.stdout.take().expect("piped");
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("\"ready\"") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            ready.push(rx);
+            cluster.nodes.push(NodeProc { id, http, child: Some(child), log });
+        }
+        for (node, rx) in cluster.nodes.iter().zip(ready) {
+            assert!(
+                rx.recv_timeout(Duration::from_secs(60)).is_ok(),
+                "node {} printed no ready line; log:\n{}",
+                node.id,
+                tail(&node.log, 40)
+            );
+        }
+        let client = cluster.client();
+        let rt = runtime();
+        wait_for("every node online and registered, one metadata leader", Duration::from_secs(60), || {
+            let r = rt.block_on(client.nodes()).map_err(|e| e.to_string())?;
+            let ok = r.nodes.len() == n as usize
+                && r.meta_leader.is_some()
+                && r.nodes.iter().all(|x| x.online && !x.http_addr.is_empty());
+            if ok { Ok(()) } else { Err(format!("{r:?}")) }
+        });
+        cluster
+    }
+
+    /// Comma-separated HTTP addresses of the given nodes (all running ones when empty).
+    fn endpoints(&self, ids: &[u64]) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| if ids.is_empty() { n.child.is_some() } else { ids.contains(&n.id) })
+            .map(|n| n.http.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&[self.endpoints(&[])], Duration::from_secs(10)).expect("client")
+    }
+
+    /// Runs `wkctl --endpoint <running nodes> ARGS`.
+    fn wkctl(&self, args: &[&str]) -> Output {
+        wkctl(&self.endpoints(&[]), args)
+    }
+
+    fn kill(&mut self, id: u64) {
+        let node = self.nodes.iter_mut().find(|n| n.id == id).expect("known node");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if failed {
+                eprintln!("=== node {} log (tail) ===\n{}", node.id, tail(&node.log, 30));
+            }
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Polls `probe` every 100 ms until it returns `Ok`, at most `timeout`.
+fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn wkctl(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(WKCTL)
+        .args(["--endpoint", endpoints])
+        .args(args)
+        .env_remove("WK_ENDPOINT")
+        .env_remove("WK_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running wkctl")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("utf-8 stdout")
+}
+
+/// Asserts the exit code, showing both streams when it differs.
+#[track_caller]
+fn expect_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn json<T: serde::de::DeserializeOwned>(o: &Output) -> T {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("JSON output does not decode: {e}\n{}", stdout(o)))
+}
+
+/// Sends `per_channel` text messages to each group channel `<prefix><i>`, one at a time;
+/// returns the message ids per channel, in seq order.
+fn write_messages(client: &Client, prefix: &str, channels: usize, per_channel: usize) -> Vec<Vec<u64>> {
+    let rt = runtime();
+    (0..channels)
+        .map(|c| {
+            (0..per_channel)
+                .map(|m| {
+                    let req = wk_api::SendReq {
+                        header: Default::default(),
+                        client_msg_no: format!("{prefix}{c}-{m}"),
+                        from_uid: "ops".into(),
+                        channel_id: format!("{prefix}{c}"),
+                        channel_type: 2,
+                        payload: "aGVsbG8=".into(),
+                    };
+                    let resp = rt.block_on(client.send(&req)).expect("send");
+                    assert_eq!(resp.message_seq, m as u64 + 1);
+                    resp.message_id
+                })
+                .collect()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+/// A 3-node cluster: listings, channel show, leader transfer, evacuation, health (exit 0, then
+/// 1 after one node is SIGKILLed), `cluster status --watch`.
+#[test]
+fn operator_commands_on_three_nodes() {
+    phase("start 3 nodes, write 3 messages to each of 6 channels");
+    let mut cluster = Cluster::start(3);
+    let client = cluster.client();
+    write_messages(&client, "ops-", 6, 3);
+
+    phase("node list");
+    let out = cluster.wkctl(&["node", "list"]);
+    expect_code(&out, 0);
+    assert_golden(
+        "ops_node_list.txt",
+        &mask(&stdout(&out), &["HTTP", "CLUSTER", "META_ROLE", "LED"], &[]),
+    );
+    let out = cluster.wkctl(&["--output", "json", "node", "list"]);
+    expect_code(&out, 0);
+    let nodes: NodesResp = json(&out);
+    assert_eq!(nodes.nodes.len(), 3);
+
+    phase("channel list");
+    let out = cluster.wkctl(&["--output", "json", "channel", "list"]);
+    expect_code(&out, 0);
+    let v: Value = json(&out);
+    assert_eq!(v["total"], 6);
+    let listed: Vec<ChannelReplicas> = serde_json::from_value(v["channels"].clone()).expect("ChannelReplicas");
+    assert_eq!(listed.len(), 6);
+    assert!(listed.iter().all(|c| c.replicas.len() == 3 && c.leader.is_some()), "{listed:?}");
+    let out = cluster.wkctl(&["channel", "list", "--limit", "2"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).ends_with("(2 of 6 channels examined; raise --limit to see more)\n"), "{}", stdout(&out));
+
+    phase("channel transfer-leader");
+    let out = cluster.wkctl(&["channel", "transfer-leader", "ops-0", "2", "--to", "1"]);
+    expect_code(&out, 0);
+    let out = cluster.wkctl(&["channel", "transfer-leader", "ops-0", "2", "--to", "2"]);
+    expect_code(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from node 1 to node 2"));
+    assert_golden(
+        "ops_transfer_leader.txt",
+        &mask(&stdout(&out), &["GROUP", "TERM"], &["(term "]),
+    );
+    let out = cluster.wkctl(&["--output", "json", "channel", "transfer-leader", "ops-1", "2", "--to", "3"]);
+    expect_code(&out, 0);
+    let cfg: ChannelConfig = json(&out);
+    assert_eq!(cfg.leader, Some(3), "{cfg:?}");
+    let out = cluster.wkctl(&["channel", "transfer-leader", "ops-1", "2", "--to", "9"]);
+    expect_code(&out, 2);
+
+    phase("channel show");
+    let rt = runtime();
+    wait_for("ops-0 replicas caught up", Duration::from_secs(20), || {
+        let c = rt.block_on(client.channel_replicas("ops-0", 2)).map_err(|e| e.to_string())?;
+        let top = c.replicas.iter().map(|r| r.applied_index).max().unwrap_or(0);
+        let ok = c.leader == Some(2)
+            && c.replicas.iter().all(|r| r.lag == Some(0) && r.applied_index == top && r.last_ack_ms.is_some());
+        if ok { Ok(()) } else { Err(format!("{c:?}")) }
+    });
+    let out = cluster.wkctl(&["channel", "show", "ops-0", "2"]);
+    expect_code(&out, 0);
+    assert_golden(
+        "ops_channel_show.txt",
+        &mask(
+            &stdout(&out),
+            &["TERM", "LAST", "APPLIED", "ACK_MS", "CHECKSUM"],
+            &["group ", "term ", "applied index "],
+        ),
+    );
+    let out = cluster.wkctl(&["--output", "json", "channel", "show", "ops-0", "2"]);
+    expect_code(&out, 0);
+    let c: ChannelReplicas = json(&out);
+    assert_eq!(c.replicas.len(), 3);
+    assert!(c.replicas.iter().all(|r| r.checksum == c.replicas[0].checksum && r.message_seq == 3));
+    let out = cluster.wkctl(&["channel", "show", "nope", "2"]);
+    expect_code(&out, 2);
+
+    phase("node show");
+    let out = cluster.wkctl(&["--output", "json", "node", "show", "2"]);
+    expect_code(&out, 0);
+    let v: Value = json(&out);
+    let node: wk_api::NodeStatus = serde_json::from_value(v["node"].clone()).expect("NodeStatus");
+    assert_eq!(node.id, 2);
+    let chans: Vec<ChannelReplicas> = serde_json::from_value(v["channels"].clone()).expect("ChannelReplicas");
+    assert_eq!(chans.len(), 6);
+    assert!(chans.iter().any(|c| c.channel_id == "ops-0" && c.leader == Some(2)));
+    let out = cluster.wkctl(&["node", "show", "2"]);
+    expect_code(&out, 0);
+    let text = stdout(&out);
+    assert!(text.starts_with("node 2\n") && text.contains("replicates 6"), "{text}");
+    let out = cluster.wkctl(&["node", "show", "7"]);
+    expect_code(&out, 2);
+
+    phase("cluster health: healthy");
+    let out = cluster.wkctl(&["cluster", "health", "--expect-nodes", "3"]);
+    expect_code(&out, 0);
+    assert_golden(
+        "ops_health_ok.txt",
+        &mask(&stdout(&out), &[], &["meta_leader  node ", "(worst "]),
+    );
+    let out = cluster.wkctl(&["--output", "json", "cluster", "health"]);
+    expect_code(&out, 0);
+    let v: Value = json(&out);
+    assert_eq!(v["healthy"], true);
+    assert_eq!(v["checks"].as_array().map(Vec::len), Some(4));
+    let out = cluster.wkctl(&["cluster", "health", "--expect-nodes", "4"]);
+    expect_code(&out, 1);
+    assert!(stdout(&out).contains("expected 4 nodes, the cluster has 3"));
+
+    phase("node evacuate-leaders");
+    let out = cluster.wkctl(&["node", "evacuate-leaders", "2"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("✓ ok    node 2 leads no channel"), "{}", stdout(&out));
+    let out = cluster.wkctl(&["--output", "json", "node", "evacuate-leaders", "2"]);
+    expect_code(&out, 0);
+    let ev: EvacuateResp = json(&out);
+    assert!(ev.stuck.is_empty() && ev.led == 0, "{ev:?}");
+    let out = cluster.wkctl(&["--output", "json", "channel", "list", "--leader-on", "2"]);
+    expect_code(&out, 0);
+    let v: Value = json(&out);
+    assert_eq!(v["channels"].as_array().map(Vec::len), Some(0), "{v}");
+    let nodes: NodesResp = json(&cluster.wkctl(&["--output", "json", "node", "list"]));
+    assert_eq!(nodes.nodes.iter().find(|n| n.id == 2).map(|n| n.channels_led), Some(0));
+
+    phase("cluster status --watch");
+    let mut watch = Command::new(WKCTL)
+        .args(["--endpoint", &cluster.endpoints(&[]), "--output", "json"])
+        .args(["cluster", "status", "--watch", "--interval", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wkctl cluster status --watch");
+    let (tx, rx) = mpsc::channel();
+    let watch_out = watch.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(watch_out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    for _ in 0..2 {
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("a JSON line per refresh");
+        let r: NodesResp = serde_json::from_str(&line).expect("each line is a NodesResp");
+        assert_eq!(r.nodes.len(), 3);
+    }
+    // SAFETY: plain kill(2) on our own, not yet reaped child.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    assert_eq!(watch.wait().expect("wait").code(), Some(0), "Ctrl-C ends the watch with 0");
+
+    phase("SIGKILL node 3: cluster health fails");
+    cluster.kill(3);
+    let out = cluster.wkctl(&["cluster", "health"]);
+    expect_code(&out, 1);
+    let text = stdout(&out);
+    assert!(text.contains("✗ FAIL  nodes        2/3 nodes online"), "{text}");
+    assert!(text.contains("- node 3 offline") && text.contains("cluster UNHEALTHY"), "{text}");
+    let out = cluster.wkctl(&["--output", "json", "cluster", "health"]);
+    expect_code(&out, 1);
+    let v: Value = json(&out);
+    assert_eq!(v["healthy"], false);
+    let out = cluster.wkctl(&["channel", "list", "--lagging"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("3(down)"), "{}", stdout(&out));
+}
+
+/// `node remove` end to end: 4 nodes, 20 channels with messages, remove node 4; every channel
+/// keeps 3 replicas, none on node 4, and every message is still there.
+#[test]
+fn node_remove_on_four_nodes() {
+    phase("start 4 nodes, write 3 messages to each of 20 channels");
+    let cluster = Cluster::start(4);
+    let client = cluster.client();
+    let ids = write_messages(&client, "rm-", 20, 3);
+    let rest = cluster.endpoints(&[1, 2, 3]);
+
+    phase("node remove --dry-run");
+    let out = wkctl(&rest, &["node", "remove", "4", "--dry-run"]);
+    expect_code(&out, 0);
+    assert_golden("ops_remove_dry_run.txt", &stdout(&out));
+    let out = wkctl(&rest, &["--output", "json", "node", "remove", "4", "--dry-run"]);
+    expect_code(&out, 0);
+    let plan: RemoveNodeResp = json(&out);
+    assert!(plan.dry_run && !plan.removed && !plan.plan.is_empty(), "{plan:?}");
+    let before = runtime().block_on(client.channels(100)).expect("channels");
+    assert!(before.channels.iter().any(|c| c.replicas.contains(&4)), "nothing changed");
+
+    phase("node remove --wait");
+    let out = wkctl(&rest, &["--output", "json", "node", "remove", "4", "--wait"]);
+    expect_code(&out, 0);
+    let resp: RemoveNodeResp = json(&out);
+    assert!(resp.removed && resp.stuck.is_empty(), "{resp:?}");
+    assert_eq!(resp.moved, plan.plan.len() as u64);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("decommissioning node 4"));
+
+    phase("every channel on 3 of the remaining nodes, no message lost");
+    let rest_client = Client::new(&[rest.clone()], Duration::from_secs(10)).expect("client");
+    let rt = runtime();
+    let list = rt.block_on(rest_client.channels(100)).expect("channels");
+    assert_eq!(list.total, 20);
+    for c in &list.channels {
+        assert_eq!(c.replicas.len(), 3, "{c:?}");
+        assert!(!c.replicas.contains(&4), "{c:?}");
+    }
+    for (i, want) in ids.iter().enumerate() {
+        let req = wk_api::SyncReq {
+            login_uid: String::new(),
+            channel_id: format!("rm-{i}"),
+            channel_type: 2,
+            start_message_seq: 0,
+            end_message_seq: 0,
+            limit: 100,
+            pull_mode: wk_api::PULL_MODE_UP,
+        };
+        let got = rt.block_on(rest_client.sync(&req)).expect("messagesync");
+        let got: Vec<u64> = got.messages.iter().map(|m| m.message_id).collect();
+        assert_eq!(&got, want, "messages of rm-{i}");
+    }
+
+    phase("cluster status shows 3 nodes");
+    let out = wkctl(&rest, &["--output", "json", "cluster", "status"]);
+    expect_code(&out, 0);
+    let nodes: NodesResp = json(&out);
+    let mut live: Vec<u64> = nodes.nodes.iter().map(|n| n.id).collect();
+    live.sort_unstable();
+    assert_eq!(live, vec![1, 2, 3], "{nodes:?}");
+    let out = wkctl(&rest, &["cluster", "health", "--expect-nodes", "3"]);
+    expect_code(&out, 0);
+}
