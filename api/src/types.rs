@@ -220,7 +220,9 @@ pub enum Role {
     Follower,
     Candidate,
     Learner,
-    /// The node did not answer, or does not run the group.
+    /// The group is hibernating on this node (nothing runs; its state is on disk).
+    Hibernated,
+    /// The node did not answer.
     Unknown,
 }
 
@@ -231,6 +233,7 @@ impl Role {
             Role::Follower => "follower",
             Role::Candidate => "candidate",
             Role::Learner => "learner",
+            Role::Hibernated => "hibernated",
             Role::Unknown => "unknown",
         }
     }

@@ -67,7 +67,10 @@ pub fn health_text(r: &HealthReport) -> String {
     if r.healthy {
         out.push_str("cluster healthy\n");
     } else {
-        out.push_str(&format!("cluster UNHEALTHY: {failed} of {} checks failed\n", r.checks.len()));
+        out.push_str(&format!(
+            "cluster UNHEALTHY: {failed} of {} checks failed\n",
+            r.checks.len()
+        ));
     }
     out
 }
@@ -236,10 +239,16 @@ pub fn channel_list_text(l: &ChannelListing, listed: usize) -> String {
 }
 
 /// Replicas that applied the same log prefix (same applied index) must have the same checksum.
-/// Returns one line per applied index whose online replicas disagree.
+/// Returns one line per applied index whose online replicas disagree. Applied index 0 is not
+/// compared: a replica whose group is just starting (e.g. woken from hibernation) reports 0
+/// before it has loaded its state, next to the checksum of what it stored.
 pub fn checksum_mismatches(c: &ChannelReplicas) -> Vec<String> {
     let mut by_applied: BTreeMap<u64, Vec<&ReplicaStatus>> = BTreeMap::new();
-    for r in c.replicas.iter().filter(|r| r.online && !r.checksum.is_empty()) {
+    for r in c
+        .replicas
+        .iter()
+        .filter(|r| r.online && r.applied_index > 0 && !r.checksum.is_empty())
+    {
         by_applied.entry(r.applied_index).or_default().push(r);
     }
     let mut out = Vec::new();
@@ -294,7 +303,11 @@ pub fn channel_show_text(c: &ChannelReplicas) -> String {
             opt(r.lag),
             opt(r.last_ack_ms),
             r.message_seq.to_string(),
-            if r.checksum.is_empty() { "-".into() } else { r.checksum.clone() },
+            if r.checksum.is_empty() {
+                "-".into()
+            } else {
+                r.checksum.clone()
+            },
         ]);
     }
     out.push_str(&t.render());
@@ -302,13 +315,21 @@ pub fn channel_show_text(c: &ChannelReplicas) -> String {
     if mismatches.is_empty() {
         let online: Vec<&ReplicaStatus> = c.replicas.iter().filter(|r| r.online).collect();
         let top = online.iter().map(|r| r.applied_index).max().unwrap_or(0);
-        let caught_up: Vec<u64> = online.iter().filter(|r| r.applied_index == top).map(|r| r.node_id).collect();
+        let caught_up: Vec<u64> = online
+            .iter()
+            .filter(|r| r.applied_index == top)
+            .map(|r| r.node_id)
+            .collect();
         let behind = online.len() - caught_up.len();
         out.push_str(&format!(
             "checksums agree: {} of {} replicas at applied index {top}{}\n",
             caught_up.len(),
             c.replicas.len(),
-            if behind > 0 { format!(" ({behind} behind, not compared)") } else { String::new() }
+            if behind > 0 {
+                format!(" ({behind} behind, not compared)")
+            } else {
+                String::new()
+            }
         ));
     } else {
         for m in mismatches {
@@ -463,7 +484,10 @@ mod tests {
             channel_id: "g1".into(),
             channel_type: 2,
             group_id: 7,
-            leader: replicas.iter().find(|r| r.role == Role::Leader).map(|r| r.node_id),
+            leader: replicas
+                .iter()
+                .find(|r| r.role == Role::Leader)
+                .map(|r| r.node_id),
             replicas,
         }
     }
@@ -495,14 +519,23 @@ mod tests {
             replica(2, Role::Follower, 12, "bb"),
             replica(3, Role::Follower, 11, "cc"),
         ]);
-        assert_eq!(checksum_mismatches(&c), vec!["applied index 12: node 1 aa, node 2 bb".to_string()]);
-        assert!(
-            channel_show_text(&c).ends_with(
-                "!! CHECKSUM MISMATCH among caught-up replicas, applied index 12: node 1 aa, node 2 bb\n"
-            )
+        assert_eq!(
+            checksum_mismatches(&c),
+            vec!["applied index 12: node 1 aa, node 2 bb".to_string()]
         );
-        // Different applied indexes are not compared.
-        let c = channel(vec![replica(1, Role::Leader, 12, "aa"), replica(2, Role::Follower, 11, "bb")]);
+        assert!(channel_show_text(&c).ends_with(
+            "!! CHECKSUM MISMATCH among caught-up replicas, applied index 12: node 1 aa, node 2 bb\n"
+        ));
+        // Different applied indexes are not compared, nor replicas that report nothing applied.
+        let c0 = channel(vec![
+            replica(1, Role::Learner, 0, "aa"),
+            replica(2, Role::Learner, 0, "bb"),
+        ]);
+        assert!(checksum_mismatches(&c0).is_empty());
+        let c = channel(vec![
+            replica(1, Role::Leader, 12, "aa"),
+            replica(2, Role::Follower, 11, "bb"),
+        ]);
         assert!(checksum_mismatches(&c).is_empty());
         assert!(channel_show_text(&c).ends_with("at applied index 12 (1 behind, not compared)\n"));
     }
@@ -512,8 +545,18 @@ mod tests {
         let r = HealthReport {
             healthy: false,
             checks: vec![
-                Check { name: "nodes", ok: false, detail: "2/3 nodes online".into(), problems: vec!["node 3 offline".into()] },
-                Check { name: "meta_leader", ok: true, detail: "node 1 leads the metadata group".into(), problems: vec![] },
+                Check {
+                    name: "nodes",
+                    ok: false,
+                    detail: "2/3 nodes online".into(),
+                    problems: vec!["node 3 offline".into()],
+                },
+                Check {
+                    name: "meta_leader",
+                    ok: true,
+                    detail: "node 1 leads the metadata group".into(),
+                    problems: vec![],
+                },
             ],
         };
         assert_eq!(
@@ -531,8 +574,18 @@ mod tests {
             node_id: 4,
             dry_run: true,
             plan: vec![
-                ReplicaMove { channel_id: "a".into(), channel_type: 2, from: vec![4, 1, 2], to: vec![3, 1, 2] },
-                ReplicaMove { channel_id: "b".into(), channel_type: 2, from: vec![1, 4], to: vec![1] },
+                ReplicaMove {
+                    channel_id: "a".into(),
+                    channel_type: 2,
+                    from: vec![4, 1, 2],
+                    to: vec![3, 1, 2],
+                },
+                ReplicaMove {
+                    channel_id: "b".into(),
+                    channel_type: 2,
+                    from: vec![1, 4],
+                    to: vec![1],
+                },
             ],
             moved: 0,
             stuck: vec![],

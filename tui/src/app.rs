@@ -1,108 +1,948 @@
-//! All dashboard state and the one place it changes: [`App::update`], which does no I/O so
-//! it is tested directly.
+//! All dashboard state and the one place it changes: [`App::update`]. It does no I/O and
+//! reads no clock: time arrives in actions (`Tick(now)`, a snapshot's `at`/`wall`), so every
+//! state, and every screen rendered from it, is reproducible in tests.
+//!
+//! Invariants:
+//! - The last good cluster view is kept while polls fail; the screen marks it stale (with its
+//!   age) instead of going blank or freezing.
+//! - While frozen, no snapshot or failure changes the data (`r` lets exactly one through).
+//! - Events are derived only by diffing consecutive snapshots, so they appear once each.
 
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
 
-use wk_api::NodesResp;
+use wk_api::{ChannelReplicas, NodeStatus, NodesResp, Role};
+
+use crate::event::Key;
+use crate::snapshot::{Backlog, ChannelKey, Snapshot};
 
 /// Everything that can change the dashboard's state.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// A new cluster view from the poller, with when it was taken (to show its age).
-    Snapshot {
-        nodes: NodesResp,
+    /// A new cluster view from the poller.
+    Snapshot(Box<Snapshot>),
+    /// The poller could not get a view (every endpoint failed or timed out).
+    PollFailed {
         at: Instant,
+        wall: SystemTime,
+        error: String,
     },
-    /// The poller could not get a view.
-    PollFailed(String),
-    /// The refresh timer fired.
-    Tick,
-    /// Stop or resume taking new snapshots (the freeze key).
-    ToggleFreeze,
-    ToggleHelp,
-    Quit,
+    /// The clock moved; the data's age and staleness are computed against this.
+    Tick(Instant),
+    /// A key press; what it means depends on the mode (help, filter, details, normal).
+    Key(Key),
+    /// Nothing changed but the screen must be redrawn (terminal resized).
+    Redraw,
 }
 
-#[derive(Debug, Default)]
+/// The panes `Tab` cycles through, in screen order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Nodes,
+    Throughput,
+    Channels,
+    Events,
+    Backlog,
+}
+
+impl Pane {
+    pub const ALL: [Pane; 5] = [
+        Pane::Nodes,
+        Pane::Throughput,
+        Pane::Channels,
+        Pane::Events,
+        Pane::Backlog,
+    ];
+
+    fn index(self) -> usize {
+        Pane::ALL
+            .iter()
+            .position(|p| *p == self)
+            .expect("every pane is in ALL")
+    }
+
+    fn next(self) -> Pane {
+        Pane::ALL[(self.index() + 1) % Pane::ALL.len()]
+    }
+
+    fn prev(self) -> Pane {
+        Pane::ALL[(self.index() + Pane::ALL.len() - 1) % Pane::ALL.len()]
+    }
+}
+
+/// What the keyboard is talking to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// The key help overlay.
+    Help,
+    /// Typing the channel filter after `/`.
+    Filter,
+    /// The replica table of the selected channel.
+    Detail,
+}
+
+/// Columns the channel table sorts by; keys `1`..`5` pick them, the same key again reverses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortColumn {
+    Channel,
+    Rate,
+    Seq,
+    Leader,
+    Lag,
+}
+
+impl SortColumn {
+    pub const ALL: [SortColumn; 5] = [
+        SortColumn::Channel,
+        SortColumn::Rate,
+        SortColumn::Seq,
+        SortColumn::Leader,
+        SortColumn::Lag,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortColumn::Channel => "channel",
+            SortColumn::Rate => "msg/s",
+            SortColumn::Seq => "seq",
+            SortColumn::Leader => "leader",
+            SortColumn::Lag => "lag",
+        }
+    }
+
+    /// Numbers (rates, seqs, lags) sort biggest first by default, names alphabetically.
+    fn default_descending(self) -> bool {
+        matches!(self, SortColumn::Rate | SortColumn::Seq | SortColumn::Lag)
+    }
+}
+
+/// How bad an event is; the UI pairs each with a symbol, not just a colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Info,
+    Good,
+    Warn,
+    Bad,
+}
+
+/// One line in the Events pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventEntry {
+    /// Wall-clock time of the snapshot that revealed it.
+    pub wall: SystemTime,
+    pub severity: Severity,
+    pub text: String,
+}
+
+/// A node's state as the dashboard shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Up,
+    /// Listed, but did not answer the status probe.
+    Down,
+    /// We have no fresh data at all (polls failing or old): the last view is shown as is.
+    Stale,
+}
+
+/// A channel's overall verdict, worst first in [`ChannelHealth::rank`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelHealth {
+    /// Replicas that applied the same messages report different checksums.
+    Diverged,
+    NoLeader,
+    /// The replica poll failed.
+    Error,
+    /// A replica is offline.
+    ReplicaDown,
+    /// A replica is behind by more than [`LAG_WARN_ENTRIES`] or silent for [`ACK_WARN_MS`].
+    Lagging,
+    Ok,
+    /// No replica runs the group (hibernated after idling; wakes on the next request).
+    Hibernated,
+    /// Not polled yet (large clusters are polled a share at a time).
+    Unpolled,
+}
+
+/// Lag (entries) from which a replica counts as lagging.
+pub const LAG_WARN_ENTRIES: u64 = 100;
+/// Milliseconds without an ack from which a replica counts as lagging.
+pub const ACK_WARN_MS: u64 = 1_000;
+
+/// One channel in the Channels pane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelRow {
+    pub key: ChannelKey,
+    /// The replica set from the channel list (the first is the preferred leader).
+    pub replicas: Vec<u64>,
+    /// The last replica poll, if any: roles, lag, acks, seqs, checksums.
+    pub status: Option<ChannelReplicas>,
+    /// The highest message seq seen and when: the next sample's rate is computed from it.
+    pub seq_sample: Option<(u64, Instant)>,
+    /// Messages per second between the last two samples; None until there are two.
+    pub rate: Option<f64>,
+    /// Why the last replica poll failed, cleared by the next good one.
+    pub error: Option<String>,
+}
+
+impl ChannelRow {
+    fn new(key: ChannelKey, replicas: Vec<u64>) -> ChannelRow {
+        ChannelRow {
+            key,
+            replicas,
+            status: None,
+            seq_sample: None,
+            rate: None,
+            error: None,
+        }
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        self.status.as_ref().and_then(|s| s.leader)
+    }
+
+    /// The highest message seq any online replica applied.
+    pub fn seq(&self) -> Option<u64> {
+        self.status.as_ref().map(|s| {
+            s.replicas
+                .iter()
+                .filter(|r| r.online)
+                .map(|r| r.message_seq)
+                .max()
+                .unwrap_or(0)
+        })
+    }
+
+    /// The largest lag (entries) of any replica, as the leader reports it.
+    pub fn max_lag(&self) -> Option<u64> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.replicas.iter().filter_map(|r| r.lag).max())
+    }
+
+    pub fn health(&self) -> ChannelHealth {
+        if self.error.is_some() {
+            return ChannelHealth::Error;
+        }
+        let Some(s) = &self.status else {
+            return ChannelHealth::Unpolled;
+        };
+        // Same messages applied (same seq) but different running checksums: divergence.
+        let mut by_seq: HashMap<u64, &str> = HashMap::new();
+        for r in s.replicas.iter().filter(|r| r.online && !r.checksum.is_empty()) {
+            if let Some(c) = by_seq.insert(r.message_seq, &r.checksum)
+                && c != r.checksum
+            {
+                return ChannelHealth::Diverged;
+            }
+        }
+        if s.leader.is_none() {
+            return if is_hibernated(s) {
+                ChannelHealth::Hibernated
+            } else {
+                ChannelHealth::NoLeader
+            };
+        }
+        if s.replicas.iter().any(|r| !r.online) {
+            return ChannelHealth::ReplicaDown;
+        }
+        let lagging = s.replicas.iter().any(|r| {
+            r.lag.is_some_and(|l| l > LAG_WARN_ENTRIES) || r.last_ack_ms.is_some_and(|a| a > ACK_WARN_MS)
+        });
+        if lagging {
+            ChannelHealth::Lagging
+        } else {
+            ChannelHealth::Ok
+        }
+    }
+}
+
+/// No leader, and no replica that answered runs the group: all report role `unknown`
+/// (hibernated) or are uninitialized learners at term 0 (never started: created, no message
+/// yet). Idle, not failing.
+pub fn is_hibernated(s: &ChannelReplicas) -> bool {
+    s.leader.is_none()
+        && s.replicas.iter().any(|r| r.online)
+        && s.replicas
+            .iter()
+            .filter(|r| r.online)
+            .all(|r| r.role == Role::Unknown || (r.role == Role::Learner && r.term == 0))
+}
+
+/// Settings fixed for the dashboard's lifetime.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often the poller refreshes; data older than three of these is stale.
+    pub refresh: Duration,
+    /// Shown in the header, e.g. `demo: 3 local nodes`.
+    pub title: String,
+    /// The endpoints polled, for the header.
+    pub endpoint: String,
+}
+
+/// How many throughput samples (one per snapshot) the sparkline keeps.
+const THROUGHPUT_SAMPLES: usize = 300;
+/// How many events are kept.
+const EVENTS_KEPT: usize = 500;
+/// A channel whose leader changed: key, old and new leader, whether it is now hibernated.
+type LeaderChange = (ChannelKey, Option<u64>, Option<u64>, bool);
+
+/// How many backlog samples the observed drain rate spans.
+pub const BACKLOG_RATE_WINDOW: usize = 10;
+/// More channel leader changes than this in one snapshot are summarised in one event.
+const CHANNEL_EVENTS_PER_SNAPSHOT: usize = 3;
+
+#[derive(Debug)]
 pub struct App {
-    /// The last cluster view, kept while polls fail so the screen does not go blank.
-    pub nodes: Option<NodesResp>,
-    /// When `nodes` was taken: the UI shows its age.
+    pub config: Config,
+    /// The latest clock reading (from `Tick`): ages are computed against it.
+    pub now: Instant,
+    /// The last good node view, kept while polls fail so the screen does not go blank.
+    pub view: Option<NodesResp>,
+    /// When `view` was taken (monotonic, for its age) and on the wall clock.
     pub taken_at: Option<Instant>,
+    /// Since when each listed node has been seen offline (for "down 12s").
+    pub down_since: HashMap<u64, Instant>,
     /// The last poll error, cleared by the next good snapshot.
     pub last_error: Option<String>,
-    /// While frozen, snapshots are ignored so the operator can read a moving cluster.
+    /// Channels in list order (by key); the UI sorts and filters a view of them.
+    pub channels: BTreeMap<ChannelKey, ChannelRow>,
+    /// `total` from the last channel list (may exceed the rows when the list is limited).
+    pub channel_total: u64,
+    /// Why the last channel list failed, if it did.
+    pub channel_error: Option<String>,
+    /// Cluster messages/s, one sample per snapshot, oldest first.
+    pub throughput: VecDeque<u64>,
+    /// The sync backlog as last reported.
+    pub backlog: Backlog,
+    /// Backlog totals (channels) over time, oldest first: the sparkline and the drain rate.
+    pub backlog_samples: VecDeque<(Instant, u64)>,
+    /// When the backlog total last changed: a running drain that stops moving is "stalled".
+    pub backlog_changed_at: Option<Instant>,
+    /// Set once the current stall has been reported as an event.
+    pub stall_reported: bool,
+    /// Newest last; the UI shows them newest first.
+    pub events: VecDeque<EventEntry>,
+    /// Which pane `Tab`, the arrows and `Enter` talk to.
+    pub focus: Pane,
+    pub mode: Mode,
+    /// Index into the nodes sorted by id.
+    pub node_sel: usize,
+    /// The selected channel, by key so it stays put while rows re-sort.
+    pub chan_sel: Option<ChannelKey>,
+    /// How many events from the newest the Events pane is scrolled down.
+    pub event_scroll: usize,
+    /// Channel filter (case-insensitive substring of `id/type`).
+    pub filter: String,
+    pub sort: SortColumn,
+    pub sort_desc: bool,
+    /// While frozen, snapshots and failures are ignored so the operator can read the screen.
     pub frozen: bool,
-    pub show_help: bool,
-    /// Set by `Quit`; the run loop exits when it sees it.
+    /// Set by `r` while frozen: the next snapshot is applied anyway.
+    pub accept_one: bool,
+    /// Set by `r`; the run loop asks the poller for a snapshot now and clears it.
+    pub refresh_requested: bool,
+    /// A one-line message for the footer (e.g. "not available yet"), cleared by the next key.
+    pub notice: Option<String>,
+    /// Set by quitting; the run loop exits when it sees it.
     pub should_quit: bool,
 }
 
 impl App {
-    pub fn update(&mut self, action: Action) {
-        match action {
-            Action::Snapshot { nodes, at } => {
-                if !self.frozen {
-                    self.nodes = Some(nodes);
-                    self.taken_at = Some(at);
-                    self.last_error = None;
-                }
-            }
-            Action::PollFailed(e) => {
-                if !self.frozen {
-                    self.last_error = Some(e);
-                }
-            }
-            Action::Tick => {}
-            Action::ToggleFreeze => self.frozen = !self.frozen,
-            Action::ToggleHelp => self.show_help = !self.show_help,
-            Action::Quit => self.should_quit = true,
+    pub fn new(config: Config, now: Instant) -> App {
+        App {
+            config,
+            now,
+            view: None,
+            taken_at: None,
+            down_since: HashMap::new(),
+            last_error: None,
+            channels: BTreeMap::new(),
+            channel_total: 0,
+            channel_error: None,
+            throughput: VecDeque::new(),
+            backlog: Backlog::default(),
+            backlog_samples: VecDeque::new(),
+            backlog_changed_at: None,
+            stall_reported: false,
+            events: VecDeque::new(),
+            focus: Pane::Channels,
+            mode: Mode::Normal,
+            node_sel: 0,
+            chan_sel: None,
+            event_scroll: 0,
+            filter: String::new(),
+            sort: SortColumn::Rate,
+            sort_desc: true,
+            frozen: false,
+            accept_one: false,
+            refresh_requested: false,
+            notice: None,
+            should_quit: false,
         }
     }
+
+    pub fn update(&mut self, action: Action) {
+        match action {
+            Action::Snapshot(s) => {
+                if self.frozen && !self.accept_one {
+                    return;
+                }
+                self.accept_one = false;
+                self.apply(*s);
+            }
+            Action::PollFailed { at, wall, error } => {
+                if self.frozen && !self.accept_one {
+                    return;
+                }
+                self.accept_one = false;
+                if self.last_error.is_none() {
+                    self.push_event(
+                        wall,
+                        Severity::Bad,
+                        format!("✗ cannot reach the cluster: {error}"),
+                    );
+                }
+                self.now = self.now.max(at);
+                self.last_error = Some(error);
+            }
+            Action::Tick(now) => self.now = self.now.max(now),
+            Action::Key(k) => self.on_key(k),
+            Action::Redraw => {}
+        }
+    }
+
+    /// The age of the shown data.
+    pub fn data_age(&self) -> Option<Duration> {
+        self.taken_at.map(|t| self.now.saturating_duration_since(t))
+    }
+
+    /// Data older than three refreshes (at least 3 s) is stale: the cluster may have changed.
+    pub fn stale_after(&self) -> Duration {
+        (self.config.refresh * 3).max(Duration::from_secs(3))
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.data_age().is_some_and(|a| a > self.stale_after()) || self.last_error.is_some()
+    }
+
+    /// Nodes sorted by id.
+    pub fn nodes(&self) -> Vec<&NodeStatus> {
+        let mut nodes: Vec<&NodeStatus> = self.view.iter().flat_map(|v| &v.nodes).collect();
+        nodes.sort_by_key(|n| n.id);
+        nodes
+    }
+
+    pub fn meta_leader(&self) -> Option<u64> {
+        self.view.as_ref().and_then(|v| v.meta_leader)
+    }
+
+    pub fn node_state(&self, n: &NodeStatus) -> NodeState {
+        if self.is_stale() {
+            NodeState::Stale
+        } else if n.online {
+            NodeState::Up
+        } else {
+            NodeState::Down
+        }
+    }
+
+    /// The channels the Channels pane shows: filtered, then sorted by the chosen column
+    /// (ties by key, so the order is stable).
+    pub fn visible_channels(&self) -> Vec<&ChannelRow> {
+        let needle = self.filter.to_lowercase();
+        let mut rows: Vec<&ChannelRow> = self
+            .channels
+            .values()
+            .filter(|r| needle.is_empty() || r.key.to_string().to_lowercase().contains(&needle))
+            .collect();
+        let sort = self.sort;
+        rows.sort_by(|a, b| {
+            let ord = match sort {
+                SortColumn::Channel => a.key.cmp(&b.key),
+                SortColumn::Rate => a
+                    .rate
+                    .unwrap_or(-1.0)
+                    .total_cmp(&b.rate.unwrap_or(-1.0))
+                    .then(a.seq().cmp(&b.seq())),
+                SortColumn::Seq => a.seq().cmp(&b.seq()),
+                SortColumn::Leader => a.leader().cmp(&b.leader()),
+                SortColumn::Lag => a.max_lag().cmp(&b.max_lag()),
+            };
+            let ord = if self.sort_desc { ord.reverse() } else { ord };
+            ord.then_with(|| a.key.cmp(&b.key))
+        });
+        rows
+    }
+
+    /// Index of the selected channel in [`App::visible_channels`] (the first when none).
+    pub fn selected_channel_index(&self, rows: &[&ChannelRow]) -> Option<usize> {
+        if rows.is_empty() {
+            return None;
+        }
+        Some(
+            self.chan_sel
+                .as_ref()
+                .and_then(|k| rows.iter().position(|r| &r.key == k))
+                .unwrap_or(0),
+        )
+    }
+
+    pub fn selected_channel(&self) -> Option<&ChannelRow> {
+        let rows = self.visible_channels();
+        self.selected_channel_index(&rows).map(|i| rows[i])
+    }
+
+    /// The channels whose replicas the poller should ask about first: the top of the
+    /// current view (busiest first by default) and the selection.
+    pub fn focus_channels(&self, max: usize) -> Vec<ChannelKey> {
+        let mut keys: Vec<ChannelKey> = Vec::new();
+        if let Some(sel) = self.selected_channel() {
+            keys.push(sel.key.clone());
+        }
+        for r in self.visible_channels() {
+            if keys.len() >= max {
+                break;
+            }
+            if !keys.contains(&r.key) {
+                keys.push(r.key.clone());
+            }
+        }
+        keys
+    }
+
+    fn push_event(&mut self, wall: SystemTime, severity: Severity, text: String) {
+        self.events.push_back(EventEntry { wall, severity, text });
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        // Keep the operator's place while scrolled down.
+        if self.event_scroll > 0 {
+            self.event_scroll += 1;
+        }
+    }
+
+    fn apply(&mut self, s: Snapshot) {
+        let prev_at = self.taken_at;
+        let old = self.view.take();
+        if self.last_error.take().is_some() && old.is_some() {
+            self.push_event(s.wall, Severity::Good, "▲ cluster reachable again".into());
+        }
+        self.diff_nodes(old.as_ref(), &s.nodes, s.wall, s.at);
+
+        match &s.channels {
+            Ok(list) => {
+                self.channel_error = None;
+                self.channel_total = list.total;
+                let mut rows = BTreeMap::new();
+                for info in &list.channels {
+                    let key = ChannelKey::new(info.channel_id.clone(), info.channel_type);
+                    let mut row = self
+                        .channels
+                        .remove(&key)
+                        .unwrap_or_else(|| ChannelRow::new(key.clone(), info.replicas.clone()));
+                    row.replicas = info.replicas.clone();
+                    rows.insert(key, row);
+                }
+                self.channels = rows;
+            }
+            Err(e) => self.channel_error = Some(e.clone()),
+        }
+
+        let mut delta_sum = 0u64;
+        let mut leader_changes = Vec::new();
+        for rep in s.replicas {
+            let key = ChannelKey::new(rep.channel_id.clone(), rep.channel_type);
+            let Some(row) = self.channels.get_mut(&key) else {
+                continue;
+            };
+            let old_leader = row.status.as_ref().map(|st| st.leader);
+            if let Some(old_leader) = old_leader
+                && old_leader != rep.leader
+            {
+                leader_changes.push((key.clone(), old_leader, rep.leader, is_hibernated(&rep)));
+            }
+            row.error = None;
+            row.status = Some(rep);
+            let seq = row.seq().unwrap_or(0);
+            if let Some((s0, t0)) = row.seq_sample
+                && s.at > t0
+            {
+                // A seq that went down means the channel's data was replaced: no rate.
+                row.rate = seq.checked_sub(s0).map(|d| {
+                    delta_sum += d;
+                    d as f64 / (s.at - t0).as_secs_f64()
+                });
+            }
+            row.seq_sample = Some((seq, s.at));
+        }
+        for (key, e) in s.replica_errors {
+            if let Some(row) = self.channels.get_mut(&key) {
+                row.error = Some(e);
+            }
+        }
+        self.channel_leader_events(leader_changes, s.wall);
+
+        if let Some(p) = prev_at.filter(|p| s.at > *p) {
+            let rate = delta_sum as f64 / (s.at - p).as_secs_f64();
+            self.throughput.push_back(rate.round() as u64);
+            while self.throughput.len() > THROUGHPUT_SAMPLES {
+                self.throughput.pop_front();
+            }
+        }
+
+        self.apply_backlog(s.backlog, s.at, s.wall);
+        self.view = Some(s.nodes);
+        self.taken_at = Some(s.at);
+        self.now = self.now.max(s.at);
+        self.clamp_selection();
+    }
+
+    /// Events for what changed between two node views.
+    fn diff_nodes(&mut self, old: Option<&NodesResp>, new: &NodesResp, wall: SystemTime, at: Instant) {
+        for n in &new.nodes {
+            if n.online {
+                self.down_since.remove(&n.id);
+            } else {
+                self.down_since.entry(n.id).or_insert(at);
+            }
+        }
+        let Some(old) = old else {
+            let up = new.nodes.iter().filter(|n| n.online).count();
+            let leader = new.meta_leader.map_or_else(
+                || "no metadata leader".to_string(),
+                |l| format!("metadata leader *{l}"),
+            );
+            self.push_event(
+                wall,
+                Severity::Info,
+                format!("· connected: {up}/{} nodes up, {leader}", new.nodes.len()),
+            );
+            return;
+        };
+        if old.meta_leader != new.meta_leader {
+            match (old.meta_leader, new.meta_leader) {
+                (_, None) => self.push_event(wall, Severity::Bad, "✗ metadata group has NO leader".into()),
+                (None, Some(l)) => self.push_event(
+                    wall,
+                    Severity::Good,
+                    format!("* metadata leader elected: node {l}"),
+                ),
+                (Some(a), Some(b)) => {
+                    self.push_event(wall, Severity::Warn, format!("* metadata leader {a} → {b}"))
+                }
+            }
+        }
+        let max_term = |v: &NodesResp| v.nodes.iter().filter(|n| n.online).map(|n| n.term).max();
+        if let (Some(a), Some(b)) = (max_term(old), max_term(new))
+            && b > a
+        {
+            self.push_event(
+                wall,
+                Severity::Info,
+                format!("↻ metadata term {a} → {b} (election)"),
+            );
+        }
+        let old_by_id: HashMap<u64, &NodeStatus> = old.nodes.iter().map(|n| (n.id, n)).collect();
+        let mut new_sorted: Vec<&NodeStatus> = new.nodes.iter().collect();
+        new_sorted.sort_by_key(|n| n.id);
+        for n in new_sorted {
+            let Some(o) = old_by_id.get(&n.id) else {
+                self.push_event(wall, Severity::Info, format!("+ node {} joined the view", n.id));
+                continue;
+            };
+            match (o.online, n.online) {
+                (true, false) => self.push_event(
+                    wall,
+                    Severity::Bad,
+                    format!("✗ node {} down (not answering)", n.id),
+                ),
+                (false, true) => self.push_event(wall, Severity::Good, format!("▲ node {} up", n.id)),
+                (true, true) if o.role != n.role && n.role != Role::Unknown => self.push_event(
+                    wall,
+                    Severity::Info,
+                    format!("↻ node {} role {} → {}", n.id, o.role.as_str(), n.role.as_str()),
+                ),
+                _ => {}
+            }
+        }
+        let mut gone: Vec<u64> = old
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|id| !new.nodes.iter().any(|n| n.id == *id))
+            .collect();
+        gone.sort_unstable();
+        for id in gone {
+            self.down_since.remove(&id);
+            self.push_event(
+                wall,
+                Severity::Warn,
+                format!("- node {id} left the view (no longer listed)"),
+            );
+        }
+    }
+
+    fn channel_leader_events(&mut self, changes: Vec<LeaderChange>, wall: SystemTime) {
+        let text = |(k, a, b, idle): &LeaderChange| match (a, b) {
+            (_, None) if *idle => format!("{k} hibernated (idle)"),
+            (_, None) => format!("{k} lost its leader"),
+            (None, Some(b)) => format!("{k} leader elected: {b}"),
+            (Some(a), Some(b)) => format!("{k} leader {a} → {b}"),
+        };
+        if changes.len() > CHANNEL_EVENTS_PER_SNAPSHOT {
+            let examples: Vec<String> = changes.iter().take(3).map(text).collect();
+            self.push_event(
+                wall,
+                Severity::Warn,
+                format!(
+                    "* {} channels changed leader ({}, ...)",
+                    changes.len(),
+                    examples.join("; ")
+                ),
+            );
+            return;
+        }
+        for c in &changes {
+            let sev = match c {
+                (_, _, None, true) | (_, None, Some(_), _) => Severity::Info,
+                (_, _, None, false) => Severity::Bad,
+                _ => Severity::Warn,
+            };
+            self.push_event(wall, sev, format!("* channel {}", text(c)));
+        }
+    }
+
+    /// The backlog report, when the node sent one.
+    pub fn backlog_report(&self) -> Option<&wk_api::Backlog> {
+        match &self.backlog {
+            Backlog::Report(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Channels per second leaving the backlog, observed over the last samples (up to
+    /// [`BACKLOG_RATE_WINDOW`]): the decreases summed over the window's span, so new work
+    /// arriving meanwhile does not hide the drain. None without two samples.
+    pub fn backlog_rate(&self) -> Option<f64> {
+        let n = self.backlog_samples.len();
+        let window: Vec<(Instant, u64)> = self
+            .backlog_samples
+            .iter()
+            .skip(n.saturating_sub(BACKLOG_RATE_WINDOW))
+            .copied()
+            .collect();
+        let (t0, t1) = (window.first()?.0, window.last()?.0);
+        if t1 <= t0 {
+            return None;
+        }
+        let drained: u64 = window.windows(2).map(|w| w[0].1.saturating_sub(w[1].1)).sum();
+        Some(drained as f64 / (t1 - t0).as_secs_f64())
+    }
+
+    /// Time until the backlog is empty at the observed rate (or the drain's limit while
+    /// nothing was observed yet); None without a running drain or any rate.
+    pub fn backlog_eta(&self) -> Option<Duration> {
+        let b = self.backlog_report()?;
+        let drain = b.drain.as_ref()?;
+        if b.total == 0 {
+            return Some(Duration::ZERO);
+        }
+        let rate = self.backlog_rate().filter(|r| *r > 0.0).unwrap_or(drain.rate);
+        (rate > 0.0).then(|| Duration::from_secs_f64(b.total as f64 / rate))
+    }
+
+    /// A running drain with work left whose backlog has not moved for a while.
+    pub fn backlog_stalled(&self) -> bool {
+        let Some(b) = self.backlog_report() else {
+            return false;
+        };
+        let patience = (self.config.refresh * 5).max(Duration::from_secs(10));
+        b.drain.is_some()
+            && b.total > 0
+            && self
+                .backlog_changed_at
+                .is_some_and(|t| self.now.saturating_duration_since(t) > patience)
+    }
+
+    fn apply_backlog(&mut self, new: Backlog, at: Instant, wall: SystemTime) {
+        let old = self.backlog_report().cloned();
+        if let Backlog::Report(b) = &new {
+            if let Some(o) = &old {
+                match (o.total, b.total) {
+                    (0, n) if n > 0 => self.push_event(
+                        wall,
+                        Severity::Warn,
+                        format!("! sync backlog: {n} channels to move ({} at risk)", b.at_risk),
+                    ),
+                    (n, 0) if n > 0 => self.push_event(wall, Severity::Good, "✓ sync backlog drained".into()),
+                    _ => {}
+                }
+                match (&o.drain, &b.drain) {
+                    (None, Some(d)) => self.push_event(
+                        wall,
+                        Severity::Info,
+                        format!("→ backlog drain started ({:.1} ch/s)", d.rate),
+                    ),
+                    (Some(_), None) => {
+                        self.push_event(wall, Severity::Info, "· backlog drain stopped".into())
+                    }
+                    _ => {}
+                }
+            }
+            if old.as_ref().is_none_or(|o| o.total != b.total) || b.drain.is_none() {
+                self.backlog_changed_at = Some(at);
+                self.stall_reported = false;
+            }
+            self.backlog_samples.push_back((at, b.total));
+            while self.backlog_samples.len() > THROUGHPUT_SAMPLES {
+                self.backlog_samples.pop_front();
+            }
+        }
+        self.backlog = new;
+        self.now = self.now.max(at);
+        if self.backlog_stalled() && !self.stall_reported {
+            self.stall_reported = true;
+            let total = self.backlog_report().map_or(0, |b| b.total);
+            self.push_event(
+                wall,
+                Severity::Bad,
+                format!("✗ backlog drain stalled: {total} channels left, no progress"),
+            );
+        }
+    }
+
+    fn clamp_selection(&mut self) {
+        let n = self.nodes().len();
+        self.node_sel = self.node_sel.min(n.saturating_sub(1));
+        self.event_scroll = self.event_scroll.min(self.events.len().saturating_sub(1));
+    }
+
+    fn on_key(&mut self, key: Key) {
+        if key == Key::CtrlC {
+            self.should_quit = true;
+            return;
+        }
+        self.notice = None;
+        match self.mode {
+            Mode::Help => {
+                if matches!(key, Key::Char('?') | Key::Char('q') | Key::Esc) {
+                    self.mode = Mode::Normal;
+                }
+            }
+            Mode::Filter => match key {
+                Key::Char(c) => self.filter.push(c),
+                Key::Backspace => {
+                    self.filter.pop();
+                }
+                Key::Enter => self.mode = Mode::Normal,
+                Key::Esc => {
+                    self.filter.clear();
+                    self.mode = Mode::Normal;
+                }
+                Key::Up | Key::Down => self.move_channel(if key == Key::Up { -1 } else { 1 }),
+                _ => {}
+            },
+            Mode::Detail => match key {
+                Key::Char('q') | Key::Esc | Key::Enter => self.mode = Mode::Normal,
+                Key::Up | Key::Char('k') => self.move_channel(-1),
+                Key::Down | Key::Char('j') => self.move_channel(1),
+                Key::Char('f') => self.frozen = !self.frozen,
+                Key::Char('r') => self.request_refresh(),
+                _ => {}
+            },
+            Mode::Normal => self.on_normal_key(key),
+        }
+    }
+
+    fn on_normal_key(&mut self, key: Key) {
+        match key {
+            Key::Char('q') => self.should_quit = true,
+            Key::Esc if !self.filter.is_empty() => self.filter.clear(),
+            Key::Esc => self.should_quit = true,
+            Key::Char('?') => self.mode = Mode::Help,
+            Key::Char('f') => self.frozen = !self.frozen,
+            Key::Char('r') => self.request_refresh(),
+            Key::Tab => self.focus = self.focus.next(),
+            Key::BackTab => self.focus = self.focus.prev(),
+            Key::Up | Key::Char('k') => self.move_focused(-1),
+            Key::Down | Key::Char('j') => self.move_focused(1),
+            Key::PageUp => self.move_focused(-10),
+            Key::PageDown => self.move_focused(10),
+            Key::Home | Key::Char('g') => self.move_focused(-1_000_000),
+            Key::End | Key::Char('G') => self.move_focused(1_000_000),
+            Key::Char('/') => {
+                self.focus = Pane::Channels;
+                self.mode = Mode::Filter;
+            }
+            Key::Char(c @ '1'..='5') => {
+                let col = SortColumn::ALL[c as usize - '1' as usize];
+                if self.sort == col {
+                    self.sort_desc = !self.sort_desc;
+                } else {
+                    self.sort = col;
+                    self.sort_desc = col.default_descending();
+                }
+            }
+            Key::Enter if self.focus == Pane::Channels && self.selected_channel().is_some() => {
+                self.chan_sel = self.selected_channel().map(|r| r.key.clone());
+                self.mode = Mode::Detail;
+            }
+            Key::Char('s') => {
+                self.notice = Some(
+                    "s (scale-out drill): not available in the dashboard yet; use wkctl cluster join".into(),
+                )
+            }
+            Key::Char('d') => {
+                self.notice = Some(
+                    "d (failover drills): not available in the dashboard yet; use wkctl bench failover"
+                        .into(),
+                )
+            }
+            _ => {}
+        }
+    }
+
+    fn request_refresh(&mut self) {
+        self.refresh_requested = true;
+        if self.frozen {
+            self.accept_one = true;
+        }
+    }
+
+    fn move_focused(&mut self, delta: i64) {
+        match self.focus {
+            Pane::Nodes => {
+                let n = self.nodes().len();
+                self.node_sel = step(self.node_sel, delta, n);
+            }
+            Pane::Channels => self.move_channel(delta),
+            Pane::Events => {
+                self.event_scroll = step(self.event_scroll, delta, self.events.len());
+            }
+            Pane::Throughput | Pane::Backlog => {}
+        }
+    }
+
+    fn move_channel(&mut self, delta: i64) {
+        let rows = self.visible_channels();
+        let Some(i) = self.selected_channel_index(&rows) else {
+            return;
+        };
+        let j = step(i, delta, rows.len());
+        self.chan_sel = Some(rows[j].key.clone());
+    }
+}
+
+/// `i + delta`, clamped to `0..len`.
+fn step(i: usize, delta: i64, len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let j = i as i64 + delta;
+    j.clamp(0, len as i64 - 1) as usize
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::{Event, Key, action_for};
-
-    fn view(leader: u64) -> NodesResp {
-        NodesResp {
-            meta_leader: Some(leader),
-            nodes: vec![],
-        }
-    }
-
-    #[test]
-    fn snapshots_errors_freeze_and_quit() {
-        let mut app = App::default();
-        app.update(Action::Snapshot {
-            nodes: view(1),
-            at: Instant::now(),
-        });
-        assert_eq!(app.nodes.as_ref().and_then(|n| n.meta_leader), Some(1));
-
-        app.update(Action::PollFailed("unreachable".into()));
-        assert_eq!(app.last_error.as_deref(), Some("unreachable"));
-        assert!(app.nodes.is_some(), "a failed poll keeps the last view");
-
-        app.update(action_for(&Event::Key(Key::Char('f'))).expect("f freezes"));
-        app.update(Action::Snapshot {
-            nodes: view(2),
-            at: Instant::now(),
-        });
-        assert_eq!(app.nodes.as_ref().and_then(|n| n.meta_leader), Some(1), "frozen");
-
-        app.update(Action::ToggleFreeze);
-        app.update(Action::Snapshot {
-            nodes: view(2),
-            at: Instant::now(),
-        });
-        assert_eq!(app.nodes.as_ref().and_then(|n| n.meta_leader), Some(2));
-        assert_eq!(app.last_error, None);
-
-        assert_eq!(action_for(&Event::Key(Key::Down)).map(|_| ()), None);
-        app.update(action_for(&Event::Key(Key::Char('q'))).expect("q quits"));
-        assert!(app.should_quit);
-    }
-}
+#[path = "app_tests.rs"]
+mod tests;

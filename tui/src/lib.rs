@@ -1,18 +1,169 @@
-//! `wk-tui`: the WuKong HA dashboard. **This is a stub** for the dashboard issue: it fixes the
-//! module layout and the state/update split, not the terminal UI itself.
+//! `wk-tui`: the WuKong HA live dashboard (`wkctl top`, and the end of `wkctl demo` on a
+//! terminal). It owns the terminal UI; it depends on the shared API crate only, never on node
+//! internals.
 //!
-//! Layout (the dashboard keeps it):
-//! - `event`: turns input and ticks into [`event::Event`]s; no state.
-//! - `poller`: the only module that does I/O; fetches snapshots through `wk_api::Client`.
-//! - `app`: all state; [`app::App::update`] applies an [`app::Action`] and does no I/O.
-//! - `ui`: pure render functions from `&App` to what is drawn.
+//! Layout:
+//! - `event`: turns terminal input and ticks into [`event::Event`]s (an input thread); no state.
+//! - `poller`: the only module that does I/O; polls the cluster through `wk_api::Client` and
+//!   sends [`snapshot::Snapshot`]s, bounded by a deadline so a dead node never stalls it.
+//! - `snapshot`: the plain data one poll produces.
+//! - `app`: all state; [`app::App::update`] applies an [`app::Action`], does no I/O and reads
+//!   no clock (time comes in actions).
+//! - `ui`: pure render functions from `&App` to a frame; [`ui::render_text`] makes plain text.
 //!
-//! It depends on the shared API crate only, never on node internals. ratatui and crossterm
-//! (workspace dependencies) come in with the real terminal front end.
+//! [`run`] ties them together: it owns the terminal (restored on exit, on error, on drop and
+//! by a panic hook), the input thread and the poller task, and stops all three when it
+//! returns or is dropped.
 
 pub mod app;
 pub mod event;
 pub mod poller;
+pub mod snapshot;
 pub mod ui;
 
+#[cfg(test)]
+mod fixtures;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use ratatui::DefaultTerminal;
+use tokio::sync::mpsc;
+use wk_api::Client;
+
 pub use app::{Action, App};
+
+/// How the dashboard runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Time between polls (`--refresh`).
+    pub refresh: Duration,
+    /// Shown in the header, e.g. the endpoints or `demo: 3 local nodes`.
+    pub title: String,
+    /// At most this many channels are listed (`GET /cluster/channels?limit=`).
+    pub channel_limit: u64,
+    /// At most this many channels' replicas are polled per refresh.
+    pub replica_budget: usize,
+    /// A whole poll that takes longer counts as "unreachable".
+    pub deadline: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let p = poller::PollConfig::default();
+        Options {
+            refresh: p.refresh,
+            title: String::new(),
+            channel_limit: p.channel_limit,
+            replica_budget: p.replica_budget,
+            deadline: p.deadline,
+        }
+    }
+}
+
+impl Options {
+    fn poll_config(&self) -> poller::PollConfig {
+        poller::PollConfig {
+            refresh: self.refresh,
+            channel_limit: self.channel_limit,
+            replica_budget: self.replica_budget,
+            deadline: self.deadline,
+            ..poller::PollConfig::default()
+        }
+    }
+
+    fn app_config(&self, client: &Client) -> app::Config {
+        app::Config {
+            refresh: self.refresh,
+            title: if self.title.is_empty() {
+                client.endpoints().join(",")
+            } else {
+                self.title.clone()
+            },
+            endpoint: client.endpoints().join(","),
+        }
+    }
+}
+
+/// How often the screen redraws without news (keeps the data's age current).
+const UI_TICK: Duration = Duration::from_millis(250);
+
+/// The terminal in raw mode on the alternate screen; restored when dropped. ratatui's init
+/// also installs a panic hook that restores the terminal before the panic message prints.
+struct TerminalGuard(DefaultTerminal);
+
+impl TerminalGuard {
+    fn enter() -> io::Result<TerminalGuard> {
+        let mut t = ratatui::try_init()?;
+        t.hide_cursor()?;
+        Ok(TerminalGuard(t))
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        let _ = self.0.show_cursor();
+        ratatui::restore();
+    }
+}
+
+/// Runs the dashboard until the operator quits (q, Esc, Ctrl-C). Cancelling the future (e.g.
+/// `wkctl demo` on SIGTERM) also restores the terminal and stops the poller.
+pub async fn run(client: Client, opts: Options) -> io::Result<()> {
+    let mut app = App::new(opts.app_config(&client), Instant::now());
+    let (actions_tx, mut actions) = mpsc::channel::<Action>(16);
+    let (events_tx, mut events) = mpsc::channel::<event::Event>(64);
+    let poller = poller::Poller::spawn(client, opts.poll_config(), actions_tx);
+    let mut term = TerminalGuard::enter()?;
+    let _input = event::Input::spawn(events_tx)?;
+    let mut tick = tokio::time::interval(UI_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let focus_budget = opts.replica_budget / 2;
+    loop {
+        term.0.draw(|f| ui::draw(f, &app))?;
+        let first = tokio::select! {
+            a = actions.recv() => a,
+            e = events.recv() => e.as_ref().and_then(event::action_for),
+            _ = tick.tick() => Some(Action::Tick(Instant::now())),
+        };
+        app.update(Action::Tick(Instant::now()));
+        if let Some(a) = first {
+            app.update(a);
+        }
+        // Apply whatever else is queued before drawing again, so bursts draw once.
+        while let Ok(a) = actions.try_recv() {
+            app.update(a);
+        }
+        while let Ok(e) = events.try_recv() {
+            if let Some(a) = event::action_for(&e) {
+                app.update(a);
+            }
+        }
+        if app.should_quit {
+            return Ok(());
+        }
+        if std::mem::take(&mut app.refresh_requested) {
+            poller.refresh_now();
+        }
+        poller.set(poller::Control {
+            frozen: app.frozen,
+            focus: app.focus_channels(focus_budget),
+        });
+    }
+}
+
+/// The terminal's size (columns, rows), if stdout is a terminal that reports one.
+pub fn terminal_size() -> Option<(u16, u16)> {
+    crossterm::terminal::size().ok().filter(|(w, h)| *w > 0 && *h > 0)
+}
+
+/// One poll rendered as plain text at `width` x `height` (`wkctl top --once`). The bool is
+/// false when the cluster could not be reached (the text then says why).
+pub async fn render_once(client: &Client, opts: &Options, width: u16, height: u16) -> (String, bool) {
+    let mut app = App::new(opts.app_config(client), Instant::now());
+    let action = poller::poll_once(client, &opts.poll_config(), &[], &mut 0).await;
+    let ok = matches!(action, Action::Snapshot(_));
+    app.update(action);
+    app.update(Action::Tick(Instant::now()));
+    (ui::render_text(&app, width, height), ok)
+}

@@ -74,7 +74,9 @@ pub fn key(channel_id: &str, channel_type: u8) -> String {
 
 /// A replica is lagging when it is offline or the leader sees it behind.
 fn is_lagging(c: &ChannelReplicas) -> bool {
-    c.replicas.iter().any(|r| !r.online || r.lag.is_some_and(|l| l > 0))
+    c.replicas
+        .iter()
+        .any(|r| !r.online || r.lag.is_some_and(|l| l > 0))
 }
 
 /// `wkctl channel list`: exit 1 when some channel's status could not be read.
@@ -100,13 +102,20 @@ pub async fn list(global: &GlobalArgs, args: ChannelListArgs) -> anyhow::Result<
     if args.lagging {
         channels.retain(is_lagging);
     }
-    let listing = ChannelListing { total: all.total, channels };
+    let listing = ChannelListing {
+        total: all.total,
+        channels,
+    };
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => output::write_json(&mut out, &listing)?,
         OutputFormat::Text => output::write_text(&mut out, &render::channel_list_text(&listing, listed))?,
     }
-    Ok(if failed > 0 { Outcome::CheckFailed } else { Outcome::Ok })
+    Ok(if failed > 0 {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
 }
 
 /// `wkctl channel show ID TYPE`: exit 1 on a checksum mismatch among caught-up replicas.
@@ -127,7 +136,11 @@ pub async fn show(global: &GlobalArgs, channel_id: &str, channel_type: u8) -> an
         }
         OutputFormat::Text => output::write_text(&mut out, &render::channel_show_text(&c))?,
     }
-    Ok(if mismatches.is_empty() { Outcome::Ok } else { Outcome::CheckFailed })
+    Ok(if mismatches.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
 }
 
 /// `wkctl channel transfer-leader ID TYPE --to NODE`: prints the configuration after the
@@ -138,13 +151,30 @@ pub async fn transfer_leader(global: &GlobalArgs, args: TransferArgs) -> anyhow:
     let before = client
         .channel_config(&args.channel_id, args.channel_type)
         .await
-        .with_context(|| format!("GET /cluster/channels/{}/{}/config", args.channel_id, args.channel_type))?;
+        .with_context(|| {
+            format!(
+                "GET /cluster/channels/{}/{}/config",
+                args.channel_id, args.channel_type
+            )
+        })?;
     if !before.replicas.contains(&args.to) {
-        anyhow::bail!("node {} is not a replica of {name} (replicas {})", args.to, render::ids(&before.replicas));
+        anyhow::bail!(
+            "node {} is not a replica of {name} (replicas {})",
+            args.to,
+            render::ids(&before.replicas)
+        );
     }
-    let from = before.leader.map_or_else(|| "no leader".to_string(), |l| format!("node {l}"));
-    eprintln!("moving the leadership of {name} from {from} to node {}...", args.to);
-    let after = match client.transfer_leader(&args.channel_id, args.channel_type, args.to).await {
+    let from = before
+        .leader
+        .map_or_else(|| "no leader".to_string(), |l| format!("node {l}"));
+    eprintln!(
+        "moving the leadership of {name} from {from} to node {}...",
+        args.to
+    );
+    let after = match client
+        .transfer_leader(&args.channel_id, args.channel_type, args.to)
+        .await
+    {
         Ok(c) => c,
         // The node could not complete it in time: report where the leader is now.
         Err(ClientError::Api(e)) if e.code == "unavailable" || e.code == "not_leader" => {
@@ -164,8 +194,13 @@ pub async fn transfer_leader(global: &GlobalArgs, args: TransferArgs) -> anyhow:
             let verdict = if moved {
                 format!("✓ ok    node {} leads {name} (term {})\n", args.to, after.term)
             } else {
-                let now = after.leader.map_or_else(|| "no leader".to_string(), |l| format!("node {l}"));
-                format!("✗ FAIL  the leader did not move to node {}: {now} leads {name}\n", args.to)
+                let now = after
+                    .leader
+                    .map_or_else(|| "no leader".to_string(), |l| format!("node {l}"));
+                format!(
+                    "✗ FAIL  the leader did not move to node {}: {now} leads {name}\n",
+                    args.to
+                )
             };
             output::write_text(&mut out, &format!("{}{verdict}", render::config_text(&after)))?
         }

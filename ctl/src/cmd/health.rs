@@ -49,7 +49,10 @@ pub fn evaluate(
     if let Some(want) = expect_nodes
         && want != nodes.nodes.len()
     {
-        problems.push(format!("expected {want} nodes, the cluster has {}", nodes.nodes.len()));
+        problems.push(format!(
+            "expected {want} nodes, the cluster has {}",
+            nodes.nodes.len()
+        ));
     }
     if nodes.nodes.is_empty() {
         problems.push("no nodes".into());
@@ -73,10 +76,19 @@ pub fn evaluate(
         [] => (false, "no node leads the metadata group".to_string()),
         many => (
             false,
-            format!("{} nodes claim to lead the metadata group: {}", many.len(), render::ids(many)),
+            format!(
+                "{} nodes claim to lead the metadata group: {}",
+                many.len(),
+                render::ids(many)
+            ),
         ),
     };
-    checks.push(Check { name: "meta_leader", ok, detail, problems: Vec::new() });
+    checks.push(Check {
+        name: "meta_leader",
+        ok,
+        detail,
+        problems: Vec::new(),
+    });
 
     // Quorum of each channel.
     let examined = channels.status.len();
@@ -107,7 +119,10 @@ pub fn evaluate(
         detail: if no_quorum.is_empty() {
             format!("{examined} channels, each with a quorum of online replicas{scope}")
         } else {
-            format!("{} of {examined} channels without a quorum of online replicas{scope}", no_quorum.len())
+            format!(
+                "{} of {examined} channels without a quorum of online replicas{scope}",
+                no_quorum.len()
+            )
         },
         problems: no_quorum,
     });
@@ -140,12 +155,18 @@ pub fn evaluate(
         detail: if lagging.is_empty() {
             format!("no replica more than {max_lag} entries behind (worst {worst}){idle}")
         } else {
-            format!("{} replicas more than {max_lag} entries behind{idle}", lagging.len())
+            format!(
+                "{} replicas more than {max_lag} entries behind{idle}",
+                lagging.len()
+            )
         },
         problems: lagging,
     });
 
-    HealthReport { healthy: checks.iter().all(|c| c.ok), checks }
+    HealthReport {
+        healthy: checks.iter().all(|c| c.ok),
+        checks,
+    }
 }
 
 /// `wkctl cluster health`.
@@ -156,11 +177,19 @@ pub async fn health(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<Out
     let status: Vec<(String, Result<ChannelReplicas, String>)> = channel::replicas_of(&client, list.channels)
         .await
         .into_iter()
-        .map(|(info, r)| (channel::key(&info.channel_id, info.channel_type), r.map_err(|e| e.to_string())))
+        .map(|(info, r)| {
+            (
+                channel::key(&info.channel_id, info.channel_type),
+                r.map_err(|e| e.to_string()),
+            )
+        })
         .collect();
     let report = evaluate(
         &nodes,
-        &ChannelFacts { total: list.total, status: &status },
+        &ChannelFacts {
+            total: list.total,
+            status: &status,
+        },
         args.expect_nodes,
         args.max_lag,
     );
@@ -169,7 +198,11 @@ pub async fn health(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<Out
         OutputFormat::Json => output::write_json(&mut out, &report)?,
         OutputFormat::Text => output::write_text(&mut out, &render::health_text(&report))?,
     }
-    Ok(if report.healthy { Outcome::Ok } else { Outcome::CheckFailed })
+    Ok(if report.healthy {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
 }
 
 /// `wkctl cluster status --watch`: redraws every `interval` until Ctrl-C (exit 0). Text on a
@@ -203,7 +236,11 @@ pub async fn watch(global: &GlobalArgs, interval: Duration) -> anyhow::Result<Ou
             }
             OutputFormat::Text => {
                 let now = humantime::format_rfc3339_seconds(SystemTime::now());
-                let mut text = if redraw { "\x1b[2J\x1b[H".to_string() } else { String::new() };
+                let mut text = if redraw {
+                    "\x1b[2J\x1b[H".to_string()
+                } else {
+                    String::new()
+                };
                 text.push_str(&format!(
                     "{now}  every {}  (Ctrl-C stops)\n{}",
                     humantime::format_duration(interval),
@@ -261,7 +298,11 @@ mod tests {
                 .map(|(i, (online, lag))| ReplicaStatus {
                     node_id: i as u64 + 1,
                     online: *online,
-                    role: if leader == Some(i as u64 + 1) { Role::Leader } else { Role::Follower },
+                    role: if leader == Some(i as u64 + 1) {
+                        Role::Leader
+                    } else {
+                        Role::Follower
+                    },
                     term: 1,
                     last_log_index: 5,
                     applied_index: 5,
@@ -291,21 +332,63 @@ mod tests {
         );
         let ok3 = chan(Some(1), &[(true, Some(0)), (true, Some(0)), (true, Some(0))]);
         let cases: Vec<Case> = vec![
-            ("healthy", vec![LEAD, UP, UP], Some(3), vec![Ok(ok3.clone())], 10, vec![]),
+            (
+                "healthy",
+                vec![LEAD, UP, UP],
+                Some(3),
+                vec![Ok(ok3.clone())],
+                10,
+                vec![],
+            ),
             ("no channels", vec![LEAD, UP, UP], None, vec![], 10, vec![]),
-            ("node down", vec![LEAD, UP, DOWN], None, vec![Ok(ok3.clone())], 10, vec!["nodes"]),
-            ("wrong count", vec![LEAD, UP, UP], Some(4), vec![], 10, vec!["nodes"]),
-            ("no leader", vec![UP, UP, UP], None, vec![], 10, vec!["meta_leader"]),
-            ("two leaders", vec![LEAD, LEAD, UP], None, vec![], 10, vec!["meta_leader"]),
-            ("an offline leader does not count", vec![(Role::Leader, false), UP], None, vec![], 10, vec![
-                "nodes",
-                "meta_leader",
-            ]),
+            (
+                "node down",
+                vec![LEAD, UP, DOWN],
+                None,
+                vec![Ok(ok3.clone())],
+                10,
+                vec!["nodes"],
+            ),
+            (
+                "wrong count",
+                vec![LEAD, UP, UP],
+                Some(4),
+                vec![],
+                10,
+                vec!["nodes"],
+            ),
+            (
+                "no leader",
+                vec![UP, UP, UP],
+                None,
+                vec![],
+                10,
+                vec!["meta_leader"],
+            ),
+            (
+                "two leaders",
+                vec![LEAD, LEAD, UP],
+                None,
+                vec![],
+                10,
+                vec!["meta_leader"],
+            ),
+            (
+                "an offline leader does not count",
+                vec![(Role::Leader, false), UP],
+                None,
+                vec![],
+                10,
+                vec!["nodes", "meta_leader"],
+            ),
             (
                 "one replica down keeps a quorum",
                 vec![LEAD, UP, UP],
                 None,
-                vec![Ok(chan(Some(1), &[(true, Some(0)), (true, Some(0)), (false, Some(3))]))],
+                vec![Ok(chan(
+                    Some(1),
+                    &[(true, Some(0)), (true, Some(0)), (false, Some(3))],
+                ))],
                 10,
                 vec![],
             ),
@@ -317,12 +400,22 @@ mod tests {
                 10,
                 vec!["quorum"],
             ),
-            ("status unreadable", vec![LEAD, UP, UP], None, vec![Err("503".into())], 10, vec!["quorum"]),
+            (
+                "status unreadable",
+                vec![LEAD, UP, UP],
+                None,
+                vec![Err("503".into())],
+                10,
+                vec!["quorum"],
+            ),
             (
                 "lag over the limit",
                 vec![LEAD, UP, UP],
                 None,
-                vec![Ok(chan(Some(1), &[(true, Some(0)), (true, Some(11)), (true, Some(0))]))],
+                vec![Ok(chan(
+                    Some(1),
+                    &[(true, Some(0)), (true, Some(11)), (true, Some(0))],
+                ))],
                 10,
                 vec!["lag"],
             ),
@@ -330,7 +423,10 @@ mod tests {
                 "lag at the limit",
                 vec![LEAD, UP, UP],
                 None,
-                vec![Ok(chan(Some(1), &[(true, Some(0)), (true, Some(10)), (true, Some(0))]))],
+                vec![Ok(chan(
+                    Some(1),
+                    &[(true, Some(0)), (true, Some(10)), (true, Some(0))],
+                ))],
                 10,
                 vec![],
             ),
@@ -354,7 +450,10 @@ mod tests {
         for (name, spec, expect, chans, max_lag, want) in cases {
             let status: Vec<(String, Result<ChannelReplicas, String>)> =
                 chans.into_iter().map(|c| ("c/2".to_string(), c)).collect();
-            let facts = ChannelFacts { total: status.len() as u64, status: &status };
+            let facts = ChannelFacts {
+                total: status.len() as u64,
+                status: &status,
+            };
             let report = evaluate(&nodes(&spec), &facts, expect, max_lag);
             let failed: Vec<&str> = report.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
             assert_eq!(failed, want, "case {name:?}: {report:#?}");
@@ -365,10 +464,22 @@ mod tests {
     #[test]
     fn details() {
         let status = vec![
-            ("a/2".to_string(), Ok(chan(Some(1), &[(true, Some(0)), (true, Some(2)), (false, Some(7))]))),
-            ("b/2".to_string(), Ok(chan(None, &[(true, None), (true, None), (true, None)]))),
+            (
+                "a/2".to_string(),
+                Ok(chan(
+                    Some(1),
+                    &[(true, Some(0)), (true, Some(2)), (false, Some(7))],
+                )),
+            ),
+            (
+                "b/2".to_string(),
+                Ok(chan(None, &[(true, None), (true, None), (true, None)])),
+            ),
         ];
-        let facts = ChannelFacts { total: 5, status: &status };
+        let facts = ChannelFacts {
+            total: 5,
+            status: &status,
+        };
         let r = evaluate(&nodes(&[LEAD, UP, DOWN]), &facts, None, 5);
         assert_eq!(
             render::health_text(&r),

@@ -27,7 +27,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Demo(args) => demo::run(global, args).await,
         Command::Top(args) => top::run(global, args).await,
-        Command::Cluster(ClusterCommand::Status(args)) if args.watch => health::watch(global, args.interval).await,
+        Command::Cluster(ClusterCommand::Status(args)) if args.watch => {
+            health::watch(global, args.interval).await
+        }
         Command::Cluster(ClusterCommand::Status(_)) => cluster::status(global).await,
         Command::Cluster(ClusterCommand::Health(args)) => health::health(global, args).await,
         Command::Node(NodeCommand::List) => node::list(global).await,
@@ -35,10 +37,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Node(NodeCommand::EvacuateLeaders { id }) => node::evacuate(global, id).await,
         Command::Node(NodeCommand::Remove(args)) => node::remove(global, args).await,
         Command::Channel(ChannelCommand::List(args)) => channel::list(global, args).await,
-        Command::Channel(ChannelCommand::Show { channel_id, channel_type }) => {
-            channel::show(global, &channel_id, channel_type).await
+        Command::Channel(ChannelCommand::Show {
+            channel_id,
+            channel_type,
+        }) => channel::show(global, &channel_id, channel_type).await,
+        Command::Channel(ChannelCommand::TransferLeader(args)) => {
+            channel::transfer_leader(global, args).await
         }
-        Command::Channel(ChannelCommand::TransferLeader(args)) => channel::transfer_leader(global, args).await,
         Command::Cluster(ClusterCommand::Join(args)) => scale::join(global, args).await,
         Command::Backlog(BacklogCommand::Show { limit }) => scale::show(global, limit).await,
         Command::Backlog(BacklogCommand::Drain(args)) => scale::drain(global, args).await,
@@ -60,7 +65,10 @@ fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
 /// Like `client`, but each request may take up to `max(--timeout, at_least)`: for calls that
 /// block on the node until a long operation finishes.
 fn client_with_timeout(global: &GlobalArgs, at_least: std::time::Duration) -> anyhow::Result<Client> {
-    let client = Client::new(std::slice::from_ref(&global.endpoint), global.timeout.max(at_least))
-        .with_context(|| format!("--endpoint {:?}", global.endpoint))?;
+    let client = Client::new(
+        std::slice::from_ref(&global.endpoint),
+        global.timeout.max(at_least),
+    )
+    .with_context(|| format!("--endpoint {:?}", global.endpoint))?;
     Ok(client.with_token(global.admin_token.clone()))
 }

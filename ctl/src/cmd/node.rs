@@ -28,7 +28,10 @@ const STALL: Duration = Duration::from_secs(30);
 
 /// `wkctl node list`.
 pub async fn list(global: &GlobalArgs) -> anyhow::Result<Outcome> {
-    let resp = super::client(global)?.nodes().await.context("GET /cluster/nodes")?;
+    let resp = super::client(global)?
+        .nodes()
+        .await
+        .context("GET /cluster/nodes")?;
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => output::write_json(&mut out, &resp)?,
@@ -53,7 +56,11 @@ pub async fn show(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
     let nodes = client.nodes().await.context("GET /cluster/nodes")?;
     let node = find(&nodes, id)?;
     let list = client.channels(MAX_LIST).await.context("GET /cluster/channels")?;
-    let mine: Vec<_> = list.channels.into_iter().filter(|c| c.replicas.contains(&id)).collect();
+    let mine: Vec<_> = list
+        .channels
+        .into_iter()
+        .filter(|c| c.replicas.contains(&id))
+        .collect();
     let mut channels = Vec::new();
     let mut failed = 0;
     for (info, res) in channel::replicas_of(&client, mine).await {
@@ -61,24 +68,35 @@ pub async fn show(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
             Ok(c) => channels.push(c),
             Err(e) => {
                 failed += 1;
-                eprintln!("wkctl: channel {}: {e}", channel::key(&info.channel_id, info.channel_type));
+                eprintln!(
+                    "wkctl: channel {}: {e}",
+                    channel::key(&info.channel_id, info.channel_type)
+                );
             }
         }
     }
-    let detail = NodeDetail { meta_leader: nodes.meta_leader == Some(id), node, channels };
+    let detail = NodeDetail {
+        meta_leader: nodes.meta_leader == Some(id),
+        node,
+        channels,
+    };
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => output::write_json(&mut out, &detail)?,
         OutputFormat::Text => output::write_text(&mut out, &render::node_show_text(&detail))?,
     }
-    Ok(if failed > 0 { Outcome::CheckFailed } else { Outcome::Ok })
+    Ok(if failed > 0 {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
 }
 
 fn bar(len: u64, prefix: &str, unit: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
         ProgressStyle::with_template(&format!(
-            "{{prefix}} [{{bar:40}}] {{pos}}/{{len}} {unit} {{msg}} (eta {{eta}})"
+            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}} (eta {{eta}})"
         ))
         .expect("static template is valid")
         .progress_chars("=> "),
@@ -91,7 +109,10 @@ fn bar(len: u64, prefix: &str, unit: &str) -> ProgressBar {
 pub async fn evacuate(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
     let client = super::client(global)?;
     let before = find(&client.nodes().await.context("GET /cluster/nodes")?, id)?;
-    eprintln!("node {id} leads {} channels; moving every leadership off it...", before.channels_led);
+    eprintln!(
+        "node {id} leads {} channels; moving every leadership off it...",
+        before.channels_led
+    );
     let pb = std::io::stderr()
         .is_terminal()
         .then(|| bar(before.channels_led, &format!("node {id}"), "moved"));
@@ -102,7 +123,9 @@ pub async fn evacuate(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
             loop {
                 tokio::time::sleep(POLL).await;
                 let Ok(nodes) = client.nodes().await else { continue };
-                let Some(n) = nodes.nodes.iter().find(|n| n.id == id) else { continue };
+                let Some(n) = nodes.nodes.iter().find(|n| n.id == id) else {
+                    continue;
+                };
                 match &pb {
                     Some(pb) => pb.set_position(led.saturating_sub(n.channels_led)),
                     None if n.channels_led != last => {
@@ -114,20 +137,30 @@ pub async fn evacuate(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
             }
         })
     };
-    let result = super::client_with_timeout(global, LONG_OP_TIMEOUT)?.evacuate(id).await;
+    let result = super::client_with_timeout(global, LONG_OP_TIMEOUT)?
+        .evacuate(id)
+        .await;
     watcher.abort();
     let resp = result.with_context(|| format!("POST /cluster/nodes/{id}/evacuate"))?;
     if let Some(pb) = pb {
         pb.set_length(resp.led);
         pb.set_position(resp.moved);
-        pb.finish_with_message(if resp.stuck.is_empty() { "done" } else { "some stuck" });
+        pb.finish_with_message(if resp.stuck.is_empty() {
+            "done"
+        } else {
+            "some stuck"
+        });
     }
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => output::write_json(&mut out, &resp)?,
         OutputFormat::Text => output::write_text(&mut out, &render::evacuate_text(&resp))?,
     }
-    Ok(if resp.stuck.is_empty() { Outcome::Ok } else { Outcome::CheckFailed })
+    Ok(if resp.stuck.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
 }
 
 /// Channels whose replica set still includes `id`.
@@ -170,7 +203,9 @@ pub async fn remove(global: &GlobalArgs, args: RemoveArgs) -> anyhow::Result<Out
             let mut reported_stall = false;
             loop {
                 tokio::time::sleep(POLL).await;
-                let Ok(left) = channels_on(&client, id).await else { continue };
+                let Ok(left) = channels_on(&client, id).await else {
+                    continue;
+                };
                 let remaining = left.len() as u64;
                 match &pb {
                     Some(pb) => {
@@ -187,8 +222,15 @@ pub async fn remove(global: &GlobalArgs, args: RemoveArgs) -> anyhow::Result<Out
                 } else if remaining > 0 && !reported_stall && since.elapsed() >= STALL {
                     reported_stall = true;
                     let shown = left.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
-                    let more = if left.len() > 10 { format!(" and {} more", left.len() - 10) } else { String::new() };
-                    let msg = format!("no progress for {}s; still on node {id}: {shown}{more}", STALL.as_secs());
+                    let more = if left.len() > 10 {
+                        format!(" and {} more", left.len() - 10)
+                    } else {
+                        String::new()
+                    };
+                    let msg = format!(
+                        "no progress for {}s; still on node {id}: {shown}{more}",
+                        STALL.as_secs()
+                    );
                     match &pb {
                         Some(pb) => pb.println(msg),
                         None => eprintln!("{msg}"),
@@ -206,12 +248,20 @@ pub async fn remove(global: &GlobalArgs, args: RemoveArgs) -> anyhow::Result<Out
     let resp = result.with_context(|| format!("POST /cluster/nodes/{id}/remove"))?;
     if let Some(pb) = pb {
         pb.set_position(resp.moved.min(initial));
-        pb.finish_with_message(if resp.stuck.is_empty() { "done" } else { "some stuck" });
+        pb.finish_with_message(if resp.stuck.is_empty() {
+            "done"
+        } else {
+            "some stuck"
+        });
     }
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => output::write_json(&mut out, &resp)?,
         OutputFormat::Text => output::write_text(&mut out, &render::remove_text(&resp))?,
     }
-    Ok(if resp.removed && resp.stuck.is_empty() { Outcome::Ok } else { Outcome::CheckFailed })
+    Ok(if resp.removed && resp.stuck.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
 }

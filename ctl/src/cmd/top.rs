@@ -44,7 +44,11 @@ pub async fn run(global: &GlobalArgs, args: TopArgs) -> anyhow::Result<Outcome> 
             .unwrap_or(DEFAULT_SIZE);
         let (text, reached) = wk_tui::render_once(&client, &opts, w, h).await;
         output::write_text(&mut stdout, &text)?;
-        return Ok(if reached { Outcome::Ok } else { Outcome::CheckFailed });
+        return Ok(if reached {
+            Outcome::Ok
+        } else {
+            Outcome::CheckFailed
+        });
     }
     if !stdout.is_terminal() {
         bail!("`wkctl top` needs a terminal; use `wkctl top --once` for one plain-text frame");

@@ -58,6 +58,8 @@ pub struct Inner {
     pub max_active: usize,
     /// Progress of the backlog drain while this node leads the metadata group.
     drain: Mutex<Option<wk_api::DrainStatus>>,
+    /// Nodes being decommissioned, refreshed from the metadata (placement skips them).
+    decommissioned: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
     /// `--allow-drills`: accept fault-injection requests.
     pub allow_drills: bool,
     /// Bumped by every drill, so a drill's heal timer only heals its own drill.
@@ -135,6 +137,7 @@ impl Node {
             idle_timeout: cfg.channel_idle_timeout,
             max_active: cfg.max_active_channels,
             drain: Default::default(),
+            decommissioned: Default::default(),
             allow_drills: cfg.allow_drills,
             drill_generation: Default::default(),
         }));
@@ -219,6 +222,11 @@ impl Node {
         }
     }
 
+    /// The group's Raft if it runs here (never starts it).
+    pub fn live_group(&self, g: GroupId) -> Option<Raft> {
+        self.groups.lock().expect("groups lock poisoned").get(&g).and_then(|s| s.raft.get().cloned())
+    }
+
     /// The running channel groups and their Rafts.
     pub fn live_groups(&self) -> Vec<(GroupId, Raft)> {
         let groups = self.groups.lock().expect("groups lock poisoned");
@@ -231,7 +239,8 @@ impl Node {
         let (raft, started) = self.group_started(rec.group_id).await?;
         self.touch(rec.group_id);
         let uninitialized = raft.metrics().borrow_watched().membership_config.membership().voter_ids().next().is_none();
-        if started && !uninitialized {
+        let leads = raft.metrics().borrow_watched().current_leader == Some(self.id);
+        if started && !uninitialized && !leads {
             // Waking from hibernation: no leader runs yet. Pre-vote first, so a group that
             // does have a live leader elsewhere is left alone.
             let _ = raft.trigger().elect(true).await;
@@ -265,6 +274,9 @@ impl Node {
                     self.transport.set_addr(*id, &peer.cluster_addr);
                 }
             }
+            if let Ok(gone) = self.store.read(|r| meta::decommissioned(r)).await {
+                *self.decommissioned.write().expect("decommissioned lock poisoned") = gone;
+            }
             if let Ok(nodes) = self.store.read(|r| meta::nodes(r)).await {
                 for n in nodes.iter().filter(|n| n.id != self.id) {
                     self.transport.set_addr(n.id, &n.cluster_addr);
@@ -277,7 +289,9 @@ impl Node {
                     }
                 }
             }
-            let wait = if registered { Duration::from_secs(2) } else { Duration::from_millis(200) };
+            // Metrics change on every heartbeat: look at most every 200 ms.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let wait = if registered { Duration::from_secs(2) } else { Duration::ZERO };
             let _ = tokio::time::timeout(wait, metrics.changed()).await;
         }
     }

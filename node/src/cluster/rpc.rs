@@ -147,15 +147,17 @@ pub(super) async fn write_err(raft: &Raft, e: RaftError<TypeConfig, ClientWriteE
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(raft, f.leader_id).await,
         RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
-        RaftError::Fatal(f) => NodeError::Internal(f.to_string()),
+        // The group stopped (hibernated, or dropped by a migration) under the request:
+        // routing again starts it, or finds its new replicas.
+        RaftError::Fatal(f) => NodeError::Unavailable(format!("group stopped: {f}")),
     }
 }
 
-async fn read_err(raft: &Raft, e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> NodeError {
+pub(super) async fn read_err(raft: &Raft, e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> NodeError {
     match e {
         RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => not_leader(raft, f.leader_id).await,
         RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
-        RaftError::Fatal(f) => NodeError::Internal(f.to_string()),
+        RaftError::Fatal(f) => NodeError::Unavailable(format!("group stopped: {f}")),
     }
 }
 
@@ -190,9 +192,14 @@ impl Node {
                 AppReply::Channel(self.store.read(move |r| meta::get_channel(r, &key)).await?)
             }
             AppRpc::Send(rec, msgs) => {
-                let raft = self.replica_group(&rec).await?;
-                if raft.is_leader() {
-                    self.migrate_if_backlogged(&rec).await;
+                let mut raft = self.replica_group(&rec).await?;
+                if raft.is_leader() && self.migrate_if_backlogged(&rec).await {
+                    // The migration may have moved this replica away: serve from the new set.
+                    let key = rec.key.clone();
+                    match self.store.read(move |r| meta::get_channel(r, &key)).await? {
+                        Some(now) if now.replicas.contains(&self.id) => raft = self.replica_group(&now).await?,
+                        _ => return Err(NodeError::NotLeader { leader_hint: None }),
+                    }
                 }
                 match raft.client_write(Request::Channel(ChannelCmd::Send(msgs))).await {
                     Ok(r) => match r.data {
@@ -203,9 +210,14 @@ impl Node {
                 }
             }
             AppRpc::Sync(rec, q) => {
-                let raft = self.replica_group(&rec).await?;
-                if raft.is_leader() {
-                    self.migrate_if_backlogged(&rec).await;
+                let mut raft = self.replica_group(&rec).await?;
+                if raft.is_leader() && self.migrate_if_backlogged(&rec).await {
+                    // The migration may have moved this replica away: serve from the new set.
+                    let key = rec.key.clone();
+                    match self.store.read(move |r| meta::get_channel(r, &key)).await? {
+                        Some(now) if now.replicas.contains(&self.id) => raft = self.replica_group(&now).await?,
+                        _ => return Err(NodeError::NotLeader { leader_hint: None }),
+                    }
                 }
                 if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
                     return Err(read_err(&raft, e).await);

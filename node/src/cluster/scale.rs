@@ -174,6 +174,10 @@ impl Node {
     /// On the channel leader: the migration steps (see the module doc).
     pub(super) async fn migrate_local(&self, rec: &ChannelRecord, desired: Vec<NodeId>) -> Result<ChannelRecord> {
         let raft = self.replica_group(rec).await?;
+        // A group just woken may still be settling its leadership: confirm it first.
+        if let Err(e) = raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
+            return Err(super::rpc::read_err(&raft, e).await);
+        }
         let g = rec.group_id;
         let present: BTreeSet<NodeId> =
             raft.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
@@ -206,27 +210,36 @@ impl Node {
     }
 
     /// Before serving a channel on its leader: migrate it first if it is in the backlog.
-    pub(super) async fn migrate_if_backlogged(&self, rec: &ChannelRecord) {
-        let (key, members, replication) = (rec.key.clone(), self.members(), self.replication);
-        let found = self
-            .store
-            .read(move |kv| {
-                let Some(current) = meta::get_channel(kv, &key)? else { return Ok(None) };
-                let desired = meta::desired(kv, &members, &current, replication)?;
-                Ok(Some((current, desired)))
-            })
-            .await;
-        let Ok(Some((current, desired))) = found else {
-            return;
+    /// Runs on every send and sync, so the common case (placement unchanged) is pure CPU.
+    /// Answers whether it migrated.
+    pub(super) async fn migrate_if_backlogged(&self, rec: &ChannelRecord) -> bool {
+        let placeable: BTreeSet<NodeId> = {
+            let gone = self.decommissioned.read().expect("decommissioned lock poisoned");
+            self.members().into_iter().filter(|n| !gone.contains(n)).collect()
+        };
+        let desired = meta::placement::place(&rec.key.to_bytes(), placeable, self.replication);
+        if desired.len() == rec.replicas.len() && desired.iter().all(|d| rec.replicas.contains(d)) {
+            return false;
+        }
+        // The caller's record may be stale: decide on the current one.
+        let key = rec.key.clone();
+        let Ok(Some(current)) = self.store.read(move |kv| meta::get_channel(kv, &key)).await else {
+            return false;
         };
         if desired.len() == current.replicas.len() && desired.iter().all(|d| current.replicas.contains(d)) {
-            return;
+            return false;
         }
         match tokio::time::timeout(MIGRATE_TIMEOUT, self.migrate_local(&current, desired)).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => true,
             // Serving matters more than moving: the channel stays in the backlog.
-            Ok(Err(e)) => tracing::warn!(channel = %current.key, error = %e, "on-demand migration failed"),
-            Err(_) => tracing::warn!(channel = %current.key, "on-demand migration timed out"),
+            Ok(Err(e)) => {
+                tracing::warn!(channel = %current.key, error = %e, "on-demand migration failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(channel = %current.key, "on-demand migration timed out");
+                false
+            }
         }
     }
 

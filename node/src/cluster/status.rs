@@ -89,11 +89,28 @@ impl Node {
         Ok(LocalNodeStatus { meta: raft_view(&self.meta), channels_led, channels_replicated })
     }
 
+    /// A replica's view of its group. A hibernating group is read from disk, not woken:
+    /// looking must not change what is looked at.
     pub async fn group_status(&self, rec: &ChannelRecord) -> Result<GroupStatus> {
-        let raft = self.group(rec.group_id).await?;
         let g = rec.group_id;
-        let state = self.store.read(move |r| crate::raft::state_machine::load_state(r, g)).await?;
-        Ok(GroupStatus { raft: raft_view(&raft), message_seq: state.channel.last_seq, checksum: state.channel.checksum })
+        let (state, (last, _)) = self
+            .store
+            .read(move |r| {
+                Ok((crate::raft::state_machine::load_state(r, g)?, crate::raft::log_store::stored_log_state(r, g)?))
+            })
+            .await?;
+        let raft = match self.live_group(g) {
+            Some(raft) => raft_view(&raft),
+            None => RaftView {
+                role: Role::Hibernated,
+                term: 0,
+                leader: None,
+                last_log_index: last.map(|l| l.index).unwrap_or(0),
+                applied_index: state.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+                matched: Default::default(),
+            },
+        };
+        Ok(GroupStatus { raft, message_seq: state.channel.last_seq, checksum: state.channel.checksum })
     }
 
     /// Every node of the metadata membership (and every registered node), probed now.

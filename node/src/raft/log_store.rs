@@ -80,6 +80,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         // Snapshot pending first: an entry that commits meanwhile is then found in LMDB.
         let mut entries = self.pending_range(lo, hi_excl);
+        // Replication usually asks for what was just appended: all still pending.
+        let pending_covers = entries.keys().next() == Some(&lo)
+            && entries.keys().next_back().is_some_and(|last| last + 1 == hi_excl || hi_excl == u64::MAX)
+            && entries.len() as u64 == entries.keys().next_back().map_or(0, |l| l - lo + 1);
+        if pending_covers {
+            return Ok(entries.into_values().collect());
+        }
         let g = self.group;
         let stored = self
             .store

@@ -1,8 +1,15 @@
 //! The state machine of one group over LMDB. Group 0 applies metadata commands, every other
 //! group applies channel commands; the logic itself lives in `meta` and `channel`.
 //!
-//! Invariant: the data an entry writes, `last_applied` and the membership are committed in
-//! one transaction, and clients are answered only after that commit.
+//! Invariants:
+//! - The data an entry writes, `last_applied` and the membership are committed in one
+//!   transaction.
+//! - A client is answered once its entry is committed (durable on a quorum of logs) and has
+//!   been applied inside the writer's transaction, without waiting for that transaction's own
+//!   fsync: the state machine is a pure function of the log, so a crash before the commit
+//!   re-applies the same entries to the same result. `apply` itself (and so openraft's
+//!   `last_applied`, which linearizable reads wait on) completes only after the commit, so a
+//!   read never sees less than what was acknowledged.
 
 use std::io;
 
@@ -121,8 +128,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         }
         let g = self.group;
-        let responses = self
-            .store
+        self.store
             .write(move |w| {
                 let mut state = load_state(w, g)?;
                 let mut out = Vec::with_capacity(batch.len());
@@ -138,14 +144,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     });
                 }
                 w.put(Table::Sm, &keys::group(g), &encode(&state))?;
-                Ok(out)
+                // Every write of the batch succeeded: answer now (see the module doc).
+                for (responder, response) in responders.into_iter().zip(out) {
+                    if let Some(r) = responder {
+                        r.send(response);
+                    }
+                }
+                Ok(())
             })
             .await?;
-        for (responder, response) in responders.into_iter().zip(responses) {
-            if let Some(r) = responder {
-                r.send(response);
-            }
-        }
         Ok(())
     }
 

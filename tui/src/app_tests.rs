@@ -1,0 +1,651 @@
+//! `App::update` tested directly: every key, data arriving, going stale, nodes going away.
+
+use std::time::Duration;
+
+use wk_api::Role;
+
+use super::*;
+use crate::fixtures::*;
+use crate::snapshot::Backlog;
+
+fn key(app: &mut App, k: Key) {
+    app.update(Action::Key(k));
+}
+
+fn chars(app: &mut App, s: &str) {
+    for c in s.chars() {
+        key(app, Key::Char(c));
+    }
+}
+
+fn texts(app: &App) -> Vec<String> {
+    app.events.iter().map(|e| e.text.clone()).collect()
+}
+
+/// An app that has seen the standard scene twice (so rates exist).
+fn running(clock: &Clock) -> App {
+    let mut app = app(clock);
+    app.update(scene(clock, 0));
+    app.update(scene(clock, 1));
+    app
+}
+
+fn visible(app: &App) -> Vec<String> {
+    app.visible_channels().iter().map(|r| r.key.id.clone()).collect()
+}
+
+#[test]
+fn first_snapshot_fills_the_view() {
+    let clock = Clock::new();
+    let mut app = app(&clock);
+    assert!(app.view.is_none() && app.data_age().is_none() && !app.is_stale());
+    app.update(scene(&clock, 0));
+    assert_eq!(app.meta_leader(), Some(1));
+    assert_eq!(app.nodes().len(), 3);
+    assert_eq!(app.channels.len(), CHANNELS.len());
+    assert_eq!(app.channel_total, CHANNELS.len() as u64);
+    assert!(app.throughput.is_empty(), "no rate from one snapshot");
+    assert!(
+        app.channels
+            .values()
+            .all(|r| r.rate.is_none() && r.health() == ChannelHealth::Ok)
+    );
+    assert_eq!(texts(&app), ["· connected: 3/3 nodes up, metadata leader *1"]);
+    assert_eq!(app.backlog, Backlog::Report(backlog(0, None, 0)));
+}
+
+#[test]
+fn rates_and_throughput_come_from_seq_deltas() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    let rate = |app: &App, id: &str| app.channels[&ChannelKey::new(id, 2)].rate;
+    assert_eq!(rate(&app, "orders"), Some(120.0));
+    assert_eq!(rate(&app, "quiet"), Some(0.0));
+    assert_eq!(app.throughput, [RATES.iter().sum::<u64>()]);
+    // Busiest first by default.
+    assert_eq!(
+        visible(&app),
+        ["orders", "room-42", "g1", "g2", "p2p@alice@bob", "quiet"]
+    );
+    // A half-second poll doubles the per-second rate; a seq that went down has no rate.
+    app.update(snapshot(
+        &clock,
+        1500,
+        nodes(Some(1), 2, &[]),
+        CHANNELS.iter().map(|c| info(c, &[1, 2, 3])).collect(),
+        vec![healthy("orders", 2, 1000 + 120 + 30), healthy("g1", 1, 5)],
+    ));
+    assert_eq!(rate(&app, "orders"), Some(60.0));
+    assert_eq!(rate(&app, "g1"), None);
+    assert_eq!(rate(&app, "g2"), Some(3.0), "not polled: keeps its last rate");
+    assert_eq!(app.throughput.back(), Some(&60));
+}
+
+#[test]
+fn going_stale_and_unreachable() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    app.update(Action::Tick(clock.at(1_400)));
+    assert_eq!(app.data_age(), Some(Duration::from_millis(400)));
+    assert!(!app.is_stale());
+    assert_eq!(app.node_state(app.nodes()[0]), NodeState::Up);
+    // Three refreshes without news: stale, although no poll failed.
+    app.update(Action::Tick(clock.at(4_100)));
+    assert!(app.is_stale());
+    assert_eq!(app.node_state(app.nodes()[0]), NodeState::Stale);
+    // A tick never moves the clock backwards.
+    app.update(Action::Tick(clock.at(10)));
+    assert_eq!(app.now, clock.at(4_100));
+
+    // Failures keep the last view, mark it stale, and make one event, not one per failure.
+    let before = app.events.len();
+    app.update(failed(&clock, 5_000, "no endpoint answered"));
+    app.update(failed(&clock, 6_000, "no endpoint answered"));
+    assert_eq!(app.last_error.as_deref(), Some("no endpoint answered"));
+    assert_eq!(app.meta_leader(), Some(1), "the last view is kept");
+    assert!(app.is_stale());
+    assert_eq!(app.events.len(), before + 1);
+    assert_eq!(app.events.back().map(|e| e.severity), Some(Severity::Bad));
+
+    app.update(scene(&clock, 7));
+    assert_eq!(app.last_error, None);
+    assert!(!app.is_stale());
+    assert_eq!(
+        texts(&app).last().map(String::as_str),
+        Some("▲ cluster reachable again")
+    );
+}
+
+#[test]
+fn nodes_going_down_coming_back_and_disappearing() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    let chans = || CHANNELS.iter().map(|c| info(c, &[1, 2, 3])).collect::<Vec<_>>();
+
+    // Node 1 (the metadata leader) dies; node 2 takes over in term 3.
+    app.update(snapshot(&clock, 2000, nodes(Some(2), 3, &[1]), chans(), vec![]));
+    let n1 = app.nodes()[0].clone();
+    assert_eq!(app.node_state(&n1), NodeState::Down);
+    assert_eq!(app.down_since.get(&1), Some(&clock.at(2000)));
+    assert_eq!(
+        texts(&app)[1..],
+        [
+            "* metadata leader 1 → 2",
+            "↻ metadata term 2 → 3 (election)",
+            "✗ node 1 down (not answering)",
+            "↻ node 2 role follower → leader",
+        ]
+    );
+
+    // It comes back.
+    app.update(snapshot(&clock, 3000, nodes(Some(2), 3, &[]), chans(), vec![]));
+    assert_eq!(texts(&app).last().map(String::as_str), Some("▲ node 1 up"));
+    assert!(app.down_since.is_empty());
+
+    // Node 3 vanishes from the listing altogether (removed from the membership).
+    app.focus = Pane::Nodes;
+    key(&mut app, Key::End);
+    assert_eq!(app.node_sel, 2);
+    let mut two = nodes(Some(2), 3, &[]);
+    two.nodes.retain(|n| n.id != 3);
+    app.update(snapshot(&clock, 4000, two, chans(), vec![]));
+    assert_eq!(app.nodes().iter().map(|n| n.id).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(app.node_sel, 1, "the selection stays on a node that exists");
+    assert_eq!(
+        texts(&app).last().map(String::as_str),
+        Some("- node 3 left the view (no longer listed)")
+    );
+
+    // The metadata group loses its leader.
+    app.update(snapshot(&clock, 5000, nodes(None, 3, &[]), chans(), vec![]));
+    assert!(texts(&app).contains(&"✗ metadata group has NO leader".to_string()));
+    app.update(snapshot(&clock, 6000, nodes(Some(3), 4, &[]), chans(), vec![]));
+    assert!(texts(&app).contains(&"* metadata leader elected: node 3".to_string()));
+    assert!(texts(&app).contains(&"+ node 3 joined the view".to_string()));
+}
+
+#[test]
+fn channel_leader_changes_removals_and_health() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    let n = || nodes(Some(1), 2, &[]);
+    let list = |ids: &[&str]| ids.iter().map(|c| info(c, &[1, 2, 3])).collect::<Vec<_>>();
+
+    // g1: leader 1 → 3 with replica 1 down; g2 loses its leader; orders diverges.
+    app.update(snapshot(
+        &clock,
+        2000,
+        n(),
+        list(CHANNELS),
+        vec![
+            replicas(
+                "g1",
+                Some(3),
+                &[
+                    (1, false, None, None, 0),
+                    (2, true, Some(0), Some(5), 1050),
+                    (3, true, None, None, 1050),
+                ],
+            ),
+            replicas(
+                "g2",
+                None,
+                &[
+                    (1, true, None, None, 1006),
+                    (2, true, None, None, 1006),
+                    (3, true, None, None, 1006),
+                ],
+            ),
+            {
+                let mut r = healthy("orders", 2, 1240);
+                r.replicas[0].checksum = "bad".into();
+                r
+            },
+            replicas(
+                "room-42",
+                Some(2),
+                &[
+                    (1, true, Some(500), Some(20), 1000),
+                    (2, true, None, None, 1080),
+                    (3, true, Some(0), Some(3_000), 1080),
+                ],
+            ),
+        ],
+    ));
+    let row = |app: &App, id: &str| app.channels[&ChannelKey::new(id, 2)].clone();
+    assert_eq!(row(&app, "g1").health(), ChannelHealth::ReplicaDown);
+    assert_eq!(row(&app, "g1").leader(), Some(3));
+    assert_eq!(row(&app, "g2").health(), ChannelHealth::NoLeader);
+    assert_eq!(row(&app, "orders").health(), ChannelHealth::Diverged);
+    assert_eq!(row(&app, "room-42").health(), ChannelHealth::Lagging);
+    assert_eq!(row(&app, "room-42").max_lag(), Some(500));
+    assert_eq!(
+        row(&app, "quiet").health(),
+        ChannelHealth::Ok,
+        "not polled: last status kept"
+    );
+    let t = texts(&app);
+    assert!(t.contains(&"* channel g1/2 leader 1 → 3".to_string()), "{t:?}");
+    assert!(t.contains(&"* channel g2/2 lost its leader".to_string()), "{t:?}");
+
+    // Many leader changes at once are one event.
+    let before = app.events.len();
+    let moved = CHANNELS.iter().map(|c| healthy(c, 3, 2000)).collect();
+    app.update(snapshot(&clock, 3000, n(), list(CHANNELS), moved));
+    assert_eq!(app.events.len(), before + 1);
+    assert!(
+        app.events
+            .back()
+            .expect("an event")
+            .text
+            .starts_with("* 4 channels changed leader (")
+    );
+
+    // A channel that leaves the list leaves the table; a failed replica poll shows.
+    let mut s = snapshot(&clock, 4000, n(), list(&["g1", "g2"]), vec![]);
+    if let Action::Snapshot(snap) = &mut s {
+        snap.replica_errors
+            .push((ChannelKey::new("g2", 2), "timeout".into()));
+    }
+    app.update(s);
+    assert_eq!(app.channels.len(), 2);
+    assert_eq!(row(&app, "g2").health(), ChannelHealth::Error);
+    assert_eq!(row(&app, "g2").error.as_deref(), Some("timeout"));
+
+    // A failed channel list keeps the rows and says so.
+    let mut s = snapshot(&clock, 5000, n(), vec![], vec![]);
+    if let Action::Snapshot(snap) = &mut s {
+        snap.channels = Err("503".into());
+    }
+    app.update(s);
+    assert_eq!(app.channels.len(), 2);
+    assert_eq!(app.channel_error.as_deref(), Some("503"));
+    // A group no replica runs is hibernated, not leaderless.
+    let idle = replicas(
+        "g1",
+        None,
+        &[
+            (1, true, None, None, 9),
+            (2, true, None, None, 9),
+            (3, false, None, None, 0),
+        ],
+    );
+    let idle = {
+        let mut r = idle;
+        r.replicas.iter_mut().for_each(|x| x.role = Role::Unknown);
+        r
+    };
+    assert!(is_hibernated(&idle));
+    app.update(snapshot(&clock, 5500, n(), list(&["g1", "g2"]), vec![idle]));
+    assert_eq!(row(&app, "g1").health(), ChannelHealth::Hibernated);
+    assert_eq!(
+        texts(&app).last().map(String::as_str),
+        Some("* channel g1/2 hibernated (idle)")
+    );
+    // A channel never polled is "unpolled".
+    app.update(snapshot(&clock, 6000, n(), list(&["new"]), vec![]));
+    assert_eq!(row(&app, "new").health(), ChannelHealth::Unpolled);
+}
+
+#[test]
+fn quit_keys() {
+    let clock = Clock::new();
+    for k in [Key::Char('q'), Key::Esc, Key::CtrlC] {
+        let mut app = running(&clock);
+        key(&mut app, k);
+        assert!(app.should_quit, "{k:?}");
+    }
+    // Esc first clears a filter, then quits.
+    let mut app = running(&clock);
+    key(&mut app, Key::Char('/'));
+    chars(&mut app, "g");
+    key(&mut app, Key::Enter);
+    key(&mut app, Key::Esc);
+    assert!(!app.should_quit && app.filter.is_empty());
+    key(&mut app, Key::Esc);
+    assert!(app.should_quit);
+    // Ctrl-C quits from any mode.
+    for open in [Key::Char('?'), Key::Char('/'), Key::Enter] {
+        let mut app = running(&clock);
+        key(&mut app, open);
+        assert_ne!(app.mode, Mode::Normal, "{open:?}");
+        key(&mut app, Key::CtrlC);
+        assert!(app.should_quit, "{open:?}");
+    }
+}
+
+#[test]
+fn help_opens_and_closes_without_quitting() {
+    let clock = Clock::new();
+    for close in [Key::Char('?'), Key::Char('q'), Key::Esc] {
+        let mut app = running(&clock);
+        key(&mut app, Key::Char('?'));
+        assert_eq!(app.mode, Mode::Help);
+        key(&mut app, Key::Char('j'));
+        key(&mut app, Key::Char('f'));
+        assert_eq!(app.mode, Mode::Help);
+        assert!(!app.frozen, "keys other than close do nothing in help");
+        key(&mut app, close);
+        assert_eq!(app.mode, Mode::Normal, "{close:?}");
+        assert!(!app.should_quit, "{close:?}");
+    }
+}
+
+#[test]
+fn freeze_and_refresh() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    key(&mut app, Key::Char('r'));
+    assert!(app.refresh_requested && !app.accept_one);
+    app.refresh_requested = false;
+
+    key(&mut app, Key::Char('f'));
+    assert!(app.frozen);
+    app.update(snapshot(&clock, 2000, nodes(Some(2), 3, &[1]), vec![], vec![]));
+    app.update(failed(&clock, 3000, "down"));
+    assert_eq!(app.meta_leader(), Some(1), "frozen: snapshots ignored");
+    assert_eq!(app.last_error, None, "frozen: failures ignored");
+    assert_eq!(app.taken_at, Some(clock.at(1000)));
+
+    // r while frozen lets exactly one snapshot through.
+    key(&mut app, Key::Char('r'));
+    assert!(app.refresh_requested && app.accept_one);
+    app.update(snapshot(&clock, 4000, nodes(Some(2), 3, &[]), vec![], vec![]));
+    assert_eq!(app.meta_leader(), Some(2));
+    app.update(snapshot(&clock, 5000, nodes(Some(3), 4, &[]), vec![], vec![]));
+    assert_eq!(app.meta_leader(), Some(2));
+
+    key(&mut app, Key::Char('f'));
+    assert!(!app.frozen);
+    app.update(snapshot(&clock, 6000, nodes(Some(3), 4, &[]), vec![], vec![]));
+    assert_eq!(app.meta_leader(), Some(3));
+}
+
+#[test]
+fn tab_cycles_every_pane() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    assert_eq!(app.focus, Pane::Channels);
+    let mut seen = vec![app.focus];
+    for _ in 0..Pane::ALL.len() {
+        key(&mut app, Key::Tab);
+        seen.push(app.focus);
+    }
+    assert_eq!(seen.first(), seen.last(), "wraps around");
+    seen.pop();
+    seen.sort_by_key(|p| Pane::ALL.iter().position(|q| q == p));
+    assert_eq!(seen, Pane::ALL);
+    key(&mut app, Key::BackTab);
+    assert_eq!(app.focus, Pane::Throughput);
+    key(&mut app, Key::Tab);
+    assert_eq!(app.focus, Pane::Channels);
+}
+
+#[test]
+fn moving_in_each_pane() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    let sel = |app: &App| app.selected_channel().map(|r| r.key.id.clone());
+    // Channels (focused at start): busiest first.
+    assert_eq!(sel(&app).as_deref(), Some("orders"));
+    for (k, want) in [
+        (Key::Down, "room-42"),
+        (Key::Char('j'), "g1"),
+        (Key::Up, "room-42"),
+        (Key::Char('k'), "orders"),
+        (Key::Char('k'), "orders"),
+        (Key::PageDown, "quiet"),
+        (Key::PageUp, "orders"),
+        (Key::End, "quiet"),
+        (Key::Home, "orders"),
+        (Key::Char('G'), "quiet"),
+        (Key::Char('g'), "orders"),
+    ] {
+        key(&mut app, k);
+        assert_eq!(sel(&app).as_deref(), Some(want), "{k:?}");
+    }
+    // The selection follows the channel, not the row, when the order changes.
+    key(&mut app, Key::Down);
+    key(&mut app, Key::Char('1'));
+    assert_eq!(sel(&app).as_deref(), Some("room-42"));
+
+    // Nodes.
+    app.focus = Pane::Nodes;
+    for (k, want) in [
+        (Key::Down, 1),
+        (Key::Char('j'), 2),
+        (Key::Down, 2),
+        (Key::Char('k'), 1),
+        (Key::Home, 0),
+        (Key::End, 2),
+    ] {
+        key(&mut app, k);
+        assert_eq!(app.node_sel, want, "{k:?}");
+    }
+
+    // Events scroll (newest first; down shows older ones).
+    app.focus = Pane::Events;
+    assert_eq!(app.events.len(), 1);
+    key(&mut app, Key::Down);
+    assert_eq!(app.event_scroll, 0, "nothing older");
+    app.update(failed(&clock, 2000, "x"));
+    app.update(scene(&clock, 3));
+    key(&mut app, Key::Char('j'));
+    key(&mut app, Key::Char('j'));
+    assert_eq!(app.event_scroll, 2);
+    app.update(failed(&clock, 4000, "y"));
+    assert_eq!(
+        app.event_scroll, 3,
+        "a new event keeps the scrolled view in place"
+    );
+    key(&mut app, Key::Home);
+    assert_eq!(app.event_scroll, 0);
+
+    // Throughput and backlog have nothing to move.
+    app.focus = Pane::Throughput;
+    key(&mut app, Key::Down);
+    app.focus = Pane::Backlog;
+    key(&mut app, Key::Down);
+    assert_eq!((app.node_sel, app.event_scroll), (2, 0));
+}
+
+#[test]
+fn filter_typing() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    app.focus = Pane::Nodes;
+    key(&mut app, Key::Char('/'));
+    assert_eq!((app.mode, app.focus), (Mode::Filter, Pane::Channels));
+    // Letters that are keys elsewhere are text here.
+    chars(&mut app, "qG?frsd");
+    assert_eq!(app.filter, "qG?frsd");
+    assert!(!app.should_quit && !app.frozen && app.mode == Mode::Filter);
+    for _ in 0..7 {
+        key(&mut app, Key::Backspace);
+    }
+    key(&mut app, Key::Backspace);
+    assert_eq!(app.filter, "");
+    chars(&mut app, "G");
+    assert_eq!(visible(&app), ["g1", "g2"], "case-insensitive, on id/type");
+    key(&mut app, Key::Down);
+    assert_eq!(app.selected_channel().map(|r| r.key.id.as_str()), Some("g2"));
+    key(&mut app, Key::Enter);
+    assert_eq!((app.mode, app.filter.as_str()), (Mode::Normal, "G"));
+    key(&mut app, Key::Char('/'));
+    chars(&mut app, "1");
+    assert_eq!(visible(&app), ["g1"]);
+    key(&mut app, Key::Esc);
+    assert_eq!((app.mode, app.filter.as_str()), (Mode::Normal, ""));
+    assert_eq!(visible(&app).len(), CHANNELS.len());
+    chars(&mut app, "/zzz");
+    assert!(app.visible_channels().is_empty());
+    assert!(app.selected_channel().is_none());
+    key(&mut app, Key::Enter);
+    key(&mut app, Key::Enter);
+    assert_eq!(
+        app.mode,
+        Mode::Normal,
+        "Enter with nothing selected opens nothing"
+    );
+}
+
+#[test]
+fn sort_keys() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    let cases = [
+        ('1', SortColumn::Channel, false, "g1"),
+        ('1', SortColumn::Channel, true, "room-42"),
+        ('2', SortColumn::Rate, true, "orders"),
+        ('2', SortColumn::Rate, false, "quiet"),
+        ('3', SortColumn::Seq, true, "orders"),
+        ('4', SortColumn::Leader, false, "g1"),
+        ('4', SortColumn::Leader, true, "p2p@alice@bob"),
+        ('5', SortColumn::Lag, true, "g1"),
+    ];
+    for (c, col, desc, first) in cases {
+        key(&mut app, Key::Char(c));
+        assert_eq!((app.sort, app.sort_desc), (col, desc), "key {c}");
+        assert_eq!(visible(&app)[0], first, "key {c}");
+    }
+}
+
+#[test]
+fn replica_details() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    // Enter only opens details from the Channels pane.
+    app.focus = Pane::Nodes;
+    key(&mut app, Key::Enter);
+    assert_eq!(app.mode, Mode::Normal);
+    app.focus = Pane::Channels;
+    key(&mut app, Key::Enter);
+    assert_eq!(app.mode, Mode::Detail);
+    assert_eq!(app.chan_sel, Some(ChannelKey::new("orders", 2)));
+    key(&mut app, Key::Char('j'));
+    assert_eq!(app.chan_sel, Some(ChannelKey::new("room-42", 2)));
+    key(&mut app, Key::Up);
+    assert_eq!(app.chan_sel, Some(ChannelKey::new("orders", 2)));
+    key(&mut app, Key::Char('f'));
+    assert!(app.frozen);
+    key(&mut app, Key::Char('r'));
+    assert!(app.refresh_requested);
+    key(&mut app, Key::Tab);
+    assert_eq!(app.focus, Pane::Channels, "Tab does nothing in the popup");
+    for close in [Key::Char('q'), Key::Esc, Key::Enter] {
+        app.mode = Mode::Detail;
+        key(&mut app, close);
+        assert_eq!(app.mode, Mode::Normal, "{close:?}");
+        assert!(!app.should_quit);
+    }
+}
+
+#[test]
+fn drills_are_not_available_yet() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    for (c, what) in [('s', "scale-out"), ('d', "failover")] {
+        key(&mut app, Key::Char(c));
+        let notice = app.notice.clone().expect("a notice");
+        assert!(
+            notice.contains(what) && notice.contains("not available in the dashboard yet"),
+            "{notice}"
+        );
+        assert_eq!(app.mode, Mode::Normal);
+    }
+    key(&mut app, Key::Char('x'));
+    assert_eq!(app.notice, None, "the next key clears the notice");
+    // Unknown keys do nothing.
+    let focus = app.focus;
+    for k in [Key::Char('x'), Key::Backspace, Key::Char('9')] {
+        key(&mut app, k);
+    }
+    assert_eq!(
+        (app.focus, app.mode, app.should_quit),
+        (focus, Mode::Normal, false)
+    );
+    app.update(Action::Redraw);
+}
+
+#[test]
+fn focus_channels_for_the_poller() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    key(&mut app, Key::End);
+    let focus = app.focus_channels(3);
+    let ids: Vec<&str> = focus.iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["quiet", "orders", "room-42"],
+        "the selection, then the top of the view"
+    );
+    let all = app.focus_channels(100);
+    assert_eq!(all.len(), CHANNELS.len());
+}
+
+#[test]
+fn backlog_rate_eta_stall_and_events() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    assert_eq!(app.backlog_report().map(|b| b.total), Some(0));
+    assert_eq!(app.backlog_eta(), None, "no drain");
+    let step = |app: &mut App, ms: u64, b: wk_api::Backlog| {
+        app.update(with_backlog(scene(&clock, ms / 1000), Backlog::Report(b)));
+    };
+    // A node joins: 100 channels to move; then a drain starts and moves 5 per second.
+    step(&mut app, 2000, backlog(100, None, 0));
+    assert_eq!(
+        texts(&app).last().map(String::as_str),
+        Some("! sync backlog: 100 channels to move (1 at risk)")
+    );
+    step(&mut app, 3000, backlog(100, Some(5.0), 0));
+    assert_eq!(
+        texts(&app).last().map(String::as_str),
+        Some("→ backlog drain started (5.0 ch/s)")
+    );
+    assert_eq!(
+        app.backlog_eta(),
+        Some(Duration::from_secs(20)),
+        "nothing seen yet: the limit"
+    );
+    step(&mut app, 4000, backlog(96, Some(5.0), 4));
+    step(&mut app, 5000, backlog(92, Some(5.0), 8));
+    assert_eq!(
+        app.backlog_rate(),
+        Some(8.0 / 5.0),
+        "decreases over the window's 5 s"
+    );
+    assert_eq!(app.backlog_eta(), Some(Duration::from_secs_f64(92.0 / 1.6)));
+    assert!(!app.backlog_stalled());
+
+    // The drain stops moving: stalled after the patience (10 s), one event.
+    let before = app.events.len();
+    step(&mut app, 9000, backlog(92, Some(5.0), 8));
+    assert!(!app.backlog_stalled());
+    step(&mut app, 16_000, backlog(92, Some(5.0), 8));
+    assert!(app.backlog_stalled());
+    step(&mut app, 17_000, backlog(92, Some(5.0), 8));
+    assert_eq!(app.events.len(), before + 1);
+    assert_eq!(
+        texts(&app).last().map(String::as_str),
+        Some("✗ backlog drain stalled: 92 channels left, no progress")
+    );
+    // Progress clears the stall; the end is an event too.
+    step(&mut app, 18_000, backlog(50, Some(5.0), 50));
+    assert!(!app.backlog_stalled());
+    step(&mut app, 19_000, backlog(0, None, 0));
+    let t = texts(&app);
+    assert_eq!(
+        t[t.len() - 2..],
+        ["✓ sync backlog drained", "· backlog drain stopped"]
+    );
+    assert_eq!(app.backlog_eta(), None);
+
+    // An older node without the endpoint, or a failure: shown, no events, samples kept.
+    let n = app.backlog_samples.len();
+    app.update(with_backlog(scene(&clock, 20), Backlog::NotReported));
+    app.update(with_backlog(scene(&clock, 21), Backlog::Failed("503".into())));
+    assert_eq!(app.backlog_samples.len(), n);
+    assert_eq!(app.backlog_report(), None);
+    assert!(!app.backlog_stalled());
+}

@@ -1,0 +1,61 @@
+//! The `?` overlay: every key, what the symbols mean, and the drills that are not
+//! available in the dashboard yet (listed with the wkctl command to use, not faked).
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Clear, Paragraph};
+
+use super::{DIM, HEAD, WARN, centered};
+
+const KEYS: &[(&str, &str)] = &[
+    ("?", "this help (? q Esc close it)"),
+    ("q  Esc", "quit; Esc first clears the filter, q/Esc close popups"),
+    ("Tab  S-Tab", "next / previous pane (thick border, ▶)"),
+    ("↑↓  j k", "move; PgUp PgDn; g G (Home End) top / bottom"),
+    ("/", "filter channels by id/type (Enter keeps, Esc clears)"),
+    ("1-5", "sort channels by channel, msg/s, seq, leader, lag"),
+    ("", "(the same key again reverses)"),
+    ("Enter", "replicas of the selected channel in full"),
+    ("f", "freeze / resume refresh (r still takes one)"),
+    ("r", "refresh now"),
+    ("Ctrl-C", "quit"),
+];
+
+const UNAVAILABLE: &[(&str, &str)] = &[
+    ("s", "scale-out drill: not available yet (wkctl cluster join)"),
+    ("d", "failover drills: not available yet (wkctl bench failover)"),
+];
+
+const SYMBOLS: &[&str] = &[
+    "*  leader        ▲ up       ✗ down / failed    ? stale",
+    "!  warning       +N replica lag (entries)      12ms since ack",
+    "█  channels led  ░ replicated, not led         – unknown",
+    "·  idle: no group running (hibernated or never used yet)",
+];
+
+pub fn draw(f: &mut Frame, area: Rect) {
+    let mut lines = vec![Line::styled("Keys", HEAD)];
+    let row = |k: &str, v: &str| {
+        Line::from(vec![
+            Span::styled(format!("  {k:<11}"), HEAD),
+            Span::raw(v.to_string()),
+        ])
+    };
+    lines.extend(KEYS.iter().map(|(k, v)| row(k, v)));
+    lines.extend(UNAVAILABLE.iter().map(|(k, v)| {
+        Line::from(vec![
+            Span::styled(format!("  {k:<11}"), DIM),
+            Span::styled(v.to_string(), WARN),
+        ])
+    }));
+    lines.push(Line::styled("Symbols", HEAD));
+    lines.extend(SYMBOLS.iter().map(|s| Line::raw(format!("  {s}"))));
+    let popup = centered(area, 68, lines.len() as u16 + 2);
+    let block = Block::bordered()
+        .border_type(BorderType::Double)
+        .title(Line::styled(" Help ", HEAD))
+        .title_bottom(Line::styled(" ? q Esc close ", DIM));
+    f.render_widget(Clear, popup);
+    f.render_widget(Paragraph::new(lines).block(block), popup);
+}

@@ -1,0 +1,48 @@
+//! The Throughput pane: cluster messages/s as a sparkline, one bar per snapshot, newest on
+//! the right. Rates come from `message_seq` deltas of the channels polled between snapshots.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Sparkline, Wrap};
+
+use super::{DIM, HEAD, pane_block};
+use crate::app::{App, Pane};
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let width = area.width.saturating_sub(2) as usize;
+    let samples: Vec<u64> = app
+        .throughput
+        .iter()
+        .skip(app.throughput.len().saturating_sub(width))
+        .copied()
+        .collect();
+    // The longest title that fits: the current rate matters more than the peak or the name.
+    let mut title = vec![Span::styled("Throughput", HEAD)];
+    if let Some(last) = samples.last() {
+        let peak = samples.iter().copied().max().unwrap_or(0);
+        let fits = |s: &str| s.chars().count() + 5 <= area.width as usize;
+        let full = format!(" {last} msg/s · peak {peak}");
+        if fits(&format!("Throughput{full}")) {
+            title.push(Span::raw(full));
+        } else if fits(&format!("Throughput {last} msg/s")) {
+            title.push(Span::raw(format!(" {last} msg/s")));
+        } else {
+            title = vec![Span::styled(format!("{last} msg/s"), HEAD)];
+        }
+    }
+    let block = pane_block(app, Pane::Throughput, title);
+    if samples.is_empty() {
+        let text = Line::styled("msg/s shows from the second snapshot on", DIM);
+        f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(block), area);
+        return;
+    }
+    let peak = samples.iter().copied().max().unwrap_or(0).max(1);
+    let spark = Sparkline::default()
+        .block(block)
+        .data(&samples)
+        .max(peak)
+        .style(Style::new().fg(Color::Cyan));
+    f.render_widget(spark, area);
+}
