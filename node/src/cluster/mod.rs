@@ -58,6 +58,8 @@ pub struct Inner {
     pub max_active: usize,
     /// Progress of the backlog drain while this node leads the metadata group.
     drain: Mutex<Option<wk_api::DrainStatus>>,
+    /// (when, value) of the last count of channels replicated here.
+    replicated_cache: Mutex<Option<(u64, u64)>>,
     /// Nodes being decommissioned, refreshed from the metadata (placement skips them).
     decommissioned: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
     /// `--allow-drills`: accept fault-injection requests.
@@ -137,6 +139,7 @@ impl Node {
             idle_timeout: cfg.channel_idle_timeout,
             max_active: cfg.max_active_channels,
             drain: Default::default(),
+            replicated_cache: Default::default(),
             decommissioned: Default::default(),
             allow_drills: cfg.allow_drills,
             drill_generation: Default::default(),
@@ -297,8 +300,9 @@ impl Node {
     }
 
     /// Leaders stop their groups that saw no client request for `idle_timeout`, and the least
-    /// recently used ones past `max_active`, then tell the other replicas to stop theirs
-    /// (well within their election timeout, so they do not campaign).
+    /// recently used ones past `max_active`, all at once, then tell each other replica in one
+    /// message which groups to stop: well within their election timeout, so they do not
+    /// campaign (one by one, the last followers would time out and wake the group again).
     async fn hibernate_idle_groups(self) {
         let tick = (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         loop {
@@ -311,29 +315,30 @@ impl Node {
                     .filter_map(|(g, s)| s.raft.get().map(|r| (s.last_active.load(Ordering::Relaxed), *g, r.clone())))
                     .collect()
             };
-            let total = led.len();
+            let over = led.len().saturating_sub(self.max_active);
             led.retain(|(_, _, r)| r.metrics().borrow_watched().state == openraft::ServerState::Leader);
             led.sort_by_key(|(t, _, _)| *t);
-            let over = total.saturating_sub(self.max_active);
+            let idle_ms = self.idle_timeout.as_millis() as u64;
+            let mut by_peer: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
+            let mut stopping = Vec::new();
             for (i, (last, g, raft)) in led.into_iter().enumerate() {
-                let idle = now.saturating_sub(last) >= self.idle_timeout.as_millis() as u64;
-                if !idle && i >= over {
+                if now.saturating_sub(last) < idle_ms && i >= over {
                     continue;
                 }
-                let peers: Vec<NodeId> = raft
-                    .metrics()
-                    .borrow_watched()
-                    .membership_config
-                    .membership()
-                    .nodes()
-                    .map(|(id, _)| *id)
-                    .filter(|id| *id != self.id)
-                    .collect();
-                // Stop here first: heartbeats sent after a follower stopped would start it again.
-                self.hibernate(g).await;
-                let asks = peers.iter().map(|p| self.ask(*p, rpc::AppRpc::Hibernate(g), Duration::from_millis(500)));
-                futures::future::join_all(asks).await;
+                let m = raft.metrics().borrow_watched().membership_config.clone();
+                for (id, _) in m.membership().nodes().filter(|(id, _)| **id != self.id) {
+                    by_peer.entry(*id).or_default().push(g);
+                }
+                stopping.push(g);
             }
+            if stopping.is_empty() {
+                continue;
+            }
+            // Stop here first: heartbeats sent after a follower stopped would start it again.
+            futures::future::join_all(stopping.iter().map(|g| self.hibernate(*g))).await;
+            let asks = by_peer.into_iter().map(|(p, gs)| self.ask(p, rpc::AppRpc::Hibernate(gs), Duration::from_secs(2)));
+            futures::future::join_all(asks).await;
+            tracing::debug!(groups = stopping.len(), "hibernated idle channel groups");
         }
     }
 

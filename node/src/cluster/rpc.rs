@@ -38,8 +38,8 @@ pub enum AppRpc {
     Migrate(ChannelRecord, Vec<NodeId>),
     /// The sender no longer counts this node as a replica of the group: stop it, delete it.
     DropGroup(GroupId),
-    /// The group's leader is hibernating it: stop it here too.
-    Hibernate(GroupId),
+    /// The groups' leader hibernated them: stop them here too.
+    Hibernate(Vec<GroupId>),
     /// Which channel groups run here as leader.
     ActiveGroups,
     /// (group, last applied index, payload bytes) of each group held here.
@@ -245,8 +245,8 @@ impl Node {
                 self.drop_group(g).await;
                 AppReply::Done
             }
-            AppRpc::Hibernate(g) => {
-                self.hibernate(g).await;
+            AppRpc::Hibernate(gs) => {
+                futures::future::join_all(gs.iter().map(|g| self.hibernate(*g))).await;
                 AppReply::Done
             }
             AppRpc::ActiveGroups => AppReply::Groups(

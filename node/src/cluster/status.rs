@@ -81,12 +81,26 @@ impl Node {
     pub async fn local_status(&self) -> Result<LocalNodeStatus> {
         let channels_led =
             self.live_groups().iter().filter(|(_, r)| r.metrics().borrow_watched().state == ServerState::Leader).count() as u64;
+        let channels_replicated = self.channels_replicated().await?;
+        Ok(LocalNodeStatus { meta: raft_view(&self.meta), channels_led, channels_replicated })
+    }
+
+    /// How many channels list this node as a replica: a scan of every channel record, so it
+    /// is cached for a few seconds (dashboards poll it every second).
+    async fn channels_replicated(&self) -> Result<u64> {
+        let now = super::route::now_ms();
+        if let Some((at, n)) = *self.replicated_cache.lock().expect("cache lock poisoned") {
+            if now.saturating_sub(at) < 5_000 {
+                return Ok(n);
+            }
+        }
         let id = self.id;
-        let channels_replicated = self
+        let n = self
             .store
             .read(move |r| Ok(meta::channels(r, None, usize::MAX)?.iter().filter(|c| c.replicas.contains(&id)).count()))
             .await? as u64;
-        Ok(LocalNodeStatus { meta: raft_view(&self.meta), channels_led, channels_replicated })
+        *self.replicated_cache.lock().expect("cache lock poisoned") = Some((now, n));
+        Ok(n)
     }
 
     /// A replica's view of its group. A hibernating group is read from disk, not woken:
