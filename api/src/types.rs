@@ -155,7 +155,8 @@ pub struct SyncReq {
     pub login_uid: String,
     pub channel_id: String,
     pub channel_type: u8,
-    /// 0 means "from the newest" in pull mode 0 and "from the oldest" in pull mode 1.
+    /// With `end_message_seq` also 0: the newest `limit` messages, in either pull mode (as in
+    /// WuKongIM v2). In pull mode 1 with an end set, 0 means "from the first".
     #[serde(default)]
     pub start_message_seq: u64,
     /// 0 means unbounded.

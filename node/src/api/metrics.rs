@@ -12,8 +12,8 @@
 //!   previous view, whose age is exported as `wukong_backlog_age_seconds`.
 //!
 //! The metadata group's election and leader-change counters come from a task that watches its
-//! Raft metrics, started by the first scrape (or by [`install`] at startup): they count from
-//! then on, like any counter of a process that was just started.
+//! Raft metrics, started by the first scrape: they count from then on (Prometheus scrapes a
+//! node within one interval of its start).
 //!
 //! Invariant: every family is written once, `# HELP` and `# TYPE` first and its samples
 //! contiguous, so the output parses with any Prometheus text parser. Names and meanings are
@@ -52,13 +52,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn serve(State(node): State<Node>) -> impl IntoResponse {
     let body = render(&node).await;
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
-}
-
-/// Start the metadata watcher now rather than at the first scrape (idempotent), so the
-/// election and leader-change counters cover the node's whole life.
-pub fn install(node: &Node) {
-    let state = node.meta.extension::<MetricsState>();
-    watch_meta(node, &state);
 }
 
 /// Per-node state of the exporter, kept in the metadata Raft's extensions.

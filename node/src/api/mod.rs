@@ -4,6 +4,7 @@
 //! any kind is answered 4xx with `{status, msg, code}`, never a panic.
 
 mod auth;
+mod metrics;
 mod validate;
 
 use openraft::async_runtime::WatchReceiver;
@@ -35,6 +36,7 @@ pub const MAX_BATCH: usize = 1000;
 pub fn router(node: Node, auth: auth::Auth) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics::serve))
         .route("/user/token", post(user_token))
         .route("/channel", post(channel_upsert))
         .route("/channel/subscriber_add", post(subscriber_add))
@@ -345,8 +347,9 @@ async fn max_seq_post(State(node): State<Node>, Body(req): Body<ChannelRef>) -> 
 /// WuKongIM serves this one as GET with query parameters.
 async fn max_seq_get(
     State(node): State<Node>,
-    Query(q): Query<BTreeMap<String, String>>,
+    q: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<MaxSeqResp> {
+    let Query(q) = q.map_err(|e| NodeError::BadRequest(format!("bad query string: {}", e.body_text())))?;
     let channel_type = match q.get("channel_type").map(|t| t.parse::<u8>()) {
         Some(Ok(t)) => t,
         Some(Err(_)) => return Err(NodeError::BadRequest("channel_type must be a number".into()).into()),
@@ -369,8 +372,17 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn cluster_channels(State(node): State<Node>, Query(q): Query<ListQuery>) -> ApiResult<ChannelList> {
-    let limit = q.limit.unwrap_or(100).min(10_000);
+/// `?limit=N`, with a malformed query answered as our JSON 400.
+fn list_limit(q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<usize, ApiErr> {
+    let Query(q) = q.map_err(|e| NodeError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    Ok(q.limit.unwrap_or(100).min(10_000))
+}
+
+async fn cluster_channels(
+    State(node): State<Node>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<ChannelList> {
+    let limit = list_limit(q)?;
     let (total, recs) = node
         .store
         .read(move |r| {
@@ -392,8 +404,11 @@ async fn cluster_join(State(node): State<Node>, Body(req): Body<JoinReq>) -> Api
     Ok(Json(node.join(rec).await?))
 }
 
-async fn cluster_backlog(State(node): State<Node>, Query(q): Query<ListQuery>) -> ApiResult<Backlog> {
-    Ok(Json(node.backlog_view(q.limit.unwrap_or(100).min(10_000)).await?))
+async fn cluster_backlog(
+    State(node): State<Node>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Backlog> {
+    Ok(Json(node.backlog_view(list_limit(q)?).await?))
 }
 
 async fn cluster_drain(State(node): State<Node>, Body(req): Body<DrainReq>) -> ApiResult<Ok200> {

@@ -4,12 +4,14 @@
 //! Invariants:
 //! - The data an entry writes, `last_applied` and the membership are committed in one
 //!   transaction.
-//! - A client is answered once its entry is committed (durable on a quorum of logs) and has
-//!   been applied inside the writer's transaction, without waiting for that transaction's own
-//!   fsync: the state machine is a pure function of the log, so a crash before the commit
-//!   re-applies the same entries to the same result. `apply` itself (and so openraft's
-//!   `last_applied`, which linearizable reads wait on) completes only after the commit, so a
-//!   read never sees less than what was acknowledged.
+//! - A channel client is answered once its entry is committed (durable on a quorum of logs)
+//!   and has been applied inside the writer's transaction, without waiting for that
+//!   transaction's own fsync: the state machine is a pure function of the log, so a crash
+//!   before the commit re-applies the same entries to the same result. `apply` itself (and so
+//!   openraft's `last_applied`, which channel reads wait on with ReadIndex) completes only
+//!   after the commit, so a read never sees less than what was acknowledged.
+//! - Metadata is read from the local copy without ReadIndex, so metadata writes are answered
+//!   only after their commit (read-your-writes on the node that took the write).
 
 use std::io;
 
@@ -128,7 +130,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         }
         let g = self.group;
-        self.store
+        let late = self
+            .store
             .write(move |w| {
                 let mut state = load_state(w, g)?;
                 let mut out = Vec::with_capacity(batch.len());
@@ -144,15 +147,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     });
                 }
                 w.put(Table::Sm, &keys::group(g), &encode(&state))?;
+                if g == META_GROUP {
+                    // Metadata is read locally, without a ReadIndex: answer after the commit.
+                    return Ok(Some((responders, out)));
+                }
                 // Every write of the batch succeeded: answer now (see the module doc).
                 for (responder, response) in responders.into_iter().zip(out) {
                     if let Some(r) = responder {
                         r.send(response);
                     }
                 }
-                Ok(())
+                Ok(None)
             })
             .await?;
+        if let Some((responders, out)) = late {
+            for (responder, response) in responders.into_iter().zip(out) {
+                if let Some(r) = responder {
+                    r.send(response);
+                }
+            }
+        }
         Ok(())
     }
 
