@@ -20,3 +20,13 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# A failover drill from testdata/drills (e.g. `just drill leader-kill-x3`); report, artifacts, exit 1 on FAIL
+drill SCENARIO *ARGS:
+    cargo build --workspace
+    ./target/debug/wkctl drill run testdata/drills/{{SCENARIO}}.toml {{ARGS}}
+
+# Randomised mix of the drills for MINUTES minutes, chosen by SEED (printed); not part of CI
+soak SEED MINUTES:
+    cargo build --workspace
+    ./target/debug/wkctl drill soak --seed {{SEED}} --for {{MINUTES}}m

@@ -77,6 +77,9 @@ pub enum Command {
     /// Load generators and drills that measure throughput, latency and failover (issue 7).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Failure drills under a probe workload, with a safety verdict (issue 5); see `drill --help`.
+    #[command(subcommand)]
+    Drill(crate::cmd::drill::DrillCommand),
     /// Print a shell completion script, e.g. `wkctl completions bash > /etc/bash_completion.d/wkctl`.
     Completions {
         /// The shell to generate for.

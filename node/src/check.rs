@@ -37,7 +37,10 @@ pub fn run(file: PathBuf, mut args: Args) -> i32 {
 /// Host and port of `HOST:PORT` (`[v6]:PORT` too); None if there is no numeric port.
 fn split_addr(addr: &str) -> Option<(&str, u16)> {
     let (host, port) = addr.rsplit_once(':')?;
-    Some((host.trim_start_matches('[').trim_end_matches(']'), port.parse().ok()?))
+    Some((
+        host.trim_start_matches('[').trim_end_matches(']'),
+        port.parse().ok()?,
+    ))
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -73,10 +76,15 @@ pub fn problems(cfg: &Config) -> Vec<String> {
             ));
         }
     }
-    if let (Some(h), Some(c)) = (http, cluster) {
-        if h.1 == c.1 && h.1 != 0 && (h.0 == c.0 || is_unspecified(h.0) || is_unspecified(c.0)) {
-            out.push(format!("--http-addr {} and --cluster-addr {} use the same port", cfg.http_addr, cfg.cluster_addr));
-        }
+    if let (Some(h), Some(c)) = (http, cluster)
+        && h.1 == c.1
+        && h.1 != 0
+        && (h.0 == c.0 || is_unspecified(h.0) || is_unspecified(c.0))
+    {
+        out.push(format!(
+            "--http-addr {} and --cluster-addr {} use the same port",
+            cfg.http_addr, cfg.cluster_addr
+        ));
     }
     if let Some((host, port)) = cluster {
         if has_peers(cfg) && is_unspecified(host) {
@@ -87,19 +95,30 @@ pub fn problems(cfg: &Config) -> Vec<String> {
             ));
         }
         if has_peers(cfg) && port == 0 {
-            out.push(format!("--cluster-addr {}: port 0 is only for tests; peers need a fixed port", cfg.cluster_addr));
+            out.push(format!(
+                "--cluster-addr {}: port 0 is only for tests; peers need a fixed port",
+                cfg.cluster_addr
+            ));
         }
     }
     if !cfg.init_nodes.is_empty() && !cfg.init_nodes.iter().any(|(id, _)| *id == cfg.node_id) {
-        out.push(format!("--init-nodes does not list this node's id {}: a new data dir refuses to start", cfg.node_id));
+        out.push(format!(
+            "--init-nodes does not list this node's id {}: a new data dir refuses to start",
+            cfg.node_id
+        ));
     }
-    if let Some((id, _)) = &cfg.seed {
-        if *id == cfg.node_id {
-            out.push(format!("--seed names this node ({id}): a seed is another member of the cluster to join"));
-        }
+    if let Some((id, _)) = &cfg.seed
+        && *id == cfg.node_id
+    {
+        out.push(format!(
+            "--seed names this node ({id}): a seed is another member of the cluster to join"
+        ));
     }
     if cfg.data_dir.exists() && !cfg.data_dir.is_dir() {
-        out.push(format!("--data-dir {} exists and is not a directory", cfg.data_dir.display()));
+        out.push(format!(
+            "--data-dir {} exists and is not a directory",
+            cfg.data_dir.display()
+        ));
     }
     out
 }
@@ -108,13 +127,13 @@ pub fn problems(cfg: &Config) -> Vec<String> {
 pub fn warnings(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let cluster_host = split_addr(&cfg.cluster_addr).map(|(h, _)| h).unwrap_or_default();
-    if let Some((_, listed)) = cfg.init_nodes.iter().find(|(id, _)| *id == cfg.node_id) {
-        if *listed != cfg.cluster_addr {
-            out.push(format!(
-                "--init-nodes lists this node at {listed} but it listens on {}; fine only if {listed} reaches it",
-                cfg.cluster_addr
-            ));
-        }
+    if let Some((_, listed)) = cfg.init_nodes.iter().find(|(id, _)| *id == cfg.node_id)
+        && *listed != cfg.cluster_addr
+    {
+        out.push(format!(
+            "--init-nodes lists this node at {listed} but it listens on {}; fine only if {listed} reaches it",
+            cfg.cluster_addr
+        ));
     }
     if !has_peers(cfg) && is_unspecified(cluster_host) {
         out.push(format!(
@@ -123,19 +142,22 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
         ));
     }
     if !cfg.init_nodes.is_empty() && cfg.seed.is_some() {
-        out.push("both --init-nodes and --seed: a new data dir bootstraps from --init-nodes and ignores --seed".into());
+        out.push(
+            "both --init-nodes and --seed: a new data dir bootstraps from --init-nodes and ignores --seed"
+                .into(),
+        );
     }
     if cfg.auto_join && cfg.seed.is_none() {
         out.push("--auto-join has no effect without --seed".into());
     }
-    if cfg.init_nodes.len() > 1 && cfg.init_nodes.len() % 2 == 0 {
+    if cfg.init_nodes.len() > 1 && cfg.init_nodes.len().is_multiple_of(2) {
         out.push(format!(
             "{} bootstrap members tolerate as many failures as {}; an odd number is cheaper",
             cfg.init_nodes.len(),
             cfg.init_nodes.len() - 1
         ));
     }
-    if cfg.channel_replicas % 2 == 0 {
+    if cfg.channel_replicas.is_multiple_of(2) {
         out.push(format!(
             "--channel-replicas {} tolerates as many failures as {}; use an odd number",
             cfg.channel_replicas,
@@ -151,7 +173,9 @@ pub fn warnings(cfg: &Config) -> Vec<String> {
         ));
     }
     if cfg.allow_drills {
-        out.push("--allow-drills: anyone with the admin token can crash, isolate or slow down this node".into());
+        out.push(
+            "--allow-drills: anyone with the admin token can crash, isolate or slow down this node".into(),
+        );
     }
     if cfg.insecure && !(cfg.api_token.is_some() && cfg.admin_token.is_some()) {
         out.push("--insecure: the API is served without tokens".into());
@@ -176,13 +200,21 @@ fn set(s: &Option<crate::config::Secret>) -> &'static str {
 }
 
 fn members(list: &[(u64, String)]) -> String {
-    list.iter().map(|(id, a)| format!("{id}@{a}")).collect::<Vec<_>>().join(", ")
+    list.iter()
+        .map(|(id, a)| format!("{id}@{a}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A human description of what the node would do with `cfg`, then its problems and warnings.
 pub fn describe(cfg: &Config) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "wknode {} would run node {}:", env!("CARGO_PKG_VERSION"), cfg.node_id);
+    let _ = writeln!(
+        s,
+        "wknode {} would run node {}:",
+        env!("CARGO_PKG_VERSION"),
+        cfg.node_id
+    );
 
     let lmdb = cfg.data_dir.join("lmdb").join("data.mdb");
     let data = if lmdb.is_file() {
@@ -206,10 +238,19 @@ pub fn describe(cfg: &Config) -> String {
         cfg.http_addr,
         set(&cfg.api_token),
         set(&cfg.admin_token),
-        if cfg.public_cluster_read { ", client token may read /cluster" } else { "" },
+        if cfg.public_cluster_read {
+            ", client token may read /cluster"
+        } else {
+            ""
+        },
         if cfg.insecure { ", --insecure" } else { "" },
     );
-    let _ = writeln!(s, "  cluster transport  {} (cluster secret {})", cfg.cluster_addr, set(&cfg.cluster_secret));
+    let _ = writeln!(
+        s,
+        "  cluster transport  {} (cluster secret {})",
+        cfg.cluster_addr,
+        set(&cfg.cluster_secret)
+    );
 
     let start = match (&cfg.init_nodes[..], &cfg.seed) {
         ([], None) => "a single-node cluster of itself (others can join later through it)".to_string(),
@@ -217,9 +258,15 @@ pub fn describe(cfg: &Config) -> String {
             format!("join the cluster through node {id} at {addr} and admit itself (--auto-join)")
         }
         ([], Some((id, addr))) => {
-            format!("join the cluster through node {id} at {addr}; waits as `joining` until `wkctl cluster join`")
+            format!(
+                "join the cluster through node {id} at {addr}; waits as `joining` until `wkctl cluster join`"
+            )
         }
-        (list, _) => format!("bootstrap a new cluster of {} nodes: {}", list.len(), members(list)),
+        (list, _) => format!(
+            "bootstrap a new cluster of {} nodes: {}",
+            list.len(),
+            members(list)
+        ),
     };
     let _ = writeln!(s, "  on a new data dir  {start}");
     let _ = writeln!(
@@ -230,7 +277,11 @@ pub fn describe(cfg: &Config) -> String {
     let _ = writeln!(
         s,
         "  drills             {}",
-        if cfg.allow_drills { "accepted (--allow-drills)" } else { "refused" }
+        if cfg.allow_drills {
+            "accepted (--allow-drills)"
+        } else {
+            "refused"
+        }
     );
 
     let (problems, warnings) = (problems(cfg), warnings(cfg));
@@ -257,10 +308,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("n.toml");
         std::fs::write(&path, toml).expect("write");
-        Config::from_args(Args { config: Some(path), ..Default::default() }).expect("valid config")
+        Config::from_args(Args {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect("valid config")
     }
 
-    const TOKENS: &str = "api_token = \"secret-client\"\nadmin_token = \"secret-admin\"\ncluster_secret = \"secret-peers\"\n";
+    const TOKENS: &str =
+        "api_token = \"secret-client\"\nadmin_token = \"secret-admin\"\ncluster_secret = \"secret-peers\"\n";
     const THREE: &str = "init_nodes = \"1@10.0.0.1:11110,2@10.0.0.2:11110,3@10.0.0.3:11110\"\n";
 
     /// (config, substring of a problem or "" for none, substring of a warning or "" for any)
@@ -268,20 +324,52 @@ mod tests {
     fn verdicts() {
         let cases: Vec<(String, &str, &str)> = vec![
             (String::new(), "", ""),
-            ("http_addr = \"0.0.0.0:5001\"\n".into(), "not a loopback address", ""),
+            (
+                "http_addr = \"0.0.0.0:5001\"\n".into(),
+                "not a loopback address",
+                "",
+            ),
             (format!("http_addr = \"0.0.0.0:5001\"\n{TOKENS}"), "", ""),
-            ("http_addr = \"0.0.0.0:5001\"\ninsecure = true\n".into(), "", "without tokens"),
+            (
+                "http_addr = \"0.0.0.0:5001\"\ninsecure = true\n".into(),
+                "",
+                "without tokens",
+            ),
             (format!("http_addr = \"nocolon\"\n{TOKENS}"), "not HOST:PORT", ""),
-            (format!("cluster_addr = \"0.0.0.0:11110\"\n{THREE}"), "cannot reach", ""),
-            (format!("cluster_addr = \"10.0.0.1:11110\"\n{THREE}{TOKENS}"), "", ""),
-            (format!("node_id = 4\ncluster_addr = \"10.0.0.4:11110\"\n{THREE}"), "does not list this node", ""),
-            ("node_id = 2\nseed = \"2@10.0.0.1:11110\"\n".into(), "names this node", ""),
+            (
+                format!("cluster_addr = \"0.0.0.0:11110\"\n{THREE}"),
+                "cannot reach",
+                "",
+            ),
+            (
+                format!("cluster_addr = \"10.0.0.1:11110\"\n{THREE}{TOKENS}"),
+                "",
+                "",
+            ),
+            (
+                format!("node_id = 4\ncluster_addr = \"10.0.0.4:11110\"\n{THREE}"),
+                "does not list this node",
+                "",
+            ),
+            (
+                "node_id = 2\nseed = \"2@10.0.0.1:11110\"\n".into(),
+                "names this node",
+                "",
+            ),
             ("cluster_addr = \"127.0.0.1:5001\"\n".into(), "same port", ""),
             ("auto_join = true\n".into(), "", "no effect without --seed"),
             ("channel_replicas = 2\n".into(), "", "odd number"),
             ("allow_drills = true\n".into(), "", "crash"),
-            (format!("cluster_addr = \"10.0.0.9:11110\"\n{THREE}"), "", "fine only if"),
-            ("cluster_addr = \"10.0.0.1:11110\"\n".into(), "", "no --cluster-secret"),
+            (
+                format!("cluster_addr = \"10.0.0.9:11110\"\n{THREE}"),
+                "",
+                "fine only if",
+            ),
+            (
+                "cluster_addr = \"10.0.0.1:11110\"\n".into(),
+                "",
+                "no --cluster-secret",
+            ),
         ];
         for (toml, problem, warning) in cases {
             let c = cfg(&toml);
@@ -289,21 +377,39 @@ mod tests {
             if problem.is_empty() {
                 assert!(p.is_empty(), "{toml:?}: unexpected problems {p:?}");
             } else {
-                assert!(p.iter().any(|x| x.contains(problem)), "{toml:?}: no problem with {problem:?} in {p:?}");
+                assert!(
+                    p.iter().any(|x| x.contains(problem)),
+                    "{toml:?}: no problem with {problem:?} in {p:?}"
+                );
             }
             if !warning.is_empty() {
-                assert!(w.iter().any(|x| x.contains(warning)), "{toml:?}: no warning with {warning:?} in {w:?}");
+                assert!(
+                    w.iter().any(|x| x.contains(warning)),
+                    "{toml:?}: no warning with {warning:?} in {w:?}"
+                );
             }
             let text = describe(&c);
-            assert!(text.ends_with(if p.is_empty() { "valid\n" } else { "problem(s)\n" }), "{text}");
+            assert!(
+                text.ends_with(if p.is_empty() { "valid\n" } else { "problem(s)\n" }),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn describe_says_what_happens_and_hides_secrets() {
-        let c = cfg(&format!("node_id = 1\nhttp_addr = \"0.0.0.0:5001\"\ncluster_addr = \"10.0.0.1:11110\"\n{THREE}{TOKENS}"));
+        let c = cfg(&format!(
+            "node_id = 1\nhttp_addr = \"0.0.0.0:5001\"\ncluster_addr = \"10.0.0.1:11110\"\n{THREE}{TOKENS}"
+        ));
         let text = describe(&c);
-        for want in ["node 1", "bootstrap a new cluster of 3 nodes", "all interfaces", "client token set", "cluster secret set", "ok:"] {
+        for want in [
+            "node 1",
+            "bootstrap a new cluster of 3 nodes",
+            "all interfaces",
+            "client token set",
+            "cluster secret set",
+            "ok:",
+        ] {
             assert!(text.contains(want), "{want:?} missing in:\n{text}");
         }
         assert!(!text.contains("secret-"), "a secret is printed:\n{text}");

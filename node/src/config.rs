@@ -11,6 +11,10 @@ use serde::Deserialize;
 #[derive(Debug, Parser, Default)]
 #[command(name = "wknode", version)]
 pub struct Args {
+    /// Validate this config file (with the other flags and WK_* variables), print what the node
+    /// would do and exit: 0 valid, 1 it would refuse to start, 2 unreadable.
+    #[arg(long, value_name = "FILE")]
+    pub check_config: Option<PathBuf>,
     /// TOML file with any of the settings below (flag names with `_`, e.g. `node_id = 2`).
     #[arg(long, env = "WK_CONFIG")]
     pub config: Option<PathBuf>,

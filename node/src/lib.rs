@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod channel;
+pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -14,6 +14,9 @@ fn main() {
         )
         .init();
     let args = wknode::config::Args::parse();
+    if let Some(file) = args.check_config.clone() {
+        std::process::exit(wknode::check::run(file, args));
+    }
     let result = wknode::config::Config::from_args(args).and_then(|cfg| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -34,7 +34,8 @@ impl Scrape {
     }
 
     fn value(&self, name: &str) -> f64 {
-        self.get(name, &[]).unwrap_or_else(|| panic!("no sample of {name}"))
+        self.get(name, &[])
+            .unwrap_or_else(|| panic!("no sample of {name}"))
     }
 }
 
@@ -53,35 +54,75 @@ fn check_format(text: &str) -> BTreeMap<String, String> {
     for (n, line) in text.lines().enumerate() {
         let at = || format!("line {}: {line:?}", n + 1);
         if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').unwrap_or_else(|| panic!("{}: HELP without text", at()));
+            let (name, help) = rest
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("{}: HELP without text", at()));
             assert!(valid_name(name) && !help.is_empty(), "{}", at());
             helped = Some(name.to_string());
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or_else(|| panic!("{}: TYPE without kind", at()));
-            assert_eq!(helped.as_deref(), Some(name), "{}: TYPE must follow the family's HELP", at());
+            let (name, kind) = rest
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("{}: TYPE without kind", at()));
+            assert_eq!(
+                helped.as_deref(),
+                Some(name),
+                "{}: TYPE must follow the family's HELP",
+                at()
+            );
             assert!(matches!(kind, "counter" | "gauge"), "{}: unexpected type", at());
-            assert!(kind != "counter" || name.ends_with("_total"), "{}: counters end in _total", at());
-            assert!(name.starts_with("wukong_") || name.starts_with("process_"), "{}: unprefixed name", at());
-            assert!(families.insert(name.to_string(), kind.to_string()).is_none(), "{}: family declared twice", at());
+            assert!(
+                kind != "counter" || name.ends_with("_total"),
+                "{}: counters end in _total",
+                at()
+            );
+            assert!(
+                name.starts_with("wukong_") || name.starts_with("process_"),
+                "{}: unprefixed name",
+                at()
+            );
+            assert!(
+                families.insert(name.to_string(), kind.to_string()).is_none(),
+                "{}: family declared twice",
+                at()
+            );
             current = Some(name.to_string());
         } else {
-            assert!(!line.starts_with('#') && !line.is_empty(), "{}: unexpected line", at());
-            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{}: no value", at()));
+            assert!(
+                !line.starts_with('#') && !line.is_empty(),
+                "{}: unexpected line",
+                at()
+            );
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("{}: no value", at()));
             let parsed = match value {
                 "NaN" | "+Inf" | "-Inf" => true,
                 v => v.parse::<f64>().is_ok(),
             };
             assert!(parsed, "{}: value is not a number", at());
             let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, Some(rest.strip_suffix('}').unwrap_or_else(|| panic!("{}: unclosed labels", at())))),
+                Some((name, rest)) => (
+                    name,
+                    Some(
+                        rest.strip_suffix('}')
+                            .unwrap_or_else(|| panic!("{}: unclosed labels", at())),
+                    ),
+                ),
                 None => (series, None),
             };
             assert!(valid_name(name), "{}: bad metric name", at());
-            assert_eq!(current.as_deref(), Some(name), "{}: sample outside its family", at());
+            assert_eq!(
+                current.as_deref(),
+                Some(name),
+                "{}: sample outside its family",
+                at()
+            );
             if let Some(labels) = labels {
                 // Label values never contain `",` in this exporter, so a split is exact enough.
                 for pair in labels.split("\",").map(|p| p.trim_end_matches('"')) {
-                    let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("{}: bad label {pair:?}", at()));
+                    let (k, v) = pair
+                        .split_once("=\"")
+                        .unwrap_or_else(|| panic!("{}: bad label {pair:?}", at()));
                     assert!(valid_name(k) && !k.starts_with("__"), "{}: bad label name", at());
                     assert!(!v.contains('\n'), "{}", at());
                 }
@@ -92,25 +133,57 @@ fn check_format(text: &str) -> BTreeMap<String, String> {
 }
 
 async fn scrape(http: &reqwest::Client, node: &common::Node) -> Scrape {
-    let resp = http.get(node.url("/metrics")).send().await.unwrap_or_else(|e| panic!("scrape node {}: {e}", node.id));
-    assert!(resp.status().is_success(), "node {}: /metrics answered {}", node.id, resp.status());
-    let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    assert!(ctype.starts_with("text/plain; version=0.0.4"), "content type {ctype:?}");
+    let resp = http
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("scrape node {}: {e}", node.id));
+    assert!(
+        resp.status().is_success(),
+        "node {}: /metrics answered {}",
+        node.id,
+        resp.status()
+    );
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ctype.starts_with("text/plain; version=0.0.4"),
+        "content type {ctype:?}"
+    );
     let text = resp.text().await.expect("body");
     let families = check_format(&text);
     let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parses");
     let sample_lines = text.lines().filter(|l| !l.starts_with('#')).count();
-    assert_eq!(parsed.samples.len(), sample_lines, "the parser skipped samples:\n{text}");
+    assert_eq!(
+        parsed.samples.len(),
+        sample_lines,
+        "the parser skipped samples:\n{text}"
+    );
     for s in &parsed.samples {
-        assert!(matches!(s.value, Value::Counter(_) | Value::Gauge(_)), "{} has no type", s.metric);
+        assert!(
+            matches!(s.value, Value::Counter(_) | Value::Gauge(_)),
+            "{} has no type",
+            s.metric
+        );
     }
-    Scrape { families, samples: parsed.samples }
+    Scrape {
+        families,
+        samples: parsed.samples,
+    }
 }
 
 /// Metric names a text mentions: `wukong_...` and `process_...` words.
 fn metric_names(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| ["wukong_", "process_"].iter().any(|p| w.len() > p.len() && w.starts_with(p)))
+        .filter(|w| {
+            ["wukong_", "process_"]
+                .iter()
+                .any(|p| w.len() > p.len() && w.starts_with(p))
+        })
         .map(str::to_string)
         .collect()
 }
@@ -124,7 +197,10 @@ fn repo_file(rel: &str) -> String {
 async fn a_live_cluster_exports_sane_metrics() {
     let mut cluster = Cluster::start_with(3, &["--channel-idle-timeout", "4s"]).await;
     let leader = cluster.wait_meta_leader().await;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
 
     tracing::info!("--- an idle cluster: every node up, one metadata leader, indexes in order");
     let scrapes: Vec<Scrape> = {
@@ -136,51 +212,102 @@ async fn a_live_cluster_exports_sane_metrics() {
     };
     for (n, s) in cluster.nodes.iter().zip(&scrapes) {
         assert_eq!(s.value("wukong_up"), 1.0);
-        assert_eq!(s.get("wukong_node_info", &[("node_id", &n.id.to_string())]), Some(1.0), "node {}", n.id);
+        assert_eq!(
+            s.get("wukong_node_info", &[("node_id", &n.id.to_string())]),
+            Some(1.0),
+            "node {}",
+            n.id
+        );
         assert_eq!(s.value("wukong_node_joining"), 0.0);
         let roles: f64 = ["leader", "follower", "candidate", "learner", "shutdown"]
             .iter()
-            .map(|r| s.get("wukong_meta_role", &[("role", r)]).expect("every role is exported"))
+            .map(|r| {
+                s.get("wukong_meta_role", &[("role", r)])
+                    .expect("every role is exported")
+            })
             .sum();
         assert_eq!(roles, 1.0, "node {}: exactly one role", n.id);
         let is_leader = s.get("wukong_meta_role", &[("role", "leader")]) == Some(1.0);
         assert_eq!(is_leader, n.id == leader, "node {}", n.id);
         assert_eq!(s.value("wukong_meta_leader_id"), leader as f64);
         assert!(s.value("wukong_meta_term") >= 1.0);
-        let (applied, committed, last) =
-            (s.value("wukong_meta_applied_index"), s.value("wukong_meta_committed_index"), s.value("wukong_meta_last_log_index"));
-        assert!(applied >= 1.0 && applied <= committed && committed <= last, "node {}: {applied} {committed} {last}", n.id);
+        let (applied, committed, last) = (
+            s.value("wukong_meta_applied_index"),
+            s.value("wukong_meta_committed_index"),
+            s.value("wukong_meta_last_log_index"),
+        );
+        assert!(
+            applied >= 1.0 && applied <= committed && committed <= last,
+            "node {}: {applied} {committed} {last}",
+            n.id
+        );
         assert_eq!(s.value("wukong_meta_voters"), 3.0);
         assert!(s.value("process_cpu_seconds_total") > 0.0);
         assert!(s.value("process_resident_memory_bytes") > 1e6);
-        assert!(s.value("process_open_fds") >= 3.0 && s.value("process_open_fds") <= s.value("process_max_fds"));
+        assert!(
+            s.value("process_open_fds") >= 3.0 && s.value("process_open_fds") <= s.value("process_max_fds")
+        );
         let start = s.value("process_start_time_seconds");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
-        assert!(start > now - 600.0 && start <= now + 5.0, "start time {start}, now {now}");
-        assert_eq!(s.value("wukong_meta_elections_total"), 0.0, "counters start at the first scrape");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        assert!(
+            start > now - 600.0 && start <= now + 5.0,
+            "start time {start}, now {now}"
+        );
+        assert_eq!(
+            s.value("wukong_meta_elections_total"),
+            0.0,
+            "counters start at the first scrape"
+        );
         assert_eq!(s.value("wukong_channels_active"), 0.0);
         assert!(s.value("wukong_scrape_duration_seconds") < 5.0);
     }
     let leader_scrape = &scrapes[(leader - 1) as usize];
-    let peers = leader_scrape.samples.iter().filter(|s| s.metric == "wukong_meta_replication_lag_entries").count();
+    let peers = leader_scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "wukong_meta_replication_lag_entries")
+        .count();
     assert_eq!(peers, 2, "the metadata leader reports each peer's lag");
-    assert!(leader_scrape.get("wukong_meta_quorum_ack_age_seconds", &[]).is_some_and(|a| a < 5.0));
+    assert!(
+        leader_scrape
+            .get("wukong_meta_quorum_ack_age_seconds", &[])
+            .is_some_and(|a| a < 5.0)
+    );
 
-    tracing::info!("--- names: docs/METRICS.md documents every family, the dashboard queries only exported ones");
+    tracing::info!(
+        "--- names: docs/METRICS.md documents every family, the dashboard queries only exported ones"
+    );
     let exported: BTreeSet<String> = scrapes[0].families.keys().cloned().collect();
     let documented = metric_names(&repo_file("docs/METRICS.md"));
     let undocumented: Vec<_> = exported.difference(&documented).collect();
-    assert!(undocumented.is_empty(), "exported but not in docs/METRICS.md: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "exported but not in docs/METRICS.md: {undocumented:?}"
+    );
     let stale: Vec<_> = documented.difference(&exported).collect();
     assert!(stale.is_empty(), "in docs/METRICS.md but not exported: {stale:?}");
     let queried = metric_names(&repo_file("deploy/grafana/wukong-dashboard.json"));
     let unknown: Vec<_> = queried.difference(&exported).collect();
-    assert!(unknown.is_empty(), "the dashboard queries unknown metrics: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "the dashboard queries unknown metrics: {unknown:?}"
+    );
 
     tracing::info!("--- a channel with messages: one leader, two followers caught up, replicated everywhere");
     let c = cluster.node(1).client();
-    let req = ChannelReq { channel_id: "m1".into(), channel_type: CHANNEL_TYPE_GROUP, subscribers: vec!["u1".into()], reset: 0 };
-    retry("create channel m1", Duration::from_secs(10), || c.channel_create(&req)).await;
+    let req = ChannelReq {
+        channel_id: "m1".into(),
+        channel_type: CHANNEL_TYPE_GROUP,
+        subscribers: vec!["u1".into()],
+        reset: 0,
+    };
+    retry("create channel m1", Duration::from_secs(10), || {
+        c.channel_create(&req)
+    })
+    .await;
     for i in 0..5 {
         let send = SendReq {
             header: MessageHeader::default(),
@@ -193,26 +320,38 @@ async fn a_live_cluster_exports_sane_metrics() {
         retry("send to m1", Duration::from_secs(10), || c.send(&send)).await;
     }
     let nodes: Vec<&common::Node> = cluster.nodes.iter().collect();
-    wait_until("one channel leader whose followers caught up", Duration::from_secs(15), || {
-        let (http, nodes) = (http.clone(), nodes.clone());
-        async move {
-            let mut led = 0.0;
-            let mut seen = Vec::new();
-            for n in &nodes {
-                let s = scrape(&http, n).await;
-                led += s.value("wukong_channels_led");
-                if s.value("wukong_channels_led") == 1.0 {
-                    seen.push((s.value("wukong_replication_followers"), s.value("wukong_replication_lag_entries_sum")));
-                    assert!(s.value("wukong_replication_lag_entries_max") <= s.value("wukong_replication_lag_entries_sum"));
-                    assert!(s.value("wukong_channels_active") >= 1.0);
+    wait_until(
+        "one channel leader whose followers caught up",
+        Duration::from_secs(15),
+        || {
+            let (http, nodes) = (http.clone(), nodes.clone());
+            async move {
+                let mut led = 0.0;
+                let mut seen = Vec::new();
+                for n in &nodes {
+                    let s = scrape(&http, n).await;
+                    led += s.value("wukong_channels_led");
+                    if s.value("wukong_channels_led") == 1.0 {
+                        seen.push((
+                            s.value("wukong_replication_followers"),
+                            s.value("wukong_replication_lag_entries_sum"),
+                        ));
+                        assert!(
+                            s.value("wukong_replication_lag_entries_max")
+                                <= s.value("wukong_replication_lag_entries_sum")
+                        );
+                        assert!(s.value("wukong_channels_active") >= 1.0);
+                    }
+                }
+                match (led, seen.as_slice()) {
+                    (1.0, [(2.0, 0.0)]) => Ok(()),
+                    _ => Err(format!(
+                        "channels led {led}, leader's (followers, lag sum) {seen:?}"
+                    )),
                 }
             }
-            match (led, seen.as_slice()) {
-                (1.0, [(2.0, 0.0)]) => Ok(()),
-                _ => Err(format!("channels led {led}, leader's (followers, lag sum) {seen:?}")),
-            }
-        }
-    })
+        },
+    )
     .await;
 
     tracing::info!("--- idle: the channel hibernates on every replica, which all count it as replicated");
@@ -242,7 +381,9 @@ async fn a_live_cluster_exports_sane_metrics() {
         let node = cluster.node(1);
         async move {
             let s = scrape(&http, node).await;
-            s.get("wukong_backlog_channels", &[]).map(|_| s).ok_or_else(|| "no backlog view yet".to_string())
+            s.get("wukong_backlog_channels", &[])
+                .map(|_| s)
+                .ok_or_else(|| "no backlog view yet".to_string())
         }
     })
     .await;
@@ -253,20 +394,33 @@ async fn a_live_cluster_exports_sane_metrics() {
     tracing::info!("--- SIGKILL the metadata leader: the survivors count an election and a leader change");
     cluster.node_mut(leader).kill().await;
     let survivors: Vec<&common::Node> = cluster.nodes.iter().filter(|n| n.id != leader).collect();
-    wait_until("survivors to count a new metadata leadership", Duration::from_secs(30), || {
-        let (http, survivors) = (http.clone(), survivors.clone());
-        async move {
-            let mut seen = Vec::new();
-            for n in &survivors {
-                let s = scrape(&http, n).await;
-                let (elections, changes) = (s.value("wukong_meta_elections_total"), s.value("wukong_meta_leader_changes_total"));
-                let new_leader = s.get("wukong_meta_leader_id", &[]);
-                seen.push((n.id, elections, changes, new_leader));
+    wait_until(
+        "survivors to count a new metadata leadership",
+        Duration::from_secs(30),
+        || {
+            let (http, survivors) = (http.clone(), survivors.clone());
+            async move {
+                let mut seen = Vec::new();
+                for n in &survivors {
+                    let s = scrape(&http, n).await;
+                    let (elections, changes) = (
+                        s.value("wukong_meta_elections_total"),
+                        s.value("wukong_meta_leader_changes_total"),
+                    );
+                    let new_leader = s.get("wukong_meta_leader_id", &[]);
+                    seen.push((n.id, elections, changes, new_leader));
+                }
+                let done = seen
+                    .iter()
+                    .all(|(_, e, c, l)| *e >= 1.0 && *c >= 1.0 && l.is_some_and(|l| l != leader as f64));
+                if done {
+                    Ok(())
+                } else {
+                    Err(format!("(node, elections, leader changes, leader) = {seen:?}"))
+                }
             }
-            let done = seen.iter().all(|(_, e, c, l)| *e >= 1.0 && *c >= 1.0 && l.is_some_and(|l| l != leader as f64));
-            if done { Ok(()) } else { Err(format!("(node, elections, leader changes, leader) = {seen:?}")) }
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -278,7 +432,12 @@ async fn metrics_need_the_client_token_when_one_is_set() {
     let denied = http.get(&url).send().await.expect("request");
     assert_eq!(denied.status().as_u16(), 401);
     for token in ["t-client", "t-admin"] {
-        let ok = http.get(&url).header("token", token).send().await.expect("request");
+        let ok = http
+            .get(&url)
+            .header("token", token)
+            .send()
+            .await
+            .expect("request");
         assert!(ok.status().is_success(), "token {token}: {}", ok.status());
         check_format(&ok.text().await.expect("body"));
     }

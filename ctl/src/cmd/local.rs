@@ -175,6 +175,17 @@ impl Nodes {
         plan: &NodePlan,
         init_nodes: &str,
     ) -> anyhow::Result<oneshot::Receiver<anyhow::Result<Ready>>> {
+        self.spawn_args(bin, plan, &["--init-nodes".to_string(), init_nodes.to_string()])
+    }
+
+    /// Like `spawn`, with `args` after the id, data dir and addresses instead of
+    /// `--init-nodes` (e.g. `--seed 1@...`, `--allow-drills`).
+    pub fn spawn_args(
+        &mut self,
+        bin: &Path,
+        plan: &NodePlan,
+        args: &[String],
+    ) -> anyhow::Result<oneshot::Receiver<anyhow::Result<Ready>>> {
         fs::create_dir_all(&plan.dir).with_context(|| format!("creating {}", plan.dir.display()))?;
         let log_path = plan.log_path();
         let log = OpenOptions::new()
@@ -192,8 +203,7 @@ impl Nodes {
             .arg(format!("127.0.0.1:{}", plan.http_port))
             .arg("--cluster-addr")
             .arg(format!("127.0.0.1:{}", plan.cluster_port))
-            .arg("--init-nodes")
-            .arg(init_nodes)
+            .args(args)
             // The log is a file, not a terminal: no colour escapes in it.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -296,6 +306,30 @@ impl Nodes {
         Ok(())
     }
 
+    /// Sends `signal` (e.g. SIGSTOP, SIGCONT) to running node `id`.
+    pub fn signal(&self, id: u64, signal: libc::c_int) -> anyhow::Result<()> {
+        let p = self
+            .procs
+            .iter()
+            .find(|p| p.plan.id == id && p.exited.is_none())
+            .with_context(|| format!("node {id} is not running"))?;
+        let pid = libc::pid_t::try_from(p.child.id()).context("pid out of range")?;
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own unreaped
+        // child (see `terminate`).
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("signal {signal} to node {id}"));
+        }
+        Ok(())
+    }
+
+    /// Whether node `id` has a live (not reaped, not exited) process.
+    pub fn is_running(&mut self, id: u64) -> bool {
+        self.procs
+            .iter_mut()
+            .any(|p| p.plan.id == id && p.exited.is_none() && matches!(p.child.try_wait(), Ok(None)))
+    }
+
     /// SIGTERM to every running node, wait up to `grace`, then SIGKILL the rest; reaps all.
     pub fn stop(&mut self, grace: Duration, verbose: bool) {
         for p in &mut self.procs {
@@ -345,6 +379,8 @@ fn terminate(child: &Child) {
     // (we reap only through `Child`, which we hold), so it cannot name a recycled process.
     unsafe {
         libc::kill(pid, libc::SIGTERM);
+        // A paused (SIGSTOPped) node would only act on the SIGTERM once continued.
+        libc::kill(pid, libc::SIGCONT);
     }
 }
 

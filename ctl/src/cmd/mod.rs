@@ -6,10 +6,12 @@ mod channel;
 mod cluster;
 mod completions;
 mod demo;
+pub mod drill;
 mod health;
 mod local;
 mod message;
 mod node;
+mod probe;
 mod scale;
 mod top;
 
@@ -51,6 +53,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Message(MessageCommand::Sync(args)) => message::sync(global, args).await,
         Command::Bench(BenchCommand::Send(args)) => bench::send(global, args).await,
         Command::Bench(BenchCommand::Failover(args)) => bench::failover(global, args).await,
+        Command::Drill(cmd) => drill::run(global, cmd).await,
         Command::Completions { shell } => completions::run(shell),
     }
 }

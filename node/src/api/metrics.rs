@@ -100,19 +100,38 @@ pub async fn render(node: &Node) -> String {
     watch_meta(node, &state);
     let scan = channel_scan(node, &state).await;
     let backlog = cached_backlog(node, &state).await;
-    let process = tokio::task::spawn_blocking(ProcessStats::read).await.ok().flatten();
+    let process = tokio::task::spawn_blocking(ProcessStats::read)
+        .await
+        .ok()
+        .flatten();
 
     let mut out = Exposition::default();
     out.family("wukong_up", Kind::Gauge, "1 while the node serves HTTP.");
     out.sample("wukong_up", &[], 1.0);
-    out.family("wukong_node_info", Kind::Gauge, "Constant 1, labelled with the node id, the cluster id and the version.");
-    let cluster_id = node.transport.cluster_id().map(|c| format!("{c:016x}")).unwrap_or_default();
+    out.family(
+        "wukong_node_info",
+        Kind::Gauge,
+        "Constant 1, labelled with the node id, the cluster id and the version.",
+    );
+    let cluster_id = node
+        .transport
+        .cluster_id()
+        .map(|c| format!("{c:016x}"))
+        .unwrap_or_default();
     out.sample(
         "wukong_node_info",
-        &[("node_id", &node.id.to_string()), ("cluster_id", &cluster_id), ("version", env!("CARGO_PKG_VERSION"))],
+        &[
+            ("node_id", &node.id.to_string()),
+            ("cluster_id", &cluster_id),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ],
         1.0,
     );
-    out.family("wukong_node_joining", Kind::Gauge, "1 while the node waits to be admitted to a cluster (--seed).");
+    out.family(
+        "wukong_node_joining",
+        Kind::Gauge,
+        "1 while the node waits to be admitted to a cluster (--seed).",
+    );
     out.sample("wukong_node_joining", &[], bool_value(node.is_joining()));
 
     meta_families(node, &state, &mut out);
@@ -122,8 +141,16 @@ pub async fn render(node: &Node) -> String {
         p.write(&mut out);
     }
 
-    out.family("wukong_scrape_duration_seconds", Kind::Gauge, "Time this node took to build this exposition.");
-    out.sample("wukong_scrape_duration_seconds", &[], started.elapsed().as_secs_f64());
+    out.family(
+        "wukong_scrape_duration_seconds",
+        Kind::Gauge,
+        "Time this node took to build this exposition.",
+    );
+    out.sample(
+        "wukong_scrape_duration_seconds",
+        &[],
+        started.elapsed().as_secs_f64(),
+    );
     out.finish()
 }
 
@@ -141,8 +168,13 @@ fn state_label(s: ServerState) -> &'static str {
     }
 }
 
-const STATES: [ServerState; 5] =
-    [ServerState::Leader, ServerState::Follower, ServerState::Candidate, ServerState::Learner, ServerState::Shutdown];
+const STATES: [ServerState; 5] = [
+    ServerState::Leader,
+    ServerState::Follower,
+    ServerState::Candidate,
+    ServerState::Learner,
+    ServerState::Shutdown,
+];
 
 /// The metadata group (group 0), as this node sees it.
 fn meta_families(node: &Node, state: &MetricsState, out: &mut Exposition) {
@@ -170,7 +202,12 @@ fn meta_families(node: &Node, state: &MetricsState, out: &mut Exposition) {
             .map(|r| {
                 r.iter()
                     .filter(|(id, _)| **id != node.id)
-                    .map(|(id, l)| (*id, last_log.saturating_sub(l.as_ref().map(|l| l.index).unwrap_or(0))))
+                    .map(|(id, l)| {
+                        (
+                            *id,
+                            last_log.saturating_sub(l.as_ref().map(|l| l.index).unwrap_or(0)),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -185,28 +222,71 @@ fn meta_families(node: &Node, state: &MetricsState, out: &mut Exposition) {
             voters: membership.voter_ids().count(),
             learners: membership.learner_ids().count(),
             lag,
-            quorum_ack_age: m.last_quorum_acked.as_ref().map(|t| t.clone().into_inner().elapsed().as_secs_f64()),
+            // A lone voter is its own quorum: nothing acknowledges it, and nothing needs to.
+            quorum_ack_age: if membership.voter_ids().count() <= 1 && m.state == ServerState::Leader {
+                Some(0.0)
+            } else {
+                m.last_quorum_acked
+                    .as_ref()
+                    .map(|t| t.into_inner().elapsed().as_secs_f64())
+            },
         }
     };
-    out.family("wukong_meta_role", Kind::Gauge, "Role of this node in the metadata group: 1 for the current role, 0 for the others.");
+    out.family(
+        "wukong_meta_role",
+        Kind::Gauge,
+        "Role of this node in the metadata group: 1 for the current role, 0 for the others.",
+    );
     for s in STATES {
-        out.sample("wukong_meta_role", &[("role", state_label(s))], bool_value(s == v.state));
+        out.sample(
+            "wukong_meta_role",
+            &[("role", state_label(s))],
+            bool_value(s == v.state),
+        );
     }
-    out.family("wukong_meta_term", Kind::Gauge, "Current Raft term of the metadata group on this node.");
+    out.family(
+        "wukong_meta_term",
+        Kind::Gauge,
+        "Current Raft term of the metadata group on this node.",
+    );
     out.sample("wukong_meta_term", &[], v.term as f64);
-    out.family("wukong_meta_leader_id", Kind::Gauge, "Node id of the metadata leader this node knows of (absent when none).");
+    out.family(
+        "wukong_meta_leader_id",
+        Kind::Gauge,
+        "Node id of the metadata leader this node knows of (absent when none).",
+    );
     if let Some(l) = v.leader {
         out.sample("wukong_meta_leader_id", &[], l as f64);
     }
-    out.family("wukong_meta_last_log_index", Kind::Gauge, "Index of the last entry in this node's metadata log.");
+    out.family(
+        "wukong_meta_last_log_index",
+        Kind::Gauge,
+        "Index of the last entry in this node's metadata log.",
+    );
     out.sample("wukong_meta_last_log_index", &[], v.last_log as f64);
-    out.family("wukong_meta_committed_index", Kind::Gauge, "Index of the last metadata entry this node knows to be committed.");
+    out.family(
+        "wukong_meta_committed_index",
+        Kind::Gauge,
+        "Index of the last metadata entry this node knows to be committed.",
+    );
     out.sample("wukong_meta_committed_index", &[], v.committed as f64);
-    out.family("wukong_meta_applied_index", Kind::Gauge, "Index of the last metadata entry applied on this node.");
+    out.family(
+        "wukong_meta_applied_index",
+        Kind::Gauge,
+        "Index of the last metadata entry applied on this node.",
+    );
     out.sample("wukong_meta_applied_index", &[], v.applied as f64);
-    out.family("wukong_meta_voters", Kind::Gauge, "Voters in the metadata group's membership.");
+    out.family(
+        "wukong_meta_voters",
+        Kind::Gauge,
+        "Voters in the metadata group's membership.",
+    );
     out.sample("wukong_meta_voters", &[], v.voters as f64);
-    out.family("wukong_meta_learners", Kind::Gauge, "Learners (joining nodes catching up) in the metadata group's membership.");
+    out.family(
+        "wukong_meta_learners",
+        Kind::Gauge,
+        "Learners (joining nodes catching up) in the metadata group's membership.",
+    );
     out.sample("wukong_meta_learners", &[], v.learners as f64);
     out.family(
         "wukong_meta_replication_lag_entries",
@@ -214,7 +294,11 @@ fn meta_families(node: &Node, state: &MetricsState, out: &mut Exposition) {
         "Leader only: metadata log entries each peer is behind this node.",
     );
     for (peer, lag) in &v.lag {
-        out.sample("wukong_meta_replication_lag_entries", &[("peer", &peer.to_string())], *lag as f64);
+        out.sample(
+            "wukong_meta_replication_lag_entries",
+            &[("peer", &peer.to_string())],
+            *lag as f64,
+        );
     }
     out.family(
         "wukong_meta_quorum_ack_age_seconds",
@@ -229,19 +313,28 @@ fn meta_families(node: &Node, state: &MetricsState, out: &mut Exposition) {
         Kind::Counter,
         "Metadata-group terms this node moved through since the exporter started (each term is one election).",
     );
-    out.sample("wukong_meta_elections_total", &[], state.0.elections.load(Ordering::Relaxed) as f64);
+    out.sample(
+        "wukong_meta_elections_total",
+        &[],
+        state.0.elections.load(Ordering::Relaxed) as f64,
+    );
     out.family(
         "wukong_meta_leader_changes_total",
         Kind::Counter,
         "New metadata leaderships (term, leader) this node saw since the exporter started.",
     );
-    out.sample("wukong_meta_leader_changes_total", &[], state.0.leader_changes.load(Ordering::Relaxed) as f64);
+    out.sample(
+        "wukong_meta_leader_changes_total",
+        &[],
+        state.0.leader_changes.load(Ordering::Relaxed) as f64,
+    );
 }
 
 /// Channel groups on this node and the replication of those it leads.
 fn channel_families(node: &Node, scan: Option<&ChannelScan>, out: &mut Exposition) {
     let live = node.live_groups();
-    let (mut led, mut followers, mut behind, mut lag_sum, mut lag_max, mut ack_max) = (0u64, 0u64, 0u64, 0u64, 0u64, 0f64);
+    let (mut led, mut followers, mut behind, mut lag_sum, mut lag_max, mut ack_max) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0f64);
     for (_, raft) in &live {
         let m = raft.metrics();
         let m = m.borrow_watched();
@@ -263,23 +356,47 @@ fn channel_families(node: &Node, scan: Option<&ChannelScan>, out: &mut Expositio
             }
         }
     }
-    out.family("wukong_channels_led", Kind::Gauge, "Channel groups this node leads.");
+    out.family(
+        "wukong_channels_led",
+        Kind::Gauge,
+        "Channel groups this node leads.",
+    );
     out.sample("wukong_channels_led", &[], led as f64);
-    out.family("wukong_channels_active", Kind::Gauge, "Channel groups running on this node (not hibernated).");
+    out.family(
+        "wukong_channels_active",
+        Kind::Gauge,
+        "Channel groups running on this node (not hibernated).",
+    );
     out.sample("wukong_channels_active", &[], live.len() as f64);
-    out.family("wukong_channels_max_active", Kind::Gauge, "Most channel groups this node keeps running (--max-active-channels).");
+    out.family(
+        "wukong_channels_max_active",
+        Kind::Gauge,
+        "Most channel groups this node keeps running (--max-active-channels).",
+    );
     out.sample("wukong_channels_max_active", &[], node.max_active as f64);
     let running: HashSet<GroupId> = live.iter().map(|(g, _)| *g).collect();
     let hibernated = scan.map(|s| s.replicated.iter().filter(|g| !running.contains(g)).count());
-    out.family("wukong_channels_replicated", Kind::Gauge, "Channels whose replica set includes this node.");
+    out.family(
+        "wukong_channels_replicated",
+        Kind::Gauge,
+        "Channels whose replica set includes this node.",
+    );
     if let Some(scan) = scan {
         out.sample("wukong_channels_replicated", &[], scan.replicated.len() as f64);
     }
-    out.family("wukong_channels_hibernated", Kind::Gauge, "Channels replicated on this node whose group is not running here.");
+    out.family(
+        "wukong_channels_hibernated",
+        Kind::Gauge,
+        "Channels replicated on this node whose group is not running here.",
+    );
     if let Some(n) = hibernated {
         out.sample("wukong_channels_hibernated", &[], n as f64);
     }
-    out.family("wukong_channels", Kind::Gauge, "Channels in the metadata (cluster-wide; the same on every node).");
+    out.family(
+        "wukong_channels",
+        Kind::Gauge,
+        "Channels in the metadata (cluster-wide; the same on every node).",
+    );
     if let Some(scan) = scan {
         out.sample("wukong_channels", &[], scan.total as f64);
     }
@@ -334,19 +451,47 @@ fn backlog_families(backlog: Option<(Duration, Arc<Backlog>)>, out: &mut Exposit
     if let Some(b) = b {
         out.sample("wukong_backlog_at_risk_channels", &[], b.at_risk as f64);
     }
-    out.family("wukong_backlog_target_channels", Kind::Gauge, "Backlogged channels that placement wants on the target node.");
+    out.family(
+        "wukong_backlog_target_channels",
+        Kind::Gauge,
+        "Backlogged channels that placement wants on the target node.",
+    );
     for t in targets {
-        out.sample("wukong_backlog_target_channels", &[("target", &t.node_id.to_string())], t.channels as f64);
+        out.sample(
+            "wukong_backlog_target_channels",
+            &[("target", &t.node_id.to_string())],
+            t.channels as f64,
+        );
     }
-    out.family("wukong_backlog_target_entries", Kind::Gauge, "Log entries the target node must copy to clear its backlog.");
+    out.family(
+        "wukong_backlog_target_entries",
+        Kind::Gauge,
+        "Log entries the target node must copy to clear its backlog.",
+    );
     for t in targets {
-        out.sample("wukong_backlog_target_entries", &[("target", &t.node_id.to_string())], t.entries as f64);
+        out.sample(
+            "wukong_backlog_target_entries",
+            &[("target", &t.node_id.to_string())],
+            t.entries as f64,
+        );
     }
-    out.family("wukong_backlog_target_bytes", Kind::Gauge, "Payload bytes the target node must copy to clear its backlog.");
+    out.family(
+        "wukong_backlog_target_bytes",
+        Kind::Gauge,
+        "Payload bytes the target node must copy to clear its backlog.",
+    );
     for t in targets {
-        out.sample("wukong_backlog_target_bytes", &[("target", &t.node_id.to_string())], t.bytes as f64);
+        out.sample(
+            "wukong_backlog_target_bytes",
+            &[("target", &t.node_id.to_string())],
+            t.bytes as f64,
+        );
     }
-    out.family("wukong_backlog_age_seconds", Kind::Gauge, "Age of the backlog view the series above come from.");
+    out.family(
+        "wukong_backlog_age_seconds",
+        Kind::Gauge,
+        "Age of the backlog view the series above come from.",
+    );
     if let Some((age, _)) = backlog {
         out.sample("wukong_backlog_age_seconds", &[], age.as_secs_f64());
     }
@@ -375,13 +520,13 @@ fn watch_meta(node: &Node, state: &MetricsState) {
                 state.0.elections.fetch_add(t - term, Ordering::Relaxed);
                 term = t;
             }
-            if let Some(l) = leader {
-                if leadership != Some((t, l)) {
-                    if leadership.is_some() {
-                        state.0.leader_changes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    leadership = Some((t, l));
+            if let Some(l) = leader
+                && leadership != Some((t, l))
+            {
+                if leadership.is_some() {
+                    state.0.leader_changes.fetch_add(1, Ordering::Relaxed);
                 }
+                leadership = Some((t, l));
             }
         }
     });
@@ -389,18 +534,25 @@ fn watch_meta(node: &Node, state: &MetricsState) {
 
 /// The channel table scan, reused for `SCAN_TTL`; None if the store cannot be read.
 async fn channel_scan(node: &Node, state: &MetricsState) -> Option<Arc<ChannelScan>> {
-    if let Some((at, scan)) = state.0.scan.lock().expect("metrics scan lock poisoned").as_ref() {
-        if at.elapsed() < SCAN_TTL {
-            return Some(scan.clone());
-        }
+    if let Some((at, scan)) = state.0.scan.lock().expect("metrics scan lock poisoned").as_ref()
+        && at.elapsed() < SCAN_TTL
+    {
+        return Some(scan.clone());
     }
     let id = node.id;
     let scan = node
         .store
         .read(move |r| {
             let all = meta::channels(r, None, usize::MAX)?;
-            let replicated = all.iter().filter(|c| c.replicas.contains(&id)).map(|c| c.group_id).collect();
-            Ok(ChannelScan { total: all.len() as u64, replicated })
+            let replicated = all
+                .iter()
+                .filter(|c| c.replicas.contains(&id))
+                .map(|c| c.group_id)
+                .collect();
+            Ok(ChannelScan {
+                total: all.len() as u64,
+                replicated,
+            })
         })
         .await;
     match scan {
@@ -465,13 +617,19 @@ impl ProcessStats {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         let s = parse_stat(&stat)?;
         // SAFETY: sysconf only reads a system constant.
-        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
         if ticks <= 0 || page <= 0 {
             return None;
         }
-        let boot = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok()));
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<f64>().ok())
+        });
         let open_fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count() as f64);
         let max_fds = std::fs::read_to_string("/proc/self/limits").ok().and_then(|t| {
             let line = t.lines().find(|l| l.starts_with("Max open files"))?;
@@ -489,23 +647,51 @@ impl ProcessStats {
     }
 
     fn write(&self, out: &mut Exposition) {
-        out.family("process_cpu_seconds_total", Kind::Counter, "Total user and system CPU time spent in seconds.");
+        out.family(
+            "process_cpu_seconds_total",
+            Kind::Counter,
+            "Total user and system CPU time spent in seconds.",
+        );
         out.sample("process_cpu_seconds_total", &[], self.cpu_seconds);
-        out.family("process_resident_memory_bytes", Kind::Gauge, "Resident memory size in bytes.");
+        out.family(
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory size in bytes.",
+        );
         out.sample("process_resident_memory_bytes", &[], self.resident_bytes);
-        out.family("process_virtual_memory_bytes", Kind::Gauge, "Virtual memory size in bytes.");
+        out.family(
+            "process_virtual_memory_bytes",
+            Kind::Gauge,
+            "Virtual memory size in bytes.",
+        );
         out.sample("process_virtual_memory_bytes", &[], self.virtual_bytes);
-        out.family("process_threads", Kind::Gauge, "Number of OS threads in the process.");
+        out.family(
+            "process_threads",
+            Kind::Gauge,
+            "Number of OS threads in the process.",
+        );
         out.sample("process_threads", &[], self.threads);
-        out.family("process_start_time_seconds", Kind::Gauge, "Start time of the process since unix epoch in seconds.");
+        out.family(
+            "process_start_time_seconds",
+            Kind::Gauge,
+            "Start time of the process since unix epoch in seconds.",
+        );
         if let Some(t) = self.start_time_seconds {
             out.sample("process_start_time_seconds", &[], t);
         }
-        out.family("process_open_fds", Kind::Gauge, "Number of open file descriptors.");
+        out.family(
+            "process_open_fds",
+            Kind::Gauge,
+            "Number of open file descriptors.",
+        );
         if let Some(n) = self.open_fds {
             out.sample("process_open_fds", &[], n);
         }
-        out.family("process_max_fds", Kind::Gauge, "Maximum number of open file descriptors.");
+        out.family(
+            "process_max_fds",
+            Kind::Gauge,
+            "Maximum number of open file descriptors.",
+        );
         if let Some(n) = self.max_fds {
             out.sample("process_max_fds", &[], n);
         }
@@ -558,7 +744,10 @@ impl Exposition {
     fn family(&mut self, name: &'static str, kind: Kind, help: &str) {
         let first = self.seen.insert(name);
         debug_assert!(first, "metric family {name} declared twice");
-        debug_assert!(matches!(kind, Kind::Gauge) || name.ends_with("_total"), "counter {name} must end in _total");
+        debug_assert!(
+            matches!(kind, Kind::Gauge) || name.ends_with("_total"),
+            "counter {name} must end in _total"
+        );
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
@@ -609,7 +798,17 @@ mod tests {
         let line = "4242 (wk (node) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 7 0 12345 \
                     104857600 2560 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
         let s = parse_stat(line).expect("parses");
-        assert_eq!(s, Stat { utime: 250, stime: 50, threads: 7, start_ticks: 12345, vsize: 104857600, rss_pages: 2560 });
+        assert_eq!(
+            s,
+            Stat {
+                utime: 250,
+                stime: 50,
+                threads: 7,
+                start_ticks: 12345,
+                vsize: 104857600,
+                rss_pages: 2560
+            }
+        );
         assert!(parse_stat("garbage").is_none());
         assert!(parse_stat("1 (x) S 1").is_none());
     }
