@@ -263,7 +263,11 @@ async fn join_migrates_active_and_backlogs_idle() {
             idle_to_4.len()
         )
     });
-    problems.check(resp.active_migrated == active_to_4.len() as u64, || {
+    // A writer's next send may migrate its channel on demand at the same moment as the join's
+    // rebalance (both idempotent; one of the two then reports the work as not its own), so the
+    // join's count is at most the placed set; that every active channel placed on node 4 gets
+    // it as a replica is checked below.
+    problems.check(resp.active_migrated <= active_to_4.len() as u64 && resp.active_migrated > 0, || {
         format!(
             "join answered active_migrated {}, active channels placed on node 4: {}",
             resp.active_migrated,

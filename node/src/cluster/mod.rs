@@ -58,7 +58,7 @@ pub struct Inner {
     pub max_active: usize,
     /// Progress of the backlog drain while this node leads the metadata group.
     drain: Mutex<Option<wk_api::DrainStatus>>,
-    /// (when, value) of the last count of channels replicated here.
+    /// (metadata applied index, value) of the last count of channels replicated here.
     replicated_cache: Mutex<Option<(u64, u64)>>,
     /// Nodes being decommissioned, refreshed from the metadata (placement skips them).
     decommissioned: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,

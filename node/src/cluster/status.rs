@@ -86,11 +86,11 @@ impl Node {
     }
 
     /// How many channels list this node as a replica: a scan of every channel record, so it
-    /// is cached for a few seconds (dashboards poll it every second).
+    /// is cached until the metadata changes (dashboards poll it every second).
     async fn channels_replicated(&self) -> Result<u64> {
-        let now = super::route::now_ms();
+        let applied = self.meta.metrics().borrow_watched().last_applied.as_ref().map(|l| l.index).unwrap_or(0);
         if let Some((at, n)) = *self.replicated_cache.lock().expect("cache lock poisoned") {
-            if now.saturating_sub(at) < 5_000 {
+            if at == applied {
                 return Ok(n);
             }
         }
@@ -99,7 +99,7 @@ impl Node {
             .store
             .read(move |r| Ok(meta::channels(r, None, usize::MAX)?.iter().filter(|c| c.replicas.contains(&id)).count()))
             .await? as u64;
-        *self.replicated_cache.lock().expect("cache lock poisoned") = Some((now, n));
+        *self.replicated_cache.lock().expect("cache lock poisoned") = Some((applied, n));
         Ok(n)
     }
 

@@ -203,8 +203,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
-        // Snapshots are not kept: one built now reflects the applied state and is as current.
-        let snapshot = self.build_snapshot().await?;
-        Ok(snapshot.meta.last_log_id.is_some().then_some(snapshot))
+        // No snapshot is kept, and saying so matters: openraft purges logs up to a reported
+        // snapshot (minus `max_in_snapshot_log_to_keep`) and then ships snapshots to replicas
+        // that fall behind. Logs are kept whole, so replicas always catch up from the log.
+        Ok(None)
     }
 }
