@@ -166,6 +166,20 @@ impl Node {
         let m = self.meta.metrics().borrow_watched().membership_config.clone();
         let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
         let err = |e: openraft::error::RaftError<_, _>| NodeError::Unavailable(e.to_string());
+        if node == self.id {
+            // Removing the leader itself would leave the group leaderless until an election:
+            // hand the leadership over first and let the new leader do the removal.
+            let Some(to) = voters.iter().copied().find(|v| *v != node) else {
+                return Err(NodeError::BadRequest("cannot remove the only voter".into()));
+            };
+            self.meta.trigger().transfer_leader(to).await.map_err(|e| NodeError::Internal(e.to_string()))?;
+            let _ = self
+                .meta
+                .wait(Some(TRANSFER_WAIT))
+                .metrics(|m| m.current_leader == Some(to), "metadata leadership moved")
+                .await;
+            return Err(NodeError::NotLeader { leader_hint: Some(to) });
+        }
         if voters.contains(&node) {
             let mut next: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != node).collect();
             if next.len() % 2 == 0 {
