@@ -68,7 +68,11 @@ impl Client {
             .map(|e| e.trim())
             .filter(|e| !e.is_empty())
             .map(|e| {
-                let with_scheme = if e.contains("://") { e.to_string() } else { format!("http://{e}") };
+                let with_scheme = if e.contains("://") {
+                    e.to_string()
+                } else {
+                    format!("http://{e}")
+                };
                 reqwest::Url::parse(&with_scheme).map_err(|_| ClientError::BadEndpoint(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -81,7 +85,11 @@ impl Client {
             .pool_max_idle_per_host(256)
             .build()
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
-        Ok(Client { http, endpoints, token: None })
+        Ok(Client {
+            http,
+            endpoints,
+            token: None,
+        })
     }
 
     pub fn with_token(mut self, token: Option<String>) -> Client {
@@ -91,7 +99,10 @@ impl Client {
 
     /// The endpoints in the order they are tried.
     pub fn endpoints(&self) -> Vec<String> {
-        self.endpoints.iter().map(|u| u.as_str().trim_end_matches('/').to_string()).collect()
+        self.endpoints
+            .iter()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .collect()
     }
 
     /// A client for one endpoint only (e.g. to ask one node about itself).
@@ -113,7 +124,9 @@ impl Client {
         for base in &self.endpoints {
             let mut url = base.clone();
             {
-                let mut path = url.path_segments_mut().map_err(|_| ClientError::BadEndpoint(base.to_string()))?;
+                let mut path = url
+                    .path_segments_mut()
+                    .map_err(|_| ClientError::BadEndpoint(base.to_string()))?;
                 path.pop_if_empty();
                 for s in segments {
                     path.push(s);
@@ -152,17 +165,27 @@ impl Client {
                 });
                 return Err(ClientError::Api(err));
             }
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| ClientError::Decode { endpoint: base.to_string(), reason: e.to_string() });
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+                endpoint: base.to_string(),
+                reason: e.to_string(),
+            });
         }
         Err(ClientError::Unreachable(last))
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &[&str], body: &B) -> Result<T, ClientError> {
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        body: &B,
+    ) -> Result<T, ClientError> {
         self.call(reqwest::Method::POST, path, &[], Some(body)).await
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &[&str], query: &[(&str, String)]) -> Result<T, ClientError> {
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<T, ClientError> {
         self.call::<(), T>(reqwest::Method::GET, path, query, None).await
     }
 
@@ -210,9 +233,14 @@ impl Client {
         self.get(&["cluster", "nodes"], &[]).await
     }
 
-    pub async fn channel_config(&self, channel_id: &str, channel_type: u8) -> Result<ChannelConfig, ClientError> {
+    pub async fn channel_config(
+        &self,
+        channel_id: &str,
+        channel_type: u8,
+    ) -> Result<ChannelConfig, ClientError> {
         let t = channel_type.to_string();
-        self.get(&["cluster", "channels", channel_id, &t, "config"], &[]).await
+        self.get(&["cluster", "channels", channel_id, &t, "config"], &[])
+            .await
     }
 
     pub async fn channel_replicas(
@@ -221,7 +249,8 @@ impl Client {
         channel_type: u8,
     ) -> Result<ChannelReplicas, ClientError> {
         let t = channel_type.to_string();
-        self.get(&["cluster", "channels", channel_id, &t, "replicas"], &[]).await
+        self.get(&["cluster", "channels", channel_id, &t, "replicas"], &[])
+            .await
     }
 
     pub async fn join(&self, req: &JoinReq) -> Result<JoinResp, ClientError> {
@@ -229,24 +258,39 @@ impl Client {
     }
 
     pub async fn backlog(&self, limit: u64) -> Result<Backlog, ClientError> {
-        self.get(&["cluster", "backlog"], &[("limit", limit.to_string())]).await
+        self.get(&["cluster", "backlog"], &[("limit", limit.to_string())])
+            .await
     }
 
     pub async fn drain(&self, req: &DrainReq) -> Result<Ok200, ClientError> {
         self.post(&["cluster", "backlog", "drain"], req).await
     }
 
-    pub async fn transfer_leader(&self, channel_id: &str, channel_type: u8, to: u64) -> Result<ChannelConfig, ClientError> {
+    pub async fn transfer_leader(
+        &self,
+        channel_id: &str,
+        channel_type: u8,
+        to: u64,
+    ) -> Result<ChannelConfig, ClientError> {
         let t = channel_type.to_string();
-        self.post(&["cluster", "channels", channel_id, &t, "transfer-leader"], &TransferLeaderReq { to }).await
+        self.post(
+            &["cluster", "channels", channel_id, &t, "transfer-leader"],
+            &TransferLeaderReq { to },
+        )
+        .await
     }
 
     pub async fn evacuate(&self, node_id: u64) -> Result<EvacuateResp, ClientError> {
-        self.post(&["cluster", "nodes", &node_id.to_string(), "evacuate"], &()).await
+        self.post(&["cluster", "nodes", &node_id.to_string(), "evacuate"], &())
+            .await
     }
 
     pub async fn remove_node(&self, node_id: u64, dry_run: bool) -> Result<RemoveNodeResp, ClientError> {
-        self.post(&["cluster", "nodes", &node_id.to_string(), "remove"], &RemoveNodeReq { dry_run }).await
+        self.post(
+            &["cluster", "nodes", &node_id.to_string(), "remove"],
+            &RemoveNodeReq { dry_run },
+        )
+        .await
     }
 
     /// Sent to the node that should suffer the fault (use [`Client::only`]).
@@ -255,6 +299,7 @@ impl Client {
     }
 
     pub async fn channels(&self, limit: u64) -> Result<ChannelList, ClientError> {
-        self.get(&["cluster", "channels"], &[("limit", limit.to_string())]).await
+        self.get(&["cluster", "channels"], &[("limit", limit.to_string())])
+            .await
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -143,8 +143,13 @@ pub struct Config {
 /// Parse "60s", "500ms", "2m" or a bare number of seconds.
 pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
     let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
-    let n: f64 = num.parse().with_context(|| format!("{s:?} is not a duration like 60s or 500ms"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration like 60s or 500ms"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -160,8 +165,13 @@ pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
 
 /// Parse `ID@HOST:PORT`.
 pub fn parse_member(s: &str) -> anyhow::Result<(u64, String)> {
-    let (id, addr) = s.trim().split_once('@').with_context(|| format!("{s:?} is not ID@HOST:PORT"))?;
-    let id: u64 = id.parse().with_context(|| format!("{s:?}: node id must be a number"))?;
+    let (id, addr) = s
+        .trim()
+        .split_once('@')
+        .with_context(|| format!("{s:?} is not ID@HOST:PORT"))?;
+    let id: u64 = id
+        .parse()
+        .with_context(|| format!("{s:?}: node id must be a number"))?;
     if !addr.contains(':') {
         bail!("{s:?}: address must be HOST:PORT");
     }
@@ -176,14 +186,19 @@ impl Config {
                 if meta.len() > 1 << 20 {
                     bail!("{} is larger than 1 MiB", path.display());
                 }
-                let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
                 toml::from_str::<FileConfig>(&text).with_context(|| format!("parse {}", path.display()))?
             }
             None => FileConfig::default(),
         };
         let node_id = args.node_id.or(file.node_id).unwrap_or(1);
         let init_nodes = match args.init_nodes.or(file.init_nodes) {
-            Some(s) => s.split(',').filter(|p| !p.trim().is_empty()).map(parse_member).collect::<anyhow::Result<Vec<_>>>()?,
+            Some(s) => s
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(parse_member)
+                .collect::<anyhow::Result<Vec<_>>>()?,
             None => Vec::new(),
         };
         let mut seen = std::collections::HashSet::new();
@@ -202,16 +217,29 @@ impl Config {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(format!("./wukong-data/{node_id}"))),
-            http_addr: args.http_addr.or(file.http_addr).unwrap_or_else(|| "127.0.0.1:5001".into()),
-            cluster_addr: args.cluster_addr.or(file.cluster_addr).unwrap_or_else(|| "127.0.0.1:11110".into()),
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| "127.0.0.1:5001".into()),
+            cluster_addr: args
+                .cluster_addr
+                .or(file.cluster_addr)
+                .unwrap_or_else(|| "127.0.0.1:11110".into()),
             init_nodes,
             seed: args.seed.or(file.seed).map(|s| parse_member(&s)).transpose()?,
             channel_replicas,
             channel_idle_timeout: parse_duration(
-                args.channel_idle_timeout.or(file.channel_idle_timeout).as_deref().unwrap_or("60s"),
+                args.channel_idle_timeout
+                    .or(file.channel_idle_timeout)
+                    .as_deref()
+                    .unwrap_or("60s"),
             )
             .context("--channel-idle-timeout")?,
-            max_active_channels: args.max_active_channels.or(file.max_active_channels).unwrap_or(10_000).max(1),
+            max_active_channels: args
+                .max_active_channels
+                .or(file.max_active_channels)
+                .unwrap_or(10_000)
+                .max(1),
             auto_join: args.auto_join || file.auto_join.unwrap_or(false),
             allow_drills: args.allow_drills || file.allow_drills.unwrap_or(false),
             api_token: args.api_token.or(file.api_token).and_then(Secret::new),
@@ -231,8 +259,16 @@ mod tests {
     fn flags_beat_the_file_and_defaults_fill_in() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("n.toml");
-        std::fs::write(&path, "node_id = 2\nhttp_addr = \"127.0.0.1:7000\"\ninit_nodes = \"1@a:1,2@b:2\"\n").expect("write");
-        let args = Args { config: Some(path), http_addr: Some("127.0.0.1:8000".into()), ..Default::default() };
+        std::fs::write(
+            &path,
+            "node_id = 2\nhttp_addr = \"127.0.0.1:7000\"\ninit_nodes = \"1@a:1,2@b:2\"\n",
+        )
+        .expect("write");
+        let args = Args {
+            config: Some(path),
+            http_addr: Some("127.0.0.1:8000".into()),
+            ..Default::default()
+        };
         let c = Config::from_args(args).expect("valid");
         assert_eq!(c.node_id, 2);
         assert_eq!(c.http_addr, "127.0.0.1:8000");
@@ -244,22 +280,45 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms").expect("ms"), std::time::Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").expect("m"), std::time::Duration::from_secs(120));
-        assert_eq!(parse_duration("7").expect("bare"), std::time::Duration::from_secs(7));
+        assert_eq!(
+            parse_duration("500ms").expect("ms"),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("2m").expect("m"),
+            std::time::Duration::from_secs(120)
+        );
+        assert_eq!(
+            parse_duration("7").expect("bare"),
+            std::time::Duration::from_secs(7)
+        );
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
     }
 
     #[test]
     fn bad_values_are_refused_with_a_reason() {
-        for (init, want) in [("x@a:1", "node id"), ("1@nocolon", "HOST:PORT"), ("1@a:1,1@b:2", "twice")] {
-            let err = Config::from_args(Args { init_nodes: Some(init.into()), ..Default::default() }).expect_err(init);
+        for (init, want) in [
+            ("x@a:1", "node id"),
+            ("1@nocolon", "HOST:PORT"),
+            ("1@a:1,1@b:2", "twice"),
+        ] {
+            let err = Config::from_args(Args {
+                init_nodes: Some(init.into()),
+                ..Default::default()
+            })
+            .expect_err(init);
             assert!(format!("{err:#}").contains(want), "{init}: {err:#}");
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("n.toml");
         std::fs::write(&path, "no_such_key = 1\n").expect("write");
-        assert!(Config::from_args(Args { config: Some(path), ..Default::default() }).is_err());
+        assert!(
+            Config::from_args(Args {
+                config: Some(path),
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 }

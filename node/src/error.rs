@@ -58,7 +58,11 @@ impl NodeError {
     }
 
     pub fn to_api(&self) -> wk_api::ApiError {
-        wk_api::ApiError { status: self.status(), msg: self.to_string(), code: self.code().to_string() }
+        wk_api::ApiError {
+            status: self.status(),
+            msg: self.to_string(),
+            code: self.code().to_string(),
+        }
     }
 }
 

@@ -27,10 +27,12 @@ use tokio::net::TcpListener;
 /// Bind, start the node, print the ready line, serve until SIGTERM/SIGINT.
 pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     check_exposure(&cfg)?;
-    let cluster_listener =
-        TcpListener::bind(&cfg.cluster_addr).await.with_context(|| format!("bind cluster address {}", cfg.cluster_addr))?;
-    let http_listener =
-        TcpListener::bind(&cfg.http_addr).await.with_context(|| format!("bind HTTP address {}", cfg.http_addr))?;
+    let cluster_listener = TcpListener::bind(&cfg.cluster_addr)
+        .await
+        .with_context(|| format!("bind cluster address {}", cfg.cluster_addr))?;
+    let http_listener = TcpListener::bind(&cfg.http_addr)
+        .await
+        .with_context(|| format!("bind HTTP address {}", cfg.http_addr))?;
     let cluster_addr = cluster_listener.local_addr()?.to_string();
     let http_addr = http_listener.local_addr()?.to_string();
 
@@ -46,7 +48,15 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let app = api::router(node.clone(), auth);
     let shutdown = shutdown_signal();
     let server = axum::serve(http_listener, app).with_graceful_shutdown(shutdown);
-    println!("{}", serde_json::to_string(&Ready { event: "ready", node_id: node.id, http_addr: &http_addr, cluster_addr: &cluster_addr })?);
+    println!(
+        "{}",
+        serde_json::to_string(&Ready {
+            event: "ready",
+            node_id: node.id,
+            http_addr: &http_addr,
+            cluster_addr: &cluster_addr
+        })?
+    );
     tracing::info!(node_id = node.id, %http_addr, %cluster_addr, data_dir = %cfg.data_dir.display(), "serving");
     server.await.context("HTTP server")?;
 
@@ -58,7 +68,11 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
 
 /// Refuse to serve the API beyond loopback without both tokens, unless `--insecure`.
 fn check_exposure(cfg: &config::Config) -> anyhow::Result<()> {
-    let host = cfg.http_addr.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&cfg.http_addr);
+    let host = cfg
+        .http_addr
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']))
+        .unwrap_or(&cfg.http_addr);
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     let tokens = cfg.api_token.is_some() && cfg.admin_token.is_some();
     if loopback || tokens {

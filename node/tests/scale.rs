@@ -267,13 +267,16 @@ async fn join_migrates_active_and_backlogs_idle() {
     // rebalance (both idempotent; one of the two then reports the work as not its own), so the
     // join's count is at most the placed set; that every active channel placed on node 4 gets
     // it as a replica is checked below.
-    problems.check(resp.active_migrated <= active_to_4.len() as u64 && resp.active_migrated > 0, || {
-        format!(
-            "join answered active_migrated {}, active channels placed on node 4: {}",
-            resp.active_migrated,
-            active_to_4.len()
-        )
-    });
+    problems.check(
+        resp.active_migrated <= active_to_4.len() as u64 && resp.active_migrated > 0,
+        || {
+            format!(
+                "join answered active_migrated {}, active channels placed on node 4: {}",
+                resp.active_migrated,
+                active_to_4.len()
+            )
+        },
+    );
 
     tracing::info!("--- every channel's record and subscribers are readable on node 4 right after the join");
     let n4 = cluster.node(4).client();

@@ -31,8 +31,14 @@ pub async fn join(global: &GlobalArgs, args: JoinArgs) -> anyhow::Result<Outcome
         .node
         .split_once('@')
         .with_context(|| format!("{:?} is not NODE_ID@CLUSTER_ADDR", args.node))?;
-    let node_id: u64 = id.parse().with_context(|| format!("node id {id:?} is not a number"))?;
-    let req = JoinReq { node_id, cluster_addr: addr.to_string(), http_addr: args.http_addr.unwrap_or_default() };
+    let node_id: u64 = id
+        .parse()
+        .with_context(|| format!("node id {id:?} is not a number"))?;
+    let req = JoinReq {
+        node_id,
+        cluster_addr: addr.to_string(),
+        http_addr: args.http_addr.unwrap_or_default(),
+    };
     let client = wk_api::Client::new(std::slice::from_ref(&global.endpoint), JOIN_TIMEOUT)?
         .with_token(global.admin_token.clone());
     let progress = std::io::stderr().is_terminal() && global.output == OutputFormat::Text;
@@ -96,13 +102,26 @@ pub async fn join(global: &GlobalArgs, args: JoinArgs) -> anyhow::Result<Outcome
 pub fn backlog_text(b: &Backlog) -> String {
     let mut s = format!("sync backlog: {} channels, {} at risk", b.total, b.at_risk);
     if let Some(d) = &b.drain {
-        s.push_str(&format!("; draining at {:.1}/s ({} migrated, {} failed)", d.rate, d.migrated, d.errors));
+        s.push_str(&format!(
+            "; draining at {:.1}/s ({} migrated, {} failed)",
+            d.rate, d.migrated, d.errors
+        ));
     }
     s.push('\n');
     if !b.targets.is_empty() {
-        let mut t = Table::new(&[("TARGET", Align::Right), ("CHANNELS", Align::Right), ("ENTRIES", Align::Right), ("BYTES", Align::Right)]);
+        let mut t = Table::new(&[
+            ("TARGET", Align::Right),
+            ("CHANNELS", Align::Right),
+            ("ENTRIES", Align::Right),
+            ("BYTES", Align::Right),
+        ]);
         for x in &b.targets {
-            t.row(vec![x.node_id.to_string(), x.channels.to_string(), x.entries.to_string(), x.bytes.to_string()]);
+            t.row(vec![
+                x.node_id.to_string(),
+                x.channels.to_string(),
+                x.entries.to_string(),
+                x.bytes.to_string(),
+            ]);
         }
         s.push('\n');
         s.push_str(&t.render());
@@ -124,7 +143,11 @@ pub fn backlog_text(b: &Backlog) -> String {
                 ids(&e.replicas),
                 ids(&e.desired),
                 e.entries.map(|x| x.to_string()).unwrap_or_else(|| "?".into()),
-                if e.at_risk { "! AT RISK: fewer than a quorum of replicas answer, drain first".into() } else { String::new() },
+                if e.at_risk {
+                    "! AT RISK: fewer than a quorum of replicas answer, drain first".into()
+                } else {
+                    String::new()
+                },
             ]);
         }
         s.push('\n');
@@ -135,13 +158,20 @@ pub fn backlog_text(b: &Backlog) -> String {
 
 /// `wkctl backlog show`: exit 1 when a backlogged channel is at risk.
 pub async fn show(global: &GlobalArgs, limit: u64) -> anyhow::Result<Outcome> {
-    let b = super::client(global)?.backlog(limit).await.context("GET /cluster/backlog")?;
+    let b = super::client(global)?
+        .backlog(limit)
+        .await
+        .context("GET /cluster/backlog")?;
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => output::write_json(&mut out, &b)?,
         OutputFormat::Text => output::write_text(&mut out, &backlog_text(&b))?,
     }
-    Ok(if b.at_risk > 0 { Outcome::CheckFailed } else { Outcome::Ok })
+    Ok(if b.at_risk > 0 {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
 }
 
 /// `wkctl backlog drain`: start (or with `--rate 0` stop) the drain; `--wait` follows it.
@@ -150,7 +180,10 @@ pub async fn drain(global: &GlobalArgs, args: DrainArgs) -> anyhow::Result<Outco
         bail!("--rate must be a number of channels per second (0 stops the drain)");
     }
     let client = super::client(global)?;
-    client.drain(&DrainReq { rate: args.rate }).await.context("POST /cluster/backlog/drain")?;
+    client
+        .drain(&DrainReq { rate: args.rate })
+        .await
+        .context("POST /cluster/backlog/drain")?;
     let wait = args.wait.unwrap_or_else(|| std::io::stdout().is_terminal()) && args.rate > 0.0;
     if !wait {
         eprintln!("drain {}", if args.rate > 0.0 { "started" } else { "stopped" });
@@ -170,7 +203,10 @@ pub async fn drain(global: &GlobalArgs, args: DrainArgs) -> anyhow::Result<Outco
                 pb.set_message(format!("{} left", b.total));
             }
             None if last_line.elapsed() >= Duration::from_secs(1) => {
-                eprintln!("drain: {} of {} channels migrated, {} left", done, first.total, b.total);
+                eprintln!(
+                    "drain: {} of {} channels migrated, {} left",
+                    done, first.total, b.total
+                );
                 last_line = Instant::now();
             }
             None => {}
@@ -183,10 +219,17 @@ pub async fn drain(global: &GlobalArgs, args: DrainArgs) -> anyhow::Result<Outco
     if let Some(pb) = pb {
         pb.finish_with_message("backlog empty");
     }
-    let summary = format!("backlog drained: {} channels in {:.1} s\n", first.total, started.elapsed().as_secs_f64());
+    let summary = format!(
+        "backlog drained: {} channels in {:.1} s\n",
+        first.total,
+        started.elapsed().as_secs_f64()
+    );
     let mut out = std::io::stdout().lock();
     match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &client.backlog(0).await.context("GET /cluster/backlog")?)?,
+        OutputFormat::Json => output::write_json(
+            &mut out,
+            &client.backlog(0).await.context("GET /cluster/backlog")?,
+        )?,
         OutputFormat::Text => output::write_text(&mut out, &summary)?,
     }
     Ok(Outcome::Ok)

@@ -41,7 +41,11 @@ fn classify(method: &Method, path: &str) -> Class {
     if path == "/health" {
         Class::Open
     } else if path == "/cluster" || path.starts_with("/cluster/") {
-        if method == Method::GET { Class::ClusterRead } else { Class::ClusterWrite }
+        if method == Method::GET {
+            Class::ClusterRead
+        } else {
+            Class::ClusterWrite
+        }
     } else {
         Class::Client
     }
@@ -53,7 +57,9 @@ impl Auth {
         match class {
             Class::Open => true,
             Class::Client => self.api.is_none() || is(&self.api) || is(&self.admin),
-            Class::ClusterRead => self.admin.is_none() || is(&self.admin) || (self.public_cluster_read && is(&self.api)),
+            Class::ClusterRead => {
+                self.admin.is_none() || is(&self.admin) || (self.public_cluster_read && is(&self.api))
+            }
             Class::ClusterWrite => self.admin.is_none() || is(&self.admin),
         }
     }
@@ -67,8 +73,15 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, req: Request, next: Next) 
     }
     auth.failures.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(method = %req.method(), path = req.uri().path(), token_present = token.is_some(), "refused: missing or wrong token");
-    let what = if matches!(class, Class::Client) { "client" } else { "admin" };
-    super::ApiErr(NodeError::Unauthorized(format!("missing or wrong {what} token (header `token`)"))).into_response()
+    let what = if matches!(class, Class::Client) {
+        "client"
+    } else {
+        "admin"
+    };
+    super::ApiErr(NodeError::Unauthorized(format!(
+        "missing or wrong {what} token (header `token`)"
+    )))
+    .into_response()
 }
 
 #[cfg(test)]
@@ -84,27 +97,121 @@ mod tests {
         }
     }
 
-    /// (api token, admin token, public read, method, path, sent token) -> allowed
+    /// (api token, admin token, public read, method, path, sent token, allowed)
+    type Case = (
+        Option<&'static str>,
+        Option<&'static str>,
+        bool,
+        Method,
+        &'static str,
+        Option<&'static str>,
+        bool,
+    );
+
     #[test]
     fn access_table() {
-        let cases: &[(Option<&str>, Option<&str>, bool, Method, &str, Option<&str>, bool)] = &[
+        let cases: &[Case] = &[
             (None, None, false, Method::POST, "/message/send", None, true),
             (Some("c"), None, false, Method::POST, "/message/send", None, false),
-            (Some("c"), None, false, Method::POST, "/message/send", Some("c"), true),
-            (Some("c"), Some("a"), false, Method::POST, "/message/send", Some("a"), true),
-            (Some("c"), Some("a"), false, Method::POST, "/message/send", Some("x"), false),
+            (
+                Some("c"),
+                None,
+                false,
+                Method::POST,
+                "/message/send",
+                Some("c"),
+                true,
+            ),
+            (
+                Some("c"),
+                Some("a"),
+                false,
+                Method::POST,
+                "/message/send",
+                Some("a"),
+                true,
+            ),
+            (
+                Some("c"),
+                Some("a"),
+                false,
+                Method::POST,
+                "/message/send",
+                Some("x"),
+                false,
+            ),
             (Some("c"), Some("a"), false, Method::GET, "/health", None, true),
-            (Some("c"), Some("a"), false, Method::GET, "/cluster/nodes", Some("c"), false),
-            (Some("c"), Some("a"), true, Method::GET, "/cluster/nodes", Some("c"), true),
-            (Some("c"), Some("a"), true, Method::POST, "/cluster/join", Some("c"), false),
-            (Some("c"), Some("a"), true, Method::POST, "/cluster/join", Some("a"), true),
-            (None, Some("a"), false, Method::POST, "/cluster/drill", None, false),
-            (None, Some("a"), false, Method::POST, "/channel/messagesync", None, true),
-            (Some("c"), Some("a"), false, Method::GET, "/clusterfoo", Some("c"), true),
+            (
+                Some("c"),
+                Some("a"),
+                false,
+                Method::GET,
+                "/cluster/nodes",
+                Some("c"),
+                false,
+            ),
+            (
+                Some("c"),
+                Some("a"),
+                true,
+                Method::GET,
+                "/cluster/nodes",
+                Some("c"),
+                true,
+            ),
+            (
+                Some("c"),
+                Some("a"),
+                true,
+                Method::POST,
+                "/cluster/join",
+                Some("c"),
+                false,
+            ),
+            (
+                Some("c"),
+                Some("a"),
+                true,
+                Method::POST,
+                "/cluster/join",
+                Some("a"),
+                true,
+            ),
+            (
+                None,
+                Some("a"),
+                false,
+                Method::POST,
+                "/cluster/drill",
+                None,
+                false,
+            ),
+            (
+                None,
+                Some("a"),
+                false,
+                Method::POST,
+                "/channel/messagesync",
+                None,
+                true,
+            ),
+            (
+                Some("c"),
+                Some("a"),
+                false,
+                Method::GET,
+                "/clusterfoo",
+                Some("c"),
+                true,
+            ),
         ];
         for (api, admin, public, method, path, token, want) in cases {
             let a = auth(*api, *admin, *public);
-            assert_eq!(a.allows(classify(method, path), *token), *want, "{api:?} {admin:?} {public} {method} {path} {token:?}");
+            assert_eq!(
+                a.allows(classify(method, path), *token),
+                *want,
+                "{api:?} {admin:?} {public} {method} {path} {token:?}"
+            );
         }
     }
 

@@ -16,13 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use wk_api::*;
 
 use crate::channel::{self, ChannelKey, Header, NewMessage, StoredMessage};
-use crate::cluster::rpc::SyncQuery;
 use crate::cluster::Node;
+use crate::cluster::rpc::SyncQuery;
 use crate::error::NodeError;
 use crate::meta::{self, ChannelRecord, MetaCmd};
 pub use auth::Auth;
@@ -52,14 +52,25 @@ pub fn router(node: Node, auth: auth::Auth) -> Router {
         .route("/cluster/drill", post(cluster_drill))
         .route("/cluster/nodes/{id}/evacuate", post(cluster_evacuate))
         .route("/cluster/nodes/{id}/remove", post(cluster_remove))
-        .route("/cluster/channels/{id}/{ty}/transfer-leader", post(cluster_transfer))
+        .route(
+            "/cluster/channels/{id}/{ty}/transfer-leader",
+            post(cluster_transfer),
+        )
         .route("/cluster/backlog", get(cluster_backlog))
         .route("/cluster/backlog/drain", post(cluster_drain))
         .route("/cluster/channels/{id}/{ty}/config", get(cluster_channel_config))
-        .route("/cluster/channels/{id}/{ty}/replicas", get(cluster_channel_replicas))
-        .fallback(|| async { ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, "not_found") })
+        .route(
+            "/cluster/channels/{id}/{ty}/replicas",
+            get(cluster_channel_replicas),
+        )
+        .fallback(|| async {
+            ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, "not_found")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(std::sync::Arc::new(auth), auth::authorize))
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(auth),
+            auth::authorize,
+        ))
         .with_state(node)
 }
 
@@ -68,8 +79,16 @@ pub struct ApiErr(pub NodeError);
 
 impl ApiErr {
     fn with_status(self, status: u16, code: &str) -> Response {
-        let body = ApiError { status, msg: self.0.to_string(), code: code.into() };
-        (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), Json(body)).into_response()
+        let body = ApiError {
+            status,
+            msg: self.0.to_string(),
+            code: code.into(),
+        };
+        (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            Json(body),
+        )
+            .into_response()
     }
 }
 
@@ -85,7 +104,11 @@ impl IntoResponse for ApiErr {
         if body.status >= 500 {
             tracing::warn!(error = %self.0, "request failed");
         }
-        (StatusCode::from_u16(body.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response()
+        (
+            StatusCode::from_u16(body.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Json(body),
+        )
+            .into_response()
     }
 }
 
@@ -100,12 +123,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiErr(NodeError::PayloadTooLarge(format!("request body over {MAX_BODY} bytes")))
+                ApiErr(NodeError::PayloadTooLarge(format!(
+                    "request body over {MAX_BODY} bytes"
+                )))
             } else {
                 ApiErr(NodeError::BadRequest(rej.body_text()))
             }
         })?;
-        serde_json::from_slice(&bytes).map(Body).map_err(|e| ApiErr(NodeError::BadRequest(format!("invalid JSON body: {e}"))))
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiErr(NodeError::BadRequest(format!("invalid JSON body: {e}"))))
     }
 }
 
@@ -147,12 +174,18 @@ fn group_key(channel_id: &str, channel_type: u8) -> Result<ChannelKey, ApiErr> {
     if channel_type == CHANNEL_TYPE_PERSON {
         return Err(NodeError::BadRequest("person channels have no subscribers to manage".into()).into());
     }
-    Ok(ChannelKey { channel_id: channel_id.into(), channel_type })
+    Ok(ChannelKey {
+        channel_id: channel_id.into(),
+        channel_type,
+    })
 }
 
 fn check_subscribers(subs: &[String]) -> Result<(), ApiErr> {
     if subs.len() > MAX_SUBSCRIBERS_PER_CALL {
-        return Err(NodeError::BadRequest(format!("at most {MAX_SUBSCRIBERS_PER_CALL} subscribers per call")).into());
+        return Err(NodeError::BadRequest(format!(
+            "at most {MAX_SUBSCRIBERS_PER_CALL} subscribers per call"
+        ))
+        .into());
     }
     for s in subs {
         check_id("subscriber", s)?;
@@ -162,7 +195,13 @@ fn check_subscribers(subs: &[String]) -> Result<(), ApiErr> {
 
 async fn upsert(node: &Node, key: ChannelKey, subscribers: Vec<String>, reset: bool) -> ApiResult<Ok200> {
     check_subscribers(&subscribers)?;
-    node.meta_write(MetaCmd::UpsertChannel { key, subscribers, reset, replication: node.replication }).await?;
+    node.meta_write(MetaCmd::UpsertChannel {
+        key,
+        subscribers,
+        reset,
+        replication: node.replication,
+    })
+    .await?;
     Ok(Json(Ok200::default()))
 }
 
@@ -185,7 +224,11 @@ async fn subscriber_remove(State(node): State<Node>, Body(req): Body<Subscribers
         return Err(NodeError::BadRequest("subscribers must not be empty".into()).into());
     }
     check_subscribers(&req.subscribers)?;
-    node.meta_write(MetaCmd::RemoveSubscribers { key, subscribers: req.subscribers }).await?;
+    node.meta_write(MetaCmd::RemoveSubscribers {
+        key,
+        subscribers: req.subscribers,
+    })
+    .await?;
     Ok(Json(Ok200::default()))
 }
 
@@ -209,16 +252,26 @@ async fn channel_info(State(node): State<Node>, Body(req): Body<ChannelRef>) -> 
 
 /// Validate a send and build its message; `Err` is the client's mistake.
 fn prepare(node: &Node, req: &SendReq) -> Result<(ChannelKey, NewMessage), NodeError> {
-    let from_uid = if req.from_uid.is_empty() { channel::SYSTEM_UID.to_string() } else { req.from_uid.clone() };
+    let from_uid = if req.from_uid.is_empty() {
+        channel::SYSTEM_UID.to_string()
+    } else {
+        req.from_uid.clone()
+    };
     check_id("from_uid", &from_uid)?;
     check_id("channel_id", &req.channel_id)?;
     check_type(req.channel_type)?;
     check_len("client_msg_no", &req.client_msg_no, MAX_CLIENT_MSG_NO)?;
     let payload = decode_payload(&req.payload)?;
     let key = if req.channel_type == CHANNEL_TYPE_PERSON {
-        ChannelKey { channel_id: channel::person_channel_id(&from_uid, &req.channel_id), channel_type: CHANNEL_TYPE_PERSON }
+        ChannelKey {
+            channel_id: channel::person_channel_id(&from_uid, &req.channel_id),
+            channel_type: CHANNEL_TYPE_PERSON,
+        }
     } else {
-        ChannelKey { channel_id: req.channel_id.clone(), channel_type: req.channel_type }
+        ChannelKey {
+            channel_id: req.channel_id.clone(),
+            channel_type: req.channel_type,
+        }
     };
     let msg = node.new_message(NewMessage {
         message_id: 0,
@@ -237,11 +290,20 @@ fn prepare(node: &Node, req: &SendReq) -> Result<(ChannelKey, NewMessage), NodeE
 
 async fn send(State(node): State<Node>, Body(req): Body<SendReq>) -> ApiResult<SendResp> {
     let (key, msg) = prepare(&node, &req)?;
-    let rec = node.resolve_channel(&key, true).await?.ok_or_else(|| NodeError::ChannelNotFound(key.to_string()))?;
+    let rec = node
+        .resolve_channel(&key, true)
+        .await?
+        .ok_or_else(|| NodeError::ChannelNotFound(key.to_string()))?;
     let client_msg_no = msg.client_msg_no.clone();
     let sent = node.send(&rec, vec![msg]).await?;
-    let s = sent.first().ok_or_else(|| NodeError::Internal("empty send result".into()))?;
-    Ok(Json(SendResp { message_id: s.message_id, message_seq: s.message_seq, client_msg_no }))
+    let s = sent
+        .first()
+        .ok_or_else(|| NodeError::Internal("empty send result".into()))?;
+    Ok(Json(SendResp {
+        message_id: s.message_id,
+        message_seq: s.message_seq,
+        client_msg_no,
+    }))
 }
 
 async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> ApiResult<SendBatchResp> {
@@ -254,14 +316,26 @@ async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> 
     for (i, m) in req.messages.iter().enumerate() {
         match prepare(&node, m) {
             Ok((key, msg)) => by_channel.entry(key).or_default().push((i, msg)),
-            Err(e) => results[i] = Some(SendBatchItem { ok: None, error: Some(e.to_api()) }),
+            Err(e) => {
+                results[i] = Some(SendBatchItem {
+                    ok: None,
+                    error: Some(e.to_api()),
+                })
+            }
         }
     }
     let node_ref = &node;
     let outcomes = futures::future::join_all(by_channel.into_iter().map(|(key, items)| async move {
-        let rec = node_ref.resolve_channel(&key, true).await.and_then(|r| r.ok_or_else(|| NodeError::ChannelNotFound(key.to_string())));
+        let rec = node_ref
+            .resolve_channel(&key, true)
+            .await
+            .and_then(|r| r.ok_or_else(|| NodeError::ChannelNotFound(key.to_string())));
         let sent = match rec {
-            Ok(rec) => node_ref.send(&rec, items.iter().map(|(_, m)| m.clone()).collect()).await,
+            Ok(rec) => {
+                node_ref
+                    .send(&rec, items.iter().map(|(_, m)| m.clone()).collect())
+                    .await
+            }
             Err(e) => Err(e),
         };
         (items, sent)
@@ -272,16 +346,31 @@ async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> 
             results[i] = Some(match &sent {
                 Ok(s) => match s.get(n) {
                     Some(s) => SendBatchItem {
-                        ok: Some(SendResp { message_id: s.message_id, message_seq: s.message_seq, client_msg_no: msg.client_msg_no }),
+                        ok: Some(SendResp {
+                            message_id: s.message_id,
+                            message_seq: s.message_seq,
+                            client_msg_no: msg.client_msg_no,
+                        }),
                         error: None,
                     },
-                    None => SendBatchItem { ok: None, error: Some(NodeError::Internal("short send result".into()).to_api()) },
+                    None => SendBatchItem {
+                        ok: None,
+                        error: Some(NodeError::Internal("short send result".into()).to_api()),
+                    },
                 },
-                Err(e) => SendBatchItem { ok: None, error: Some(e.to_api()) },
+                Err(e) => SendBatchItem {
+                    ok: None,
+                    error: Some(e.to_api()),
+                },
             });
         }
     }
-    Ok(Json(SendBatchResp { results: results.into_iter().map(|r| r.expect("every slot is filled")).collect() }))
+    Ok(Json(SendBatchResp {
+        results: results
+            .into_iter()
+            .map(|r| r.expect("every slot is filled"))
+            .collect(),
+    }))
 }
 
 fn to_message(rec: &ChannelRecord, m: StoredMessage) -> Message {
@@ -291,12 +380,20 @@ fn to_message(rec: &ChannelRecord, m: StoredMessage) -> Message {
         rec.key.channel_id.clone()
     };
     Message {
-        header: MessageHeader { no_persist: m.header.no_persist, red_dot: m.header.red_dot, sync_once: m.header.sync_once },
+        header: MessageHeader {
+            no_persist: m.header.no_persist,
+            red_dot: m.header.red_dot,
+            sync_once: m.header.sync_once,
+        },
         message_id: m.message_id,
         message_idstr: m.message_id.to_string(),
         message_seq: m.message_seq,
         client_msg_no: m.client_msg_no,
-        from_uid: if m.from_uid == channel::SYSTEM_UID { String::new() } else { m.from_uid },
+        from_uid: if m.from_uid == channel::SYSTEM_UID {
+            String::new()
+        } else {
+            m.from_uid
+        },
         channel_id,
         channel_type: rec.key.channel_type,
         timestamp: m.timestamp,
@@ -322,7 +419,12 @@ async fn message_sync(State(node): State<Node>, Body(req): Body<SyncReq>) -> Api
     let Some(rec) = node.resolve_channel(&key, false).await? else {
         return Ok(Json(empty));
     };
-    let q = SyncQuery { start: req.start_message_seq, end: req.end_message_seq, limit, pull_up: req.pull_mode == PULL_MODE_UP };
+    let q = SyncQuery {
+        start: req.start_message_seq,
+        end: req.end_message_seq,
+        limit,
+        pull_up: req.pull_mode == PULL_MODE_UP,
+    };
     let r = node.sync(&rec, q).await?;
     Ok(Json(SyncResp {
         more: r.more as u8,
@@ -336,8 +438,20 @@ async fn max_seq(node: &Node, req: ChannelRef) -> ApiResult<MaxSeqResp> {
     let Some(rec) = node.resolve_channel(&key, false).await? else {
         return Ok(Json(MaxSeqResp { message_seq: 0 }));
     };
-    let r = node.sync(&rec, SyncQuery { start: 0, end: 0, limit: 1, pull_up: true }).await?;
-    Ok(Json(MaxSeqResp { message_seq: r.last_seq }))
+    let r = node
+        .sync(
+            &rec,
+            SyncQuery {
+                start: 0,
+                end: 0,
+                limit: 1,
+                pull_up: true,
+            },
+        )
+        .await?;
+    Ok(Json(MaxSeqResp {
+        message_seq: r.last_seq,
+    }))
 }
 
 async fn max_seq_post(State(node): State<Node>, Body(req): Body<ChannelRef>) -> ApiResult<MaxSeqResp> {
@@ -373,7 +487,9 @@ struct ListQuery {
 }
 
 /// `?limit=N`, with a malformed query answered as our JSON 400.
-fn list_limit(q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Result<usize, ApiErr> {
+fn list_limit(
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<usize, ApiErr> {
     let Query(q) = q.map_err(|e| NodeError::BadRequest(format!("bad query string: {}", e.body_text())))?;
     Ok(q.limit.unwrap_or(100).min(10_000))
 }
@@ -392,15 +508,23 @@ async fn cluster_channels(
         })
         .await
         .map_err(NodeError::from)?;
-    Ok(Json(ChannelList { total, channels: recs.iter().map(info_of).collect() }))
+    Ok(Json(ChannelList {
+        total,
+        channels: recs.iter().map(info_of).collect(),
+    }))
 }
 
 async fn cluster_join(State(node): State<Node>, Body(req): Body<JoinReq>) -> ApiResult<JoinResp> {
-    crate::config::parse_member(&format!("{}@{}", req.node_id, req.cluster_addr)).map_err(|e| NodeError::BadRequest(format!("{e:#}")))?;
+    crate::config::parse_member(&format!("{}@{}", req.node_id, req.cluster_addr))
+        .map_err(|e| NodeError::BadRequest(format!("{e:#}")))?;
     if !req.http_addr.is_empty() && !req.http_addr.contains(':') {
         return Err(NodeError::BadRequest("http_addr must be HOST:PORT".into()).into());
     }
-    let rec = meta::NodeRecord { id: req.node_id, http_addr: req.http_addr, cluster_addr: req.cluster_addr };
+    let rec = meta::NodeRecord {
+        id: req.node_id,
+        http_addr: req.http_addr,
+        cluster_addr: req.cluster_addr,
+    };
     Ok(Json(node.join(rec).await?))
 }
 
@@ -421,7 +545,8 @@ async fn cluster_drain(State(node): State<Node>, Body(req): Body<DrainReq>) -> A
 }
 
 fn node_id(id: &str) -> Result<u64, ApiErr> {
-    id.parse().map_err(|_| NodeError::BadRequest(format!("node id {id:?} is not a number")).into())
+    id.parse()
+        .map_err(|_| NodeError::BadRequest(format!("node id {id:?} is not a number")).into())
 }
 
 async fn cluster_drill(State(node): State<Node>, Body(req): Body<DrillReq>) -> ApiResult<Ok200> {
@@ -451,14 +576,24 @@ async fn cluster_transfer(
 }
 
 async fn stored_channel(node: &Node, id: &str, ty: &str) -> Result<ChannelRecord, ApiErr> {
-    let channel_type: u8 = ty.parse().map_err(|_| NodeError::BadRequest(format!("channel type {ty:?} is not a number")))?;
+    let channel_type: u8 = ty
+        .parse()
+        .map_err(|_| NodeError::BadRequest(format!("channel type {ty:?} is not a number")))?;
     check_type(channel_type)?;
     check_len("channel_id", id, MAX_ID)?;
-    let key = ChannelKey { channel_id: id.to_string(), channel_type };
-    node.resolve_channel(&key, false).await?.ok_or_else(|| NodeError::ChannelNotFound(key.to_string()).into())
+    let key = ChannelKey {
+        channel_id: id.to_string(),
+        channel_type,
+    };
+    node.resolve_channel(&key, false)
+        .await?
+        .ok_or_else(|| NodeError::ChannelNotFound(key.to_string()).into())
 }
 
-async fn cluster_channel_config(State(node): State<Node>, Path((id, ty)): Path<(String, String)>) -> ApiResult<ChannelConfig> {
+async fn cluster_channel_config(
+    State(node): State<Node>,
+    Path((id, ty)): Path<(String, String)>,
+) -> ApiResult<ChannelConfig> {
     let rec = stored_channel(&node, &id, &ty).await?;
     Ok(Json(node.channel_config(&rec).await))
 }

@@ -17,7 +17,9 @@ pub const MAX_SYNC_LIMIT: u32 = 10_000;
 
 pub fn check_len(name: &str, v: &str, max: usize) -> Result<(), NodeError> {
     if v.len() > max {
-        return Err(NodeError::BadRequest(format!("{name} is longer than {max} bytes")));
+        return Err(NodeError::BadRequest(format!(
+            "{name} is longer than {max} bytes"
+        )));
     }
     Ok(())
 }
@@ -30,14 +32,18 @@ pub fn check_id(name: &str, v: &str) -> Result<(), NodeError> {
     }
     check_len(name, v, MAX_ID)?;
     if v.contains(['@', '#', '&']) || v.chars().any(char::is_control) {
-        return Err(NodeError::BadRequest(format!("{name} {v:?} contains a character that is not allowed (@ # & or control)")));
+        return Err(NodeError::BadRequest(format!(
+            "{name} {v:?} contains a character that is not allowed (@ # & or control)"
+        )));
     }
     Ok(())
 }
 
 pub fn check_type(t: u8) -> Result<(), NodeError> {
     if t == 0 || t > MAX_CHANNEL_TYPE {
-        return Err(NodeError::BadRequest(format!("unknown channel_type {t} (WuKongIM types are 1..={MAX_CHANNEL_TYPE})")));
+        return Err(NodeError::BadRequest(format!(
+            "unknown channel_type {t} (WuKongIM types are 1..={MAX_CHANNEL_TYPE})"
+        )));
     }
     Ok(())
 }
@@ -50,19 +56,30 @@ pub fn reader_key(channel_id: &str, channel_type: u8, login_uid: &str) -> Result
         if channel_id.contains('@') {
             let parts: Vec<&str> = channel_id.split('@').collect();
             if parts.len() != 2 {
-                return Err(NodeError::BadRequest(format!("person channel id {channel_id:?} is not uid@uid")));
+                return Err(NodeError::BadRequest(format!(
+                    "person channel id {channel_id:?} is not uid@uid"
+                )));
             }
             for p in parts {
                 check_id("channel_id", p)?;
             }
-            return Ok(ChannelKey { channel_id: channel_id.into(), channel_type });
+            return Ok(ChannelKey {
+                channel_id: channel_id.into(),
+                channel_type,
+            });
         }
         check_id("channel_id", channel_id)?;
         check_id("login_uid", login_uid)?;
-        return Ok(ChannelKey { channel_id: channel::person_channel_id(login_uid, channel_id), channel_type });
+        return Ok(ChannelKey {
+            channel_id: channel::person_channel_id(login_uid, channel_id),
+            channel_type,
+        });
     }
     check_id("channel_id", channel_id)?;
-    Ok(ChannelKey { channel_id: channel_id.into(), channel_type })
+    Ok(ChannelKey {
+        channel_id: channel_id.into(),
+        channel_type,
+    })
 }
 
 /// Base64 (standard alphabet, padding optional) of at most `MAX_PAYLOAD` decoded bytes.
@@ -71,13 +88,18 @@ pub fn decode_payload(b64: &str) -> Result<Vec<u8>, NodeError> {
         return Err(NodeError::BadRequest("payload must not be empty".into()));
     }
     if b64.len() > MAX_PAYLOAD / 3 * 4 + 4 {
-        return Err(NodeError::PayloadTooLarge(format!("payload over {MAX_PAYLOAD} bytes")));
+        return Err(NodeError::PayloadTooLarge(format!(
+            "payload over {MAX_PAYLOAD} bytes"
+        )));
     }
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    engine.decode(b64).map_err(|e| NodeError::BadRequest(format!("payload is not valid base64: {e}")))
+    engine
+        .decode(b64)
+        .map_err(|e| NodeError::BadRequest(format!("payload is not valid base64: {e}")))
 }
 
 #[cfg(test)]
@@ -91,7 +113,12 @@ mod tests {
             assert!(check_id("uid", bad).is_err(), "{bad:?}");
         }
         assert!(check_id("uid", &"x".repeat(MAX_ID + 1)).is_err());
-        assert!(check_type(0).is_err() && check_type(12).is_err() && check_type(1).is_ok() && check_type(11).is_ok());
+        assert!(
+            check_type(0).is_err()
+                && check_type(12).is_err()
+                && check_type(1).is_ok()
+                && check_type(11).is_ok()
+        );
     }
 
     #[test]

@@ -25,13 +25,35 @@ fn seqs_are_contiguous_and_retries_are_deduplicated() {
     let b = sent(&mut kv, 1, &mut st, msg(101, "alice", "c2", b"y"));
     assert_eq!((a.message_seq, b.message_seq), (1, 2));
     let retry = sent(&mut kv, 1, &mut st, msg(999, "alice", "c1", b"x"));
-    assert_eq!(retry, Sent { message_id: 100, message_seq: 1, duplicate: true });
+    assert_eq!(
+        retry,
+        Sent {
+            message_id: 100,
+            message_seq: 1,
+            duplicate: true
+        }
+    );
     // The same client_msg_no from another sender, or in another channel, is another message.
-    assert_eq!(sent(&mut kv, 1, &mut st, msg(102, "bob", "c1", b"z")).message_seq, 3);
-    assert_eq!(sent(&mut kv, 2, &mut ChannelState::default(), msg(103, "alice", "c1", b"x")).message_seq, 1);
+    assert_eq!(
+        sent(&mut kv, 1, &mut st, msg(102, "bob", "c1", b"z")).message_seq,
+        3
+    );
+    assert_eq!(
+        sent(
+            &mut kv,
+            2,
+            &mut ChannelState::default(),
+            msg(103, "alice", "c1", b"x")
+        )
+        .message_seq,
+        1
+    );
     assert_eq!(st.last_seq, 3);
     let stored = read_messages(&kv, 1, 1, 3).expect("read");
-    assert_eq!(stored.iter().map(|m| m.message_id).collect::<Vec<_>>(), vec![100, 101, 102]);
+    assert_eq!(
+        stored.iter().map(|m| m.message_id).collect::<Vec<_>>(),
+        vec![100, 101, 102]
+    );
 }
 
 #[test]
@@ -39,7 +61,14 @@ fn duplicates_inside_one_batch_are_caught() {
     let (mut kv, mut st) = (MemKv::default(), ChannelState::default());
     let cmd = ChannelCmd::Send(vec![msg(1, "a", "same", b"1"), msg(2, "a", "same", b"1")]);
     let ChannelResp::Sent(s) = apply(&mut kv, 1, &mut st, &cmd).expect("apply");
-    assert_eq!(s[1], Sent { message_id: 1, message_seq: 1, duplicate: true });
+    assert_eq!(
+        s[1],
+        Sent {
+            message_id: 1,
+            message_seq: 1,
+            duplicate: true
+        }
+    );
     assert_eq!(st.last_seq, 1);
 }
 

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{keys, KvRead, KvWrite, Result, Table};
+use crate::store::{KvRead, KvWrite, Result, Table, keys};
 
 /// WuKongIM's reserved sender for system messages (an empty `from_uid`).
 pub const SYSTEM_UID: &str = "____system";
@@ -33,7 +33,10 @@ impl ChannelKey {
 
     pub fn from_bytes(b: &[u8]) -> Option<ChannelKey> {
         let (&t, id) = b.split_first()?;
-        Some(ChannelKey { channel_id: String::from_utf8(id.to_vec()).ok()?, channel_type: t })
+        Some(ChannelKey {
+            channel_id: String::from_utf8(id.to_vec()).ok()?,
+            channel_type: t,
+        })
     }
 }
 
@@ -46,8 +49,15 @@ impl std::fmt::Display for ChannelKey {
 /// WuKongIM's `GetFakeChannelIDWith`: the uid with the larger CRC32-IEEE goes first, joined
 /// by `@`; on a tie `to@from`. Both orders of a pair give the same id unless the hashes tie.
 pub fn person_channel_id(from_uid: &str, to_uid: &str) -> String {
-    let (a, b) = (crc32fast::hash(from_uid.as_bytes()), crc32fast::hash(to_uid.as_bytes()));
-    if a > b { format!("{from_uid}@{to_uid}") } else { format!("{to_uid}@{from_uid}") }
+    let (a, b) = (
+        crc32fast::hash(from_uid.as_bytes()),
+        crc32fast::hash(to_uid.as_bytes()),
+    );
+    if a > b {
+        format!("{from_uid}@{to_uid}")
+    } else {
+        format!("{to_uid}@{from_uid}")
+    }
 }
 
 /// The `channel_id` WuKongIM v2 shows for a stored person message: the part of the fake id
@@ -122,7 +132,12 @@ pub struct ChannelState {
 }
 
 /// Apply one command to group `g`, reading and writing through `kv`.
-pub fn apply(kv: &mut impl KvWrite, g: u64, state: &mut ChannelState, cmd: &ChannelCmd) -> Result<ChannelResp> {
+pub fn apply(
+    kv: &mut impl KvWrite,
+    g: u64,
+    state: &mut ChannelState,
+    cmd: &ChannelCmd,
+) -> Result<ChannelResp> {
     match cmd {
         ChannelCmd::Send(msgs) => {
             let mut out = Vec::with_capacity(msgs.len());
@@ -138,7 +153,11 @@ fn apply_send(kv: &mut impl KvWrite, g: u64, state: &mut ChannelState, m: &NewMe
     let dedup_key = keys::dedup(g, &m.from_uid, &m.client_msg_no);
     if let Some(v) = kv.get(Table::Dedup, &dedup_key)? {
         let (message_seq, message_id): (u64, u64) = crate::store::decode(Table::Dedup, &v)?;
-        return Ok(Sent { message_id, message_seq, duplicate: true });
+        return Ok(Sent {
+            message_id,
+            message_seq,
+            duplicate: true,
+        });
     }
     let stored = StoredMessage {
         message_id: m.message_id,
@@ -151,11 +170,19 @@ fn apply_send(kv: &mut impl KvWrite, g: u64, state: &mut ChannelState, m: &NewMe
     };
     let bytes = crate::store::encode(&stored);
     kv.put(Table::Msgs, &keys::group_u64(g, stored.message_seq), &bytes)?;
-    kv.put(Table::Dedup, &dedup_key, &crate::store::encode(&(stored.message_seq, stored.message_id)))?;
+    kv.put(
+        Table::Dedup,
+        &dedup_key,
+        &crate::store::encode(&(stored.message_seq, stored.message_id)),
+    )?;
     state.last_seq = stored.message_seq;
     state.bytes += stored.payload.len() as u64;
     state.checksum = xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, state.checksum);
-    Ok(Sent { message_id: stored.message_id, message_seq: stored.message_seq, duplicate: false })
+    Ok(Sent {
+        message_id: stored.message_id,
+        message_seq: stored.message_seq,
+        duplicate: false,
+    })
 }
 
 /// The seq range `[lo, hi]` a `messagesync` returns and whether the request's range holds
@@ -167,7 +194,13 @@ fn apply_send(kv: &mut impl KvWrite, g: u64, state: &mut ChannelState, m: &NewMe
 ///
 /// Unlike v2, a down-pull `start` past the last seq is capped first, so it still returns the
 /// newest messages. Returns None for an empty result. `limit` must be at least 1.
-pub fn sync_range(last_seq: u64, start: u64, end: u64, limit: u64, pull_up: bool) -> Option<(u64, u64, bool)> {
+pub fn sync_range(
+    last_seq: u64,
+    start: u64,
+    end: u64,
+    limit: u64,
+    pull_up: bool,
+) -> Option<(u64, u64, bool)> {
     if last_seq == 0 || limit == 0 {
         return None;
     }
@@ -177,7 +210,11 @@ pub fn sync_range(last_seq: u64, start: u64, end: u64, limit: u64, pull_up: bool
     }
     if pull_up {
         let lo = start.max(1);
-        let upper = if end == 0 { last_seq } else { (end - 1).min(last_seq) };
+        let upper = if end == 0 {
+            last_seq
+        } else {
+            (end - 1).min(last_seq)
+        };
         if lo > upper {
             return None;
         }
@@ -199,8 +236,16 @@ pub fn sync_range(last_seq: u64, start: u64, end: u64, limit: u64, pull_up: bool
 
 /// Read stored messages `lo..=hi` of group `g`.
 pub fn read_messages(kv: &impl KvRead, g: u64, lo: u64, hi: u64) -> Result<Vec<StoredMessage>> {
-    let rows = kv.range(Table::Msgs, &keys::group_u64(g, lo), &keys::group_u64(g, hi.saturating_add(1)), usize::MAX, false)?;
-    rows.iter().map(|(_, v)| crate::store::decode(Table::Msgs, v)).collect()
+    let rows = kv.range(
+        Table::Msgs,
+        &keys::group_u64(g, lo),
+        &keys::group_u64(g, hi.saturating_add(1)),
+        usize::MAX,
+        false,
+    )?;
+    rows.iter()
+        .map(|(_, v)| crate::store::decode(Table::Msgs, v))
+        .collect()
 }
 
 #[cfg(test)]

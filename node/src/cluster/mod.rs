@@ -34,8 +34,8 @@ use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Router, Transport};
 use crate::raft::state_machine::StateMachine;
-use crate::raft::{raft_config, GroupId, NodeId, Peer, Raft, META_GROUP};
-use crate::store::{encode, KvRead, KvWrite, Store, Table};
+use crate::raft::{GroupId, META_GROUP, NodeId, Peer, Raft, raft_config};
+use crate::store::{KvRead, KvWrite, Store, Table, encode};
 
 /// On-disk format of the data dir; a node refuses a data dir of another format.
 pub const FORMAT_VERSION: u32 = 1;
@@ -92,13 +92,24 @@ impl Deref for Node {
     }
 }
 
-fn new_raft_group(id: NodeId, g: GroupId, store: &Store, transport: &Arc<Transport>) -> impl std::future::Future<Output = Result<Raft>> {
+fn new_raft_group(
+    id: NodeId,
+    g: GroupId,
+    store: &Store,
+    transport: &Arc<Transport>,
+) -> impl std::future::Future<Output = Result<Raft>> {
     let (store, transport) = (store.clone(), transport.clone());
     async move {
         let network = NetworkFactory::new(Router(transport), g);
-        Raft::new(id, raft_config(), network, LogStore::new(g, store.clone()), StateMachine::new(g, store))
-            .await
-            .map_err(|e| NodeError::Internal(format!("start group {g}: {e}")))
+        Raft::new(
+            id,
+            raft_config(),
+            network,
+            LogStore::new(g, store.clone()),
+            StateMachine::new(g, store),
+        )
+        .await
+        .map_err(|e| NodeError::Internal(format!("start group {g}: {e}")))
     }
 }
 
@@ -109,15 +120,22 @@ impl Node {
         let store = Store::open(&cfg.data_dir.join("lmdb")).context("open the data dir")?;
         check_identity(&store, cfg.node_id).await?;
         let cluster_id = cluster_identity(&store, cfg).await?;
-        let secret = cfg.cluster_secret.as_ref().map(|s| s.expose().as_bytes().to_vec()).unwrap_or_default();
+        let secret = cfg
+            .cluster_secret
+            .as_ref()
+            .map(|s| s.expose().as_bytes().to_vec())
+            .unwrap_or_default();
         let transport = Transport::new(cfg.node_id, secret, cluster_id);
         let persist = store.clone();
         transport.set_on_adopt(Box::new(move |id| {
-            persist.submit(move |w| w.put(Table::Local, b"cluster_id", &encode(&id)), |r| {
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "persisting the adopted cluster id");
-                }
-            });
+            persist.submit(
+                move |w| w.put(Table::Local, b"cluster_id", &encode(&id)),
+                |r| {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "persisting the adopted cluster id");
+                    }
+                },
+            );
         }));
         for (id, addr) in cfg.init_nodes.iter().chain(cfg.seed.iter()) {
             transport.set_addr(*id, addr);
@@ -148,7 +166,17 @@ impl Node {
 
         if !meta.is_initialized().await.context("read metadata state")? {
             let members: BTreeMap<NodeId, Peer> = if !cfg.init_nodes.is_empty() {
-                cfg.init_nodes.iter().map(|(id, addr)| (*id, Peer { cluster_addr: addr.clone() })).collect()
+                cfg.init_nodes
+                    .iter()
+                    .map(|(id, addr)| {
+                        (
+                            *id,
+                            Peer {
+                                cluster_addr: addr.clone(),
+                            },
+                        )
+                    })
+                    .collect()
             } else if cfg.seed.is_none() {
                 BTreeMap::from([(cfg.node_id, Peer { cluster_addr })])
             } else {
@@ -193,7 +221,13 @@ impl Node {
         if g == META_GROUP {
             return Ok((self.meta.clone(), false));
         }
-        let slot = self.groups.lock().expect("groups lock poisoned").entry(g).or_default().clone();
+        let slot = self
+            .groups
+            .lock()
+            .expect("groups lock poisoned")
+            .entry(g)
+            .or_default()
+            .clone();
         let mut started = false;
         let raft = slot
             .raft
@@ -227,13 +261,20 @@ impl Node {
 
     /// The group's Raft if it runs here (never starts it).
     pub fn live_group(&self, g: GroupId) -> Option<Raft> {
-        self.groups.lock().expect("groups lock poisoned").get(&g).and_then(|s| s.raft.get().cloned())
+        self.groups
+            .lock()
+            .expect("groups lock poisoned")
+            .get(&g)
+            .and_then(|s| s.raft.get().cloned())
     }
 
     /// The running channel groups and their Rafts.
     pub fn live_groups(&self) -> Vec<(GroupId, Raft)> {
         let groups = self.groups.lock().expect("groups lock poisoned");
-        groups.iter().filter_map(|(g, s)| s.raft.get().map(|r| (*g, r.clone()))).collect()
+        groups
+            .iter()
+            .filter_map(|(g, s)| s.raft.get().map(|r| (*g, r.clone())))
+            .collect()
     }
 
     /// A channel's group on this replica for a client request: started (and an election asked
@@ -241,7 +282,14 @@ impl Node {
     pub async fn channel_group(&self, rec: &ChannelRecord) -> Result<Raft> {
         let (raft, started) = self.group_started(rec.group_id).await?;
         self.touch(rec.group_id);
-        let uninitialized = raft.metrics().borrow_watched().membership_config.membership().voter_ids().next().is_none();
+        let uninitialized = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_none();
         let leads = raft.metrics().borrow_watched().current_leader == Some(self.id);
         if started && !uninitialized && !leads {
             // Waking from hibernation: no leader runs yet. Pre-vote first, so a group that
@@ -252,7 +300,14 @@ impl Node {
             let members: BTreeMap<NodeId, Peer> = rec
                 .replicas
                 .iter()
-                .map(|id| (*id, Peer { cluster_addr: self.transport.addr_of(*id).unwrap_or_default() }))
+                .map(|id| {
+                    (
+                        *id,
+                        Peer {
+                            cluster_addr: self.transport.addr_of(*id).unwrap_or_default(),
+                        },
+                    )
+                })
                 .collect();
             if let Err(e) = raft.initialize(members).await {
                 tracing::debug!(group = rec.group_id, error = %e, "channel group already initialized");
@@ -284,17 +339,26 @@ impl Node {
                 for n in nodes.iter().filter(|n| n.id != self.id) {
                     self.transport.set_addr(n.id, &n.cluster_addr);
                 }
-                let me = NodeRecord { id: self.id, http_addr: self.http_addr.clone(), cluster_addr: self.cluster_addr.clone() };
+                let me = NodeRecord {
+                    id: self.id,
+                    http_addr: self.http_addr.clone(),
+                    cluster_addr: self.cluster_addr.clone(),
+                };
                 registered = nodes.contains(&me);
-                if !registered && in_cluster {
-                    if let Err(e) = self.meta_write(MetaCmd::RegisterNode(me)).await {
-                        tracing::debug!(error = %e, "registering this node's addresses; will retry");
-                    }
+                if !registered
+                    && in_cluster
+                    && let Err(e) = self.meta_write(MetaCmd::RegisterNode(me)).await
+                {
+                    tracing::debug!(error = %e, "registering this node's addresses; will retry");
                 }
             }
             // Metrics change on every heartbeat: look at most every 200 ms.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let wait = if registered { Duration::from_secs(2) } else { Duration::ZERO };
+            let wait = if registered {
+                Duration::from_secs(2)
+            } else {
+                Duration::ZERO
+            };
             let _ = tokio::time::timeout(wait, metrics.changed()).await;
         }
     }
@@ -312,7 +376,11 @@ impl Node {
                 let groups = self.groups.lock().expect("groups lock poisoned");
                 groups
                     .iter()
-                    .filter_map(|(g, s)| s.raft.get().map(|r| (s.last_active.load(Ordering::Relaxed), *g, r.clone())))
+                    .filter_map(|(g, s)| {
+                        s.raft
+                            .get()
+                            .map(|r| (s.last_active.load(Ordering::Relaxed), *g, r.clone()))
+                    })
                     .collect()
             };
             let over = led.len().saturating_sub(self.max_active);
@@ -336,7 +404,9 @@ impl Node {
             }
             // Stop here first: heartbeats sent after a follower stopped would start it again.
             futures::future::join_all(stopping.iter().map(|g| self.hibernate(*g))).await;
-            let asks = by_peer.into_iter().map(|(p, gs)| self.ask(p, rpc::AppRpc::Hibernate(gs), Duration::from_secs(2)));
+            let asks = by_peer
+                .into_iter()
+                .map(|(p, gs)| self.ask(p, rpc::AppRpc::Hibernate(gs), Duration::from_secs(2)));
             futures::future::join_all(asks).await;
             tracing::debug!(groups = stopping.len(), "hibernated idle channel groups");
         }
@@ -355,11 +425,18 @@ impl Node {
 /// The cluster id: stored, else derived from `--init-nodes` (the same on every member), else
 /// random for a self-bootstrapped single node; None for a `--seed` node until it adopts one.
 async fn cluster_identity(store: &Store, cfg: &Config) -> anyhow::Result<Option<u64>> {
-    if let Some(id) = store.read(|r| r.get_decoded::<u64>(Table::Local, b"cluster_id")).await? {
+    if let Some(id) = store
+        .read(|r| r.get_decoded::<u64>(Table::Local, b"cluster_id"))
+        .await?
+    {
         return Ok(Some(id));
     }
     let id = if !cfg.init_nodes.is_empty() {
-        let mut members: Vec<String> = cfg.init_nodes.iter().map(|(id, addr)| format!("{id}@{addr}")).collect();
+        let mut members: Vec<String> = cfg
+            .init_nodes
+            .iter()
+            .map(|(id, addr)| format!("{id}@{addr}"))
+            .collect();
         members.sort();
         xxhash_rust::xxh3::xxh3_64(members.join(",").as_bytes())
     } else if cfg.seed.is_none() {
@@ -378,10 +455,18 @@ async fn cluster_identity(store: &Store, cfg: &Config) -> anyhow::Result<Option<
 /// Refuse a data dir written by another node id or another format.
 async fn check_identity(store: &Store, node_id: NodeId) -> anyhow::Result<()> {
     let (id, format) = store
-        .read(|r| Ok((r.get_decoded::<u64>(Table::Local, b"node_id")?, r.get_decoded::<u32>(Table::Local, b"format")?)))
+        .read(|r| {
+            Ok((
+                r.get_decoded::<u64>(Table::Local, b"node_id")?,
+                r.get_decoded::<u32>(Table::Local, b"format")?,
+            ))
+        })
         .await?;
     if let Some(format) = format {
-        anyhow::ensure!(format == FORMAT_VERSION, "data dir has format {format}, this build reads {FORMAT_VERSION}");
+        anyhow::ensure!(
+            format == FORMAT_VERSION,
+            "data dir has format {format}, this build reads {FORMAT_VERSION}"
+        );
     }
     match id {
         Some(id) if id != node_id => anyhow::bail!("data dir belongs to node {id}, not {node_id}"),

@@ -11,15 +11,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use openraft::async_runtime::WatchReceiver;
 use openraft::ChangeMembers;
+use openraft::async_runtime::WatchReceiver;
 use wk_api::{ChannelConfig, DrillReq, EvacuateResp, RemoveNodeResp, ReplicaMove};
 
-use super::rpc::{AppReply, AppRpc};
 use super::Node;
+use super::rpc::{AppReply, AppRpc};
 use crate::error::{NodeError, Result};
 use crate::meta::{self, ChannelRecord, MetaCmd};
-use crate::raft::{NodeId, META_GROUP};
+use crate::raft::{META_GROUP, NodeId};
 
 const TRANSFER_WAIT: Duration = Duration::from_secs(5);
 
@@ -27,10 +27,21 @@ impl Node {
     /// Make `to` the channel's leader.
     pub async fn transfer_leader(&self, rec: &ChannelRecord, to: NodeId) -> Result<ChannelConfig> {
         if !rec.replicas.contains(&to) {
-            return Err(NodeError::BadRequest(format!("node {to} is not a replica of {}", rec.key)));
+            return Err(NodeError::BadRequest(format!(
+                "node {to} is not a replica of {}",
+                rec.key
+            )));
         }
         let deadline = Instant::now() + TRANSFER_WAIT;
-        match self.route(rec.group_id, &rec.replicas, AppRpc::TransferLeader(rec.clone(), to), deadline).await? {
+        match self
+            .route(
+                rec.group_id,
+                &rec.replicas,
+                AppRpc::TransferLeader(rec.clone(), to),
+                deadline,
+            )
+            .await?
+        {
             AppReply::Done => Ok(self.channel_config(rec).await),
             AppReply::Err(e) => Err(e),
             other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
@@ -44,9 +55,14 @@ impl Node {
             return Ok(());
         }
         if !raft.is_leader() {
-            return Err(NodeError::NotLeader { leader_hint: raft.metrics().borrow_watched().current_leader });
+            return Err(NodeError::NotLeader {
+                leader_hint: raft.metrics().borrow_watched().current_leader,
+            });
         }
-        raft.trigger().transfer_leader(to).await.map_err(|e| NodeError::Internal(e.to_string()))?;
+        raft.trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
         raft.wait(Some(TRANSFER_WAIT))
             .metrics(|m| m.current_leader == Some(to), "leadership moved")
             .await
@@ -57,8 +73,14 @@ impl Node {
     /// Move every channel leadership off `node`, to another replica that answers.
     pub async fn evacuate(&self, node: NodeId) -> Result<EvacuateResp> {
         let led = self.groups_led_by(node).await?;
-        let online: HashSet<NodeId> =
-            self.cluster_nodes().await?.nodes.iter().filter(|n| n.online && n.id != node).map(|n| n.id).collect();
+        let online: HashSet<NodeId> = self
+            .cluster_nodes()
+            .await?
+            .nodes
+            .iter()
+            .filter(|n| n.online && n.id != node)
+            .map(|n| n.id)
+            .collect();
         let moved = futures::stream::iter(led.clone())
             .map(|rec| {
                 let online = &online;
@@ -73,12 +95,25 @@ impl Node {
             .filter(|ok| std::future::ready(*ok))
             .count()
             .await as u64;
-        let stuck = self.groups_led_by(node).await?.into_iter().map(|r| r.key.to_string()).collect();
-        Ok(EvacuateResp { node_id: node, led: led.len() as u64, moved, stuck })
+        let stuck = self
+            .groups_led_by(node)
+            .await?
+            .into_iter()
+            .map(|r| r.key.to_string())
+            .collect();
+        Ok(EvacuateResp {
+            node_id: node,
+            led: led.len() as u64,
+            moved,
+            stuck,
+        })
     }
 
     async fn groups_led_by(&self, node: NodeId) -> Result<Vec<ChannelRecord>> {
-        let groups = match self.ask(node, AppRpc::ActiveGroups, Duration::from_secs(2)).await? {
+        let groups = match self
+            .ask(node, AppRpc::ActiveGroups, Duration::from_secs(2))
+            .await?
+        {
             AppReply::Groups(g) => g,
             AppReply::Err(e) => return Err(e),
             other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
@@ -108,13 +143,16 @@ impl Node {
         let plan: Vec<(ChannelRecord, Vec<NodeId>)> = self
             .store
             .read(move |kv| {
-                let placeable: BTreeSet<NodeId> =
-                    meta::placeable(kv, &members)?.into_iter().filter(|n| *n != node).collect();
+                let placeable: BTreeSet<NodeId> = meta::placeable(kv, &members)?
+                    .into_iter()
+                    .filter(|n| *n != node)
+                    .collect();
                 Ok(meta::channels(kv, None, usize::MAX)?
                     .into_iter()
                     .filter(|c| c.replicas.contains(&node))
                     .map(|c| {
-                        let to = meta::placement::place(&c.key.to_bytes(), placeable.iter().copied(), replication);
+                        let to =
+                            meta::placement::place(&c.key.to_bytes(), placeable.iter().copied(), replication);
                         (c, to)
                     })
                     .collect())
@@ -129,28 +167,49 @@ impl Node {
                 to: to.clone(),
             })
             .collect();
-        let mut resp = RemoveNodeResp { node_id: node, dry_run, plan: moves, moved: 0, stuck: Vec::new(), removed: false };
+        let mut resp = RemoveNodeResp {
+            node_id: node,
+            dry_run,
+            plan: moves,
+            moved: 0,
+            stuck: Vec::new(),
+            removed: false,
+        };
         if dry_run {
             return Ok(resp);
         }
         tracing::info!(node_id = node, channels = plan.len(), "decommissioning node");
-        self.meta_write(MetaCmd::SetDecommissioned { node, on: true }).await?;
+        self.meta_write(MetaCmd::SetDecommissioned { node, on: true })
+            .await?;
         let results: Vec<(String, bool)> = futures::stream::iter(plan)
             .map(|(rec, to)| async move { (rec.key.to_string(), self.migrate(&rec, to).await.is_ok()) })
             .buffer_unordered(16)
             .collect()
             .await;
         resp.moved = results.iter().filter(|(_, ok)| *ok).count() as u64;
-        resp.stuck = results.into_iter().filter(|(_, ok)| !ok).map(|(k, _)| k).collect();
+        resp.stuck = results
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(k, _)| k)
+            .collect();
         if resp.stuck.is_empty() {
             let deadline = Instant::now() + Duration::from_secs(30);
-            match self.route(META_GROUP, &self.meta_voters(), AppRpc::RemoveMember(node), deadline).await? {
+            match self
+                .route(
+                    META_GROUP,
+                    &self.meta_voters(),
+                    AppRpc::RemoveMember(node),
+                    deadline,
+                )
+                .await?
+            {
                 AppReply::Done => {}
                 AppReply::Err(e) => return Err(e),
                 other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
             }
             self.meta_write(MetaCmd::UnregisterNode(node)).await?;
-            self.meta_write(MetaCmd::SetDecommissioned { node, on: false }).await?;
+            self.meta_write(MetaCmd::SetDecommissioned { node, on: false })
+                .await?;
             resp.removed = true;
             tracing::info!(node_id = node, moved = resp.moved, "node removed");
         }
@@ -161,7 +220,9 @@ impl Node {
     /// (a learner is promoted when one is available).
     pub(super) async fn remove_member(&self, node: NodeId) -> Result<()> {
         if !self.meta.is_leader() {
-            return Err(NodeError::NotLeader { leader_hint: self.meta.metrics().borrow_watched().current_leader });
+            return Err(NodeError::NotLeader {
+                leader_hint: self.meta.metrics().borrow_watched().current_leader,
+            });
         }
         let m = self.meta.metrics().borrow_watched().membership_config.clone();
         let voters: BTreeSet<NodeId> = m.membership().voter_ids().collect();
@@ -172,23 +233,36 @@ impl Node {
             let Some(to) = voters.iter().copied().find(|v| *v != node) else {
                 return Err(NodeError::BadRequest("cannot remove the only voter".into()));
             };
-            self.meta.trigger().transfer_leader(to).await.map_err(|e| NodeError::Internal(e.to_string()))?;
+            self.meta
+                .trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| NodeError::Internal(e.to_string()))?;
             let _ = self
                 .meta
                 .wait(Some(TRANSFER_WAIT))
                 .metrics(|m| m.current_leader == Some(to), "metadata leadership moved")
                 .await;
-            return Err(NodeError::NotLeader { leader_hint: Some(to) });
+            return Err(NodeError::NotLeader {
+                leader_hint: Some(to),
+            });
         }
         if voters.contains(&node) {
             let mut next: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != node).collect();
-            if next.len() % 2 == 0 {
-                let learner = m.membership().nodes().map(|(id, _)| *id).find(|id| *id != node && !voters.contains(id));
+            if next.len().is_multiple_of(2) {
+                let learner = m
+                    .membership()
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .find(|id| *id != node && !voters.contains(id));
                 next.extend(learner);
             }
             self.meta.change_membership(next, false).await.map_err(err)?;
         } else {
-            self.meta.change_membership(ChangeMembers::RemoveNodes([node].into()), false).await.map_err(err)?;
+            self.meta
+                .change_membership(ChangeMembers::RemoveNodes([node].into()), false)
+                .await
+                .map_err(err)?;
         }
         Ok(())
     }
@@ -196,7 +270,9 @@ impl Node {
     /// Inject a fault into this node (`--allow-drills` only).
     pub async fn drill(&self, req: DrillReq) -> Result<()> {
         if !self.allow_drills {
-            return Err(NodeError::Forbidden("drills are disabled on this node (start it with --allow-drills)".into()));
+            return Err(NodeError::Forbidden(
+                "drills are disabled on this node (start it with --allow-drills)".into(),
+            ));
         }
         tracing::warn!(node_id = self.id, ?req, "drill");
         // Each drill bumps the generation, so a timer of an older drill never heals a newer one.
@@ -217,7 +293,10 @@ impl Node {
                 self.transport.set_blocked(peers);
                 self.heal_after(generation, duration_ms);
             }
-            DrillReq::SlowDisk { delay_ms, duration_ms } => {
+            DrillReq::SlowDisk {
+                delay_ms,
+                duration_ms,
+            } => {
                 self.store.set_fsync_delay(delay_ms);
                 self.heal_after(generation, duration_ms);
             }

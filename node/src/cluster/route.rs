@@ -6,13 +6,13 @@ use openraft::async_runtime::WatchReceiver;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::rpc::{AppReply, AppRpc, SyncQuery, SyncResult};
 use super::Node;
+use super::rpc::{AppReply, AppRpc, SyncQuery, SyncResult};
 use crate::channel::{ChannelKey, NewMessage, Sent};
 use crate::error::{NodeError, Result};
 use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp};
 use crate::raft::network::{CallError, Reply, Rpc};
-use crate::raft::{GroupId, NodeId, META_GROUP};
+use crate::raft::{GroupId, META_GROUP, NodeId};
 
 /// How long a client request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,7 +33,10 @@ const EPOCH_MS: u64 = 1_704_067_200_000;
 
 impl IdGen {
     pub fn new(node: NodeId) -> IdGen {
-        IdGen { node: node & 0x3FF, last: Mutex::new((0, 0)) }
+        IdGen {
+            node: node & 0x3FF,
+            last: Mutex::new((0, 0)),
+        }
     }
 
     pub fn next(&self) -> u64 {
@@ -53,12 +56,21 @@ impl IdGen {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Node {
     /// Serve `rpc` on the leader of group `g`, trying `replicas` until `deadline`.
-    pub(super) async fn route(&self, g: GroupId, replicas: &[NodeId], rpc: AppRpc, deadline: Instant) -> Result<AppReply> {
+    pub(super) async fn route(
+        &self,
+        g: GroupId,
+        replicas: &[NodeId],
+        rpc: AppRpc,
+        deadline: Instant,
+    ) -> Result<AppReply> {
         if replicas.is_empty() {
             return Err(NodeError::Unavailable(format!("group {g} has no replicas")));
         }
@@ -79,7 +91,11 @@ impl Node {
                 self.serve_app(rpc.clone()).await
             } else {
                 let bytes = crate::store::encode(&rpc);
-                let ttl = if rpc.is_quick() { (deadline - now).min(ATTEMPT_TIMEOUT) } else { deadline - now };
+                let ttl = if rpc.is_quick() {
+                    (deadline - now).min(ATTEMPT_TIMEOUT)
+                } else {
+                    deadline - now
+                };
                 match self.transport.call(target, Rpc::App(bytes), ttl).await {
                     Ok(Reply::App(b)) => postcard::from_bytes(&b)
                         .unwrap_or_else(|e| AppReply::Err(NodeError::Internal(format!("bad reply: {e}")))),
@@ -105,7 +121,7 @@ impl Node {
             if hint.is_none() {
                 misses += 1;
                 // A full round without a leader: an election is under way, give it a moment.
-                if misses % replicas.len() == 0 {
+                if misses.is_multiple_of(replicas.len()) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -124,7 +140,10 @@ impl Node {
 
     pub async fn meta_write(&self, cmd: MetaCmd) -> Result<MetaResp> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        match self.route(META_GROUP, &self.meta_voters(), AppRpc::MetaWrite(cmd), deadline).await? {
+        match self
+            .route(META_GROUP, &self.meta_voters(), AppRpc::MetaWrite(cmd), deadline)
+            .await?
+        {
             AppReply::Meta(m) => Ok(m),
             AppReply::Err(e) => Err(e),
             other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
@@ -139,14 +158,25 @@ impl Node {
             return Ok(Some(rec));
         }
         if create {
-            let cmd = MetaCmd::EnsureChannel { key: key.clone(), replication: self.replication };
+            let cmd = MetaCmd::EnsureChannel {
+                key: key.clone(),
+                replication: self.replication,
+            };
             return match self.meta_write(cmd).await? {
                 MetaResp::Channel(rec) => Ok(Some(rec)),
                 other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
             };
         }
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        match self.route(META_GROUP, &self.meta_voters(), AppRpc::GetChannel(key.clone()), deadline).await? {
+        match self
+            .route(
+                META_GROUP,
+                &self.meta_voters(),
+                AppRpc::GetChannel(key.clone()),
+                deadline,
+            )
+            .await?
+        {
             AppReply::Channel(rec) => Ok(rec),
             AppReply::Err(e) => Err(e),
             other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
@@ -167,7 +197,15 @@ impl Node {
     /// Append messages to a channel through its leader; answers once they are committed.
     pub async fn send(&self, rec: &ChannelRecord, msgs: Vec<NewMessage>) -> Result<Vec<Sent>> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        match self.route(rec.group_id, &rec.replicas, AppRpc::Send(rec.clone(), msgs), deadline).await? {
+        match self
+            .route(
+                rec.group_id,
+                &rec.replicas,
+                AppRpc::Send(rec.clone(), msgs),
+                deadline,
+            )
+            .await?
+        {
             AppReply::Sent(s) => Ok(s),
             AppReply::Err(e) => Err(e),
             other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
@@ -176,7 +214,15 @@ impl Node {
 
     pub async fn sync(&self, rec: &ChannelRecord, q: SyncQuery) -> Result<SyncResult> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        match self.route(rec.group_id, &rec.replicas, AppRpc::Sync(rec.clone(), q), deadline).await? {
+        match self
+            .route(
+                rec.group_id,
+                &rec.replicas,
+                AppRpc::Sync(rec.clone(), q),
+                deadline,
+            )
+            .await?
+        {
             AppReply::Synced(s) => Ok(s),
             AppReply::Err(e) => Err(e),
             other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
@@ -188,8 +234,14 @@ impl Node {
         if target == self.id {
             return Ok(self.serve_app(rpc).await);
         }
-        match self.transport.call(target, Rpc::App(crate::store::encode(&rpc)), ttl).await {
-            Ok(Reply::App(b)) => postcard::from_bytes(&b).map_err(|e| NodeError::Internal(format!("bad reply: {e}"))),
+        match self
+            .transport
+            .call(target, Rpc::App(crate::store::encode(&rpc)), ttl)
+            .await
+        {
+            Ok(Reply::App(b)) => {
+                postcard::from_bytes(&b).map_err(|e| NodeError::Internal(format!("bad reply: {e}")))
+            }
             Ok(other) => Err(NodeError::Internal(format!("unexpected reply {other:?}"))),
             Err(e) => Err(NodeError::Unavailable(e.to_string())),
         }

@@ -6,12 +6,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::ReadPolicy;
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use serde::{Deserialize, Serialize};
 
-use super::status::{GroupStatus, LocalNodeStatus};
 use super::Node;
+use super::status::{GroupStatus, LocalNodeStatus};
 use crate::channel::{self, ChannelCmd, ChannelKey, NewMessage, Sent, StoredMessage};
 use crate::error::NodeError;
 use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp, NodeRecord};
@@ -55,7 +55,10 @@ impl AppRpc {
     /// Client reads and writes answer within a second from a healthy leader; admin actions
     /// (joins, migrations) legitimately take longer and get the whole deadline per attempt.
     pub fn is_quick(&self) -> bool {
-        matches!(self, AppRpc::MetaWrite(_) | AppRpc::GetChannel(_) | AppRpc::Send(..) | AppRpc::Sync(..))
+        matches!(
+            self,
+            AppRpc::MetaWrite(_) | AppRpc::GetChannel(_) | AppRpc::Send(..) | AppRpc::Sync(..)
+        )
     }
 }
 
@@ -94,7 +97,11 @@ pub enum AppReply {
 const LEADER_WAIT: Duration = Duration::from_millis(1500);
 
 impl Handler for Node {
-    fn handle(&self, _from: NodeId, rpc: Rpc) -> Pin<Box<dyn Future<Output = Result<Reply, String>> + Send + '_>> {
+    fn handle(
+        &self,
+        _from: NodeId,
+        rpc: Rpc,
+    ) -> Pin<Box<dyn Future<Output = Result<Reply, String>> + Send + '_>> {
         Box::pin(async move {
             let s = |e: &dyn std::fmt::Display| e.to_string();
             Ok(match rpc {
@@ -106,14 +113,31 @@ impl Handler for Node {
                     }
                     Reply::Append(raft.append_entries(req).await.map_err(|e| s(&e))?)
                 }
-                Rpc::Vote(g, req) => Reply::Vote(self.group(g).await.map_err(|e| s(&e))?.vote(req).await.map_err(|e| s(&e))?),
-                Rpc::PreVote(g, req) => {
-                    Reply::Vote(self.group(g).await.map_err(|e| s(&e))?.pre_vote(req).await.map_err(|e| s(&e))?)
-                }
+                Rpc::Vote(g, req) => Reply::Vote(
+                    self.group(g)
+                        .await
+                        .map_err(|e| s(&e))?
+                        .vote(req)
+                        .await
+                        .map_err(|e| s(&e))?,
+                ),
+                Rpc::PreVote(g, req) => Reply::Vote(
+                    self.group(g)
+                        .await
+                        .map_err(|e| s(&e))?
+                        .pre_vote(req)
+                        .await
+                        .map_err(|e| s(&e))?,
+                ),
                 Rpc::Snapshot(g, vote, meta, data) => {
-                    let snapshot = openraft::alias::SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
+                    let snapshot =
+                        openraft::alias::SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: data };
                     let raft = self.group(g).await.map_err(|e| s(&e))?;
-                    Reply::Snapshot(raft.install_full_snapshot(vote, snapshot).await.map_err(|e| s(&e))?)
+                    Reply::Snapshot(
+                        raft.install_full_snapshot(vote, snapshot)
+                            .await
+                            .map_err(|e| s(&e))?,
+                    )
                 }
                 Rpc::TransferLeader(g, req) => {
                     let raft = self.group(g).await.map_err(|e| s(&e))?;
@@ -121,7 +145,8 @@ impl Handler for Node {
                     Reply::TransferLeader(res.map_err(|e| format!("{e:?}")))
                 }
                 Rpc::App(bytes) => {
-                    let rpc: AppRpc = postcard::from_bytes(&bytes).map_err(|e| format!("bad app request: {e}"))?;
+                    let rpc: AppRpc =
+                        postcard::from_bytes(&bytes).map_err(|e| format!("bad app request: {e}"))?;
                     Reply::App(crate::store::encode(&self.serve_app(rpc).await))
                 }
             })
@@ -143,7 +168,10 @@ async fn not_leader(raft: &Raft, known: Option<NodeId>) -> NodeError {
     NodeError::NotLeader { leader_hint }
 }
 
-pub(super) async fn write_err(raft: &Raft, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
+pub(super) async fn write_err(
+    raft: &Raft,
+    e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
+) -> NodeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(raft, f.leader_id).await,
         RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
@@ -153,7 +181,10 @@ pub(super) async fn write_err(raft: &Raft, e: RaftError<TypeConfig, ClientWriteE
     }
 }
 
-pub(super) async fn read_err(raft: &Raft, e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> NodeError {
+pub(super) async fn read_err(
+    raft: &Raft,
+    e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>,
+) -> NodeError {
     match e {
         RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => not_leader(raft, f.leader_id).await,
         RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
@@ -197,7 +228,9 @@ impl Node {
                     // The migration may have moved this replica away: serve from the new set.
                     let key = rec.key.clone();
                     match self.store.read(move |r| meta::get_channel(r, &key)).await? {
-                        Some(now) if now.replicas.contains(&self.id) => raft = self.replica_group(&now).await?,
+                        Some(now) if now.replicas.contains(&self.id) => {
+                            raft = self.replica_group(&now).await?
+                        }
                         _ => return Err(NodeError::NotLeader { leader_hint: None }),
                     }
                 }
@@ -215,7 +248,9 @@ impl Node {
                     // The migration may have moved this replica away: serve from the new set.
                     let key = rec.key.clone();
                     match self.store.read(move |r| meta::get_channel(r, &key)).await? {
-                        Some(now) if now.replicas.contains(&self.id) => raft = self.replica_group(&now).await?,
+                        Some(now) if now.replicas.contains(&self.id) => {
+                            raft = self.replica_group(&now).await?
+                        }
                         _ => return Err(NodeError::NotLeader { leader_hint: None }),
                     }
                 }
@@ -227,11 +262,20 @@ impl Node {
                     self.store
                         .read(move |r| {
                             let last_seq = crate::raft::state_machine::load_state(r, g)?.channel.last_seq;
-                            let Some((lo, hi, more)) = channel::sync_range(last_seq, q.start, q.end, q.limit, q.pull_up)
+                            let Some((lo, hi, more)) =
+                                channel::sync_range(last_seq, q.start, q.end, q.limit, q.pull_up)
                             else {
-                                return Ok(SyncResult { last_seq, messages: Vec::new(), more: false });
+                                return Ok(SyncResult {
+                                    last_seq,
+                                    messages: Vec::new(),
+                                    more: false,
+                                });
                             };
-                            Ok(SyncResult { last_seq, messages: channel::read_messages(r, g, lo, hi)?, more })
+                            Ok(SyncResult {
+                                last_seq,
+                                messages: channel::read_messages(r, g, lo, hi)?,
+                                more,
+                            })
                         })
                         .await?,
                 )
@@ -240,7 +284,9 @@ impl Node {
             AppRpc::GroupStatus(rec) => AppReply::GroupStatus(self.group_status(&rec).await?),
             AppRpc::Join(node) => AppReply::Joined(self.admit(node).await?),
             AppRpc::RequestJoin(node) => AppReply::Joined(self.join(node).await?),
-            AppRpc::Migrate(rec, desired) => AppReply::Channel(Some(self.migrate_local(&rec, desired).await?)),
+            AppRpc::Migrate(rec, desired) => {
+                AppReply::Channel(Some(self.migrate_local(&rec, desired).await?))
+            }
             AppRpc::DropGroup(g) => {
                 self.drop_group(g).await;
                 AppReply::Done
@@ -250,7 +296,11 @@ impl Node {
                 AppReply::Done
             }
             AppRpc::ActiveGroups => AppReply::Groups(
-                self.live_groups().into_iter().filter(|(_, r)| r.is_leader()).map(|(g, _)| g).collect(),
+                self.live_groups()
+                    .into_iter()
+                    .filter(|(_, r)| r.is_leader())
+                    .map(|(g, _)| g)
+                    .collect(),
             ),
             AppRpc::GroupSizes(gs) => AppReply::Sizes(
                 self.store
@@ -258,7 +308,11 @@ impl Node {
                         gs.iter()
                             .map(|g| {
                                 let st = crate::raft::state_machine::load_state(r, *g)?;
-                                Ok((*g, st.last_applied.map(|l| l.index).unwrap_or(0), st.channel.bytes))
+                                Ok((
+                                    *g,
+                                    st.last_applied.map(|l| l.index).unwrap_or(0),
+                                    st.channel.bytes,
+                                ))
                             })
                             .collect::<crate::store::Result<Vec<_>>>()
                     })

@@ -22,11 +22,11 @@ use futures::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use wk_api::{Backlog, BacklogEntry, BacklogTarget, DrainStatus, JoinResp};
 
-use super::rpc::{AppReply, AppRpc};
 use super::Node;
+use super::rpc::{AppReply, AppRpc};
 use crate::error::{NodeError, Result};
 use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord};
-use crate::raft::{GroupId, NodeId, Peer, META_GROUP};
+use crate::raft::{GroupId, META_GROUP, NodeId, Peer};
 
 /// A join waits this long for the new node to catch up on the metadata.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,14 +58,24 @@ async fn caught_up(raft: &crate::raft::Raft, node: NodeId, timeout: Duration) ->
 impl Node {
     /// Every node id in the metadata membership (voters and learners).
     pub fn members(&self) -> BTreeSet<NodeId> {
-        self.meta.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect()
+        self.meta
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Admit a node through the metadata leader.
     pub async fn join(&self, node: NodeRecord) -> Result<JoinResp> {
         // Longer than the leader's own catch-up wait, so its reason comes back, not a timeout.
         let deadline = Instant::now() + JOIN_TIMEOUT + Duration::from_secs(5);
-        match self.route(META_GROUP, &self.meta_voters(), AppRpc::Join(node), deadline).await? {
+        match self
+            .route(META_GROUP, &self.meta_voters(), AppRpc::Join(node), deadline)
+            .await?
+        {
             AppReply::Joined(r) => Ok(r),
             AppReply::Err(e) => Err(e),
             other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
@@ -76,14 +86,21 @@ impl Node {
     /// migrate the active channels whose placement now includes it.
     pub(super) async fn admit(&self, node: NodeRecord) -> Result<JoinResp> {
         if !self.meta.is_leader() {
-            return Err(NodeError::NotLeader { leader_hint: self.meta.metrics().borrow_watched().current_leader });
+            return Err(NodeError::NotLeader {
+                leader_hint: self.meta.metrics().borrow_watched().current_leader,
+            });
         }
         tracing::info!(node_id = node.id, cluster_addr = %node.cluster_addr, "admitting node");
         self.transport.set_addr(node.id, &node.cluster_addr);
         let started = Instant::now();
         if !self.members().contains(&node.id) {
-            let peer = Peer { cluster_addr: node.cluster_addr.clone() };
-            self.meta.add_learner(node.id, peer, false).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            let peer = Peer {
+                cluster_addr: node.cluster_addr.clone(),
+            };
+            self.meta
+                .add_learner(node.id, peer, false)
+                .await
+                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
         }
         if let Err(e) = caught_up(&self.meta, node.id, JOIN_TIMEOUT).await {
             // Never leave a member that cannot be reached (wrong secret, wrong address).
@@ -107,8 +124,21 @@ impl Node {
             .iter()
             .filter(|(rec, desired)| desired.contains(&node.id) && !rec.replicas.contains(&node.id))
             .count() as u64;
-        tracing::info!(node_id = node.id, metadata_ms, voter, migrated, backlog, "node admitted");
-        Ok(JoinResp { node_id: node.id, voter, metadata_ms, active_migrated: migrated, backlog })
+        tracing::info!(
+            node_id = node.id,
+            metadata_ms,
+            voter,
+            migrated,
+            backlog,
+            "node admitted"
+        );
+        Ok(JoinResp {
+            node_id: node.id,
+            voter,
+            metadata_ms,
+            active_migrated: migrated,
+            backlog,
+        })
     }
 
     /// Keep the metadata voters at the largest odd count up to 5; learners are promoted in
@@ -123,8 +153,15 @@ impl Node {
         };
         if target > voters.len() {
             let mut next = voters.clone();
-            next.extend(all.iter().filter(|n| !voters.contains(n)).take(target - voters.len()));
-            self.meta.change_membership(next.clone(), true).await.map_err(|e| NodeError::Unavailable(e.to_string()))?;
+            next.extend(
+                all.iter()
+                    .filter(|n| !voters.contains(n))
+                    .take(target - voters.len()),
+            );
+            self.meta
+                .change_membership(next.clone(), true)
+                .await
+                .map_err(|e| NodeError::Unavailable(e.to_string()))?;
             return Ok(next.contains(&id));
         }
         Ok(voters.contains(&id))
@@ -134,7 +171,9 @@ impl Node {
     /// leader). Answers how many migrated.
     async fn rebalance_active(&self) -> u64 {
         let members = self.members();
-        let asks = members.iter().map(|n| self.ask(*n, AppRpc::ActiveGroups, Duration::from_secs(2)));
+        let asks = members
+            .iter()
+            .map(|n| self.ask(*n, AppRpc::ActiveGroups, Duration::from_secs(2)));
         let mut active = HashSet::new();
         for reply in futures::future::join_all(asks).await {
             if let Ok(AppReply::Groups(gs)) = reply {
@@ -142,14 +181,21 @@ impl Node {
             }
         }
         let replication = self.replication;
-        let backlog = match self.store.read(move |kv| meta::backlog(kv, &members, replication)).await {
+        let backlog = match self
+            .store
+            .read(move |kv| meta::backlog(kv, &members, replication))
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "rebalance: read backlog");
                 return 0;
             }
         };
-        let todo: Vec<_> = backlog.into_iter().filter(|(rec, _)| active.contains(&rec.group_id)).collect();
+        let todo: Vec<_> = backlog
+            .into_iter()
+            .filter(|(rec, _)| active.contains(&rec.group_id))
+            .collect();
         futures::stream::iter(todo)
             .map(|(rec, desired)| async move { self.migrate(&rec, desired).await.is_ok() })
             .buffer_unordered(MIGRATE_PARALLEL)
@@ -161,7 +207,15 @@ impl Node {
     /// Move a channel to `desired`, through its leader.
     pub async fn migrate(&self, rec: &ChannelRecord, desired: Vec<NodeId>) -> Result<ChannelRecord> {
         let deadline = Instant::now() + MIGRATE_TIMEOUT;
-        match self.route(rec.group_id, &rec.replicas, AppRpc::Migrate(rec.clone(), desired), deadline).await? {
+        match self
+            .route(
+                rec.group_id,
+                &rec.replicas,
+                AppRpc::Migrate(rec.clone(), desired),
+                deadline,
+            )
+            .await?
+        {
             AppReply::Channel(Some(r)) => Ok(r),
             AppReply::Err(e) => {
                 tracing::warn!(channel = %rec.key, error = %e, "migration failed");
@@ -172,17 +226,29 @@ impl Node {
     }
 
     /// On the channel leader: the migration steps (see the module doc).
-    pub(super) async fn migrate_local(&self, rec: &ChannelRecord, desired: Vec<NodeId>) -> Result<ChannelRecord> {
+    pub(super) async fn migrate_local(
+        &self,
+        rec: &ChannelRecord,
+        desired: Vec<NodeId>,
+    ) -> Result<ChannelRecord> {
         let raft = self.replica_group(rec).await?;
         // A group just woken may still be settling its leadership: confirm it first.
         if let Err(e) = raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
             return Err(super::rpc::read_err(&raft, e).await);
         }
         let g = rec.group_id;
-        let present: BTreeSet<NodeId> =
-            raft.metrics().borrow_watched().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let present: BTreeSet<NodeId> = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
         for n in desired.iter().filter(|n| !present.contains(n)) {
-            let peer = Peer { cluster_addr: self.transport.addr_of(*n).unwrap_or_default() };
+            let peer = Peer {
+                cluster_addr: self.transport.addr_of(*n).unwrap_or_default(),
+            };
             if let Err(e) = raft.add_learner(*n, peer, false).await {
                 return Err(super::rpc::write_err(&raft, e).await);
             }
@@ -195,12 +261,20 @@ impl Node {
             return Err(super::rpc::write_err(&raft, e).await);
         }
         for gone in present.iter().filter(|n| !voters.contains(n) && **n != self.id) {
-            let _ = self.ask(*gone, AppRpc::DropGroup(g), Duration::from_secs(1)).await;
+            let _ = self
+                .ask(*gone, AppRpc::DropGroup(g), Duration::from_secs(1))
+                .await;
         }
-        let cmd = MetaCmd::SetReplicas { key: rec.key.clone(), replicas: desired.clone() };
+        let cmd = MetaCmd::SetReplicas {
+            key: rec.key.clone(),
+            replicas: desired.clone(),
+        };
         let updated = match self.meta_write(cmd).await? {
             meta::MetaResp::Channel(r) => r,
-            _ => ChannelRecord { replicas: desired, ..rec.clone() },
+            _ => ChannelRecord {
+                replicas: desired,
+                ..rec.clone()
+            },
         };
         tracing::info!(channel = %rec.key, from = ?rec.replicas, to = ?updated.replicas, "channel migrated");
         if !voters.contains(&self.id) {
@@ -254,7 +328,10 @@ impl Node {
     /// `GET /cluster/backlog`: the backlog with per-target totals and at-risk channels.
     pub async fn backlog_view(&self, limit: usize) -> Result<Backlog> {
         let (members, replication) = (self.members(), self.replication);
-        let list = self.store.read(move |kv| meta::backlog(kv, &members, replication)).await?;
+        let list = self
+            .store
+            .read(move |kv| meta::backlog(kv, &members, replication))
+            .await?;
         let nodes = self.cluster_nodes().await?;
         let online: HashSet<NodeId> = nodes.nodes.iter().filter(|n| n.online).map(|n| n.id).collect();
         // Sizes from the replicas themselves: one request per node for the groups it holds.
@@ -264,7 +341,9 @@ impl Node {
                 by_node.entry(*n).or_default().push(rec.group_id);
             }
         }
-        let asks = by_node.into_iter().map(|(n, gs)| self.ask(n, AppRpc::GroupSizes(gs), Duration::from_secs(2)));
+        let asks = by_node
+            .into_iter()
+            .map(|(n, gs)| self.ask(n, AppRpc::GroupSizes(gs), Duration::from_secs(2)));
         let mut sizes: HashMap<GroupId, (u64, u64)> = HashMap::new();
         for reply in futures::future::join_all(asks).await {
             if let Ok(AppReply::Sizes(s)) = reply {
@@ -278,7 +357,12 @@ impl Node {
                 let size = sizes.get(&rec.group_id).copied();
                 let healthy = rec.replicas.iter().filter(|n| online.contains(n)).count();
                 for t in desired.iter().filter(|d| !rec.replicas.contains(d)) {
-                    let e = targets.entry(*t).or_insert(BacklogTarget { node_id: *t, channels: 0, entries: 0, bytes: 0 });
+                    let e = targets.entry(*t).or_insert(BacklogTarget {
+                        node_id: *t,
+                        channels: 0,
+                        entries: 0,
+                        bytes: 0,
+                    });
                     e.channels += 1;
                     e.entries += size.map(|s| s.0).unwrap_or(0);
                     e.bytes += size.map(|s| s.1).unwrap_or(0);
@@ -296,16 +380,28 @@ impl Node {
             })
             .collect();
         entries.sort_by_key(|e| (!e.at_risk, e.group_id));
-        let (total, at_risk) = (entries.len() as u64, entries.iter().filter(|e| e.at_risk).count() as u64);
+        let (total, at_risk) = (
+            entries.len() as u64,
+            entries.iter().filter(|e| e.at_risk).count() as u64,
+        );
         entries.truncate(limit);
         let drain = self.drain_status().await;
-        Ok(Backlog { total, at_risk, targets: targets.into_values().collect(), entries, drain })
+        Ok(Backlog {
+            total,
+            at_risk,
+            targets: targets.into_values().collect(),
+            entries,
+            drain,
+        })
     }
 
     /// The drain's progress, from the metadata leader.
     async fn drain_status(&self) -> Option<DrainStatus> {
         let leader = self.meta.metrics().borrow_watched().current_leader?;
-        match self.ask(leader, AppRpc::DrainStatus, Duration::from_secs(1)).await {
+        match self
+            .ask(leader, AppRpc::DrainStatus, Duration::from_secs(1))
+            .await
+        {
             Ok(AppReply::Drain(d)) => d,
             _ => None,
         }
@@ -333,11 +429,19 @@ impl Node {
             }
             {
                 let mut d = self.drain.lock().expect("drain lock poisoned");
-                let status = d.get_or_insert(DrainStatus { rate, migrated: 0, errors: 0 });
+                let status = d.get_or_insert(DrainStatus {
+                    rate,
+                    migrated: 0,
+                    errors: 0,
+                });
                 status.rate = rate;
             }
             let (members, replication) = (self.members(), self.replication);
-            let Ok(mut list) = self.store.read(move |kv| meta::backlog(kv, &members, replication)).await else {
+            let Ok(mut list) = self
+                .store
+                .read(move |kv| meta::backlog(kv, &members, replication))
+                .await
+            else {
                 continue;
             };
             if list.is_empty() {
@@ -374,9 +478,16 @@ impl Node {
         if !auto_join {
             return;
         }
-        let me = NodeRecord { id: self.id, http_addr: self.http_addr.clone(), cluster_addr: self.cluster_addr.clone() };
+        let me = NodeRecord {
+            id: self.id,
+            http_addr: self.http_addr.clone(),
+            cluster_addr: self.cluster_addr.clone(),
+        };
         while self.is_joining() {
-            match self.ask(seed, AppRpc::RequestJoin(me.clone()), JOIN_TIMEOUT * 2).await {
+            match self
+                .ask(seed, AppRpc::RequestJoin(me.clone()), JOIN_TIMEOUT * 2)
+                .await
+            {
                 Ok(AppReply::Joined(r)) => tracing::info!(?r, "admitted to the cluster"),
                 Ok(AppReply::Err(e)) => tracing::warn!(error = %e, "auto-join refused; retrying"),
                 Ok(_) => {}

@@ -5,13 +5,13 @@ use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use openraft::async_runtime::Instant as _;
 use openraft::ServerState;
+use openraft::async_runtime::Instant as _;
 use serde::{Deserialize, Serialize};
 use wk_api::{ChannelConfig, ChannelReplicas, NodeStatus, NodesResp, ReplicaStatus, Role};
 
-use super::rpc::{AppReply, AppRpc};
 use super::Node;
+use super::rpc::{AppReply, AppRpc};
 use crate::error::Result;
 use crate::meta::{self, ChannelRecord};
 use crate::raft::{NodeId, Raft};
@@ -79,25 +79,44 @@ pub struct GroupStatus {
 
 impl Node {
     pub async fn local_status(&self) -> Result<LocalNodeStatus> {
-        let channels_led =
-            self.live_groups().iter().filter(|(_, r)| r.metrics().borrow_watched().state == ServerState::Leader).count() as u64;
+        let channels_led = self
+            .live_groups()
+            .iter()
+            .filter(|(_, r)| r.metrics().borrow_watched().state == ServerState::Leader)
+            .count() as u64;
         let channels_replicated = self.channels_replicated().await?;
-        Ok(LocalNodeStatus { meta: raft_view(&self.meta), channels_led, channels_replicated })
+        Ok(LocalNodeStatus {
+            meta: raft_view(&self.meta),
+            channels_led,
+            channels_replicated,
+        })
     }
 
     /// How many channels list this node as a replica: a scan of every channel record, so it
     /// is cached until the metadata changes (dashboards poll it every second).
     async fn channels_replicated(&self) -> Result<u64> {
-        let applied = self.meta.metrics().borrow_watched().last_applied.as_ref().map(|l| l.index).unwrap_or(0);
-        if let Some((at, n)) = *self.replicated_cache.lock().expect("cache lock poisoned") {
-            if at == applied {
-                return Ok(n);
-            }
+        let applied = self
+            .meta
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .as_ref()
+            .map(|l| l.index)
+            .unwrap_or(0);
+        if let Some((at, n)) = *self.replicated_cache.lock().expect("cache lock poisoned")
+            && at == applied
+        {
+            return Ok(n);
         }
         let id = self.id;
         let n = self
             .store
-            .read(move |r| Ok(meta::channels(r, None, usize::MAX)?.iter().filter(|c| c.replicas.contains(&id)).count()))
+            .read(move |r| {
+                Ok(meta::channels(r, None, usize::MAX)?
+                    .iter()
+                    .filter(|c| c.replicas.contains(&id))
+                    .count())
+            })
             .await? as u64;
         *self.replicated_cache.lock().expect("cache lock poisoned") = Some((applied, n));
         Ok(n)
@@ -110,7 +129,10 @@ impl Node {
         let (state, (last, _)) = self
             .store
             .read(move |r| {
-                Ok((crate::raft::state_machine::load_state(r, g)?, crate::raft::log_store::stored_log_state(r, g)?))
+                Ok((
+                    crate::raft::state_machine::load_state(r, g)?,
+                    crate::raft::log_store::stored_log_state(r, g)?,
+                ))
             })
             .await?;
         let raft = match self.live_group(g) {
@@ -124,7 +146,11 @@ impl Node {
                 matched: Default::default(),
             },
         };
-        Ok(GroupStatus { raft, message_seq: state.channel.last_seq, checksum: state.channel.checksum })
+        Ok(GroupStatus {
+            raft,
+            message_seq: state.channel.last_seq,
+            checksum: state.channel.checksum,
+        })
     }
 
     /// Every node of the metadata membership (and every registered node), probed now.
@@ -170,7 +196,10 @@ impl Node {
     }
 
     async fn probe_replicas(&self, rec: &ChannelRecord) -> Vec<(NodeId, Option<GroupStatus>)> {
-        let probes = rec.replicas.iter().map(|id| self.ask(*id, AppRpc::GroupStatus(rec.clone()), PROBE_TTL));
+        let probes = rec
+            .replicas
+            .iter()
+            .map(|id| self.ask(*id, AppRpc::GroupStatus(rec.clone()), PROBE_TTL));
         let answers = futures::future::join_all(probes).await;
         rec.replicas
             .iter()
@@ -186,7 +215,11 @@ impl Node {
         let probes = self.probe_replicas(rec).await;
         let leader = probes
             .iter()
-            .filter_map(|(id, s)| s.as_ref().filter(|s| s.raft.role == Role::Leader).map(|s| (s.raft.term, *id)))
+            .filter_map(|(id, s)| {
+                s.as_ref()
+                    .filter(|s| s.raft.role == Role::Leader)
+                    .map(|s| (s.raft.term, *id))
+            })
             .max();
         ChannelConfig {
             channel_id: rec.key.channel_id.clone(),
@@ -195,7 +228,11 @@ impl Node {
             replicas: rec.replicas.clone(),
             leader: leader.map(|(_, id)| id),
             term: leader.map(|(t, _)| t).unwrap_or_else(|| {
-                probes.iter().filter_map(|(_, s)| s.as_ref().map(|s| s.raft.term)).max().unwrap_or(0)
+                probes
+                    .iter()
+                    .filter_map(|(_, s)| s.as_ref().map(|s| s.raft.term))
+                    .max()
+                    .unwrap_or(0)
             }),
         }
     }
@@ -204,7 +241,11 @@ impl Node {
         let probes = self.probe_replicas(rec).await;
         let leader = probes
             .iter()
-            .filter_map(|(id, s)| s.as_ref().filter(|s| s.raft.role == Role::Leader).map(|s| (s.raft.term, *id, s.clone())))
+            .filter_map(|(id, s)| {
+                s.as_ref()
+                    .filter(|s| s.raft.role == Role::Leader)
+                    .map(|s| (s.raft.term, *id, s.clone()))
+            })
             .max_by_key(|(t, id, _)| (*t, *id));
         let replicas = probes
             .iter()
@@ -227,7 +268,10 @@ impl Node {
                     lag,
                     last_ack_ms,
                     message_seq: s.as_ref().map(|s| s.message_seq).unwrap_or(0),
-                    checksum: s.as_ref().map(|s| format!("{:016x}", s.checksum)).unwrap_or_default(),
+                    checksum: s
+                        .as_ref()
+                        .map(|s| format!("{:016x}", s.checksum))
+                        .unwrap_or_default(),
                 }
             })
             .collect();

@@ -2,23 +2,44 @@ use super::*;
 use crate::store::mem::MemKv;
 
 fn key(id: &str) -> ChannelKey {
-    ChannelKey { channel_id: id.into(), channel_type: 2 }
+    ChannelKey {
+        channel_id: id.into(),
+        channel_type: 2,
+    }
 }
 
 #[test]
 fn channels_get_sequential_groups_and_placed_replicas() {
     let mut kv = MemKv::default();
     let members: BTreeSet<u64> = [1, 2, 3, 4].into();
-    let ensure = |kv: &mut MemKv, id: &str| match apply(kv, &members, &MetaCmd::EnsureChannel { key: key(id), replication: 3 }) {
+    let ensure = |kv: &mut MemKv, id: &str| match apply(
+        kv,
+        &members,
+        &MetaCmd::EnsureChannel {
+            key: key(id),
+            replication: 3,
+        },
+    ) {
         Ok(MetaResp::Channel(r)) => r,
         other => panic!("{other:?}"),
     };
     let a = ensure(&mut kv, "a");
     let b = ensure(&mut kv, "b");
     assert_eq!((a.group_id, b.group_id), (1, 2));
-    assert_eq!(a.replicas, placement::place(&key("a").to_bytes(), [1, 2, 3, 4], 3));
+    assert_eq!(
+        a.replicas,
+        placement::place(&key("a").to_bytes(), [1, 2, 3, 4], 3)
+    );
     // Ensuring again changes nothing, even with another membership.
-    let again = apply(&mut kv, &[9].into(), &MetaCmd::EnsureChannel { key: key("a"), replication: 1 }).expect("apply");
+    let again = apply(
+        &mut kv,
+        &[9].into(),
+        &MetaCmd::EnsureChannel {
+            key: key("a"),
+            replication: 1,
+        },
+    )
+    .expect("apply");
     assert_eq!(again, MetaResp::Channel(a));
 }
 
@@ -34,14 +55,34 @@ fn subscribers_add_reset_and_remove() {
     };
     apply(&mut kv, &m, &up(&["a", "b"], false)).expect("apply");
     apply(&mut kv, &m, &up(&["c"], false)).expect("apply");
-    let subs = |kv: &MemKv| get_channel(kv, &key("g")).expect("read").expect("exists").subscribers;
+    let subs = |kv: &MemKv| {
+        get_channel(kv, &key("g"))
+            .expect("read")
+            .expect("exists")
+            .subscribers
+    };
     assert_eq!(subs(&kv), ["a", "b", "c"].iter().map(|s| s.to_string()).collect());
-    apply(&mut kv, &m, &MetaCmd::RemoveSubscribers { key: key("g"), subscribers: vec!["b".into(), "zz".into()] }).expect("apply");
+    apply(
+        &mut kv,
+        &m,
+        &MetaCmd::RemoveSubscribers {
+            key: key("g"),
+            subscribers: vec!["b".into(), "zz".into()],
+        },
+    )
+    .expect("apply");
     assert_eq!(subs(&kv), ["a", "c"].iter().map(|s| s.to_string()).collect());
     apply(&mut kv, &m, &up(&["x"], true)).expect("apply");
     assert_eq!(subs(&kv), ["x".to_string()].into());
     // Removing from a channel that does not exist is a no-op, not an error.
-    let r = apply(&mut kv, &m, &MetaCmd::RemoveSubscribers { key: key("nope"), subscribers: vec![] });
+    let r = apply(
+        &mut kv,
+        &m,
+        &MetaCmd::RemoveSubscribers {
+            key: key("nope"),
+            subscribers: vec![],
+        },
+    );
     assert!(matches!(r, Ok(MetaResp::Done)));
 }
 
@@ -49,7 +90,12 @@ fn subscribers_add_reset_and_remove() {
 fn tokens_are_kept_per_device_flag() {
     let mut kv = MemKv::default();
     let m: BTreeSet<u64> = [1].into();
-    let set = |flag, token: &str| MetaCmd::SetToken { uid: "u".into(), token: token.into(), device_flag: flag, device_level: 1 };
+    let set = |flag, token: &str| MetaCmd::SetToken {
+        uid: "u".into(),
+        token: token.into(),
+        device_flag: flag,
+        device_level: 1,
+    };
     apply(&mut kv, &m, &set(0, "app")).expect("apply");
     apply(&mut kv, &m, &set(1, "web")).expect("apply");
     apply(&mut kv, &m, &set(0, "app2")).expect("apply");

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::channel::ChannelKey;
-use crate::store::{encode, keys, KvRead, KvWrite, Result, Table};
+use crate::store::{KvRead, KvWrite, Result, Table, encode, keys};
 
 const NEXT_GROUP_ID: &[u8] = b"next_group_id";
 const DRAIN: &[u8] = b"drain_rate_milli";
@@ -32,8 +32,17 @@ pub fn placeable(kv: &impl KvRead, members: &BTreeSet<u64>) -> Result<BTreeSet<u
 }
 
 /// Where a channel's replicas belong now.
-pub fn desired(kv: &impl KvRead, members: &BTreeSet<u64>, rec: &ChannelRecord, replication: usize) -> Result<Vec<u64>> {
-    Ok(placement::place(&rec.key.to_bytes(), placeable(kv, members)?, replication))
+pub fn desired(
+    kv: &impl KvRead,
+    members: &BTreeSet<u64>,
+    rec: &ChannelRecord,
+    replication: usize,
+) -> Result<Vec<u64>> {
+    Ok(placement::place(
+        &rec.key.to_bytes(),
+        placeable(kv, members)?,
+        replication,
+    ))
 }
 
 /// The channel whose Raft group is `g`.
@@ -54,13 +63,18 @@ pub fn drain_rate(kv: &impl KvRead) -> Result<Option<u64>> {
 
 /// The channels whose replica set differs from their placement for `members`: the sync
 /// backlog. Derived from the metadata, so it is as durable as the metadata.
-pub fn backlog(kv: &impl KvRead, members: &BTreeSet<u64>, replication: usize) -> Result<Vec<(ChannelRecord, Vec<u64>)>> {
+pub fn backlog(
+    kv: &impl KvRead,
+    members: &BTreeSet<u64>,
+    replication: usize,
+) -> Result<Vec<(ChannelRecord, Vec<u64>)>> {
     let placeable = placeable(kv, members)?;
     Ok(channels(kv, None, usize::MAX)?
         .into_iter()
         .filter_map(|rec| {
             let desired = placement::place(&rec.key.to_bytes(), placeable.iter().copied(), replication);
-            let same = desired.len() == rec.replicas.len() && desired.iter().all(|d| rec.replicas.contains(d));
+            let same =
+                desired.len() == rec.replicas.len() && desired.iter().all(|d| rec.replicas.contains(d));
             (!same).then_some((rec, desired))
         })
         .collect())
@@ -98,20 +112,44 @@ pub struct NodeRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCmd {
-    SetToken { uid: String, token: String, device_flag: u8, device_level: u8 },
+    SetToken {
+        uid: String,
+        token: String,
+        device_flag: u8,
+        device_level: u8,
+    },
     /// Create the channel if missing, then add (or with `reset`, replace) subscribers.
-    UpsertChannel { key: ChannelKey, subscribers: Vec<String>, reset: bool, replication: usize },
-    RemoveSubscribers { key: ChannelKey, subscribers: Vec<String> },
+    UpsertChannel {
+        key: ChannelKey,
+        subscribers: Vec<String>,
+        reset: bool,
+        replication: usize,
+    },
+    RemoveSubscribers {
+        key: ChannelKey,
+        subscribers: Vec<String>,
+    },
     /// Create the channel if missing; answer its record.
-    EnsureChannel { key: ChannelKey, replication: usize },
+    EnsureChannel {
+        key: ChannelKey,
+        replication: usize,
+    },
     RegisterNode(NodeRecord),
     /// A channel's group finished a membership change: record its new replica set.
-    SetReplicas { key: ChannelKey, replicas: Vec<u64> },
+    SetReplicas {
+        key: ChannelKey,
+        replicas: Vec<u64>,
+    },
     /// Start (Some: channels per 1000 s) or stop (None) the backlog drain; durable so a new
     /// metadata leader resumes it.
-    SetDrain { rate_milli: Option<u64> },
+    SetDrain {
+        rate_milli: Option<u64>,
+    },
     /// Mark a node as leaving (placement stops choosing it) or not.
-    SetDecommissioned { node: u64, on: bool },
+    SetDecommissioned {
+        node: u64,
+        on: bool,
+    },
     /// Forget a removed node's addresses.
     UnregisterNode(u64),
 }
@@ -126,14 +164,30 @@ pub enum MetaResp {
 /// and learners) at this log position.
 pub fn apply(kv: &mut impl KvWrite, members: &BTreeSet<u64>, cmd: &MetaCmd) -> Result<MetaResp> {
     match cmd {
-        MetaCmd::SetToken { uid, token, device_flag, device_level } => {
+        MetaCmd::SetToken {
+            uid,
+            token,
+            device_flag,
+            device_level,
+        } => {
             let mut user: User = kv.get_decoded(Table::Users, uid.as_bytes())?.unwrap_or_default();
             user.uid = uid.clone();
-            user.devices.insert(*device_flag, Device { token: token.clone(), level: *device_level });
+            user.devices.insert(
+                *device_flag,
+                Device {
+                    token: token.clone(),
+                    level: *device_level,
+                },
+            );
             kv.put(Table::Users, uid.as_bytes(), &encode(&user))?;
             Ok(MetaResp::Done)
         }
-        MetaCmd::UpsertChannel { key, subscribers, reset, replication } => {
+        MetaCmd::UpsertChannel {
+            key,
+            subscribers,
+            reset,
+            replication,
+        } => {
             let mut rec = ensure_channel(kv, members, key, *replication)?;
             if *reset {
                 rec.subscribers.clear();
@@ -191,7 +245,12 @@ pub fn apply(kv: &mut impl KvWrite, members: &BTreeSet<u64>, cmd: &MetaCmd) -> R
     }
 }
 
-fn ensure_channel(kv: &mut impl KvWrite, members: &BTreeSet<u64>, key: &ChannelKey, replication: usize) -> Result<ChannelRecord> {
+fn ensure_channel(
+    kv: &mut impl KvWrite,
+    members: &BTreeSet<u64>,
+    key: &ChannelKey,
+    replication: usize,
+) -> Result<ChannelRecord> {
     if let Some(rec) = get_channel(kv, key)? {
         return Ok(rec);
     }
@@ -240,7 +299,13 @@ pub fn channels(kv: &impl KvRead, after: Option<&ChannelKey>, limit: usize) -> R
 }
 
 /// The tables the metadata group owns, for snapshots.
-pub const TABLES: [Table; 5] = [Table::Users, Table::Channels, Table::Groups, Table::Nodes, Table::Vars];
+pub const TABLES: [Table; 5] = [
+    Table::Users,
+    Table::Channels,
+    Table::Groups,
+    Table::Nodes,
+    Table::Vars,
+];
 
 #[cfg(test)]
 #[path = "meta_tests.rs"]

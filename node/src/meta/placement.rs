@@ -32,10 +32,24 @@ mod tests {
             let (input, expected) = line.split_once("->").expect("line has ->");
             let mut parts = input.split_whitespace();
             let key = parts.next().expect("key");
-            let nodes: Vec<u64> = parts.next().expect("nodes").split(',').map(|s| s.parse().expect("node id")).collect();
+            let nodes: Vec<u64> = parts
+                .next()
+                .expect("nodes")
+                .split(',')
+                .map(|s| s.parse().expect("node id"))
+                .collect();
             let n: usize = parts.next().expect("n").parse().expect("n");
-            let want: Vec<u64> = expected.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().expect("id")).collect();
-            assert_eq!(place(key.as_bytes(), nodes, n), want, "testdata/placement.txt line {}", no + 1);
+            let want: Vec<u64> = expected
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse().expect("id"))
+                .collect();
+            assert_eq!(
+                place(key.as_bytes(), nodes, n),
+                want,
+                "testdata/placement.txt line {}",
+                no + 1
+            );
         }
     }
 

@@ -17,7 +17,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use super::{Entry, GroupId, LogId, TypeConfig, Vote};
-use crate::store::{decode, encode, keys, KvRead, KvWrite, Store, Table};
+use crate::store::{KvRead, KvWrite, Store, Table, decode, encode, keys};
 
 const TAG_VOTE: u8 = 1;
 const TAG_PURGED: u8 = 2;
@@ -40,7 +40,11 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn new(group: GroupId, store: Store) -> LogStore {
-        LogStore { group, store, pending: Default::default() }
+        LogStore {
+            group,
+            store,
+            pending: Default::default(),
+        }
     }
 
     fn pending_range(&self, lo: u64, hi_excl: u64) -> BTreeMap<u64, Entry> {
@@ -50,14 +54,23 @@ impl LogStore {
 }
 
 /// Read the stored last log id and last purged log id of group `g`.
-pub fn stored_log_state(kv: &impl KvRead, g: GroupId) -> crate::store::Result<(Option<LogId>, Option<LogId>)> {
+pub fn stored_log_state(
+    kv: &impl KvRead,
+    g: GroupId,
+) -> crate::store::Result<(Option<LogId>, Option<LogId>)> {
     let purged: Option<LogId> = kv.get_decoded(Table::Raft, &raft_key(g, TAG_PURGED))?;
     let last = kv
-        .range(Table::Log, &keys::group(g), &keys::prefix_end(&keys::group(g)), 1, true)?
+        .range(
+            Table::Log,
+            &keys::group(g),
+            &keys::prefix_end(&keys::group(g)),
+            1,
+            true,
+        )?
         .first()
         .map(|(_, v)| decode::<Entry>(Table::Log, v).map(|e| e.log_id()))
         .transpose()?;
-    Ok((last.or_else(|| purged.clone()), purged))
+    Ok((last.or(purged), purged))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -82,7 +95,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = self.pending_range(lo, hi_excl);
         // Replication usually asks for what was just appended: all still pending.
         let pending_covers = entries.keys().next() == Some(&lo)
-            && entries.keys().next_back().is_some_and(|last| last + 1 == hi_excl || hi_excl == u64::MAX)
+            && entries
+                .keys()
+                .next_back()
+                .is_some_and(|last| last + 1 == hi_excl || hi_excl == u64::MAX)
             && entries.len() as u64 == entries.keys().next_back().map_or(0, |l| l - lo + 1);
         if pending_covers {
             return Ok(entries.into_values().collect());
@@ -91,26 +107,27 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let stored = self
             .store
             .read(move |r| {
-                r.range(Table::Log, &keys::group_u64(g, lo), &keys::group_u64(g, hi_excl), usize::MAX, false)?
-                    .iter()
-                    .map(|(_, v)| decode::<Entry>(Table::Log, v))
-                    .collect::<Result<Vec<_>, _>>()
+                r.range(
+                    Table::Log,
+                    &keys::group_u64(g, lo),
+                    &keys::group_u64(g, hi_excl),
+                    usize::MAX,
+                    false,
+                )?
+                .iter()
+                .map(|(_, v)| decode::<Entry>(Table::Log, v))
+                .collect::<Result<Vec<_>, _>>()
             })
             .await?;
         for e in stored {
             entries.entry(e.index()).or_insert(e);
         }
         // Only a contiguous run from `lo` is a valid answer.
-        let mut out = Vec::with_capacity(entries.len());
-        let mut next = lo;
-        for (idx, e) in entries {
-            if idx != next {
-                break;
-            }
-            out.push(e);
-            next += 1;
-        }
-        Ok(out)
+        Ok((lo..)
+            .zip(entries)
+            .take_while(|(want, (idx, _))| want == idx)
+            .map(|(_, (_, e))| e)
+            .collect())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -125,12 +142,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let g = self.group;
         let (last, purged) = self.store.read(move |r| stored_log_state(r, g)).await?;
-        let pending_last = self.pending.lock().expect("pending lock poisoned").values().next_back().map(|e| e.log_id());
+        let pending_last = self
+            .pending
+            .lock()
+            .expect("pending lock poisoned")
+            .values()
+            .next_back()
+            .map(|e| e.log_id());
         let last_log_id = match (last, pending_last) {
             (Some(a), Some(b)) => Some(if b.index() >= a.index() { b } else { a }),
             (a, b) => a.or(b),
         };
-        Ok(LogState { last_purged_log_id: purged, last_log_id })
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -139,7 +165,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let (key, bytes) = (raft_key(self.group, TAG_VOTE), encode(vote));
-        Ok(self.store.write(move |w| w.put(Table::Raft, &key, &bytes)).await?)
+        Ok(self
+            .store
+            .write(move |w| w.put(Table::Raft, &key, &bytes))
+            .await?)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
@@ -170,7 +199,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     let mut p = pending.lock().expect("pending lock poisoned");
                     for id in &ids {
                         // A later truncate+append may have replaced it; keep that one.
-                        if p.get(&id.index()).map(|e| e.log_id()) == Some(id.clone()) {
+                        if p.get(&id.index()).map(|e| e.log_id()) == Some(*id) {
                             p.remove(&id.index());
                         }
                     }
@@ -184,9 +213,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let g = self.group;
         let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
-        self.pending.lock().expect("pending lock poisoned").retain(|idx, _| *idx < from);
+        self.pending
+            .lock()
+            .expect("pending lock poisoned")
+            .retain(|idx, _| *idx < from);
         self.store
-            .write(move |w| w.delete_range(Table::Log, &keys::group_u64(g, from), &keys::prefix_end(&keys::group(g))))
+            .write(move |w| {
+                w.delete_range(
+                    Table::Log,
+                    &keys::group_u64(g, from),
+                    &keys::prefix_end(&keys::group(g)),
+                )
+            })
             .await?;
         Ok(())
     }
@@ -198,7 +236,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.store
             .write(move |w| {
                 w.put(Table::Raft, &raft_key(g, TAG_PURGED), &marker)?;
-                w.delete_range(Table::Log, &keys::group_u64(g, 0), &keys::group_u64(g, upto.saturating_add(1)))?;
+                w.delete_range(
+                    Table::Log,
+                    &keys::group_u64(g, 0),
+                    &keys::group_u64(g, upto.saturating_add(1)),
+                )?;
                 Ok(())
             })
             .await?;

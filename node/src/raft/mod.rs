@@ -75,7 +75,7 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 
 /// Delete every row of channel group `g` on this node (it is no longer a replica).
 pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::store::Result<()> {
-    use crate::store::{keys, Table};
+    use crate::store::{Table, keys};
     let (from, to) = (keys::group(g), keys::prefix_end(&keys::group(g)));
     for t in [Table::Log, Table::Raft, Table::Sm, Table::Msgs, Table::Dedup] {
         w.delete_range(t, &from, &to)?;

@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use openraft::OptionalSend;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::OptionalSend;
 use openraft_multi::{GroupNetworkAdapter, GroupNetworkFactory, GroupRouter};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -69,14 +69,33 @@ type Nonce = [u8; 16];
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Frame {
-    Hello { version: u32, node_id: NodeId, cluster_id: Option<u64>, nonce: Nonce },
-    Challenge { cluster_id: Option<u64>, nonce: Nonce, proof: Vec<u8> },
-    Proof { proof: Vec<u8> },
-    Request { id: u64, rpc: Rpc },
+    Hello {
+        version: u32,
+        node_id: NodeId,
+        cluster_id: Option<u64>,
+        nonce: Nonce,
+    },
+    Challenge {
+        cluster_id: Option<u64>,
+        nonce: Nonce,
+        proof: Vec<u8>,
+    },
+    Proof {
+        proof: Vec<u8>,
+    },
+    Request {
+        id: u64,
+        rpc: Rpc,
+    },
     /// `Err` is the remote's error message: the request reached it and failed there.
-    Response { id: u64, result: Result<Reply, String> },
+    Response {
+        id: u64,
+        result: Result<Reply, String>,
+    },
     /// The handshake failed; the reason is for the peer's log.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 /// Why a call failed.
@@ -94,7 +113,11 @@ pub enum CallError {
 
 /// Serves incoming RPCs; implemented by the cluster layer.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, from: NodeId, rpc: Rpc) -> Pin<Box<dyn Future<Output = Result<Reply, String>> + Send + '_>>;
+    fn handle(
+        &self,
+        from: NodeId,
+        rpc: Rpc,
+    ) -> Pin<Box<dyn Future<Output = Result<Reply, String>> + Send + '_>>;
 }
 
 /// An outgoing connection: a writer task fed by `tx`, a reader task resolving `pending`.
@@ -141,7 +164,10 @@ fn encode_frame(frame: &Frame) -> Vec<u8> {
 async fn read_frame(r: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>) -> std::io::Result<Frame> {
     let len = r.read_u32().await? as usize;
     if len > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
     }
     buf.resize(len, 0);
     r.read_exact(buf).await?;
@@ -226,9 +252,9 @@ impl Transport {
     fn agree_cluster(&self, peer: NodeId, theirs: Option<u64>) -> std::io::Result<()> {
         let mut ours = self.cluster_id.lock().expect("cluster id lock poisoned");
         match (*ours, theirs) {
-            (Some(a), Some(b)) if a != b => {
-                Err(refused(format!("node {peer} belongs to cluster {b:016x}, this node to {a:016x}")))
-            }
+            (Some(a), Some(b)) if a != b => Err(refused(format!(
+                "node {peer} belongs to cluster {b:016x}, this node to {a:016x}"
+            ))),
             (None, Some(b)) => {
                 *ours = Some(b);
                 drop(ours);
@@ -246,16 +272,23 @@ impl Transport {
     async fn client_handshake(&self, target: NodeId, stream: &mut TcpStream) -> std::io::Result<()> {
         use hmac::Mac;
         let mine = nonce();
-        write_frame(stream, &Frame::Hello {
-            version: PROTOCOL_VERSION,
-            node_id: self.node_id,
-            cluster_id: self.cluster_id(),
-            nonce: mine,
-        })
+        write_frame(
+            stream,
+            &Frame::Hello {
+                version: PROTOCOL_VERSION,
+                node_id: self.node_id,
+                cluster_id: self.cluster_id(),
+                nonce: mine,
+            },
+        )
         .await?;
         let mut buf = Vec::new();
         let (cluster_id, theirs, server_proof) = match read_frame(stream, &mut buf).await? {
-            Frame::Challenge { cluster_id, nonce, proof } => (cluster_id, nonce, proof),
+            Frame::Challenge {
+                cluster_id,
+                nonce,
+                proof,
+            } => (cluster_id, nonce, proof),
             Frame::Refused { reason } => return Err(refused(format!("node {target} refused us: {reason}"))),
             other => return Err(refused(format!("node {target} answered {other:?}"))),
         };
@@ -263,7 +296,10 @@ impl Transport {
             .verify_slice(&server_proof)
             .map_err(|_| refused(format!("node {target} does not know the cluster secret")))?;
         self.agree_cluster(target, cluster_id)?;
-        let p = proof(&self.secret, b"client", &theirs, &mine).finalize().into_bytes().to_vec();
+        let p = proof(&self.secret, b"client", &theirs, &mine)
+            .finalize()
+            .into_bytes()
+            .to_vec();
         write_frame(stream, &Frame::Proof { proof: p }).await
     }
 
@@ -272,24 +308,52 @@ impl Transport {
         use hmac::Mac;
         let mut buf = Vec::new();
         let (version, peer, cluster_id, theirs) = match read_frame(stream, &mut buf).await? {
-            Frame::Hello { version, node_id, cluster_id, nonce } => (version, node_id, cluster_id, nonce),
+            Frame::Hello {
+                version,
+                node_id,
+                cluster_id,
+                nonce,
+            } => (version, node_id, cluster_id, nonce),
             other => return Err(refused(format!("expected Hello, got {other:?}"))),
         };
         if version != PROTOCOL_VERSION {
             let reason = format!("protocol version {version}, this node speaks {PROTOCOL_VERSION}");
-            let _ = write_frame(stream, &Frame::Refused { reason: reason.clone() }).await;
+            let _ = write_frame(
+                stream,
+                &Frame::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
             return Err(refused(format!("node {peer}: {reason}")));
         }
-        if let (Some(a), Some(b)) = (self.cluster_id(), cluster_id) {
-            if a != b {
-                let reason = format!("cluster id {b:016x} is not this cluster ({a:016x})");
-                let _ = write_frame(stream, &Frame::Refused { reason: reason.clone() }).await;
-                return Err(refused(format!("node {peer}: {reason}")));
-            }
+        if let (Some(a), Some(b)) = (self.cluster_id(), cluster_id)
+            && a != b
+        {
+            let reason = format!("cluster id {b:016x} is not this cluster ({a:016x})");
+            let _ = write_frame(
+                stream,
+                &Frame::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            return Err(refused(format!("node {peer}: {reason}")));
         }
         let mine = nonce();
-        let p = proof(&self.secret, b"server", &theirs, &mine).finalize().into_bytes().to_vec();
-        write_frame(stream, &Frame::Challenge { cluster_id: self.cluster_id(), nonce: mine, proof: p }).await?;
+        let p = proof(&self.secret, b"server", &theirs, &mine)
+            .finalize()
+            .into_bytes()
+            .to_vec();
+        write_frame(
+            stream,
+            &Frame::Challenge {
+                cluster_id: self.cluster_id(),
+                nonce: mine,
+                proof: p,
+            },
+        )
+        .await?;
         let client_proof = match read_frame(stream, &mut buf).await? {
             Frame::Proof { proof } => proof,
             other => return Err(refused(format!("node {peer}: expected Proof, got {other:?}"))),
@@ -342,7 +406,9 @@ impl Transport {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending lock poisoned").insert(id, tx);
-        if conn.closed.load(Ordering::Relaxed) || conn.tx.send(encode_frame(&Frame::Request { id, rpc })).is_err() {
+        if conn.closed.load(Ordering::Relaxed)
+            || conn.tx.send(encode_frame(&Frame::Request { id, rpc })).is_err()
+        {
             conn.pending.lock().expect("pending lock poisoned").remove(&id);
             return Err(CallError::Unreachable(target, "connection closed".into()));
         }
@@ -358,16 +424,23 @@ impl Transport {
     }
 
     async fn conn(&self, target: NodeId) -> Result<Arc<Conn>, CallError> {
-        if let Some(c) = self.conns.lock().expect("conns lock poisoned").get(&target) {
-            if !c.closed.load(Ordering::Relaxed) {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.conns.lock().expect("conns lock poisoned").get(&target)
+            && !c.closed.load(Ordering::Relaxed)
+        {
+            return Ok(c.clone());
         }
-        let addr = self.addr_of(target).ok_or_else(|| CallError::Unreachable(target, "no known address".into()))?;
+        let addr = self
+            .addr_of(target)
+            .ok_or_else(|| CallError::Unreachable(target, "no known address".into()))?;
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(CallError::Unreachable(target, format!("{addr}: {e}"))),
-            Err(_) => return Err(CallError::Unreachable(target, format!("{addr}: connect timed out"))),
+            Err(_) => {
+                return Err(CallError::Unreachable(
+                    target,
+                    format!("{addr}: connect timed out"),
+                ));
+            }
         };
         let mut stream = stream;
         let _ = stream.set_nodelay(true);
@@ -382,14 +455,22 @@ impl Transport {
         let (mut r, w) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(w, rx));
-        let conn = Arc::new(Conn { tx, pending: Default::default(), closed: AtomicBool::new(false) });
+        let conn = Arc::new(Conn {
+            tx,
+            pending: Default::default(),
+            closed: AtomicBool::new(false),
+        });
         let reader_conn = conn.clone();
         tokio::spawn(async move {
             let mut buf = Vec::new();
             loop {
                 match read_frame(&mut r, &mut buf).await {
                     Ok(Frame::Response { id, result }) => {
-                        let waiter = reader_conn.pending.lock().expect("pending lock poisoned").remove(&id);
+                        let waiter = reader_conn
+                            .pending
+                            .lock()
+                            .expect("pending lock poisoned")
+                            .remove(&id);
                         if let Some(w) = waiter {
                             let _ = w.send(result);
                         }
@@ -458,7 +539,10 @@ impl Transport {
         loop {
             let frame = read_frame(&mut r, &mut buf).await?;
             let Frame::Request { id, rpc } = frame else {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "expected a request"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "expected a request",
+                ));
             };
             if self.is_blocked(from) {
                 continue;
@@ -504,7 +588,12 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.0.call(target, Rpc::Append(group, rpc), option.hard_ttl()).await.map_err(rpc_err)? {
+        match self
+            .0
+            .call(target, Rpc::Append(group, rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_err)?
+        {
             Reply::Append(r) => Ok(r),
             other => Err(unexpected(target, other)),
         }
@@ -517,7 +606,12 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.0.call(target, Rpc::Vote(group, rpc), option.hard_ttl()).await.map_err(rpc_err)? {
+        match self
+            .0
+            .call(target, Rpc::Vote(group, rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_err)?
+        {
             Reply::Vote(r) => Ok(r),
             other => Err(unexpected(target, other)),
         }
@@ -530,7 +624,12 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.0.call(target, Rpc::PreVote(group, rpc), option.hard_ttl()).await.map_err(rpc_err)? {
+        match self
+            .0
+            .call(target, Rpc::PreVote(group, rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_err)?
+        {
             Reply::Vote(r) => Ok(r),
             other => Err(unexpected(target, other)),
         }
@@ -548,7 +647,9 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         let rpc = Rpc::Snapshot(group, vote, snapshot.meta, snapshot.snapshot);
         match self.0.call(target, rpc, option.hard_ttl()).await {
             Ok(Reply::Snapshot(r)) => Ok(r),
-            Ok(other) => Err(StreamingError::Network(NetworkError::from_string(format!("unexpected reply {other:?}")))),
+            Ok(other) => Err(StreamingError::Network(NetworkError::from_string(format!(
+                "unexpected reply {other:?}"
+            )))),
             Err(e @ CallError::Unreachable(..)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
         }
@@ -561,7 +662,12 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.0.call(target, Rpc::TransferLeader(group, req), option.hard_ttl()).await.map_err(rpc_err)? {
+        match self
+            .0
+            .call(target, Rpc::TransferLeader(group, req), option.hard_ttl())
+            .await
+            .map_err(rpc_err)?
+        {
             Reply::TransferLeader(Ok(())) => Ok(Ok(())),
             Reply::TransferLeader(Err(msg)) => Err(RPCError::Network(NetworkError::from_string(msg))),
             other => Err(unexpected(target, other)),

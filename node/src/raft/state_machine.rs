@@ -20,10 +20,10 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{GroupId, LogId, Request, Response, SnapshotMeta, StoredMembership, TypeConfig, META_GROUP};
+use super::{GroupId, LogId, META_GROUP, Request, Response, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::channel::{self, ChannelState};
 use crate::meta;
-use crate::store::{encode, keys, KvRead, KvWrite, Store, Table};
+use crate::store::{KvRead, KvWrite, Store, Table, encode, keys};
 
 /// Per-group state kept beside the data, in the `Sm` table.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -62,13 +62,22 @@ impl StateMachine {
 fn owned_ranges(g: GroupId) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
     let own = |t| (t, keys::group(g).to_vec(), keys::prefix_end(&keys::group(g)));
     if g == META_GROUP {
-        meta::TABLES.iter().map(|t| (*t, Vec::new(), vec![0xFF; 64])).chain([own(Table::Sm)]).collect()
+        meta::TABLES
+            .iter()
+            .map(|t| (*t, Vec::new(), vec![0xFF; 64]))
+            .chain([own(Table::Sm)])
+            .collect()
     } else {
         vec![own(Table::Msgs), own(Table::Dedup), own(Table::Sm)]
     }
 }
 
-fn apply_one(w: &mut impl KvWrite, g: GroupId, state: &mut SmState, req: &Request) -> crate::store::Result<Response> {
+fn apply_one(
+    w: &mut impl KvWrite,
+    g: GroupId,
+    state: &mut SmState,
+    req: &Request,
+) -> crate::store::Result<Response> {
     Ok(match (g == META_GROUP, req) {
         (true, Request::Meta(cmd)) => {
             let members = state.membership.membership().nodes().map(|(id, _)| *id).collect();
@@ -86,7 +95,9 @@ fn apply_one(w: &mut impl KvWrite, g: GroupId, state: &mut SmState, req: &Reques
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
-    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
         let g = self.group;
         let (state, rows) = self
             .store
@@ -101,8 +112,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Ok((state, rows))
             })
             .await?;
-        let meta = SnapshotMeta { last_log_id: state.last_applied.clone(), last_membership: state.membership.clone() };
-        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotData> { meta, snapshot: encode(&SnapshotRows { rows }) })
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.membership.clone(),
+        };
+        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotData> {
+            meta,
+            snapshot: encode(&SnapshotRows { rows }),
+        })
     }
 }
 
@@ -136,12 +153,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let mut state = load_state(w, g)?;
                 let mut out = Vec::with_capacity(batch.len());
                 for entry in &batch {
-                    state.last_applied = Some(entry.log_id.clone());
+                    state.last_applied = Some(entry.log_id);
                     out.push(match &entry.payload {
                         EntryPayload::Blank => Response::None,
                         EntryPayload::Normal(req) => apply_one(w, g, &mut state, req)?,
                         EntryPayload::Membership(m) => {
-                            state.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                            state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                             Response::None
                         }
                     });
@@ -174,10 +191,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let g = self.group;
         let rows: SnapshotRows = crate::store::decode(Table::Sm, &snapshot)?;
-        let (last_applied, membership) = (meta.last_log_id.clone(), meta.last_membership.clone());
+        let (last_applied, membership) = (meta.last_log_id, meta.last_membership.clone());
         self.store
             .write(move |w| {
                 for (t, from, to) in owned_ranges(g) {

@@ -12,9 +12,23 @@ impl KvRead for MemKv {
         Ok(self.0.get(&(t.code(), key.to_vec())).cloned())
     }
 
-    fn range(&self, t: Table, from: &[u8], to: &[u8], limit: usize, rev: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let rows = self.0.range((t.code(), from.to_vec())..(t.code(), to.to_vec())).map(|((_, k), v)| (k.clone(), v.clone()));
-        Ok(if rev { rows.rev().take(limit).collect() } else { rows.take(limit).collect() })
+    fn range(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        rev: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let rows = self
+            .0
+            .range((t.code(), from.to_vec())..(t.code(), to.to_vec()))
+            .map(|((_, k), v)| (k.clone(), v.clone()));
+        Ok(if rev {
+            rows.rev().take(limit).collect()
+        } else {
+            rows.take(limit).collect()
+        })
     }
 }
 
@@ -30,7 +44,11 @@ impl KvWrite for MemKv {
     }
 
     fn delete_range(&mut self, t: Table, from: &[u8], to: &[u8]) -> Result<usize> {
-        let keys: Vec<_> = self.range(t, from, to, usize::MAX, false)?.into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<_> = self
+            .range(t, from, to, usize::MAX, false)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         for k in &keys {
             self.delete(t, k)?;
         }

@@ -16,8 +16,8 @@ pub mod keys;
 pub mod mem;
 
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use heed::types::Bytes;
@@ -72,7 +72,10 @@ const TABLES: [(Table, &str); 11] = [
 impl Table {
     /// A stable one-byte code, for snapshots that carry rows of several tables.
     pub fn code(self) -> u8 {
-        TABLES.iter().position(|(x, _)| *x == self).expect("every table is in TABLES") as u8
+        TABLES
+            .iter()
+            .position(|(x, _)| *x == self)
+            .expect("every table is in TABLES") as u8
     }
 
     pub fn from_code(code: u8) -> Option<Table> {
@@ -108,7 +111,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Decode a value with postcard, naming the table on failure.
 pub fn decode<T: serde::de::DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt { table, reason: e.to_string() })
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
 }
 
 pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -119,7 +125,14 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 pub trait KvRead {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Entries with `from <= key < to`, ascending (or descending with `rev`), at most `limit`.
-    fn range(&self, t: Table, from: &[u8], to: &[u8], limit: usize, rev: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn range(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        rev: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
     fn get_decoded<T: serde::de::DeserializeOwned>(&self, t: Table, key: &[u8]) -> Result<Option<T>> {
         self.get(t, key)?.map(|v| decode(t, &v)).transpose()
@@ -137,18 +150,33 @@ struct Dbs([Db; TABLES.len()]);
 
 impl Dbs {
     fn of(&self, t: Table) -> Db {
-        let i = TABLES.iter().position(|(x, _)| *x == t).expect("every table is in TABLES");
+        let i = TABLES
+            .iter()
+            .position(|(x, _)| *x == t)
+            .expect("every table is in TABLES");
         self.0[i]
     }
 }
 
 /// LMDB has no empty keys: an empty `from` means "from the first key".
 fn bounds<'k>(from: &'k [u8], to: &'k [u8]) -> (std::ops::Bound<&'k [u8]>, std::ops::Bound<&'k [u8]>) {
-    let start = if from.is_empty() { std::ops::Bound::Unbounded } else { std::ops::Bound::Included(from) };
+    let start = if from.is_empty() {
+        std::ops::Bound::Unbounded
+    } else {
+        std::ops::Bound::Included(from)
+    };
     (start, std::ops::Bound::Excluded(to))
 }
 
-fn read_range(dbs: &Dbs, txn: &RoTxn, t: Table, from: &[u8], to: &[u8], limit: usize, rev: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+fn read_range(
+    dbs: &Dbs,
+    txn: &RoTxn,
+    t: Table,
+    from: &[u8],
+    to: &[u8],
+    limit: usize,
+    rev: bool,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let db = dbs.of(t);
     let bounds = bounds(from, to);
     let mut out = Vec::new();
@@ -185,7 +213,14 @@ impl KvRead for ReadTxn<'_> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.dbs.of(t).get(&self.txn, key)?.map(|v| v.to_vec()))
     }
-    fn range(&self, t: Table, from: &[u8], to: &[u8], limit: usize, rev: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn range(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        rev: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         read_range(self.dbs, &self.txn, t, from, to, limit, rev)
     }
 }
@@ -200,7 +235,14 @@ impl KvRead for WriteTxn<'_, '_> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.dbs.of(t).get(self.txn, key)?.map(|v| v.to_vec()))
     }
-    fn range(&self, t: Table, from: &[u8], to: &[u8], limit: usize, rev: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn range(
+        &self,
+        t: Table,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        rev: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         read_range(self.dbs, self.txn, t, from, to, limit, rev)
     }
 }
@@ -277,7 +319,8 @@ pub struct Store {
 impl Store {
     /// Open (or create) the environment under `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Lmdb(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Lmdb(format!("create {}: {e}", dir.display())))?;
         // SAFETY: heed requires that the environment is opened once per process and that the
         // files are not modified by anything else; the node owns its data dir.
         let env = unsafe {
@@ -297,7 +340,9 @@ impl Store {
                 for (_, name) in TABLES {
                     dbs.push(opener.create_database::<Bytes, Bytes>(wtxn, Some(name))?);
                 }
-                let arr: [Db; TABLES.len()] = dbs.try_into().map_err(|_| heed::Error::Io(std::io::Error::other("table count mismatch")))?;
+                let arr: [Db; TABLES.len()] = dbs
+                    .try_into()
+                    .map_err(|_| heed::Error::Io(std::io::Error::other("table count mismatch")))?;
                 Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(arr))
             })?
             .unwrap_commit();
@@ -322,7 +367,11 @@ impl Store {
         work: impl FnOnce(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
         done: impl FnOnce(Result<T>) + Send + 'static,
     ) {
-        let op: Box<dyn Op> = Box::new(TypedOp { work: Some(work), outcome: None, done });
+        let op: Box<dyn Op> = Box::new(TypedOp {
+            work: Some(work),
+            outcome: None,
+            done,
+        });
         // The lock only guards a clone of the sender; no I/O happens under it.
         let sender = self.inner.writer.lock().expect("writer lock poisoned").clone();
         match sender {
@@ -348,7 +397,10 @@ impl Store {
     }
 
     /// Run `f` in a read transaction off the async runtime.
-    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&ReadTxn<'_>) -> Result<T> + Send + 'static) -> Result<T> {
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTxn<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.read_blocking(f))
             .await
@@ -358,12 +410,17 @@ impl Store {
     /// Run `f` in a read transaction on the current thread (must not be an async worker).
     pub fn read_blocking<T>(&self, f: impl FnOnce(&ReadTxn<'_>) -> Result<T>) -> Result<T> {
         let txn = self.inner.env.read_txn()?;
-        f(&ReadTxn { txn, dbs: &self.inner.dbs })
+        f(&ReadTxn {
+            txn,
+            dbs: &self.inner.dbs,
+        })
     }
 
     /// Delay every commit by `ms` (slow-disk drill); 0 turns it off.
     pub fn set_fsync_delay(&self, ms: u64) {
-        self.inner.fsync_delay_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .fsync_delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stop accepting writes; queued writes still commit.
@@ -385,7 +442,10 @@ fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Box<dyn Op>>) {
             let mut wtxn = inner.env.write_txn()?;
             for op in batch.iter_mut() {
                 let mut nested = inner.env.nested_write_txn(&mut wtxn)?;
-                if op.run(&mut WriteTxn { txn: &mut nested, dbs: &inner.dbs }) {
+                if op.run(&mut WriteTxn {
+                    txn: &mut nested,
+                    dbs: &inner.dbs,
+                }) {
                     nested.commit()?;
                 } else {
                     nested.abort();
