@@ -248,14 +248,17 @@ fn completions_and_help() {
 /// A stand-in for `wknode`: records its pid and arguments, logs to stderr, prints the ready
 /// line, and exits cleanly on SIGTERM.
 const FAKE_WKNODE: &str = r#"#!/bin/sh
+drills=no
 while [ $# -gt 0 ]; do
   case "$1" in
+    --allow-drills) drills=yes; shift; continue;;
     --node-id) id=$2;; --data-dir) dir=$2;; --http-addr) http=$2;; --cluster-addr) cl=$2;; --init-nodes) init=$2;;
   esac
   shift 2
 done
 echo $$ > "$dir/pid"
 echo "$init" > "$dir/init"
+echo "$drills" > "$dir/drills"
 echo "fake node $id starting" >&2
 trap 'echo "fake node $id got SIGTERM" >&2; exit 0' TERM
 printf '{"event":"ready","node_id":%s,"http_addr":"%s","cluster_addr":"%s"}\n' "$id" "$http" "$cl"
@@ -355,6 +358,8 @@ fn demo_starts_nodes_and_stops_every_one_on_sigterm() {
         init.trim(),
         format!("1@127.0.0.1:{c},2@127.0.0.1:{},3@127.0.0.1:{}", c + 1, c + 2)
     );
+    let drills = std::fs::read_to_string(data.join("2/drills")).expect("drills file");
+    assert_eq!(drills.trim(), "yes", "demo nodes accept drills (--allow-drills)");
 
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -9,6 +9,10 @@
 //!   then stops the nodes in order and reports it.
 //! - Node N listens on `base-http-port + N - 1` and `base-cluster-port + N - 1`; every node
 //!   gets the same `--init-nodes` string, so restarting on the same data dir is the same cluster.
+//! - Demo nodes run with `--allow-drills` (a local throwaway cluster: the dashboard's failover
+//!   drills may crash or isolate them). The plan for one more node ([`ScaleOut`], the next id
+//!   on the next ports, started with `--seed` instead of `--init-nodes`) is kept so the
+//!   dashboard can scale out.
 //!
 //! Spawning, ready lines and the drop guard live in `cmd::local`, shared with `wkctl bench`.
 
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
 use wk_api::Client;
 
 use super::local::{NodePlan, Nodes, Ready, STOP_GRACE, find_wknode, init_nodes, wait_ready};
@@ -74,6 +79,40 @@ fn wipe(data_dir: &Path) -> anyhow::Result<usize> {
     Ok(removed)
 }
 
+/// How to start one more node next to the demo's: the next id on the next ports, in the same
+/// data dir, joining through `--seed` (node 1) instead of `--init-nodes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleOut {
+    /// The `wknode` binary the demo runs.
+    pub bin: std::path::PathBuf,
+    /// Id, ports and data dir of the next node.
+    pub plan: NodePlan,
+    /// The `--seed` value: `ID@ADDR` of the first demo node.
+    pub seed: String,
+}
+
+/// The plan for node `args.nodes + 1`; None when its ports would not fit in 16 bits.
+fn scale_out(args: &DemoArgs, bin: &Path, plan: &[NodePlan]) -> Option<ScaleOut> {
+    let first = plan.first()?;
+    let id = args.nodes + 1;
+    let offset = u16::try_from(args.nodes).ok()?;
+    Some(ScaleOut {
+        bin: bin.to_path_buf(),
+        plan: NodePlan {
+            id,
+            http_port: args.base_http_port.checked_add(offset)?,
+            cluster_port: args.base_cluster_port.checked_add(offset)?,
+            dir: args.data_dir.join(id.to_string()),
+        },
+        seed: format!("{}@127.0.0.1:{}", first.id, first.cluster_port),
+    })
+}
+
+/// The arguments every demo node gets after its id, dir and addresses.
+fn demo_node_args(init: &str) -> Vec<String> {
+    vec!["--init-nodes".into(), init.into(), "--allow-drills".into()]
+}
+
 /// Fails early, with a useful hint, when a port is taken (e.g. by another demo).
 fn check_ports(plan: &[NodePlan]) -> anyhow::Result<()> {
     for n in plan {
@@ -113,7 +152,7 @@ impl Shutdown {
 }
 
 /// What to print once every node is ready: addresses and copy-paste examples.
-fn banner(args: &DemoArgs, ready: &[(NodePlan, Ready)]) -> String {
+fn banner(args: &DemoArgs, ready: &[(NodePlan, Ready)], next: Option<&ScaleOut>) -> String {
     let mut s = format!(
         "WuKong HA demo: {} node(s), data under {} (each node logs to <id>/wknode.log)\n\n",
         ready.len(),
@@ -149,6 +188,18 @@ fn banner(args: &DemoArgs, ready: &[(NodePlan, Ready)]) -> String {
          \x20 curl -s {other}/channel/messagesync {json} -d '{{\"login_uid\":\"bob\",\"channel_id\":\"g1\",\"channel_type\":2,\"start_message_seq\":0,\"limit\":10,\"pull_mode\":1}}'\n\
          \x20 wkctl --endpoint {endpoints} cluster status\n\n"
     ));
+    if let Some(n) = next {
+        s.push_str(&format!(
+            "Nodes accept drills (--allow-drills). Scale-out (s in the dashboard) starts {} as node {} \
+             on http 127.0.0.1:{}, cluster 127.0.0.1:{}, data {}, --seed {}\n\n",
+            n.bin.display(),
+            n.plan.id,
+            n.plan.http_port,
+            n.plan.cluster_port,
+            n.plan.dir.display(),
+            n.seed
+        ));
+    }
     s
 }
 
@@ -182,7 +233,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
                 String::new()
             }
         );
-        waiting.push((p.clone(), nodes.spawn(&bin, p, &init)?));
+        waiting.push((p.clone(), nodes.spawn_args(&bin, p, &demo_node_args(&init))?));
     }
 
     let mut ready = Vec::new();
@@ -200,7 +251,8 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
     }
 
     let mut out = std::io::stdout().lock();
-    let banner = banner(&args, &ready);
+    let next = scale_out(&args, &bin, &plan);
+    let banner = banner(&args, &ready, next.as_ref());
     // On a terminal the dashboard (wk-tui) takes the screen; otherwise one status line is
     // printed whenever it changes. The banner goes first either way (on a terminal it is back
     // in view once the dashboard closes).
@@ -216,7 +268,17 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
     if tty {
         drop(out);
         let timeout = global.timeout.min(Duration::from_secs(2));
-        return dashboard(&args, ready.len(), client, timeout, &mut nodes, &mut shutdown).await;
+        let join_client = Client::new(&endpoints, super::scale::JOIN_TIMEOUT)
+            .context("building the join client")?
+            .with_token(global.admin_token.clone());
+        let demo = Demo {
+            count: ready.len(),
+            client,
+            join_client,
+            timeout,
+            next,
+        };
+        return dashboard(&args, demo, &mut nodes, &mut shutdown).await;
     }
 
     let mut last_line = String::new();
@@ -264,26 +326,103 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
 /// Ctrl-C in it: raw mode turns Ctrl-C into a key) or SIGINT/SIGTERM arrives from outside;
 /// then every node is stopped. Node exits are collected meanwhile and printed once the
 /// terminal is restored, so nothing garbles the screen.
+/// What the dashboard over the demo needs.
+struct Demo {
+    /// How many nodes the demo started.
+    count: usize,
+    /// The polling client (every node's endpoint).
+    client: Client,
+    /// For `POST /cluster/join` (long timeout).
+    join_client: Client,
+    /// Per-request timeout of the polls.
+    timeout: Duration,
+    /// The next node scale-out starts; None when its ports do not fit.
+    next: Option<ScaleOut>,
+}
+
+/// The dashboard's launcher asks the demo loop (which owns the children) to start the next
+/// node; the reply is its plan and its ready line to come.
+type LaunchReply = oneshot::Sender<anyhow::Result<(NodePlan, oneshot::Receiver<anyhow::Result<Ready>>)>>;
+
+/// A [`wk_tui::scale::Launcher`] that goes through `tx` to the demo loop and waits for the
+/// new node's ready line.
+fn launcher(tx: mpsc::Sender<LaunchReply>, ready_timeout: Duration) -> wk_tui::scale::Launcher {
+    std::sync::Arc::new(move || {
+        let tx = tx.clone();
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            tx.send(reply)
+                .await
+                .map_err(|_| "the demo is stopping".to_string())?;
+            let (plan, ready) = rx
+                .await
+                .map_err(|_| "the demo is stopping".to_string())?
+                .map_err(|e| format!("{e:#}"))?;
+            let r = wait_ready(&plan, ready, ready_timeout)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(wk_tui::scale::Launched {
+                node_id: r.node_id,
+                cluster_addr: r.cluster_addr,
+                http_addr: r.http_addr,
+            })
+        })
+    })
+}
+
+/// Starts the next scale-out node (owned by `nodes` like the others) and moves `next` on by
+/// one id and one port each.
+fn launch_next(
+    next: &mut Option<ScaleOut>,
+    nodes: &mut Nodes,
+) -> anyhow::Result<(NodePlan, oneshot::Receiver<anyhow::Result<Ready>>)> {
+    let n = next
+        .as_ref()
+        .context("no ports left for another node (lower --base-http-port/--base-cluster-port)")?
+        .clone();
+    check_ports(std::slice::from_ref(&n.plan))?;
+    let args = ["--seed".to_string(), n.seed.clone(), "--allow-drills".to_string()];
+    let ready = nodes.spawn_args(&n.bin, &n.plan, &args)?;
+    *next = (|| {
+        Some(ScaleOut {
+            plan: NodePlan {
+                id: n.plan.id + 1,
+                http_port: n.plan.http_port.checked_add(1)?,
+                cluster_port: n.plan.cluster_port.checked_add(1)?,
+                dir: n.plan.dir.with_file_name((n.plan.id + 1).to_string()),
+            },
+            ..n.clone()
+        })
+    })();
+    Ok((n.plan, ready))
+}
+
 async fn dashboard(
     args: &DemoArgs,
-    count: usize,
-    client: Client,
-    timeout: Duration,
+    demo: Demo,
     nodes: &mut Nodes,
     shutdown: &mut Shutdown,
 ) -> anyhow::Result<Outcome> {
     let title = format!(
-        "demo: {count} local node(s), data {} · q stops the cluster",
+        "demo: {} local node(s), data {} · q stops the cluster",
+        demo.count,
         args.data_dir.display()
     );
-    let opts = super::top::options(title, REFRESH, timeout, 200);
-    let mut dash = Box::pin(wk_tui::run(client, opts));
+    let (launch_tx, mut launch_rx) = mpsc::channel::<LaunchReply>(1);
+    let mut next = demo.next;
+    let mut opts = super::top::options(title, REFRESH, demo.timeout, 200);
+    opts.launcher = Some(launcher(launch_tx, args.ready_timeout));
+    opts.join_client = Some(demo.join_client);
+    let mut dash = Box::pin(wk_tui::run(demo.client, opts));
     let mut reap = tokio::time::interval(REFRESH);
     let mut notices: Vec<String> = Vec::new();
     let ended: anyhow::Result<String> = loop {
         tokio::select! {
             r = &mut dash => break r.context("dashboard").map(|()| "dashboard closed".to_string()),
             sig = shutdown.recv() => break Ok(sig.to_string()),
+            Some(reply) = launch_rx.recv() => {
+                let _ = reply.send(launch_next(&mut next, nodes));
+            }
             _ = reap.tick() => {
                 notices.extend(nodes.reap());
                 if nodes.running() == 0 {
@@ -340,6 +479,16 @@ mod tests {
             "1@127.0.0.1:11110,2@127.0.0.1:11111,3@127.0.0.1:11112"
         );
         assert!(plan(&args(3, 65534, 11110)).is_err());
+        let next = scale_out(&args(3, 5001, 11110), Path::new("wknode"), &p).expect("fits");
+        assert_eq!(
+            (next.plan.id, next.plan.http_port, next.plan.cluster_port),
+            (4, 5004, 11113)
+        );
+        assert_eq!(next.plan.dir, PathBuf::from("d/4"));
+        assert_eq!(next.seed, "1@127.0.0.1:11110");
+        let tight = args(3, 65533, 11110);
+        assert!(scale_out(&tight, Path::new("wknode"), &plan(&tight).expect("fits")).is_none());
+        assert!(demo_node_args("x").contains(&"--allow-drills".to_string()));
     }
 
     #[test]

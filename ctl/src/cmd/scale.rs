@@ -12,7 +12,7 @@ use crate::cli::{DrainArgs, GlobalArgs, JoinArgs, OutputFormat};
 use crate::output::{self, Align, Table};
 
 /// A join blocks until the node caught up on the metadata and the active channels moved.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(180);
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);

@@ -35,7 +35,13 @@ pub async fn run(global: &GlobalArgs, args: TopArgs) -> anyhow::Result<Outcome> 
     let client = Client::new(std::slice::from_ref(&global.endpoint), timeout)
         .with_context(|| format!("--endpoint {:?}", global.endpoint))?
         .with_token(global.admin_token.clone());
-    let opts = options(global.endpoint.clone(), args.refresh, timeout, args.channels);
+    let mut opts = options(global.endpoint.clone(), args.refresh, timeout, args.channels);
+    // `s` admits a node; the join blocks until it caught up, far longer than a poll.
+    opts.join_client = Some(
+        Client::new(std::slice::from_ref(&global.endpoint), super::scale::JOIN_TIMEOUT)
+            .with_context(|| format!("--endpoint {:?}", global.endpoint))?
+            .with_token(global.admin_token.clone()),
+    );
     let mut stdout = std::io::stdout().lock();
     if args.once {
         let (w, h) = args

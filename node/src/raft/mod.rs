@@ -95,6 +95,12 @@ pub fn raft_config() -> Arc<openraft::Config> {
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_payload_entries: 512,
         enable_pre_vote: Some(true),
+        // A restarted (or woken) leader must win a new election in a new term. Restoring
+        // leadership in the same term is unsafe here: the log store replicates entries from
+        // memory before its own fsync (group commit), so a leader that crashed may come back
+        // without entries its followers hold and give the same (term, index) to a different
+        // entry. Found by the leader-kill drill: replicas with equal seqs, different checksums.
+        enable_leader_restore: Some(false),
         ..Default::default()
     };
     Arc::new(config.validate().expect("the static raft config is valid"))

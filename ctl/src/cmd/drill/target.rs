@@ -36,10 +36,15 @@ pub struct LocalCluster {
 impl LocalCluster {
     pub async fn start(wknode: Option<&Path>, n: u64, node_args: &[String]) -> anyhow::Result<LocalCluster> {
         let bin = find_wknode(wknode)?;
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("wkctl-drill-")
             .tempdir()
             .context("creating a temporary data directory")?;
+        // WK_DRILL_KEEP=1 keeps the nodes' data dirs, to inspect a failed drill's replicas.
+        if std::env::var_os("WK_DRILL_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("wkctl: keeping the data dirs in {}", dir.path().display());
+        }
         let plan = plan_free_ports(n, dir.path())?;
         let init = init_nodes(&plan);
         let mut extra = vec!["--allow-drills".to_string()];

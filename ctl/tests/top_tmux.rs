@@ -1,0 +1,236 @@
+//! End to end: `wkctl top` in a real terminal (tmux) over a real 3-node cluster whose nodes
+//! accept drills (`wkctl demo`, found next to `wkctl` like the drill suite). The test types
+//! like an operator (filter to one channel, `d`, `1`, `y`), captures the pane, and checks
+//! that the channel's leader marker `*N` moves to another node after the kill-leader drill
+//! and that the dashboard reports the drill's measurements.
+//!
+//! Skipped, with the reason printed, when tmux is not installed. tmux runs on a private
+//! socket (`-L`), so the operator's own tmux server is never touched; the guard kills that
+//! server and stops the cluster on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
+const CHANNEL: &str = "tmuxe2e";
+
+/// `n` consecutive free loopback ports (the demo lays nodes out on base + N - 1).
+fn free_port_run(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if base > 60000 {
+            continue;
+        }
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no run of {n} free ports found");
+}
+
+/// The cluster (a `wkctl demo` child) and the tmux server; both stopped on drop.
+struct Guard {
+    demo: Child,
+    socket: String,
+}
+
+impl Guard {
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("running tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn pane(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "top"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "top"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    /// Waits until `f` finds something in the captured pane; panics with the pane if not.
+    fn wait_pane<T>(&self, what: &str, limit: Duration, f: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            let pane = self.pane();
+            if let Some(t) = f(&pane) {
+                return t;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {limit:?} waiting for {what}; the pane:\n{pane}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+        // SIGTERM: the demo stops its nodes in order (they also die with it: PDEATHSIG).
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.demo.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.demo.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.demo.kill();
+        let _ = self.demo.wait();
+    }
+}
+
+/// The leader of `CHANNEL` as the channel table shows it (`*N` on its row).
+fn leader_on_screen(pane: &str) -> Option<u64> {
+    let row = pane.lines().find(|l| l.contains(&format!("{CHANNEL}/2")))?;
+    row.split_whitespace()
+        .filter_map(|w| w.strip_prefix('*'))
+        .find_map(|n| n.parse().ok())
+}
+
+fn wknode() -> PathBuf {
+    let p = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn kill_leader_drill_moves_the_leader_marker() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed (`.ci/run` installs it when running as root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let http = free_port_run(3);
+    let cluster = free_port_run(3);
+    eprintln!("--- starting a 3-node demo cluster (http {http}.., cluster {cluster}..)");
+    let mut demo = Command::new(WKCTL)
+        .args(["demo", "--nodes", "3", "--wknode"])
+        .arg(wknode())
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .args([
+            "--base-http-port",
+            &http.to_string(),
+            "--base-cluster-port",
+            &cluster.to_string(),
+        ])
+        .env_remove("WK_ENDPOINT")
+        .env_remove("WK_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("running wkctl demo");
+    let stdout = demo.stdout.take().expect("piped");
+    let guard = Guard {
+        demo,
+        socket: format!("wk-top-e2e-{}", std::process::id()),
+    };
+    // The banner comes once every node is ready; keep draining stdout so the demo never blocks.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("Try it") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo cluster did not get ready within 60 s");
+    let endpoints = (0..3)
+        .map(|i| format!("http://127.0.0.1:{}", http + i))
+        .collect::<Vec<_>>()
+        .join(",");
+
+    eprintln!("--- one message so {CHANNEL}/2 has a leader");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(WKCTL)
+            .args(["--endpoint", &endpoints, "message", "send", "--from", "e2e"])
+            .args(["--channel", CHANNEL, "--type", "2", "hello"])
+            .env_remove("WK_ADMIN_TOKEN")
+            .output()
+            .expect("running wkctl message send");
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "send failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    eprintln!("--- wkctl top under tmux");
+    let top =
+        format!("env -u WK_ENDPOINT -u WK_ADMIN_TOKEN {WKCTL} --endpoint {endpoints} top --refresh 300ms");
+    guard.tmux(&["new-session", "-d", "-s", "top", "-x", "160", "-y", "45", &top]);
+    // Filter to the channel so it is the selected row.
+    guard.keys(&["/"]);
+    guard.keys(&["-l", CHANNEL]);
+    guard.keys(&["Enter"]);
+    let before = guard.wait_pane("the channel's leader", Duration::from_secs(30), leader_on_screen);
+    eprintln!("{CHANNEL}/2 is led by node {before}");
+
+    eprintln!("--- kill-leader drill: d, 1, y");
+    guard.keys(&["d"]);
+    guard.wait_pane("the drill menu", Duration::from_secs(5), |p| {
+        p.contains("kill the leader of the selected channel")
+            .then_some(())
+    });
+    guard.keys(&["1"]);
+    guard.wait_pane("the confirmation", Duration::from_secs(5), |p| {
+        p.contains("Confirm drill").then_some(())
+    });
+    guard.keys(&["y"]);
+    let after = guard.wait_pane("another leader", Duration::from_secs(60), |p| {
+        leader_on_screen(p).filter(|l| *l != before)
+    });
+    eprintln!("{CHANNEL}/2 moved from node {before} to node {after}");
+    let pane = guard.wait_pane("the drill's result", Duration::from_secs(45), |p| {
+        p.contains("re-elected in").then(|| p.to_string())
+    });
+    assert!(
+        pane.contains(&format!("kill the leader of {CHANNEL}/2 (node {before})")),
+        "{pane}"
+    );
+    assert!(pane.contains("✗ node") && pane.contains("down"), "{pane}");
+    assert!(
+        pane.contains("⚡ leader "),
+        "the throughput pane shows the result: {pane}"
+    );
+}
