@@ -688,3 +688,70 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         GroupNetworkAdapter::new(self.factory.clone(), target, self.group_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// In-memory readers need no runtime: a plain executor keeps each case cheap.
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        futures::executor::block_on(f)
+    }
+
+    proptest! {
+        /// Whatever bytes a peer sends, decoding answers an error or a frame, never a panic,
+        /// and never allocates past the frame limit.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = postcard::from_bytes::<Frame>(&bytes);
+            let mut r = &bytes[..];
+            let mut buf = Vec::new();
+            let _ = run(read_frame(&mut r, &mut buf));
+            prop_assert!(buf.len() <= MAX_FRAME);
+        }
+
+        /// App requests and handshake frames survive the codec unchanged.
+        #[test]
+        fn frames_round_trip(id in any::<u64>(), body in proptest::collection::vec(any::<u8>(), 0..4096),
+                             node in any::<u64>(), cluster in any::<Option<u64>>(), nonce in any::<[u8; 16]>()) {
+            for frame in [
+                Frame::Request { id, rpc: Rpc::App(body.clone()) },
+                Frame::Response { id, result: Ok(Reply::App(body.clone())) },
+                Frame::Response { id, result: Err("refused".into()) },
+                Frame::Hello { version: PROTOCOL_VERSION, node_id: node, cluster_id: cluster, nonce },
+            ] {
+                let wire = encode_frame(&frame);
+                let mut r = &wire[..];
+                let mut buf = Vec::new();
+                let back = run(read_frame(&mut r, &mut buf)).expect("decodes");
+                prop_assert_eq!(format!("{back:?}"), format!("{frame:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_lengths_are_refused_without_allocating() {
+        let mut wire = ((MAX_FRAME as u32) + 1).to_be_bytes().to_vec();
+        wire.extend_from_slice(&[0; 16]);
+        let mut r = &wire[..];
+        let mut buf = Vec::new();
+        let err = run(read_frame(&mut r, &mut buf)).expect_err("too large");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn proofs_depend_on_secret_role_and_nonces() {
+        use hmac::Mac;
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        let p = |secret: &[u8], role: &[u8], x: &Nonce, y: &Nonce| {
+            proof(secret, role, x, y).finalize().into_bytes()
+        };
+        assert_eq!(p(b"s", b"client", &a, &b), p(b"s", b"client", &a, &b));
+        assert_ne!(p(b"s", b"client", &a, &b), p(b"t", b"client", &a, &b));
+        assert_ne!(p(b"s", b"client", &a, &b), p(b"s", b"server", &a, &b));
+        assert_ne!(p(b"s", b"client", &a, &b), p(b"s", b"client", &b, &a));
+    }
+}
