@@ -7,8 +7,8 @@
 //! number of replicas, no cluster secret beyond loopback). Secrets are reported as set or not,
 //! never printed.
 //!
-//! The exposure rule (a non-loopback HTTP address needs both tokens or `--insecure`) mirrors
-//! `check_exposure` in `lib.rs`; keep the two in step.
+//! The exposure rule (a non-loopback HTTP address needs both tokens or `--insecure`) lives
+//! here, in [`exposure_refusal`]; the node applies the same function at start.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -57,6 +57,19 @@ fn has_peers(cfg: &Config) -> bool {
 }
 
 /// What would make the node refuse to start, or leave it unable to work with its peers.
+/// Why the node refuses to serve its API beyond loopback, if it does: that needs both tokens,
+/// or `--insecure`.
+pub fn exposure_refusal(cfg: &Config) -> Option<String> {
+    let (host, _) = split_addr(&cfg.http_addr)?;
+    let tokens = cfg.api_token.is_some() && cfg.admin_token.is_some();
+    (!is_loopback(host) && !tokens && !cfg.insecure).then(|| {
+        format!(
+            "--http-addr {} is not a loopback address: the node refuses to start without --api-token and --admin-token (or --insecure)",
+            cfg.http_addr
+        )
+    })
+}
+
 pub fn problems(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let http = split_addr(&cfg.http_addr);
@@ -67,15 +80,7 @@ pub fn problems(cfg: &Config) -> Vec<String> {
     if cluster.is_none() {
         out.push(format!("--cluster-addr {:?} is not HOST:PORT", cfg.cluster_addr));
     }
-    if let Some((host, _)) = http {
-        let tokens = cfg.api_token.is_some() && cfg.admin_token.is_some();
-        if !is_loopback(host) && !tokens && !cfg.insecure {
-            out.push(format!(
-                "--http-addr {} is not a loopback address: the node refuses to start without --api-token and --admin-token (or --insecure)",
-                cfg.http_addr
-            ));
-        }
-    }
+    out.extend(exposure_refusal(cfg));
     if let (Some(h), Some(c)) = (http, cluster)
         && h.1 == c.1
         && h.1 != 0

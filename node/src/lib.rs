@@ -68,23 +68,12 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
 
 /// Refuse to serve the API beyond loopback without both tokens, unless `--insecure`.
 fn check_exposure(cfg: &config::Config) -> anyhow::Result<()> {
-    let host = cfg
-        .http_addr
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_matches(['[', ']']))
-        .unwrap_or(&cfg.http_addr);
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    let tokens = cfg.api_token.is_some() && cfg.admin_token.is_some();
-    if loopback || tokens {
-        return Ok(());
+    if let Some(refusal) = check::exposure_refusal(cfg) {
+        anyhow::bail!(refusal);
     }
-    if !cfg.insecure {
-        anyhow::bail!(
-            "--http-addr {} is not a loopback address: set --api-token and --admin-token, or pass --insecure to serve without them",
-            cfg.http_addr
-        );
+    if cfg.insecure {
+        tracing::warn!(http_addr = %cfg.http_addr, "INSECURE: --insecure set; the API may be served beyond loopback without tokens");
     }
-    tracing::warn!(http_addr = %cfg.http_addr, "INSECURE: serving the API beyond loopback without tokens (--insecure)");
     Ok(())
 }
 
