@@ -56,8 +56,10 @@ pub enum Command {
     /// and events, refreshed every `--refresh`.
     ///
     /// Keys: `?` help, `q`/Esc quit, Tab next pane, arrows/`j`/`k` move, `/` filter, `1`-`5`
-    /// sort, Enter replica details, `f` freeze, `r` refresh now. `--once` prints one frame as
-    /// plain text and exits (1 when the cluster cannot be reached).
+    /// sort, Enter replica details, `f` freeze, `r` refresh now, `d` failover drills (kill the
+    /// selected channel's leader, kill or isolate a node; nodes need `--allow-drills`), `s`
+    /// admit a node (`ID@ADDR`). `--once` prints one frame as plain text and exits (1 when
+    /// the cluster cannot be reached).
     Top(TopArgs),
     /// Inspect the cluster.
     #[command(subcommand)]

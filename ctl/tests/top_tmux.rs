@@ -208,9 +208,13 @@ fn kill_leader_drill_moves_the_leader_marker() {
 
     eprintln!("--- kill-leader drill: d, 1, y");
     guard.keys(&["d"]);
-    guard.wait_pane("the drill menu", Duration::from_secs(5), |p| {
-        p.contains("kill the leader of the selected channel")
-            .then_some(())
+    // The menu names the target once the drill is possible (a node registers its HTTP
+    // address a moment after it starts).
+    guard.wait_pane("the drill menu with its target", Duration::from_secs(30), |p| {
+        p.contains(&format!(
+            "kill the leader of the selected channel → node {before}"
+        ))
+        .then_some(())
     });
     guard.keys(&["1"]);
     guard.wait_pane("the confirmation", Duration::from_secs(5), |p| {

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use wk_api::{ChannelReplicas, NodeStatus, NodesResp, Role};
 
+use crate::drill::{AFFECTED_MAX, DrillKind, DrillPlan, DrillReport};
 use crate::event::Key;
+use crate::scale::{ScaleRequest, parse_member};
 use crate::snapshot::{Backlog, ChannelKey, Snapshot};
 
 /// Everything that can change the dashboard's state.
@@ -33,6 +35,20 @@ pub enum Action {
     Key(Key),
     /// Nothing changed but the screen must be redrawn (terminal resized).
     Redraw,
+    /// The poller sent a confirmed drill to its node (or is about to): the drill window opens.
+    DrillStarted { wall: SystemTime, text: String },
+    /// The drill ended: what it measured. The drill window closes.
+    DrillDone {
+        wall: SystemTime,
+        report: Box<DrillReport>,
+    },
+    /// A step of a running scale-out (node started, join sent, joined); `done` ends it.
+    ScaleProgress {
+        wall: SystemTime,
+        severity: Severity,
+        text: String,
+        done: bool,
+    },
 }
 
 /// The panes `Tab` cycles through, in screen order.
@@ -80,7 +96,26 @@ pub enum Mode {
     Filter,
     /// The replica table of the selected channel.
     Detail,
+    /// The failover drill menu (`d`).
+    DrillMenu,
+    /// "Really run this drill? y/n" for [`App::drill_pending`].
+    DrillConfirm,
+    /// "Start a local node and admit it? y/n" (`s` with a local cluster).
+    ScaleConfirm,
+    /// Typing the `ID@ADDR` of a node to admit (`s` with a remote cluster).
+    ScaleInput,
 }
+
+/// The drill menu's entries, in order; keys `1`..`3` pick them directly.
+pub const DRILL_MENU: [&str; 3] = [
+    "kill the leader of the selected channel",
+    "kill the selected node (Nodes pane)",
+    "isolate the selected node for N seconds",
+];
+
+/// The isolate drill's default length and bounds (`+`/`-` in the menu change it by 5 s).
+pub const ISOLATE_SECS_DEFAULT: u64 = 10;
+const ISOLATE_SECS_MAX: u64 = 120;
 
 /// Columns the channel table sorts by; keys `1`..`5` pick them, the same key again reverses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +313,8 @@ pub struct Config {
     pub title: String,
     /// The endpoints polled, for the header.
     pub endpoint: String,
+    /// The cluster is local (`wkctl demo`): `s` starts a node instead of asking for one.
+    pub local_scale: bool,
 }
 
 /// How many throughput samples (one per snapshot) the sparkline keeps.
@@ -346,6 +383,26 @@ pub struct App {
     pub notice: Option<String>,
     /// Set by quitting; the run loop exits when it sees it.
     pub should_quit: bool,
+    /// Which drill menu entry is highlighted.
+    pub drill_choice: usize,
+    /// How long the isolate drill lasts.
+    pub isolate_secs: u64,
+    /// The drill the confirmation prompt asks about.
+    pub drill_pending: Option<DrillPlan>,
+    /// Set by confirming; the run loop hands it to the poller (the only I/O) and clears it.
+    pub drill_requested: Option<DrillPlan>,
+    /// The drill in progress (one at a time), until its report arrives.
+    pub drill_running: Option<DrillPlan>,
+    /// The last drill's measurements, shown in the Throughput pane.
+    pub last_drill: Option<DrillReport>,
+    /// Per throughput sample: whether a drill ran when it was taken (the marker row).
+    pub throughput_drill: VecDeque<bool>,
+    /// What is typed after `s` against a remote cluster (`ID@HOST:PORT`).
+    pub scale_input: String,
+    /// Set by confirming a scale-out; the run loop hands it to the poller and clears it.
+    pub scale_requested: Option<ScaleRequest>,
+    /// A scale-out is in progress (one at a time), until its last progress step.
+    pub scale_running: bool,
 }
 
 impl App {
@@ -379,6 +436,16 @@ impl App {
             refresh_requested: false,
             notice: None,
             should_quit: false,
+            drill_choice: 0,
+            isolate_secs: ISOLATE_SECS_DEFAULT,
+            drill_pending: None,
+            drill_requested: None,
+            drill_running: None,
+            last_drill: None,
+            throughput_drill: VecDeque::new(),
+            scale_input: String::new(),
+            scale_requested: None,
+            scale_running: false,
         }
     }
 
@@ -409,6 +476,30 @@ impl App {
             Action::Tick(now) => self.now = self.now.max(now),
             Action::Key(k) => self.on_key(k),
             Action::Redraw => {}
+            Action::DrillStarted { wall, text } => {
+                self.push_event(wall, Severity::Warn, format!("⚡ drill started: {text}"))
+            }
+            Action::DrillDone { wall, report } => {
+                let sev = if report.error.is_some() || report.all_elected().is_none() {
+                    Severity::Bad
+                } else {
+                    Severity::Good
+                };
+                self.push_event(wall, sev, report.summary());
+                self.drill_running = None;
+                self.last_drill = Some(*report);
+            }
+            Action::ScaleProgress {
+                wall,
+                severity,
+                text,
+                done,
+            } => {
+                self.push_event(wall, severity, text);
+                if done {
+                    self.scale_running = false;
+                }
+            }
         }
     }
 
@@ -586,8 +677,12 @@ impl App {
         if let Some(p) = prev_at.filter(|p| s.at > *p) {
             let rate = delta_sum as f64 / (s.at - p).as_secs_f64();
             self.throughput.push_back(rate.round() as u64);
+            self.throughput_drill.push_back(self.drill_running.is_some());
             while self.throughput.len() > THROUGHPUT_SAMPLES {
                 self.throughput.pop_front();
+            }
+            while self.throughput_drill.len() > THROUGHPUT_SAMPLES {
+                self.throughput_drill.pop_front();
             }
         }
 
@@ -851,8 +946,155 @@ impl App {
                 Key::Char('r') => self.request_refresh(),
                 _ => {}
             },
+            Mode::DrillMenu => match key {
+                Key::Char('q') | Key::Esc => self.mode = Mode::Normal,
+                Key::Up | Key::Char('k') => self.drill_choice = step(self.drill_choice, -1, DRILL_MENU.len()),
+                Key::Down | Key::Char('j') => {
+                    self.drill_choice = step(self.drill_choice, 1, DRILL_MENU.len())
+                }
+                Key::Char('+') | Key::Char('=') => {
+                    self.isolate_secs = (self.isolate_secs + 5).min(ISOLATE_SECS_MAX)
+                }
+                Key::Char('-') => self.isolate_secs = self.isolate_secs.saturating_sub(5).max(5),
+                Key::Char(c @ '1'..='3') => {
+                    self.drill_choice = c as usize - '1' as usize;
+                    self.choose_drill();
+                }
+                Key::Enter => self.choose_drill(),
+                _ => {}
+            },
+            Mode::DrillConfirm => match key {
+                Key::Char('y') | Key::Char('Y') => {
+                    self.mode = Mode::Normal;
+                    if let Some(p) = self.drill_pending.take() {
+                        self.drill_requested = Some(p.clone());
+                        self.drill_running = Some(p);
+                    }
+                }
+                Key::Char('n') | Key::Char('N') | Key::Char('q') | Key::Esc => {
+                    self.mode = Mode::Normal;
+                    self.drill_pending = None;
+                    self.notice = Some("drill cancelled".into());
+                }
+                _ => {}
+            },
+            Mode::ScaleConfirm => match key {
+                Key::Char('y') | Key::Char('Y') => {
+                    self.mode = Mode::Normal;
+                    self.start_scale(ScaleRequest::Local);
+                }
+                Key::Char('n') | Key::Char('N') | Key::Char('q') | Key::Esc => {
+                    self.mode = Mode::Normal;
+                    self.notice = Some("scale-out cancelled".into());
+                }
+                _ => {}
+            },
+            Mode::ScaleInput => match key {
+                Key::Char(c) => self.scale_input.push(c),
+                Key::Backspace => {
+                    self.scale_input.pop();
+                }
+                Key::Esc => {
+                    self.scale_input.clear();
+                    self.mode = Mode::Normal;
+                    self.notice = Some("scale-out cancelled".into());
+                }
+                Key::Enter => match parse_member(&self.scale_input) {
+                    Ok(req) => {
+                        self.mode = Mode::Normal;
+                        self.scale_input.clear();
+                        self.start_scale(req);
+                    }
+                    // Stay in the prompt so the operator can fix the typo.
+                    Err(why) => self.notice = Some(why),
+                },
+                _ => {}
+            },
             Mode::Normal => self.on_normal_key(key),
         }
+    }
+
+    fn start_scale(&mut self, req: ScaleRequest) {
+        self.scale_requested = Some(req);
+        self.scale_running = true;
+    }
+
+    /// The plan for the highlighted menu entry, from what the screen shows: the selected
+    /// channel's leader, or the node selected in the Nodes pane. Opens the confirmation, or
+    /// explains in the footer why the drill cannot run.
+    fn choose_drill(&mut self) {
+        self.mode = Mode::Normal;
+        match self.drill_plan(self.drill_choice) {
+            Ok(p) => {
+                self.drill_pending = Some(p);
+                self.mode = Mode::DrillConfirm;
+            }
+            Err(why) => self.notice = Some(format!("drill not possible: {why}")),
+        }
+    }
+
+    /// The drill `choice` (an index into [`DRILL_MENU`]) would run now.
+    pub fn drill_plan(&self, choice: usize) -> Result<DrillPlan, String> {
+        let selected = self.selected_channel().map(|r| r.key.clone());
+        let kind = match choice {
+            0 => {
+                let row = self.selected_channel().ok_or("no channel selected")?;
+                let node = row
+                    .leader()
+                    .ok_or_else(|| format!("{} has no known leader (wait for its replica poll)", row.key))?;
+                DrillKind::KillLeader {
+                    channel: row.key.clone(),
+                    node,
+                }
+            }
+            1 | 2 => {
+                let nodes = self.nodes();
+                let n = nodes.get(self.node_sel).ok_or("no node listed yet")?;
+                if choice == 1 {
+                    DrillKind::KillNode { node: n.id }
+                } else {
+                    DrillKind::Isolate {
+                        node: n.id,
+                        secs: self.isolate_secs,
+                    }
+                }
+            }
+            _ => return Err("no such drill".into()),
+        };
+        let node = kind.node();
+        let status = self
+            .nodes()
+            .into_iter()
+            .find(|n| n.id == node)
+            .cloned()
+            .ok_or_else(|| format!("node {node} is not listed"))?;
+        if !status.online {
+            return Err(format!("node {node} is already down"));
+        }
+        if status.http_addr.is_empty() {
+            // A node registers its HTTP address shortly after it starts.
+            return Err(format!("node {node} has not reported its HTTP address yet"));
+        }
+        // The channels the target leads, the drilled channel first.
+        let mut affected: Vec<ChannelKey> = Vec::new();
+        if let DrillKind::KillLeader { channel, .. } = &kind {
+            affected.push(channel.clone());
+        }
+        for r in self.channels.values() {
+            if affected.len() >= AFFECTED_MAX {
+                break;
+            }
+            if r.leader() == Some(node) && !affected.contains(&r.key) {
+                affected.push(r.key.clone());
+            }
+        }
+        let probe = affected.first().cloned().or(selected);
+        Ok(DrillPlan {
+            kind,
+            target_http: status.http_addr,
+            affected,
+            probe,
+        })
     }
 
     fn on_normal_key(&mut self, key: Key) {
@@ -888,17 +1130,15 @@ impl App {
                 self.chan_sel = self.selected_channel().map(|r| r.key.clone());
                 self.mode = Mode::Detail;
             }
-            Key::Char('s') => {
-                self.notice = Some(
-                    "s (scale-out drill): not available in the dashboard yet; use wkctl cluster join".into(),
-                )
+            Key::Char('s') if self.scale_running => {
+                self.notice = Some("a scale-out is running; see the Events pane".into())
             }
-            Key::Char('d') => {
-                self.notice = Some(
-                    "d (failover drills): not available in the dashboard yet; use wkctl bench failover"
-                        .into(),
-                )
-            }
+            Key::Char('s') if self.config.local_scale => self.mode = Mode::ScaleConfirm,
+            Key::Char('s') => self.mode = Mode::ScaleInput,
+            Key::Char('d') => match &self.drill_running {
+                Some(p) => self.notice = Some(format!("a drill is running: {}", p.kind)),
+                None => self.mode = Mode::DrillMenu,
+            },
             _ => {}
         }
     }

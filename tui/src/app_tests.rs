@@ -541,21 +541,12 @@ fn replica_details() {
 }
 
 #[test]
-fn drills_are_not_available_yet() {
+fn unknown_keys_do_nothing() {
     let clock = Clock::new();
     let mut app = running(&clock);
-    for (c, what) in [('s', "scale-out"), ('d', "failover")] {
-        key(&mut app, Key::Char(c));
-        let notice = app.notice.clone().expect("a notice");
-        assert!(
-            notice.contains(what) && notice.contains("not available in the dashboard yet"),
-            "{notice}"
-        );
-        assert_eq!(app.mode, Mode::Normal);
-    }
+    app.notice = Some("old".into());
     key(&mut app, Key::Char('x'));
     assert_eq!(app.notice, None, "the next key clears the notice");
-    // Unknown keys do nothing.
     let focus = app.focus;
     for k in [Key::Char('x'), Key::Backspace, Key::Char('9')] {
         key(&mut app, k);
@@ -565,6 +556,278 @@ fn drills_are_not_available_yet() {
         (focus, Mode::Normal, false)
     );
     app.update(Action::Redraw);
+}
+
+#[test]
+fn scale_out_against_a_remote_cluster_asks_for_a_node() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    key(&mut app, Key::Char('s'));
+    assert_eq!(app.mode, Mode::ScaleInput);
+    chars(&mut app, "4@10.0.0.4");
+    key(&mut app, Key::Enter);
+    assert_eq!(app.mode, Mode::ScaleInput, "a bad address keeps the prompt");
+    assert!(app.notice.clone().expect("why").contains("no :PORT"));
+    assert!(app.scale_requested.is_none());
+    chars(&mut app, ":1111x");
+    key(&mut app, Key::Backspace);
+    chars(&mut app, "0");
+    assert_eq!(app.scale_input, "4@10.0.0.4:11110");
+    key(&mut app, Key::Enter);
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(
+        app.scale_requested,
+        Some(ScaleRequest::Admit {
+            node_id: 4,
+            cluster_addr: "10.0.0.4:11110".into()
+        })
+    );
+    assert!(app.scale_running && app.scale_input.is_empty());
+    // One at a time.
+    app.scale_requested = None;
+    key(&mut app, Key::Char('s'));
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(
+        app.notice
+            .clone()
+            .expect("a notice")
+            .contains("a scale-out is running")
+    );
+    // Progress lands in the events; the last step ends the scale-out.
+    app.update(Action::ScaleProgress {
+        wall: wall0(),
+        severity: Severity::Info,
+        text: "→ scale-out: admitting node 4".into(),
+        done: false,
+    });
+    assert!(app.scale_running);
+    app.update(Action::ScaleProgress {
+        wall: wall0(),
+        severity: Severity::Good,
+        text: "✓ node 4 joined".into(),
+        done: true,
+    });
+    assert!(!app.scale_running);
+    assert_eq!(texts(&app).last().map(String::as_str), Some("✓ node 4 joined"));
+    // Esc cancels the prompt and forgets what was typed; q is text there, not quit.
+    chars(&mut app, "sq");
+    assert_eq!((app.mode, app.scale_input.as_str()), (Mode::ScaleInput, "q"));
+    key(&mut app, Key::Esc);
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(app.scale_input.is_empty() && !app.should_quit);
+}
+
+#[test]
+fn scale_out_against_the_demo_starts_a_node_after_y() {
+    let clock = Clock::new();
+    let mut app = App::new(
+        Config {
+            local_scale: true,
+            ..config()
+        },
+        clock.at(0),
+    );
+    for cancel in [Key::Char('n'), Key::Esc, Key::Char('q')] {
+        key(&mut app, Key::Char('s'));
+        assert_eq!(app.mode, Mode::ScaleConfirm);
+        key(&mut app, cancel);
+        assert_eq!(app.mode, Mode::Normal);
+        assert_eq!(app.notice.as_deref(), Some("scale-out cancelled"));
+        assert!(app.scale_requested.is_none() && !app.should_quit);
+    }
+    chars(&mut app, "sxy");
+    assert_eq!(app.scale_requested, Some(ScaleRequest::Local));
+    assert!(app.scale_running);
+}
+
+#[test]
+fn drill_menu_moves_chooses_and_backs_out() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    key(&mut app, Key::Char('d'));
+    assert_eq!(app.mode, Mode::DrillMenu);
+    key(&mut app, Key::Down);
+    key(&mut app, Key::Char('j'));
+    key(&mut app, Key::Char('j'));
+    assert_eq!(app.drill_choice, 2, "the menu stops at its last entry");
+    key(&mut app, Key::Char('k'));
+    assert_eq!(app.drill_choice, 1);
+    for (k, secs) in [('+', 15), ('=', 20), ('-', 15)] {
+        key(&mut app, Key::Char(k));
+        assert_eq!(app.isolate_secs, secs);
+    }
+    for _ in 0..10 {
+        key(&mut app, Key::Char('-'));
+    }
+    assert_eq!(app.isolate_secs, 5, "at least 5 s");
+    for back in [Key::Char('q'), Key::Esc] {
+        app.mode = Mode::DrillMenu;
+        key(&mut app, back);
+        assert_eq!(app.mode, Mode::Normal, "{back:?}");
+        assert!(!app.should_quit && app.drill_pending.is_none());
+    }
+}
+
+#[test]
+fn kill_leader_asks_first_and_is_requested_once_confirmed() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    let sel = app.selected_channel().expect("a channel").key.clone();
+    let leader = app.selected_channel().and_then(|r| r.leader()).expect("a leader");
+    chars(&mut app, "d1");
+    assert_eq!(app.mode, Mode::DrillConfirm);
+    let plan = app.drill_pending.clone().expect("a pending drill");
+    assert_eq!(
+        plan.kind,
+        DrillKind::KillLeader {
+            channel: sel.clone(),
+            node: leader
+        }
+    );
+    assert_eq!(plan.target_http, format!("127.0.0.1:500{leader}"));
+    assert_eq!(plan.affected[0], sel, "the drilled channel first");
+    assert!(
+        plan.affected
+            .iter()
+            .all(|k| app.channels[k].leader() == Some(leader)),
+        "only channels the node leads"
+    );
+    assert_eq!(plan.probe, Some(sel));
+    assert!(app.drill_requested.is_none(), "nothing runs before y");
+    // Keys other than y/n do nothing in the prompt.
+    key(&mut app, Key::Char('x'));
+    assert_eq!(app.mode, Mode::DrillConfirm);
+    key(&mut app, Key::Char('y'));
+    assert_eq!(app.mode, Mode::Normal);
+    assert_eq!(app.drill_requested.as_ref(), Some(&plan));
+    assert_eq!(app.drill_running.as_ref(), Some(&plan));
+    // One drill at a time.
+    key(&mut app, Key::Char('d'));
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(
+        app.notice
+            .clone()
+            .expect("a notice")
+            .contains("a drill is running")
+    );
+}
+
+#[test]
+fn drill_prompt_cancels_with_n_and_esc() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    for cancel in [Key::Char('n'), Key::Esc, Key::Char('q')] {
+        chars(&mut app, "d2");
+        assert_eq!(app.mode, Mode::DrillConfirm);
+        key(&mut app, cancel);
+        assert_eq!(app.mode, Mode::Normal, "{cancel:?}");
+        assert!(app.drill_pending.is_none() && app.drill_requested.is_none());
+        assert_eq!(app.notice.as_deref(), Some("drill cancelled"));
+        assert!(!app.should_quit);
+    }
+}
+
+#[test]
+fn node_drills_target_the_selected_node() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    app.focus = Pane::Nodes;
+    key(&mut app, Key::Down);
+    chars(&mut app, "d2");
+    let plan = app.drill_pending.clone().expect("a pending drill");
+    assert_eq!(plan.kind, DrillKind::KillNode { node: 2 });
+    key(&mut app, Key::Esc);
+    chars(&mut app, "d++3");
+    let plan = app.drill_pending.clone().expect("a pending drill");
+    assert_eq!(plan.kind, DrillKind::Isolate { node: 2, secs: 20 });
+    assert!(plan.affected.iter().all(|k| app.channels[k].leader() == Some(2)));
+}
+
+#[test]
+fn drills_that_cannot_run_say_why() {
+    let clock = Clock::new();
+    // No data yet: no channel, no node.
+    let mut app = app(&clock);
+    for choice in ['1', '2', '3'] {
+        chars(&mut app, &format!("d{choice}"));
+        assert_eq!(app.mode, Mode::Normal);
+        let notice = app.notice.clone().expect("a notice");
+        assert!(notice.starts_with("drill not possible"), "{notice}");
+    }
+    // A node that is already down.
+    app.update(snapshot(&clock, 0, nodes(Some(1), 2, &[1]), vec![], vec![]));
+    chars(&mut app, "d2");
+    assert_eq!(
+        app.notice.as_deref(),
+        Some("drill not possible: node 1 is already down")
+    );
+    // A node whose HTTP address is not known yet cannot be reached.
+    let mut view = nodes(Some(1), 2, &[]);
+    view.nodes[0].http_addr.clear();
+    app.update(snapshot(&clock, 1000, view, vec![], vec![]));
+    chars(&mut app, "d2");
+    assert_eq!(
+        app.notice.as_deref(),
+        Some("drill not possible: node 1 has not reported its HTTP address yet")
+    );
+}
+
+#[test]
+fn drill_reports_are_logged_and_mark_the_throughput() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    chars(&mut app, "d1y");
+    let plan = app.drill_running.clone().expect("running");
+    app.update(Action::DrillStarted {
+        wall: wall0(),
+        text: plan.kind.to_string(),
+    });
+    assert!(
+        texts(&app)
+            .last()
+            .expect("an event")
+            .starts_with("⚡ drill started: kill the leader")
+    );
+    app.update(scene(&clock, 2));
+    // Frozen screens still take drill results.
+    app.frozen = true;
+    let report = DrillReport {
+        kind: plan.kind.clone(),
+        elected: vec![(plan.affected[0].clone(), Some(Duration::from_millis(800)))],
+        probe_writes: 10,
+        probe_failures: 3,
+        probe_window: Some(Duration::from_millis(450)),
+        error: None,
+    };
+    app.update(Action::DrillDone {
+        wall: wall0(),
+        report: Box::new(report.clone()),
+    });
+    assert!(app.drill_running.is_none());
+    assert_eq!(app.last_drill.as_ref(), Some(&report));
+    let last = app.events.back().expect("an event");
+    assert_eq!(
+        (last.severity, last.text.clone()),
+        (Severity::Good, report.summary())
+    );
+    app.frozen = false;
+    app.update(scene(&clock, 3));
+    assert_eq!(
+        app.throughput_drill.iter().copied().collect::<Vec<_>>(),
+        [false, true, false],
+        "the sample taken while the drill ran is marked"
+    );
+    assert_eq!(app.throughput_drill.len(), app.throughput.len());
+    // A failed drill is bad news.
+    let failed = DrillReport {
+        error: Some("node 1 refuses drills (start it with --allow-drills)".into()),
+        ..report
+    };
+    app.update(Action::DrillDone {
+        wall: wall0(),
+        report: Box::new(failed),
+    });
+    assert_eq!(app.events.back().expect("an event").severity, Severity::Bad);
 }
 
 #[test]

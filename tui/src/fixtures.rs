@@ -33,6 +33,7 @@ pub fn config() -> Config {
         refresh: Duration::from_secs(1),
         title: "test cluster".into(),
         endpoint: "http://127.0.0.1:5001".into(),
+        local_scale: false,
     }
 }
 

@@ -7,6 +7,8 @@
 //! - `poller`: the only module that does I/O; polls the cluster through `wk_api::Client` and
 //!   sends [`snapshot::Snapshot`]s, bounded by a deadline so a dead node never stalls it.
 //! - `snapshot`: the plain data one poll produces.
+//! - `drill`: the failover drills the `d` menu offers and what they measured (plain data).
+//! - `scale`: the scale-out `s` performs and how a local cluster starts a node (plain data).
 //! - `app`: all state; [`app::App::update`] applies an [`app::Action`], does no I/O and reads
 //!   no clock (time comes in actions).
 //! - `ui`: pure render functions from `&App` to a frame; [`ui::render_text`] makes plain text.
@@ -16,8 +18,10 @@
 //! returns or is dropped.
 
 pub mod app;
+pub mod drill;
 pub mod event;
 pub mod poller;
+pub mod scale;
 pub mod snapshot;
 pub mod ui;
 
@@ -34,7 +38,7 @@ use wk_api::Client;
 pub use app::{Action, App};
 
 /// How the dashboard runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Time between polls (`--refresh`).
     pub refresh: Duration,
@@ -46,6 +50,25 @@ pub struct Options {
     pub replica_budget: usize,
     /// A whole poll that takes longer counts as "unreachable".
     pub deadline: Duration,
+    /// Starts one more local node for `s` (`wkctl demo`); None against a remote cluster,
+    /// where `s` asks for the `ID@ADDR` of a node started with `--seed`.
+    pub launcher: Option<scale::Launcher>,
+    /// The client for `POST /cluster/join`, which blocks until the node caught up: it needs
+    /// a longer timeout than polls. None: the polling client.
+    pub join_client: Option<Client>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("refresh", &self.refresh)
+            .field("title", &self.title)
+            .field("channel_limit", &self.channel_limit)
+            .field("replica_budget", &self.replica_budget)
+            .field("deadline", &self.deadline)
+            .field("launcher", &self.launcher.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Options {
@@ -57,6 +80,8 @@ impl Default for Options {
             channel_limit: p.channel_limit,
             replica_budget: p.replica_budget,
             deadline: p.deadline,
+            launcher: None,
+            join_client: None,
         }
     }
 }
@@ -81,6 +106,7 @@ impl Options {
                 self.title.clone()
             },
             endpoint: client.endpoints().join(","),
+            local_scale: self.launcher.is_some(),
         }
     }
 }
@@ -113,7 +139,8 @@ pub async fn run(client: Client, opts: Options) -> io::Result<()> {
     let mut app = App::new(opts.app_config(&client), Instant::now());
     let (actions_tx, mut actions) = mpsc::channel::<Action>(16);
     let (events_tx, mut events) = mpsc::channel::<event::Event>(64);
-    let poller = poller::Poller::spawn(client, opts.poll_config(), actions_tx);
+    let join_client = opts.join_client.clone().unwrap_or_else(|| client.clone());
+    let mut poller = poller::Poller::spawn(client, opts.poll_config(), actions_tx);
     let mut term = TerminalGuard::enter()?;
     let _input = event::Input::spawn(events_tx)?;
     let mut tick = tokio::time::interval(UI_TICK);
@@ -144,6 +171,12 @@ pub async fn run(client: Client, opts: Options) -> io::Result<()> {
         }
         if std::mem::take(&mut app.refresh_requested) {
             poller.refresh_now();
+        }
+        if let Some(plan) = app.drill_requested.take() {
+            poller.drill(plan);
+        }
+        if let Some(req) = app.scale_requested.take() {
+            poller.scale_out(req, opts.launcher.clone(), join_client.clone());
         }
         poller.set(poller::Control {
             frozen: app.frozen,

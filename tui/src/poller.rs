@@ -8,6 +8,16 @@
 //!
 //! and sends the result to the app as one [`Action::Snapshot`] (or [`Action::PollFailed`]).
 //!
+//! It also performs the drills the operator confirmed ([`Poller::drill`], one task each):
+//! posts the drill to the target node alone, writes probe messages to one channel meanwhile,
+//! polls the affected channels' `/config` until each has another leader, and reports
+//! [`Action::DrillStarted`] and [`Action::DrillDone`]. Each step is bounded by a timeout.
+//!
+//! And scale-outs ([`Poller::scale_out`]): start a local node through the launcher (demo
+//! only), `POST /cluster/join` it, and report each step as [`Action::ScaleProgress`]; the
+//! new node's metadata sync shows meanwhile in the Nodes pane (its applied index), the
+//! backlog it creates in the Sync backlog pane.
+//!
 //! Invariant: a whole poll is bounded by [`PollConfig::deadline`], so a node that stops
 //! answering (SIGSTOP, network loss) costs one deadline and turns into "unreachable", never
 //! into a frozen screen: the UI loop runs separately and only receives finished snapshots.
@@ -20,7 +30,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use wk_api::{Client, ClientError};
 
-use crate::app::Action;
+use crate::app::{Action, Severity};
+use crate::drill::{DrillKind, DrillPlan, DrillReport};
+use crate::scale::{Launcher, ScaleRequest};
 use crate::snapshot::{Backlog, ChannelKey, Snapshot};
 
 /// What to ask for and how long to wait.
@@ -177,16 +189,239 @@ pub struct Control {
     pub focus: Vec<ChannelKey>,
 }
 
-/// The background polling task; dropping the handle stops it.
+/// How long a drill waits for new leaders (plus the isolation time) before it gives up.
+const DRILL_PATIENCE: Duration = Duration::from_secs(30);
+/// Time between probe writes and leader checks while a drill runs.
+const DRILL_STEP: Duration = Duration::from_millis(100);
+/// Each probe write or leader check gives up after this long.
+const DRILL_CALL: Duration = Duration::from_secs(1);
+/// The probe writes as this user.
+const PROBE_UID: &str = "wk-top-probe";
+
+/// Performs `plan` and measures it: see the module doc. Never panics; every failure ends up
+/// in the report's `error`.
+pub async fn run_drill(client: Client, plan: DrillPlan, tx: mpsc::Sender<Action>) {
+    let _ = tx
+        .send(Action::DrillStarted {
+            wall: SystemTime::now(),
+            text: plan.kind.to_string(),
+        })
+        .await;
+    let report = measure_drill(&client, &plan).await;
+    let _ = tx
+        .send(Action::DrillDone {
+            wall: SystemTime::now(),
+            report: Box::new(report),
+        })
+        .await;
+}
+
+async fn measure_drill(client: &Client, plan: &DrillPlan) -> DrillReport {
+    let mut report = DrillReport {
+        kind: plan.kind.clone(),
+        elected: plan.affected.iter().map(|k| (k.clone(), None)).collect(),
+        probe_writes: 0,
+        probe_failures: 0,
+        probe_window: None,
+        error: None,
+    };
+    let target = match client.only(&format!("http://{}", plan.target_http)) {
+        Ok(t) => t,
+        Err(e) => {
+            report.error = Some(format!("bad node address {}: {e}", plan.target_http));
+            return report;
+        }
+    };
+    let (req, extra) = match &plan.kind {
+        DrillKind::KillLeader { .. } | DrillKind::KillNode { .. } => {
+            (wk_api::DrillReq::Crash, Duration::ZERO)
+        }
+        DrillKind::Isolate { secs, .. } => (
+            wk_api::DrillReq::Isolate {
+                peers: Vec::new(),
+                duration_ms: secs * 1000,
+            },
+            Duration::from_secs(*secs),
+        ),
+    };
+    let node = plan.kind.node();
+    let start = Instant::now();
+    match tokio::time::timeout(DRILL_CALL * 2, target.drill(&req)).await {
+        Ok(Ok(_)) => {}
+        // A crashing node may drop the connection before it answers.
+        Ok(Err(ClientError::Unreachable(_))) | Err(_) if req == wk_api::DrillReq::Crash => {}
+        Ok(Err(ClientError::Api(e))) if e.code == "forbidden" => {
+            report.error = Some(format!(
+                "node {node} refuses drills (start it with --allow-drills)"
+            ));
+            return report;
+        }
+        Ok(Err(e)) => {
+            report.error = Some(format!("node {node}: {e}"));
+            return report;
+        }
+        Err(_) => {
+            report.error = Some(format!("node {node} did not answer the drill"));
+            return report;
+        }
+    }
+    let deadline = start + DRILL_PATIENCE + extra;
+    let mut first_fail: Option<Duration> = None;
+    let mut last_fail: Option<Duration> = None;
+    let mut seq = 0u64;
+    loop {
+        let step_at = Instant::now();
+        if let Some(k) = &plan.probe {
+            seq += 1;
+            let req = wk_api::SendReq {
+                header: Default::default(),
+                client_msg_no: format!("{PROBE_UID}-{}-{seq}", start.elapsed().as_nanos()),
+                from_uid: PROBE_UID.into(),
+                channel_id: k.id.clone(),
+                channel_type: k.ty,
+                payload: "cHJvYmU=".into(),
+            };
+            let t0 = start.elapsed();
+            let ok = matches!(
+                tokio::time::timeout(DRILL_CALL, client.send(&req)).await,
+                Ok(Ok(_))
+            );
+            report.probe_writes += 1;
+            if !ok {
+                report.probe_failures += 1;
+                first_fail.get_or_insert(t0);
+                last_fail = Some(start.elapsed());
+            }
+        }
+        for (k, elected) in report.elected.iter_mut().filter(|(_, e)| e.is_none()) {
+            if let Ok(Ok(c)) = tokio::time::timeout(DRILL_CALL, client.channel_config(&k.id, k.ty)).await
+                && c.leader.is_some_and(|l| l != node)
+            {
+                *elected = Some(start.elapsed());
+            }
+        }
+        let all_elected = report.elected.iter().all(|(_, e)| e.is_some());
+        // Done once every channel has a new leader and the probe wrote again after its last
+        // failure (a few writes, so a failure that is about to start is seen).
+        let probe_settled = plan.probe.is_none()
+            || (report.probe_writes >= 5 && last_fail.is_none_or(|f| f < start.elapsed() - DRILL_STEP));
+        if (all_elected && probe_settled) || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(DRILL_STEP.saturating_sub(step_at.elapsed())).await;
+    }
+    report.probe_window = first_fail.zip(last_fail).map(|(a, b)| b.saturating_sub(a));
+    report
+}
+
+/// Performs a scale-out; see the module doc.
+pub async fn run_scale(
+    join_client: Client,
+    launcher: Option<Launcher>,
+    req: ScaleRequest,
+    tx: mpsc::Sender<Action>,
+) {
+    let say = |severity: Severity, text: String, done: bool| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx
+                .send(Action::ScaleProgress {
+                    wall: SystemTime::now(),
+                    severity,
+                    text,
+                    done,
+                })
+                .await;
+        }
+    };
+    let (node_id, cluster_addr, http_addr) = match req {
+        ScaleRequest::Admit {
+            node_id,
+            cluster_addr,
+        } => (node_id, cluster_addr, String::new()),
+        ScaleRequest::Local => {
+            let Some(launch) = launcher else {
+                say(Severity::Bad, "✗ scale-out: no local launcher".into(), true).await;
+                return;
+            };
+            say(
+                Severity::Info,
+                "→ scale-out: starting a local wknode".into(),
+                false,
+            )
+            .await;
+            match launch().await {
+                Ok(l) => {
+                    say(
+                        Severity::Info,
+                        format!(
+                            "→ scale-out: node {} started (http {}, cluster {}), waiting to be admitted",
+                            l.node_id, l.http_addr, l.cluster_addr
+                        ),
+                        false,
+                    )
+                    .await;
+                    (l.node_id, l.cluster_addr, l.http_addr)
+                }
+                Err(e) => {
+                    say(
+                        Severity::Bad,
+                        format!("✗ scale-out: could not start a node: {e}"),
+                        true,
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+    };
+    say(
+        Severity::Info,
+        format!("→ scale-out: admitting node {node_id} ({cluster_addr}); metadata sync shows in Nodes"),
+        false,
+    )
+    .await;
+    let join = wk_api::JoinReq {
+        node_id,
+        cluster_addr,
+        http_addr,
+    };
+    match join_client.join(&join).await {
+        Ok(r) => {
+            say(
+                Severity::Good,
+                format!(
+                    "✓ node {} joined ({}): metadata synced in {} ms, {} active channel(s) moved, {} in the backlog",
+                    r.node_id,
+                    if r.voter { "voter" } else { "learner" },
+                    r.metadata_ms,
+                    r.active_migrated,
+                    r.backlog
+                ),
+                true,
+            )
+            .await
+        }
+        Err(e) => say(Severity::Bad, format!("✗ scale-out: join of node {node_id} failed: {e}"), true).await,
+    }
+}
+
+/// The background polling task; dropping the handle stops it and any drill it runs.
 pub struct Poller {
     control: watch::Sender<Control>,
     now: Arc<Notify>,
     task: JoinHandle<()>,
+    /// A clone of the polling client and sender, for drills.
+    client: Client,
+    tx: mpsc::Sender<Action>,
+    /// Running or finished drill and scale-out tasks (aborted on drop).
+    drills: Vec<JoinHandle<()>>,
 }
 
 impl Poller {
     /// Polls at once, then every `cfg.refresh`, sending each result to `tx` until it closes.
     pub fn spawn(client: Client, cfg: PollConfig, tx: mpsc::Sender<Action>) -> Poller {
+        let (drill_client, drill_tx) = (client.clone(), tx.clone());
         let (control, control_rx) = watch::channel(Control::default());
         let now = Arc::new(Notify::new());
         let wake = now.clone();
@@ -212,7 +447,35 @@ impl Poller {
                 }
             }
         });
-        Poller { control, now, task }
+        Poller {
+            control,
+            now,
+            task,
+            client: drill_client,
+            tx: drill_tx,
+            drills: Vec::new(),
+        }
+    }
+
+    /// Runs a confirmed scale-out in the background; its progress arrives as actions.
+    pub fn scale_out(&mut self, req: ScaleRequest, launcher: Option<Launcher>, join_client: Client) {
+        self.drills.retain(|t| !t.is_finished());
+        self.drills.push(tokio::spawn(run_scale(
+            join_client,
+            launcher,
+            req,
+            self.tx.clone(),
+        )));
+    }
+
+    /// Runs a confirmed drill in the background; its progress arrives as actions.
+    pub fn drill(&mut self, plan: DrillPlan) {
+        self.drills.retain(|t| !t.is_finished());
+        self.drills.push(tokio::spawn(run_drill(
+            self.client.clone(),
+            plan,
+            self.tx.clone(),
+        )));
     }
 
     /// Polls as soon as possible (the `r` key), even while frozen.
@@ -236,6 +499,9 @@ impl Poller {
 impl Drop for Poller {
     fn drop(&mut self) {
         self.task.abort();
+        for t in &self.drills {
+            t.abort();
+        }
     }
 }
 

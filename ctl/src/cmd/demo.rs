@@ -492,6 +492,38 @@ mod tests {
     }
 
     #[test]
+    fn launch_next_starts_the_planned_node_and_moves_on() {
+        let mut nodes = Nodes::default();
+        let mut none = None;
+        let err = launch_next(&mut none, &mut nodes).expect_err("no plan");
+        assert!(format!("{err:#}").contains("no ports left"), "{err:#}");
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // 8 free ports in a row: 4 HTTP then 4 cluster ports (nodes 1-3 and the next one).
+        let base = (0..50)
+            .find_map(|_| {
+                let b = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+                (b < 60_000 && (0..8).all(|i| TcpListener::bind(("127.0.0.1", b + i)).is_ok())).then_some(b)
+            })
+            .expect("a run of free ports");
+        let mut a = args(3, base, base + 4);
+        a.data_dir = tmp.path().to_path_buf();
+        let planned = plan(&a).expect("fits");
+        // `true` ignores its arguments and exits: enough to check the plan and the bookkeeping.
+        let mut next = scale_out(&a, Path::new("true"), &planned);
+        let (p, _ready) = launch_next(&mut next, &mut nodes).expect("spawns");
+        assert_eq!((p.id, p.http_port, p.cluster_port), (4, base + 3, base + 7));
+        assert_eq!(p.dir, tmp.path().join("4"));
+        let n = next.expect("a next plan");
+        assert_eq!(
+            (n.plan.id, n.plan.http_port, n.plan.cluster_port),
+            (5, base + 4, base + 8)
+        );
+        assert_eq!(n.plan.dir, tmp.path().join("5"));
+        nodes.stop(Duration::from_secs(1), false);
+    }
+
+    #[test]
     fn wipe_removes_only_node_dirs() {
         let dir = std::env::temp_dir().join(format!("wkctl-wipe-{}", std::process::id()));
         fs::create_dir_all(dir.join("1/sub")).expect("mkdir");

@@ -1,12 +1,11 @@
-//! The `?` overlay: every key, what the symbols mean, and the drills that are not
-//! available in the dashboard yet (listed with the wkctl command to use, not faked).
+//! The `?` overlay: every key and what the symbols mean.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Clear, Paragraph};
 
-use super::{DIM, HEAD, WARN, centered};
+use super::{DIM, HEAD, centered};
 
 const KEYS: &[(&str, &str)] = &[
     ("?", "this help (? q Esc close it)"),
@@ -19,12 +18,9 @@ const KEYS: &[(&str, &str)] = &[
     ("Enter", "replicas of the selected channel in full"),
     ("f", "freeze / resume refresh (r still takes one)"),
     ("r", "refresh now"),
+    ("d", "drills: kill a leader or a node, isolate a node (y/n)"),
+    ("s", "scale out: start a local node (demo) or admit ID@ADDR"),
     ("Ctrl-C", "quit"),
-];
-
-const UNAVAILABLE: &[(&str, &str)] = &[
-    ("s", "scale-out drill: not available yet (wkctl cluster join)"),
-    ("d", "failover drills: not available yet (wkctl bench failover)"),
 ];
 
 const SYMBOLS: &[&str] = &[
@@ -32,6 +28,7 @@ const SYMBOLS: &[&str] = &[
     "!  warning       +N replica lag (entries)      12ms since ack",
     "█  channels led  ░ replicated, not led         – unknown",
     "·  idle: no group running (hibernated or never used yet)",
+    "▲  (under the throughput) a drill ran during that sample",
 ];
 
 pub fn draw(f: &mut Frame, area: Rect) {
@@ -43,12 +40,6 @@ pub fn draw(f: &mut Frame, area: Rect) {
         ])
     };
     lines.extend(KEYS.iter().map(|(k, v)| row(k, v)));
-    lines.extend(UNAVAILABLE.iter().map(|(k, v)| {
-        Line::from(vec![
-            Span::styled(format!("  {k:<11}"), DIM),
-            Span::styled(v.to_string(), WARN),
-        ])
-    }));
     lines.push(Line::styled("Symbols", HEAD));
     lines.extend(SYMBOLS.iter().map(|s| Line::raw(format!("  {s}"))));
     let popup = centered(area, 68, lines.len() as u16 + 2);

@@ -8,6 +8,7 @@
 
 mod backlog;
 mod channels;
+mod drill;
 mod events;
 mod help;
 mod nodes;
@@ -72,7 +73,10 @@ pub fn draw(f: &mut Frame, app: &App) {
     match app.mode {
         Mode::Help => help::draw(f, area),
         Mode::Detail => channels::draw_detail(f, mid, app),
-        Mode::Normal | Mode::Filter => {}
+        Mode::DrillMenu => drill::draw_menu(f, area, app),
+        Mode::DrillConfirm => drill::draw_confirm(f, area, app),
+        Mode::ScaleConfirm => drill::draw_scale_confirm(f, area),
+        Mode::Normal | Mode::Filter | Mode::ScaleInput => {}
     }
 }
 
@@ -149,6 +153,17 @@ fn footer(app: &App, width: u16) -> Line<'static> {
             Span::styled("   Enter keep filter · Esc clear", DIM),
         ]);
     }
+    if app.mode == Mode::ScaleInput {
+        let mut spans = vec![
+            Span::styled("admit node ID@HOST:PORT (started with --seed): ", WARN),
+            Span::raw(format!("{}█", app.scale_input)),
+        ];
+        match &app.notice {
+            Some(n) => spans.push(Span::styled(format!("  ✗ {n}"), BAD)),
+            None => spans.push(Span::styled("   Enter admit · Esc cancel", DIM)),
+        }
+        return Line::from(spans);
+    }
     if let Some(n) = &app.notice {
         return Line::from(Span::styled(n.clone(), WARN));
     }
@@ -161,11 +176,14 @@ fn footer(app: &App, width: u16) -> Line<'static> {
     }
     let keys = match app.mode {
         Mode::Help => "? q Esc close help",
+        Mode::DrillMenu => "1-3 Enter choose · ↑↓ j k move · +/- isolate seconds · q Esc back",
+        Mode::DrillConfirm => "y run the drill · n Esc cancel",
+        Mode::ScaleConfirm => "y start and admit a node · n Esc cancel",
         Mode::Detail => "q Esc Enter back · ↑↓ j k other channel · f freeze · r refresh",
         _ if width >= WIDE => {
-            "? help · q quit · Tab pane · ↑↓ j k move · / filter · 1-5 sort · Enter replicas · f freeze · r refresh"
+            "? help · q quit · Tab pane · ↑↓ j k move · / filter · 1-5 sort · Enter replicas · d drill · s scale · f freeze · r refresh"
         }
-        _ => "? help · q quit · Tab pane · / filter · 1-5 sort · Enter replicas · f freeze",
+        _ => "? help · q quit · Tab pane · / filter · 1-5 sort · Enter replicas · d drill",
     };
     spans.push(Span::styled(keys, DIM));
     Line::from(spans)

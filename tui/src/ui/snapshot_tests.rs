@@ -190,3 +190,58 @@ fn popups() {
     key(&mut app, Key::Enter);
     check("detail_120x40", &app, 120, 40);
 }
+
+#[test]
+fn drill_menu_prompt_and_result() {
+    let clock = Clock::new();
+    let mut app = healthy(&clock, 3);
+    key(&mut app, Key::Char('d'));
+    check("drill_menu_80x24", &app, 80, 24);
+    check("drill_menu_120x40", &app, 120, 40);
+    key(&mut app, Key::Char('1'));
+    check("drill_confirm_80x24", &app, 80, 24);
+    key(&mut app, Key::Char('y'));
+    let plan = app.drill_running.clone().expect("running");
+    app.update(Action::DrillStarted {
+        wall: wall0(),
+        text: plan.kind.to_string(),
+    });
+    for k in 4..=6 {
+        app.update(scene(&clock, k));
+    }
+    app.update(Action::DrillDone {
+        wall: wall0(),
+        report: Box::new(crate::drill::DrillReport {
+            kind: plan.kind.clone(),
+            elected: vec![(
+                plan.affected[0].clone(),
+                Some(std::time::Duration::from_millis(1_340)),
+            )],
+            probe_writes: 25,
+            probe_failures: 9,
+            probe_window: Some(std::time::Duration::from_millis(1_120)),
+            error: None,
+        }),
+    });
+    for k in 7..=8 {
+        app.update(scene(&clock, k));
+    }
+    app.update(Action::Tick(clock.at(8_400)));
+    check("drill_result_120x40", &app, 120, 40);
+    check("drill_result_80x24", &app, 80, 24);
+}
+
+#[test]
+fn scale_out_prompts() {
+    let clock = Clock::new();
+    let mut app = healthy(&clock, 2);
+    key(&mut app, Key::Char('s'));
+    for c in "4@10.0.0.4:11110".chars() {
+        key(&mut app, Key::Char(c));
+    }
+    check("scale_input_80x24", &app, 80, 24);
+    key(&mut app, Key::Esc);
+    app.config.local_scale = true;
+    key(&mut app, Key::Char('s'));
+    check("scale_confirm_80x24", &app, 80, 24);
+}

@@ -1,13 +1,15 @@
 //! The Throughput pane: cluster messages/s as a sparkline, one bar per snapshot, newest on
 //! the right. Rates come from `message_seq` deltas of the channels polled between snapshots.
+//! Samples taken while a drill ran get a `▲` in a marker row under the bars, and the last
+//! drill's result (slowest re-election, probe unavailability) is the pane's bottom title.
 
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline, Wrap};
 
-use super::{DIM, HEAD, pane_block};
+use super::{DIM, HEAD, WARN, pane_block};
 use crate::app::{App, Pane};
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
@@ -32,17 +34,37 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             title = vec![Span::styled(format!("{last} msg/s"), HEAD)];
         }
     }
-    let block = pane_block(app, Pane::Throughput, title);
+    let mut block = pane_block(app, Pane::Throughput, title);
+    if let Some(r) = &app.last_drill {
+        block = block.title_bottom(Line::styled(r.short(), DIM));
+    } else if let Some(p) = &app.drill_running {
+        block = block.title_bottom(Line::styled(format!("⚡ {} …", p.kind), WARN));
+    }
+    let marks: Vec<bool> = app
+        .throughput_drill
+        .iter()
+        .skip(app.throughput_drill.len().saturating_sub(width))
+        .copied()
+        .collect();
     if samples.is_empty() {
         let text = Line::styled("msg/s shows from the second snapshot on", DIM);
         f.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).block(block), area);
         return;
     }
     let peak = samples.iter().copied().max().unwrap_or(0).max(1);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let spark_a = if marks.iter().any(|m| *m) && inner.height >= 2 {
+        let [s, m] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)]).areas(inner);
+        let row: String = marks.iter().map(|d| if *d { '▲' } else { ' ' }).collect();
+        f.render_widget(Paragraph::new(Line::styled(row, WARN)), m);
+        s
+    } else {
+        inner
+    };
     let spark = Sparkline::default()
-        .block(block)
         .data(&samples)
         .max(peak)
         .style(Style::new().fg(Color::Cyan));
-    f.render_widget(spark, area);
+    f.render_widget(spark, spark_a);
 }
