@@ -144,3 +144,8 @@ fn remove_under_load() {
 fn full_restart() {
     drill("full-restart");
 }
+
+#[test]
+fn rolling_restart() {
+    drill("rolling-restart");
+}

@@ -69,6 +69,9 @@ pub struct Args {
     /// Allow a non-loopback HTTP address without --api-token and --admin-token.
     #[arg(long, env = "WK_INSECURE")]
     pub insecure: bool,
+    /// Log lines as `text` or `json` (one object per line); the level filter is `RUST_LOG`.
+    #[arg(long, env = "WK_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    pub log_format: String,
 }
 
 /// A secret value: compared in constant time, never printed.
