@@ -199,6 +199,11 @@ fn kill_leader_drill_moves_the_leader_marker() {
     let top =
         format!("env -u WK_ENDPOINT -u WK_ADMIN_TOKEN {WKCTL} --endpoint {endpoints} top --refresh 300ms");
     guard.tmux(&["new-session", "-d", "-s", "top", "-x", "160", "-y", "45", &top]);
+    // Keys typed before the dashboard switched the terminal to raw mode would be read as one
+    // cooked line (Enter lost): wait until it draws.
+    guard.wait_pane("the dashboard", Duration::from_secs(30), |p| {
+        p.contains("WuKong HA").then_some(())
+    });
     // Filter to the channel so it is the selected row.
     guard.keys(&["/"]);
     guard.keys(&["-l", CHANNEL]);
