@@ -3,6 +3,10 @@
 //! Text output is compared with golden files in `testdata/ctl/` (set `WK_UPDATE_GOLDEN=1` to
 //! rewrite them); JSON output must decode into the wk-api types.
 
+mod common;
+
+use common::free_port_run;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -271,25 +275,6 @@ fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write script");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
-}
-
-/// A base port such that `base..base+n` is free (checked by binding; a race is possible but
-/// unlikely, and the failure would name the port).
-fn free_port_run(n: u16) -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        if base > 60000 {
-            continue;
-        }
-        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no run of {n} free ports found");
 }
 
 fn alive(pid: i32) -> bool {

@@ -8,32 +8,17 @@
 //! socket (`-L`), so the operator's own tmux server is never touched; the guard kills that
 //! server and stops the cluster on drop.
 
+mod common;
+
+use common::free_port_run;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
 const CHANNEL: &str = "tmuxe2e";
-
-/// `n` consecutive free loopback ports (the demo lays nodes out on base + N - 1).
-fn free_port_run(n: u16) -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        if base > 60000 {
-            continue;
-        }
-        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no run of {n} free ports found");
-}
 
 /// The cluster (a `wkctl demo` child) and the tmux server; both stopped on drop.
 struct Guard {

@@ -168,28 +168,44 @@ async fn not_leader(raft: &Raft, known: Option<NodeId>) -> NodeError {
     NodeError::NotLeader { leader_hint }
 }
 
+/// A Raft API error as the caller must see it: a redirect becomes NotLeader (after waiting
+/// briefly for an election), anything else Unavailable, so routing tries again. A stopped group
+/// (hibernated, or dropped by a migration under the request) is retried too: routing again
+/// starts it, or finds its new replicas.
+async fn raft_err<E: std::fmt::Display>(
+    raft: &Raft,
+    e: RaftError<TypeConfig, E>,
+    redirect: impl FnOnce(&E) -> Option<Option<NodeId>>,
+) -> NodeError {
+    match e {
+        RaftError::APIError(api) => match redirect(&api) {
+            Some(leader) => not_leader(raft, leader).await,
+            None => NodeError::Unavailable(api.to_string()),
+        },
+        RaftError::Fatal(f) => NodeError::Unavailable(format!("group stopped: {f}")),
+    }
+}
+
 pub(super) async fn write_err(
     raft: &Raft,
     e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
 ) -> NodeError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(raft, f.leader_id).await,
-        RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
-        // The group stopped (hibernated, or dropped by a migration) under the request:
-        // routing again starts it, or finds its new replicas.
-        RaftError::Fatal(f) => NodeError::Unavailable(format!("group stopped: {f}")),
-    }
+    raft_err(raft, e, |api| match api {
+        ClientWriteError::ForwardToLeader(f) => Some(f.leader_id),
+        _ => None,
+    })
+    .await
 }
 
 pub(super) async fn read_err(
     raft: &Raft,
     e: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>,
 ) -> NodeError {
-    match e {
-        RaftError::APIError(LinearizableReadError::ForwardToLeader(f)) => not_leader(raft, f.leader_id).await,
-        RaftError::APIError(other) => NodeError::Unavailable(other.to_string()),
-        RaftError::Fatal(f) => NodeError::Unavailable(format!("group stopped: {f}")),
-    }
+    raft_err(raft, e, |api| match api {
+        LinearizableReadError::ForwardToLeader(f) => Some(f.leader_id),
+        _ => None,
+    })
+    .await
 }
 
 impl Node {

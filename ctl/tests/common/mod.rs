@@ -1,0 +1,22 @@
+//! Helpers shared by the CLI's integration tests.
+
+use std::net::TcpListener;
+
+/// A base port such that `base..base+n` is free (checked by binding; a race is possible but
+/// unlikely, and the failure would name the port).
+pub fn free_port_run(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if base > 60000 {
+            continue;
+        }
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no run of {n} free ports found");
+}
