@@ -68,6 +68,8 @@ pub struct Inner {
     drill_generation: std::sync::atomic::AtomicU64,
     /// Last node seen leading each group, to route without asking around.
     hints: Mutex<HashMap<GroupId, NodeId>>,
+    /// Channel records read from the local metadata, so a send costs no LMDB read.
+    channel_cache: route::ChannelCache,
     ids: route::IdGen,
     /// A `--seed` node waits here until the cluster admits it.
     joining: AtomicBool,
@@ -152,6 +154,7 @@ impl Node {
             meta: meta.clone(),
             groups: Default::default(),
             hints: Default::default(),
+            channel_cache: Default::default(),
             ids: route::IdGen::new(cfg.node_id),
             joining: AtomicBool::new(false),
             idle_timeout: cfg.channel_idle_timeout,

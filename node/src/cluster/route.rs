@@ -3,6 +3,7 @@
 //! carries its idempotency key and ids fixed before the first attempt.
 
 use openraft::async_runtime::WatchReceiver;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -62,7 +63,53 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Channel records of the local metadata copy, valid while the metadata group's applied index
+/// stays where it was when they were read. Any metadata change empties it: it exists for the
+/// steady state, where every send would otherwise cost an LMDB read off the runtime.
+#[derive(Default)]
+pub(super) struct ChannelCache {
+    /// (applied index the records were read at or after, records). std mutex: a lookup or an
+    /// insert, nothing slow under it.
+    inner: Mutex<(u64, HashMap<ChannelKey, ChannelRecord>)>,
+}
+
+/// Past this many records the cache starts over (it holds the channels in use, not all).
+const CHANNEL_CACHE_MAX: usize = 100_000;
+
+impl ChannelCache {
+    fn get(&self, key: &ChannelKey, applied: u64) -> Option<ChannelRecord> {
+        let mut inner = self.inner.lock().expect("channel cache lock poisoned");
+        if inner.0 != applied {
+            *inner = (applied, HashMap::new());
+            return None;
+        }
+        inner.1.get(key).cloned()
+    }
+
+    /// Remember `rec`, read after the metadata had applied `applied`.
+    fn put(&self, rec: &ChannelRecord, applied: u64) {
+        let mut inner = self.inner.lock().expect("channel cache lock poisoned");
+        if inner.0 != applied {
+            return;
+        }
+        if inner.1.len() >= CHANNEL_CACHE_MAX {
+            inner.1.clear();
+        }
+        inner.1.insert(rec.key.clone(), rec.clone());
+    }
+}
+
 impl Node {
+    /// The metadata group's applied index on this node.
+    fn meta_applied(&self) -> u64 {
+        self.meta
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .as_ref()
+            .map_or(0, |l| l.index)
+    }
+
     /// Serve `rpc` on the leader of group `g`, trying `replicas` until `deadline`.
     pub(super) async fn route(
         &self,
@@ -153,8 +200,13 @@ impl Node {
     /// The channel's record: from the local copy of the metadata, else from the metadata
     /// leader (which creates it first when `create`).
     pub async fn resolve_channel(&self, key: &ChannelKey, create: bool) -> Result<Option<ChannelRecord>> {
+        let applied = self.meta_applied();
+        if let Some(rec) = self.channel_cache.get(key, applied) {
+            return Ok(Some(rec));
+        }
         let k = key.clone();
         if let Some(rec) = self.store.read(move |r| meta::get_channel(r, &k)).await? {
+            self.channel_cache.put(&rec, applied);
             return Ok(Some(rec));
         }
         if create {

@@ -43,6 +43,8 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// Large enough for a snapshot of a big channel, small enough to refuse garbage lengths.
 pub const MAX_FRAME: usize = 512 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Read buffer of a peer connection: room for a burst of small frames.
+const READ_BUFFER: usize = 64 << 10;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Rpc {
@@ -459,7 +461,9 @@ impl Transport {
             }
             Err(_) => return Err(CallError::Unreachable(target, "handshake timed out".into())),
         }
-        let (mut r, w) = stream.into_split();
+        let (r, w) = stream.into_split();
+        // Buffered: one read syscall fetches many frames (a length prefix alone costs one).
+        let mut r = tokio::io::BufReader::with_capacity(READ_BUFFER, r);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(w, rx));
         let conn = Arc::new(Conn {
@@ -539,7 +543,8 @@ impl Transport {
                 return Ok(());
             }
         };
-        let (mut r, w) = stream.into_split();
+        let (r, w) = stream.into_split();
+        let mut r = tokio::io::BufReader::with_capacity(READ_BUFFER, r);
         let mut buf = Vec::new();
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(write_loop(w, rx));

@@ -92,6 +92,14 @@ fn apply_one(
     })
 }
 
+fn answer(responders: Vec<Option<openraft::storage::ApplyResponder<TypeConfig>>>, out: Vec<Response>) {
+    for (responder, response) in responders.into_iter().zip(out) {
+        if let Some(r) = responder {
+            r.send(response);
+        }
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
@@ -147,7 +155,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         }
         let g = self.group;
-        let late = self
+        // Channel clients are answered inside the transaction (module doc), metadata clients
+        // after the commit. The work may run twice (store module doc): the first run that gets
+        // through every entry takes the early responders, so nobody is answered twice.
+        let (mut early, late) = if g == META_GROUP {
+            (None, Some(responders))
+        } else {
+            (Some(responders), None)
+        };
+        let out = self
             .store
             .write(move |w| {
                 let mut state = load_state(w, g)?;
@@ -164,25 +180,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     });
                 }
                 w.put(Table::Sm, &keys::group(g), &encode(&state))?;
-                if g == META_GROUP {
-                    // Metadata is read locally, without a ReadIndex: answer after the commit.
-                    return Ok(Some((responders, out)));
+                if let Some(responders) = early.take() {
+                    answer(responders, out.clone());
                 }
-                // Every write of the batch succeeded: answer now (see the module doc).
-                for (responder, response) in responders.into_iter().zip(out) {
-                    if let Some(r) = responder {
-                        r.send(response);
-                    }
-                }
-                Ok(None)
+                Ok(out)
             })
             .await?;
-        if let Some((responders, out)) = late {
-            for (responder, response) in responders.into_iter().zip(out) {
-                if let Some(r) = responder {
-                    r.send(response);
-                }
-            }
+        if let Some(responders) = late {
+            answer(responders, out);
         }
         Ok(())
     }
@@ -213,7 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 let mut state = load_state(w, g)?;
                 state.last_applied = last_applied;
-                state.membership = membership;
+                state.membership = membership.clone();
                 w.put(Table::Sm, &keys::group(g), &encode(&state))?;
                 Ok(())
             })
