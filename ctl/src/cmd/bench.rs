@@ -443,21 +443,31 @@ async fn learn_leader(admin: &Client, channel: &str, client_ids: &[u64]) -> usiz
 }
 
 /// One client per node (from `/cluster/nodes`, so each is known by its node id), for
-/// `--route leader`. Nodes without an HTTP address are left out.
+/// `--route leader`. A node registers its HTTP address a moment after it starts, so this
+/// waits until every listed node has one.
 async fn node_clients(admin: &Client) -> anyhow::Result<(Vec<Client>, Vec<u64>)> {
-    let nodes = retry("GET /cluster/nodes", Duration::from_secs(30), || admin.nodes()).await?;
+    let nodes = wait_for(
+        "every node's HTTP address in /cluster/nodes",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            admin
+                .nodes()
+                .await
+                .ok()
+                .filter(|n| !n.nodes.is_empty() && n.nodes.iter().all(|x| !x.http_addr.is_empty()))
+        },
+    )
+    .await?;
     let mut clients = Vec::new();
     let mut ids = Vec::new();
-    for n in nodes.nodes.iter().filter(|n| !n.http_addr.is_empty()) {
+    for n in &nodes.nodes {
         clients.push(
             admin
                 .only(&format!("http://{}", n.http_addr))
                 .with_context(|| format!("node {} http address {:?}", n.id, n.http_addr))?,
         );
         ids.push(n.id);
-    }
-    if clients.is_empty() {
-        anyhow::bail!("/cluster/nodes lists no node with an HTTP address");
     }
     Ok((clients, ids))
 }
