@@ -39,7 +39,11 @@ fn bench(args: &[&str]) -> Value {
         .expect("running wkctl bench");
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
-    assert!(out.status.success(), "wkctl bench {args:?} failed: {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "wkctl bench {args:?} failed: {:?}",
+        out.status
+    );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "no JSON report ({e}); stdout:\n{}",
@@ -74,10 +78,7 @@ fn idle_small() {
     ]);
     assert_eq!(r["channels"], 50);
     assert_eq!(r["nodes"].as_array().map(Vec::len), Some(3), "{r}");
-    assert!(
-        r["nodes"][0]["rss_mb"].as_f64().is_some_and(|m| m > 0.0),
-        "{r}"
-    );
+    assert!(r["nodes"][0]["rss_mb"].as_f64().is_some_and(|m| m > 0.0), "{r}");
     assert!(r["first_send"]["max_ms"].as_f64().is_some_and(|m| m > 0.0), "{r}");
 }
 

@@ -529,7 +529,10 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
         }
     };
     if args.route == BenchRoute::Spread {
-        eprintln!("wkctl: route: spread round-robin over {} endpoint(s)", clients.len());
+        eprintln!(
+            "wkctl: route: spread round-robin over {} endpoint(s)",
+            clients.len()
+        );
     }
 
     let start = Instant::now();

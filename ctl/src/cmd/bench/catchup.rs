@@ -93,7 +93,8 @@ async fn inner(global: &GlobalArgs, args: BenchCatchupArgs) -> anyhow::Result<Ou
         args.nodes + 1
     );
     let extra = vec!["--channel-replicas".to_string(), (args.nodes + 1).to_string()];
-    let mut cluster = TempCluster::start_with(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT, extra).await?;
+    let mut cluster =
+        TempCluster::start_with(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT, extra).await?;
     let admin = Client::new(&cluster.endpoints, Duration::from_secs(10))
         .context("local endpoints")?
         .with_token(global.admin_token.clone());
@@ -105,7 +106,10 @@ async fn inner(global: &GlobalArgs, args: BenchCatchupArgs) -> anyhow::Result<Ou
         subscribers: vec![uid.clone()],
         reset: 0,
     };
-    retry("POST /channel", Duration::from_secs(30), || admin.channel_create(&req)).await?;
+    retry("POST /channel", Duration::from_secs(30), || {
+        admin.channel_create(&req)
+    })
+    .await?;
 
     eprintln!("wkctl: registering {} users", args.users);
     let users_load = fill::users(&clients, "u", args.users, args.inflight as usize).await?;
@@ -132,9 +136,12 @@ async fn inner(global: &GlobalArgs, args: BenchCatchupArgs) -> anyhow::Result<Ou
     eprintln!("wkctl: starting a fresh node with --seed 1");
     let (new_id, cluster_addr, endpoint) = cluster.add_seeded(1).await?;
     let new_node = admin.only(&endpoint).context("new node endpoint")?;
-    let joiner = Client::new(std::slice::from_ref(&cluster.endpoints[0]), crate::cmd::scale::JOIN_TIMEOUT)
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let joiner = Client::new(
+        std::slice::from_ref(&cluster.endpoints[0]),
+        crate::cmd::scale::JOIN_TIMEOUT,
+    )
+    .context("local endpoints")?
+    .with_token(global.admin_token.clone());
     let req = JoinReq {
         node_id: new_id,
         cluster_addr,

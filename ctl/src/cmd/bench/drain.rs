@@ -123,7 +123,17 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
         args.channels, args.messages
     );
     fill::channels(&clients, PREFIX, args.channels, uid, inflight).await?;
-    fill::messages_per_channel(&clients, PREFIX, 0, args.channels, args.messages, uid, 100, inflight).await?;
+    fill::messages_per_channel(
+        &clients,
+        PREFIX,
+        0,
+        args.channels,
+        args.messages,
+        uid,
+        100,
+        inflight,
+    )
+    .await?;
 
     eprintln!("wkctl: waiting for every channel to hibernate");
     let deadline = Instant::now() + args.idle_timeout * 3 + Duration::from_secs(120);
@@ -148,7 +158,10 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
         subscribers: vec![uid.to_string()],
         reset: 0,
     };
-    retry("POST /channel", Duration::from_secs(30), || admin.channel_create(&req)).await?;
+    retry("POST /channel", Duration::from_secs(30), || {
+        admin.channel_create(&req)
+    })
+    .await?;
     let stop = Arc::new(AtomicBool::new(false));
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let fg = {
@@ -177,9 +190,12 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
 
     eprintln!("wkctl: starting a 4th node and admitting it");
     let (new_id, cluster_addr, endpoint) = cluster.add_seeded(1).await?;
-    let joiner = Client::new(std::slice::from_ref(&cluster.endpoints[0]), crate::cmd::scale::JOIN_TIMEOUT)
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let joiner = Client::new(
+        std::slice::from_ref(&cluster.endpoints[0]),
+        crate::cmd::scale::JOIN_TIMEOUT,
+    )
+    .context("local endpoints")?
+    .with_token(global.admin_token.clone());
     let joined = joiner
         .join(&JoinReq {
             node_id: new_id,

@@ -131,7 +131,8 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
     eprintln!("wkctl: starting a local {}-node cluster", args.nodes);
     // Long idle timeout: the channels must stay awake through activation and every round.
     let extra = vec!["--channel-idle-timeout".to_string(), "10m".to_string()];
-    let mut cluster = TempCluster::start_with(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT, extra).await?;
+    let mut cluster =
+        TempCluster::start_with(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT, extra).await?;
     let admin = Client::new(&cluster.endpoints, Duration::from_secs(5))
         .context("local endpoints")?
         .with_token(global.admin_token.clone());

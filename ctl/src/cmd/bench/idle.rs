@@ -71,7 +71,11 @@ pub fn idle_text(r: &IdleReport) -> String {
         r.awake_start,
         r.awake_end
     );
-    let mut t = Table::new(&[("node", Align::Right), ("CPU %", Align::Right), ("RSS MB", Align::Right)]);
+    let mut t = Table::new(&[
+        ("node", Align::Right),
+        ("CPU %", Align::Right),
+        ("RSS MB", Align::Right),
+    ]);
     for n in &r.nodes {
         t.row(vec![
             n.node_id.to_string(),
@@ -89,7 +93,8 @@ pub fn idle_text(r: &IdleReport) -> String {
 
 /// CPU ticks (utime + stime) and RSS in KiB of a process, from `/proc`.
 fn proc_usage(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("/proc/{pid}/stat"))?;
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces; the fields after it are plain numbers.
     let rest = stat
         .rsplit_once(')')
@@ -104,8 +109,8 @@ fn proc_usage(pid: u32) -> anyhow::Result<(u64, u64)> {
             .context("unexpected /proc/<pid>/stat")
     };
     let ticks = tick(11)? + tick(12)?;
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("/proc/{pid}/status"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("/proc/{pid}/status"))?;
     let rss_kb = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -147,7 +152,8 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
         args.nodes
     );
     let extra = vec!["--channel-idle-timeout".to_string(), timeout];
-    let cluster = TempCluster::start_with(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT, extra).await?;
+    let cluster =
+        TempCluster::start_with(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT, extra).await?;
     let admin = Client::new(&cluster.endpoints, Duration::from_secs(10))
         .context("local endpoints")?
         .with_token(global.admin_token.clone());
@@ -157,7 +163,10 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
 
     eprintln!("wkctl: creating {} channels", args.channels);
     let create = fill::channels(&clients, PREFIX, args.channels, uid, inflight).await?;
-    eprintln!("wkctl: waking {} sample channels, then {} active ones", args.samples, args.active);
+    eprintln!(
+        "wkctl: waking {} sample channels, then {} active ones",
+        args.samples, args.active
+    );
     fill::messages_per_channel(&clients, PREFIX, args.active, args.samples, 1, uid, 16, 16).await?;
     let activate = fill::messages_per_channel(&clients, PREFIX, 0, args.active, 1, uid, 16, 16).await?;
 
@@ -191,10 +200,16 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
         "wkctl: at rest for {} ({awake_start} groups awake)",
         humantime::format_duration(args.window)
     );
-    let before: Vec<(u64, u64)> = pids.iter().map(|(_, pid)| proc_usage(*pid)).collect::<anyhow::Result<_>>()?;
+    let before: Vec<(u64, u64)> = pids
+        .iter()
+        .map(|(_, pid)| proc_usage(*pid))
+        .collect::<anyhow::Result<_>>()?;
     let t = Instant::now();
     tokio::time::sleep(args.window).await;
-    let after: Vec<(u64, u64)> = pids.iter().map(|(_, pid)| proc_usage(*pid)).collect::<anyhow::Result<_>>()?;
+    let after: Vec<(u64, u64)> = pids
+        .iter()
+        .map(|(_, pid)| proc_usage(*pid))
+        .collect::<anyhow::Result<_>>()?;
     let window = t.elapsed().as_secs_f64();
     let awake_end = awake(&admin).await;
     let hz = clock_ticks_per_s();

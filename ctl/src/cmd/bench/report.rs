@@ -89,9 +89,9 @@ impl Inputs {
     }
 
     fn peer(&self, sys: &str, phase: &str, mode: Option<&str>) -> Option<&Value> {
-        self.peer_results.iter().find(|r| {
-            r["sys"] == sys && r["phase"] == phase && mode.is_none_or(|m| r["mode"] == m)
-        })
+        self.peer_results
+            .iter()
+            .find(|r| r["sys"] == sys && r["phase"] == phase && mode.is_none_or(|m| r["mode"] == m))
     }
 
     fn peer_window_median(&self, sys: &str) -> Option<f64> {
@@ -191,7 +191,13 @@ pub fn markdown(i: &Inputs) -> String {
     );
     let nodes = i.idle["nodes"].as_array().cloned().unwrap_or_default();
     let worst = |k: &str| nodes.iter().filter_map(|n| num(&n[k])).reduce(f64::max);
-    row("idle: CPU % of a core, worst node", worst("cpu_pct"), None, None, 2);
+    row(
+        "idle: CPU % of a core, worst node",
+        worst("cpu_pct"),
+        None,
+        None,
+        2,
+    );
     row("idle: RSS MB, worst node", worst("rss_mb"), None, None, 0);
     row(
         "idle: first send to a hibernated channel p99 ms",
@@ -242,7 +248,9 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| 64 in flight: p99 ms (lower is better) | 40.000 | 10.000 | 4.000 | 4.00 | 10.00 |"),
+            md.contains(
+                "| 64 in flight: p99 ms (lower is better) | 40.000 | 10.000 | 4.000 | 4.00 | 10.00 |"
+            ),
             "{md}"
         );
         assert!(
@@ -253,6 +261,9 @@ mod tests {
             md.contains("| fresh node holds the channel, s (lower is better) | 0.50 | 1.00 | - | 0.50 | - |"),
             "{md}"
         );
-        assert!(md.contains("| one at a time: ops/s (higher is better) | - | - | - | - | - |"), "{md}");
+        assert!(
+            md.contains("| one at a time: ops/s (higher is better) | - | - | - | - | - |"),
+            "{md}"
+        );
     }
 }
