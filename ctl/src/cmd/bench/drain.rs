@@ -108,7 +108,8 @@ fn phase(samples: &[Sample], from: Instant, to: Instant) -> Foreground {
 }
 
 async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outcome> {
-    let timeout = humantime::format_duration(args.idle_timeout).to_string();
+    // In milliseconds: the node parses one number and one unit.
+    let timeout = format!("{}ms", args.idle_timeout.as_millis());
     eprintln!("wkctl: starting a local 3-node cluster (--channel-idle-timeout {timeout})");
     let extra = vec!["--channel-idle-timeout".to_string(), timeout];
     let mut cluster = TempCluster::start_with(args.wknode.as_deref(), 3, super::READY_TIMEOUT, extra).await?;

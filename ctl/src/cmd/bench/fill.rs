@@ -179,7 +179,7 @@ pub async fn fill_channel(
     let (channel, uid, tag) = (channel.to_string(), uid.to_string(), crate::cmd::probe::run_tag());
     let payloads = Arc::new(payload_pool(size));
     let batches = n.div_ceil(FILL_BATCH);
-    for_each("messages", clients, batches, inflight, move |c, b| {
+    for_each("message batches", clients, batches, inflight, move |c, b| {
         let req = SendBatchReq {
             messages: (b * FILL_BATCH..((b + 1) * FILL_BATCH).min(n))
                 .map(|k| {

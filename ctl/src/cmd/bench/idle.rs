@@ -146,7 +146,8 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
     if args.active + args.samples > args.channels {
         bail!("--channels must be at least --active + --samples");
     }
-    let timeout = humantime::format_duration(args.idle_timeout).to_string();
+    // In milliseconds: the node parses one number and one unit.
+    let timeout = format!("{}ms", args.idle_timeout.as_millis());
     eprintln!(
         "wkctl: starting a local {}-node cluster (--channel-idle-timeout {timeout})",
         args.nodes
