@@ -4,13 +4,28 @@
 demo *ARGS:
     cargo build --release --workspace && ./target/release/wkctl demo {{ARGS}}
 
-# Benchmarks (issue 7), each on a fresh local cluster: 64 in flight over 64 channels, one at a
-# time, then 3 leader kills. Extra ARGS go to every run (e.g. `just bench --output json`).
-bench *ARGS:
+# Every benchmark of issue 7, each on a fresh local cluster (release build): JSON results go to
+# OUT, then one table. `idle` creates 100,000 channels and takes minutes.
+bench OUT="target/bench":
     cargo build --release --workspace
-    ./target/release/wkctl bench send --local --inflight 64 --channels 64 --size 100 --duration 10s {{ARGS}}
-    ./target/release/wkctl bench send --local --mode seq --channels 64 --size 100 --duration 10s {{ARGS}}
-    ./target/release/wkctl bench failover --rounds 3 {{ARGS}}
+    mkdir -p {{OUT}}
+    ./target/release/wkctl --output json bench send --local --inflight 64 --channels 64 --size 100 --duration 10s > {{OUT}}/send-conc.json
+    ./target/release/wkctl --output json bench send --local --mode seq --channels 64 --size 100 --duration 10s > {{OUT}}/send-seq.json
+    ./target/release/wkctl --output json bench failover --rounds 3 > {{OUT}}/failover.json
+    ./target/release/wkctl --output json bench failover --active 1000 --rounds 1 > {{OUT}}/failover-active.json
+    ./target/release/wkctl --output json bench catchup --messages 50000 --users 50000 > {{OUT}}/catchup.json
+    ./target/release/wkctl --output json bench drain --channels 1000 --messages 20 > {{OUT}}/drain.json
+    ./target/release/wkctl --output json bench idle --channels 100000 --active 1000 > {{OUT}}/idle.json
+    ./target/release/wkctl bench report {{OUT}}
+
+# The peers (etcd 3.4, NATS 2.9: ../shared/peers, installed from Debian packages when missing),
+# then `just bench`, then one table with ours / etcd / NATS and the ratios.
+bench-peers OUT="target/bench":
+    command -v etcd >/dev/null && command -v nats-server >/dev/null && command -v protoc >/dev/null || apt-get install -y etcd-server etcd-client nats-server jq curl protobuf-compiler
+    mkdir -p {{OUT}}/peers
+    PEERS_OUT="$(pwd)/{{OUT}}/peers" ../shared/peers/run-all.sh
+    just bench {{OUT}}
+    ./target/release/wkctl bench report {{OUT}} --peers "$(ls -d {{OUT}}/peers/*/ | tail -1)"
 
 # Run the whole test suite (what CI runs)
 test:

@@ -258,6 +258,127 @@ pub enum BenchCommand {
     /// Always runs its own local cluster (temporary directory, free ports). Exits 1 when an
     /// acknowledged message is lost, duplicated or moved, or the replicas do not converge.
     Failover(BenchFailoverArgs),
+    /// How long a fresh node needs to hold the metadata and a filled channel.
+    ///
+    /// Runs its own local cluster: registers `--users` users, sends `--messages` messages to
+    /// one channel, starts an empty node with `--seed`, admits it with `POST /cluster/join`,
+    /// and times (from that request) until the new node has applied the whole metadata log
+    /// and until its replica of the channel holds the last message.
+    Catchup(BenchCatchupArgs),
+    /// The cost of many channels at rest: CPU% and RSS per node with `--active` channel
+    /// groups awake and the rest hibernated, and the latency of the first send to a
+    /// hibernated channel.
+    ///
+    /// Runs its own local cluster with a short `--channel-idle-timeout`. Creating 100,000
+    /// channels takes minutes on a 2-core machine (metadata writes); use a smaller
+    /// `--channels` for a quick look.
+    Idle(BenchIdleArgs),
+    /// Backlog drain after a scale-out: channels/s moved to the new node, and the p99 of a
+    /// foreground one-at-a-time sender before and during the drain.
+    ///
+    /// Runs its own local cluster: creates `--channels` channels with `--messages` each, lets
+    /// them hibernate, joins a 4th node (the hibernated channels whose placement now includes
+    /// it form the sync backlog), then drains the backlog at full speed.
+    Drain(BenchDrainArgs),
+    /// Compares our bench JSON with the peer harness's run (etcd, NATS) in one markdown table.
+    ///
+    /// Reads `<ours>/{send-conc,send-seq,failover,catchup}.json` (what `just bench-peers`
+    /// writes) and the peers' `results.jsonl` and `failover.json`.
+    Report(BenchReportArgs),
+}
+
+/// How `wkctl bench send` picks the node for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchRoute {
+    /// To the channel's leader (learned from `/cluster/channels/{id}/{type}/config`,
+    /// refreshed after a failed request), as the peer harness does for etcd and NATS.
+    Leader,
+    /// Round-robin over the endpoints; every node forwards to the channel leader.
+    Spread,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCatchupArgs {
+    /// Messages in the one filled channel.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub messages: u64,
+    /// Users registered in the metadata (`/user/token`).
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub users: u64,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub size: u32,
+    /// Requests in flight while loading users.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub inflight: u64,
+    /// Nodes before the fresh one joins.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub nodes: u64,
+    /// The `wknode` binary; by default the one next to `wkctl`, else on PATH.
+    #[arg(long, env = "WK_WKNODE")]
+    pub wknode: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchIdleArgs {
+    /// Group channels to create.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub channels: u64,
+    /// Channels kept awake (one message each, touched again before the window).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub active: u64,
+    /// Hibernated channels that get a timed first send after the window.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub samples: u64,
+    /// The nodes' `--channel-idle-timeout`: must exceed `--window` plus the activation time.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// How long CPU and RSS are sampled at rest.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub window: Duration,
+    /// Requests in flight while creating channels.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub inflight: u64,
+    /// Cluster size.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub nodes: u64,
+    /// The `wknode` binary; by default the one next to `wkctl`, else on PATH.
+    #[arg(long, env = "WK_WKNODE")]
+    pub wknode: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDrainArgs {
+    /// Channels created before the scale-out (about 3/4 of them end up in the backlog).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub channels: u64,
+    /// Messages per channel.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub messages: u64,
+    /// The nodes' `--channel-idle-timeout` (the channels must hibernate before the join).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Foreground measurement before the drain starts.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub before: Duration,
+    /// Drain rate asked for, channels/s (the node's own limit applies too).
+    #[arg(long, default_value_t = 100_000.0)]
+    pub rate: f64,
+    /// Requests in flight while creating and filling channels.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub inflight: u64,
+    /// The `wknode` binary; by default the one next to `wkctl`, else on PATH.
+    #[arg(long, env = "WK_WKNODE")]
+    pub wknode: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReportArgs {
+    /// Directory with our bench JSON files.
+    pub ours: PathBuf,
+    /// A `run-all.sh` output directory (with `results.jsonl`, `failover.json`).
+    #[arg(long)]
+    pub peers: Option<PathBuf>,
 }
 
 /// How many requests `wkctl bench send` keeps in flight.
@@ -298,6 +419,9 @@ pub struct BenchSendArgs {
     /// Sender uid (also the channels' subscriber).
     #[arg(long = "from", default_value = "bench")]
     pub from_uid: String,
+    /// Which node each request goes to.
+    #[arg(long, value_enum, default_value_t = BenchRoute::Leader)]
+    pub route: BenchRoute,
     /// Start a fresh local cluster (temporary directory, free ports) instead of `--endpoint`.
     #[arg(long)]
     pub local: bool,
@@ -332,6 +456,10 @@ pub struct BenchFailoverArgs {
     /// Payload bytes per message.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub size: u32,
+    /// Instead of the writer: wake this many channels, kill the node leading the most of them
+    /// each round, and time until every one it led has a new leader (max and p99).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub active: Option<u64>,
     /// The `wknode` binary; by default the one next to `wkctl`, else on PATH.
     #[arg(long, env = "WK_WKNODE")]
     pub wknode: Option<PathBuf>,

@@ -1,9 +1,12 @@
 //! `wkctl bench send|failover`: the project's own load generator (issue 7).
 //!
 //! - `send` measures durable-write throughput and latency: every acknowledgement it counts
-//!   came after the node's quorum fsync. Requests go round-robin over the endpoints (any node
-//!   forwards to the channel leader) on reqwest's keep-alive pool, each with a unique
-//!   client_msg_no. Latencies go into an HDR histogram in microseconds; only requests *started*
+//!   came after the node's quorum fsync. By default (`--route leader`) each channel's requests
+//!   go to that channel's leader, as the peer harness's clients do for etcd and NATS: the
+//!   leaders are learned from `/cluster/channels/{id}/{type}/config` before the run and
+//!   relearned for a channel after a failed request. `--route spread` sends round-robin over
+//!   the endpoints instead (the receiving node forwards to the leader). Requests share
+//!   reqwest's keep-alive pool, each with a unique client_msg_no. Latencies go into an HDR histogram in microseconds; only requests *started*
 //!   after the warm-up count, and ops/s divides by the time from the end of the warm-up to the
 //!   last counted completion.
 //! - `failover` owns a throwaway local cluster (`cmd::local::TempCluster`). A single writer
@@ -12,12 +15,22 @@
 //!   consecutive acknowledgements from 1 s before the kill until the writer is paused for the
 //!   convergence check, the peer harness's definition (`shared/peers/summarize.py`).
 //!
+//! - `catchup`, `idle`, `drain` and `failover --active` (submodules) measure scale-out and
+//!   many-channel costs; `report` puts our JSON next to the peers' (`report`).
+//!
 //! Children are spawned and restarted only from the future `main` blocks on (the main thread),
 //! as `cmd::local` requires; the writer and the load workers are tokio tasks that do HTTP only.
 
+pub mod catchup;
+pub mod drain;
+mod failover_active;
+mod fill;
+pub mod idle;
+pub mod report;
+
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -31,7 +44,7 @@ use super::probe::{
     run_tag, verify, wait_for,
 };
 use crate::Outcome;
-use crate::cli::{BenchFailoverArgs, BenchMode, BenchSendArgs, GlobalArgs, OutputFormat};
+use crate::cli::{BenchFailoverArgs, BenchMode, BenchRoute, BenchSendArgs, GlobalArgs, OutputFormat};
 use crate::output::{self, Align, Table};
 
 /// How long a local cluster may take to print its ready lines.
@@ -100,6 +113,7 @@ pub fn send_json(r: &SendReport) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendParams {
     pub endpoints: usize,
+    pub route: BenchRoute,
     pub inflight: u32,
     pub channels: u32,
     pub size: u32,
@@ -110,8 +124,12 @@ pub struct SendParams {
 /// The text report: one header line and a short table.
 pub fn send_text(p: &SendParams, r: &SendReport) -> String {
     let batch = p.batch.map(|n| format!(", sendbatch x{n}")).unwrap_or_default();
+    let route = match p.route {
+        BenchRoute::Leader => "to each channel's leader",
+        BenchRoute::Spread => "spread round-robin",
+    };
     let mut s = format!(
-        "bench send: {} in flight, {} channel(s), {} B payloads{batch}, {} endpoint(s), {}\n\n",
+        "bench send: {} in flight, {} channel(s), {} B payloads{batch}, {} endpoint(s) {route}, {}\n\n",
         p.inflight,
         p.channels,
         p.size,
@@ -293,6 +311,13 @@ pub fn failover_text(r: &FailoverReport) -> String {
 /// Fixed inputs of one `send` run, shared by the workers.
 struct Load {
     clients: Vec<Client>,
+    /// With `--route leader`: per channel, the index in `clients` of its leader as last
+    /// learned (`usize::MAX`: unknown, fall back to round-robin).
+    leaders: Option<Vec<AtomicUsize>>,
+    /// The node id behind each of `clients`, to map a learned leader to a client.
+    client_ids: Vec<u64>,
+    /// Any-node client for relearning leaders.
+    admin: Client,
     channels: Vec<String>,
     payloads: Vec<String>,
     uid: String,
@@ -347,7 +372,16 @@ async fn worker(load: Arc<Load>) -> WorkerStats {
             break;
         }
         let n = load.next.fetch_add(1, Ordering::Relaxed);
-        let client = &load.clients[(n % load.clients.len() as u64) as usize];
+        let channel = (n % load.channels.len() as u64) as usize;
+        let spread = (n % load.clients.len() as u64) as usize;
+        let pick = match &load.leaders {
+            Some(l) => match l[channel].load(Ordering::Relaxed) {
+                usize::MAX => spread,
+                i => i,
+            },
+            None => spread,
+        };
+        let client = &load.clients[pick];
         let (ok, failed, err) = match load.batch {
             None => match client.send(&load.message(n, 0)).await {
                 Ok(_) => (1, 0, None),
@@ -378,6 +412,13 @@ async fn worker(load: Arc<Load>) -> WorkerStats {
             load.acked.fetch_add(ok, Ordering::Relaxed);
         }
         if let Some(e) = err {
+            if let Some(l) = &load.leaders {
+                // The leader may have moved: relearn this channel's.
+                l[channel].store(
+                    learn_leader(&load.admin, &load.channels[channel], &load.client_ids).await,
+                    Ordering::Relaxed,
+                );
+            }
             if st.first_error.is_none() {
                 st.first_error = Some(e.to_string());
             }
@@ -388,6 +429,47 @@ async fn worker(load: Arc<Load>) -> WorkerStats {
         }
     }
     st
+}
+
+/// The index in `client_ids` of `channel`'s current leader, `usize::MAX` when unknown.
+async fn learn_leader(admin: &Client, channel: &str, client_ids: &[u64]) -> usize {
+    admin
+        .channel_config(channel, CHANNEL_TYPE_GROUP)
+        .await
+        .ok()
+        .and_then(|c| c.leader)
+        .and_then(|id| client_ids.iter().position(|c| *c == id))
+        .unwrap_or(usize::MAX)
+}
+
+/// One client per node (from `/cluster/nodes`, so each is known by its node id), for
+/// `--route leader`. A node registers its HTTP address a moment after it starts, so this
+/// waits until every listed node has one.
+async fn node_clients(admin: &Client) -> anyhow::Result<(Vec<Client>, Vec<u64>)> {
+    let nodes = wait_for(
+        "every node's HTTP address in /cluster/nodes",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            admin
+                .nodes()
+                .await
+                .ok()
+                .filter(|n| !n.nodes.is_empty() && n.nodes.iter().all(|x| !x.http_addr.is_empty()))
+        },
+    )
+    .await?;
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for n in &nodes.nodes {
+        clients.push(
+            admin
+                .only(&format!("http://{}", n.http_addr))
+                .with_context(|| format!("node {} http address {:?}", n.id, n.http_addr))?,
+        );
+        ids.push(n.id);
+    }
+    Ok((clients, ids))
 }
 
 pub async fn send(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<Outcome> {
@@ -410,7 +492,6 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
         super::client(global)?
     }
     .with_token(global.admin_token.clone());
-    let clients = per_endpoint(&client)?;
     let inflight = match args.mode {
         BenchMode::Seq => 1,
         BenchMode::Concurrent => args.inflight,
@@ -422,9 +503,44 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
         .collect();
     create_channels(&client, &ids, &args.from_uid).await?;
 
+    let (clients, client_ids, leaders) = match args.route {
+        BenchRoute::Spread => (per_endpoint(&client)?, Vec::new(), None),
+        BenchRoute::Leader => {
+            let (clients, client_ids) = node_clients(&client).await?;
+            // One warm-up message per channel starts its group and elects its leader, so
+            // the leaders can be learned before the run.
+            let payload = payload_pool(args.size).swap_remove(0);
+            let tag = run_tag();
+            let mut leaders = Vec::new();
+            for id in &ids {
+                let msg = fill::message(&args.from_uid, id, format!("{tag}-warm-{id}"), &payload);
+                retry("warm-up send", Duration::from_secs(30), || client.send(&msg)).await?;
+                leaders.push(AtomicUsize::new(learn_leader(&client, id, &client_ids).await));
+            }
+            let known = leaders
+                .iter()
+                .filter(|l| l.load(Ordering::Relaxed) != usize::MAX)
+                .count();
+            eprintln!(
+                "wkctl: route: to each channel's leader ({known} of {} leaders known)",
+                ids.len()
+            );
+            (clients, client_ids, Some(leaders))
+        }
+    };
+    if args.route == BenchRoute::Spread {
+        eprintln!(
+            "wkctl: route: spread round-robin over {} endpoint(s)",
+            clients.len()
+        );
+    }
+
     let start = Instant::now();
     let load = Arc::new(Load {
         clients,
+        leaders,
+        client_ids,
+        admin: client.clone(),
         channels: (0..args.channels)
             .map(|i| format!("{}{i}", args.prefix))
             .collect(),
@@ -509,6 +625,7 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
         OutputFormat::Text => {
             let params = SendParams {
                 endpoints: load.clients.len(),
+                route: args.route,
                 inflight,
                 channels: args.channels,
                 size: args.size,
@@ -529,6 +646,9 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
 // bench failover
 
 pub async fn failover(global: &GlobalArgs, args: BenchFailoverArgs) -> anyhow::Result<Outcome> {
+    if let Some(active) = args.active {
+        return failover_active::run(global, args, active).await;
+    }
     tokio::select! {
         r = failover_inner(global, args) => r,
         e = interrupted() => Err(e),
@@ -782,6 +902,7 @@ mod tests {
     fn send_text_table() {
         let p = SendParams {
             endpoints: 3,
+            route: BenchRoute::Spread,
             inflight: 64,
             channels: 64,
             size: 100,
@@ -802,7 +923,7 @@ mod tests {
         };
         assert_eq!(
             send_text(&p, &r),
-            "bench send: 64 in flight, 64 channel(s), 100 B payloads, 3 endpoint(s), 10s\n\n\
+            "bench send: 64 in flight, 64 channel(s), 100 B payloads, 3 endpoint(s) spread round-robin, 10s\n\n\
              \x20  ops  ops/s  errors  p50 ms  p90 ms  p99 ms  p99.9 ms  max ms\n\
              123456  12346       2   4.500   6.000   9.250    15.000  20.125\n"
         );

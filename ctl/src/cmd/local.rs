@@ -128,7 +128,7 @@ pub fn log_tail(path: &Path, n: usize) -> String {
     }
 }
 
-/// Waits for the ready line `Nodes::spawn` delivers; on failure the error carries the tail of
+/// Waits for the ready line `Nodes::spawn_args` delivers; on failure the error carries the tail of
 /// the node's log.
 pub async fn wait_ready(
     plan: &NodePlan,
@@ -167,19 +167,10 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Starts one node; its stderr goes to its log file, its first stdout line (the ready line)
-    /// is delivered on the returned channel, later stdout lines are appended to the log.
-    pub fn spawn(
-        &mut self,
-        bin: &Path,
-        plan: &NodePlan,
-        init_nodes: &str,
-    ) -> anyhow::Result<oneshot::Receiver<anyhow::Result<Ready>>> {
-        self.spawn_args(bin, plan, &["--init-nodes".to_string(), init_nodes.to_string()])
-    }
-
-    /// Like `spawn`, with `args` after the id, data dir and addresses instead of
-    /// `--init-nodes` (e.g. `--seed 1@...`, `--allow-drills`).
+    /// Starts one node with `args` after its id, data dir and addresses (`--init-nodes ...`,
+    /// or `--seed 1@...`, `--allow-drills`); its stderr goes to its log file, its first stdout
+    /// line (the ready line) is delivered on the returned channel, later stdout lines are
+    /// appended to the log.
     pub fn spawn_args(
         &mut self,
         bin: &Path,
@@ -393,6 +384,9 @@ pub struct TempCluster {
     pub plan: Vec<NodePlan>,
     /// `--init-nodes` for restarts.
     pub init: String,
+    /// Flags every node of this cluster gets (e.g. `--channel-idle-timeout 2s`), restarts and
+    /// nodes added later included.
+    pub extra: Vec<String>,
     /// `http://127.0.0.1:<port>` per node, in node-id order.
     pub endpoints: Vec<String>,
     pub ready_timeout: Duration,
@@ -407,6 +401,16 @@ impl TempCluster {
         n: u64,
         ready_timeout: Duration,
     ) -> anyhow::Result<TempCluster> {
+        TempCluster::start_with(wknode, n, ready_timeout, Vec::new()).await
+    }
+
+    /// Like `start`, with `extra` flags for every node.
+    pub async fn start_with(
+        wknode: Option<&Path>,
+        n: u64,
+        ready_timeout: Duration,
+        extra: Vec<String>,
+    ) -> anyhow::Result<TempCluster> {
         let bin = find_wknode(wknode)?;
         let dir = tempfile::Builder::new()
             .prefix("wkctl-bench-")
@@ -417,7 +421,7 @@ impl TempCluster {
         let mut nodes = Nodes::default();
         let mut waiting = Vec::new();
         for p in &plan {
-            waiting.push((p, nodes.spawn(&bin, p, &init)?));
+            waiting.push((p, nodes.spawn_args(&bin, p, &node_args(&init, &extra))?));
         }
         let mut endpoints = Vec::new();
         for (p, rx) in waiting {
@@ -429,6 +433,7 @@ impl TempCluster {
             bin,
             plan,
             init,
+            extra,
             endpoints,
             ready_timeout,
             _dir: dir,
@@ -448,9 +453,50 @@ impl TempCluster {
             .find(|p| p.id == id)
             .with_context(|| format!("no node {id} in this cluster"))?
             .clone();
-        let rx = self.nodes.spawn(&self.bin, &plan, &self.init)?;
+        let rx = self
+            .nodes
+            .spawn_args(&self.bin, &plan, &node_args(&self.init, &self.extra))?;
         wait_ready(&plan, rx, self.ready_timeout).await?;
         Ok(())
+    }
+
+    /// Starts a fresh, empty node (the next id, free ports) with `--seed` naming node `seed`;
+    /// it waits in state `joining` until someone calls `POST /cluster/join` for it. Returns
+    /// its id, cluster address and endpoint; the endpoint is also appended to `endpoints`.
+    pub async fn add_seeded(&mut self, seed: u64) -> anyhow::Result<(u64, String, String)> {
+        let seed_port = self
+            .plan
+            .iter()
+            .find(|p| p.id == seed)
+            .with_context(|| format!("no node {seed} in this cluster"))?
+            .cluster_port;
+        let id = self.plan.iter().map(|p| p.id).max().unwrap_or(0) + 1;
+        let dir = self
+            .plan
+            .first()
+            .and_then(|p| p.dir.parent())
+            .context("the cluster has no data directory")?
+            .to_path_buf();
+        let mut plan = plan_free_ports(1, &dir)?.remove(0);
+        plan.id = id;
+        plan.dir = dir.join(id.to_string());
+        let mut args = vec!["--seed".to_string(), format!("{seed}@127.0.0.1:{seed_port}")];
+        args.extend(self.extra.iter().cloned());
+        let rx = self.nodes.spawn_args(&self.bin, &plan, &args)?;
+        let ready = wait_ready(&plan, rx, self.ready_timeout).await?;
+        let endpoint = format!("http://{}", ready.http_addr);
+        self.endpoints.push(endpoint.clone());
+        self.plan.push(plan);
+        Ok((id, ready.cluster_addr, endpoint))
+    }
+
+    /// The process id of running node `id`, for reading its `/proc` entries.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes
+            .procs
+            .iter()
+            .find(|p| p.plan.id == id && p.exited.is_none())
+            .map(|p| p.child.id())
     }
 
     /// For each node that exited unexpectedly since the last call: a notice with the tail of
@@ -477,6 +523,13 @@ impl TempCluster {
         let i = self.plan.iter().position(|p| p.id == id)?;
         self.endpoints.get(i).map(String::as_str)
     }
+}
+
+/// `--init-nodes INIT` followed by `extra`.
+fn node_args(init: &str, extra: &[String]) -> Vec<String> {
+    let mut args = vec!["--init-nodes".to_string(), init.to_string()];
+    args.extend(extra.iter().cloned());
+    args
 }
 
 #[cfg(test)]

@@ -53,6 +53,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Message(MessageCommand::Sync(args)) => message::sync(global, args).await,
         Command::Bench(BenchCommand::Send(args)) => bench::send(global, args).await,
         Command::Bench(BenchCommand::Failover(args)) => bench::failover(global, args).await,
+        Command::Bench(BenchCommand::Catchup(args)) => bench::catchup::run(global, args).await,
+        Command::Bench(BenchCommand::Idle(args)) => bench::idle::run(global, args).await,
+        Command::Bench(BenchCommand::Drain(args)) => bench::drain::run(global, args).await,
+        Command::Bench(BenchCommand::Report(args)) => bench::report::run(global, args),
         Command::Drill(cmd) => drill::run(global, cmd).await,
         Command::Completions { shell } => completions::run(shell),
     }

@@ -1,0 +1,101 @@
+//! Smoke tests of the scale benches at tiny sizes: each runs `wkctl bench ... --output json`
+//! on its own local cluster of real `wknode` processes (found next to `wkctl`) and checks that
+//! the report decodes and says the work was done. No timing is asserted: figures go to
+//! docs/PERFORMANCE.md, never into a pass/fail test.
+//!
+//! One bench at a time (a process-wide lock): clusters in parallel starve a 2-core machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn wknode_bin() -> PathBuf {
+    let p = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
+        p.display()
+    );
+    p
+}
+
+/// Runs `wkctl --output json bench ARGS` and returns its report.
+fn bench(args: &[&str]) -> Value {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    eprintln!("--- wkctl bench {}", args.join(" "));
+    let out = Command::new(WKCTL)
+        .args(["--output", "json", "bench"])
+        .args(args)
+        .env("WK_WKNODE", wknode_bin())
+        .env_remove("WK_ENDPOINT")
+        .env_remove("WK_ADMIN_TOKEN")
+        .output()
+        .expect("running wkctl bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "wkctl bench {args:?} failed: {:?}",
+        out.status
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stdout:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn catchup_small() {
+    let r = bench(&["catchup", "--users", "200", "--messages", "200"]);
+    assert_eq!(r["users"], 200);
+    assert_eq!(r["messages"], 200);
+    assert!(r["metadata_s"].as_f64().is_some_and(|s| s > 0.0), "{r}");
+    assert!(r["channel_s"].as_f64().is_some_and(|s| s > 0.0), "{r}");
+}
+
+#[test]
+fn idle_small() {
+    let r = bench(&[
+        "idle",
+        "--channels",
+        "50",
+        "--active",
+        "10",
+        "--samples",
+        "5",
+        "--idle-timeout",
+        "2s",
+        "--window",
+        "1s",
+    ]);
+    assert_eq!(r["channels"], 50);
+    assert_eq!(r["nodes"].as_array().map(Vec::len), Some(3), "{r}");
+    assert!(r["nodes"][0]["rss_mb"].as_f64().is_some_and(|m| m > 0.0), "{r}");
+    assert!(r["first_send"]["max_ms"].as_f64().is_some_and(|m| m > 0.0), "{r}");
+}
+
+#[test]
+fn send_routes_to_leaders() {
+    let r = bench(&[
+        "send",
+        "--local",
+        "--channels",
+        "4",
+        "--inflight",
+        "4",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0s",
+    ]);
+    assert!(r["ops"].as_u64().is_some_and(|n| n > 0), "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+}
