@@ -13,6 +13,7 @@ mod message;
 mod node;
 mod probe;
 mod scale;
+mod snapshot;
 mod top;
 
 use anyhow::Context;
@@ -21,7 +22,7 @@ use wk_api::Client;
 use crate::Outcome;
 use crate::cli::{
     BacklogCommand, BenchCommand, ChannelCommand, Cli, ClusterCommand, Command, GlobalArgs, MessageCommand,
-    NodeCommand,
+    NodeCommand, SnapshotCommand,
 };
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -54,6 +55,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(BenchCommand::Send(args)) => bench::send(global, args).await,
         Command::Bench(BenchCommand::Failover(args)) => bench::failover(global, args).await,
         Command::Drill(cmd) => drill::run(global, cmd).await,
+        Command::Snapshot(SnapshotCommand::Save { file }) => snapshot::save(global, &file).await,
+        Command::Snapshot(SnapshotCommand::Status { file }) => snapshot::status(global, &file),
+        Command::Snapshot(SnapshotCommand::Restore(args)) => snapshot::restore(args),
         Command::Completions { shell } => completions::run(shell),
     }
 }

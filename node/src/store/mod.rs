@@ -14,6 +14,7 @@
 pub mod keys;
 #[cfg(test)]
 pub mod mem;
+mod scan;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -249,6 +250,7 @@ impl KvRead for WriteTxn<'_, '_> {
 
 impl KvWrite for WriteTxn<'_, '_> {
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        crate::stats::STORE.put(value.len());
         Ok(self.dbs.of(t).put(self.txn, key, value)?)
     }
     fn delete(&mut self, t: Table, key: &[u8]) -> Result<()> {
@@ -451,8 +453,10 @@ fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Box<dyn Op>>) {
                     nested.abort();
                 }
             }
-            wtxn.commit()?;
-            Ok(())
+            let started = std::time::Instant::now();
+            let committed = wtxn.commit();
+            crate::stats::STORE.commit(started.elapsed(), batch.len(), committed.is_ok());
+            Ok(committed?)
         })();
         if let Err(e) = &result {
             tracing::error!(error = %e, "write transaction failed");
