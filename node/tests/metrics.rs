@@ -188,9 +188,11 @@ async fn scrape(http: &reqwest::Client, node: &common::Node) -> Scrape {
     let mut bucket_sets = BTreeSet::new();
     for l in text.lines().filter(|l| !l.starts_with('#')) {
         let series = l.rsplit_once(' ').map(|(s, _)| s).unwrap_or(l);
-        if series.split('{').next().is_some_and(|n| n.ends_with("_bucket")) {
-            let without_le: Vec<&str> = series.split(',').filter(|p| !p.starts_with("le=")).collect();
-            bucket_sets.insert(without_le.join(","));
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        if name.ends_with("_bucket") {
+            let labels = labels.trim_end_matches('}');
+            let without_le: Vec<&str> = labels.split(',').filter(|p| !p.starts_with("le=")).collect();
+            bucket_sets.insert(format!("{name}{{{}}}", without_le.join(",")));
         } else {
             expected += 1;
         }
