@@ -691,7 +691,33 @@ fn snapshot_save_and_restore() {
         reset: 0,
     };
     rt.block_on(client.channel_create(&subs)).expect("channel");
-    let ids = write_messages(&client, "snap-", 4, 75);
+    // One batch per channel (one Raft entry each): as many messages as one at a time, in seconds.
+    let ids: Vec<Vec<u64>> = (0..4)
+        .map(|c| {
+            let messages = (0..75)
+                .map(|m| wk_api::SendReq {
+                    header: Default::default(),
+                    client_msg_no: format!("snap-{c}-{m}"),
+                    from_uid: "ops".into(),
+                    channel_id: format!("snap-{c}"),
+                    channel_type: 2,
+                    payload: "aGVsbG8=".into(),
+                })
+                .collect();
+            let resp = rt
+                .block_on(client.send_batch(&wk_api::SendBatchReq { messages }))
+                .expect("sendbatch");
+            resp.results
+                .iter()
+                .enumerate()
+                .map(|(m, r)| {
+                    let ok = r.ok.as_ref().unwrap_or_else(|| panic!("snap-{c} #{m}: {r:?}"));
+                    assert_eq!(ok.message_seq, m as u64 + 1);
+                    ok.message_id
+                })
+                .collect()
+        })
+        .collect();
 
     phase("wait until node 1 applied every message, then save its snapshot");
     let node1 = cluster.endpoints(&[1]);
