@@ -215,13 +215,13 @@ impl Client {
         let status = resp.status();
         if !status.is_success() {
             let bytes = resp.bytes().await.map_err(unreachable)?;
-            return Err(ClientError::Api(serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(
-                |_| ApiError {
+            return Err(ClientError::Api(
+                serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
                     status: status.as_u16(),
                     msg: String::from_utf8_lossy(&bytes).into_owned(),
                     code: "http".into(),
-                },
-            )));
+                }),
+            ));
         }
         let mut written = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {

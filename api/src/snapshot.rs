@@ -292,7 +292,10 @@ impl<R: Read> SnapshotReader<R> {
 pub fn verify(input: impl Read) -> Result<SnapshotStatus, SnapshotError> {
     let (mut r, header) = SnapshotReader::open(input)?;
     while r.next_row()?.is_some() {}
-    let (trailer, sum) = r.trailer().cloned().expect("next_row returned None: the trailer was read");
+    let (trailer, sum) = r
+        .trailer()
+        .cloned()
+        .expect("next_row returned None: the trailer was read");
     Ok(SnapshotStatus {
         header,
         trailer,
@@ -356,11 +359,17 @@ mod tests {
             for bit in [0, 3, 7] {
                 let mut bad = file.clone();
                 bad[i] ^= 1 << bit;
-                assert!(verify(bad.as_slice()).is_err(), "flip of bit {bit} in byte {i} passed");
+                assert!(
+                    verify(bad.as_slice()).is_err(),
+                    "flip of bit {bit} in byte {i} passed"
+                );
             }
         }
         let mut longer = file.clone();
         longer.push(0);
-        assert!(matches!(verify(longer.as_slice()), Err(SnapshotError::Corrupt { .. })));
+        assert!(matches!(
+            verify(longer.as_slice()),
+            Err(SnapshotError::Corrupt { .. })
+        ));
     }
 }

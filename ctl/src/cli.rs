@@ -528,9 +528,7 @@ pub enum SnapshotCommand {
     },
     /// Check a snapshot file (framing, counts, whole-file checksum) and print its header and
     /// what it holds. Exit 2 if it is truncated or corrupt.
-    Status {
-        file: PathBuf,
-    },
+    Status { file: PathBuf },
     /// Build a new data dir from a snapshot file (offline; runs `wknode --restore`). Start
     /// `wknode --node-id N --data-dir DIR` on it afterwards, without --init-nodes or --seed: it
     /// bootstraps a new one-node cluster (new cluster id, membership of itself) serving all the

@@ -752,7 +752,12 @@ fn snapshot_save_and_restore() {
     let out = wkctl(&node1, &["snapshot", "status", file_arg]);
     expect_code(&out, 0);
     let text = stdout(&out);
-    let line = |key: &str| text.lines().find(|l| l.trim_start().starts_with(key)).map(str::trim).unwrap_or("");
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .map(str::trim)
+            .unwrap_or("")
+    };
     assert!(line("node:").ends_with(" 1"), "{text}");
     assert!(line("msgs:").ends_with(" 300"), "{text}");
     assert!(line("checksum:").contains(&saved.checksum), "{text}");
@@ -768,7 +773,10 @@ fn snapshot_save_and_restore() {
     // A bit inside a message payload ("hello"), so the framing stays intact and only the
     // checksum can tell.
     let mut flipped = bytes.clone();
-    let at = bytes.windows(5).rposition(|w| w == b"hello").expect("a payload in the file");
+    let at = bytes
+        .windows(5)
+        .rposition(|w| w == b"hello")
+        .expect("a payload in the file");
     flipped[at + 2] ^= 0x10;
     let flip = dir.path().join("flip.snap");
     std::fs::write(&flip, &flipped).expect("write");
@@ -787,7 +795,11 @@ fn snapshot_save_and_restore() {
         expect_code(&out, 2);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{why}: {err}");
-        assert!(!data.join("lmdb").exists(), "a refused restore wrote {}", data.display());
+        assert!(
+            !data.join("lmdb").exists(),
+            "a refused restore wrote {}",
+            data.display()
+        );
         let out = wkctl(&node1, &["snapshot", "status", f.to_str().expect("utf-8")]);
         expect_code(&out, 2);
     }
@@ -795,7 +807,15 @@ fn snapshot_save_and_restore() {
     phase("restore into a fresh data dir as node 7; the same dir again is refused");
     drop(cluster);
     let data = dir.path().join("restored");
-    let restore = ["snapshot", "restore", file_arg, "--data-dir", data.to_str().expect("utf-8"), "--node-id", "7"];
+    let restore = [
+        "snapshot",
+        "restore",
+        file_arg,
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--node-id",
+        "7",
+    ];
     let out = wkctl(&node1, &restore);
     expect_code(&out, 0);
     assert!(stdout(&out).contains("300 messages"), "{}", stdout(&out));
@@ -810,7 +830,12 @@ fn snapshot_save_and_restore() {
     let child = Command::new(wknode_bin())
         .args(["--node-id", "7", "--data-dir"])
         .arg(&data)
-        .args(["--http-addr", &http, "--cluster-addr", &format!("127.0.0.1:{}", ports[1])])
+        .args([
+            "--http-addr",
+            &http,
+            "--cluster-addr",
+            &format!("127.0.0.1:{}", ports[1]),
+        ])
         .env_remove("WK_INIT_NODES")
         .env_remove("WK_SEED")
         .stdin(Stdio::null())
@@ -828,11 +853,15 @@ fn snapshot_save_and_restore() {
         dir: tempfile::tempdir().expect("tempdir"),
     };
     let seven = Client::new(std::slice::from_ref(&http), Duration::from_secs(10)).expect("client");
-    wait_for("node 7 to lead its one-node cluster", Duration::from_secs(60), || {
-        let r = rt.block_on(seven.nodes()).map_err(|e| e.to_string())?;
-        let ok = r.meta_leader == Some(7) && r.nodes.len() == 1 && r.nodes[0].online;
-        if ok { Ok(()) } else { Err(format!("{r:?}")) }
-    });
+    wait_for(
+        "node 7 to lead its one-node cluster",
+        Duration::from_secs(60),
+        || {
+            let r = rt.block_on(seven.nodes()).map_err(|e| e.to_string())?;
+            let ok = r.meta_leader == Some(7) && r.nodes.len() == 1 && r.nodes[0].online;
+            if ok { Ok(()) } else { Err(format!("{r:?}")) }
+        },
+    );
 
     phase("every message and the metadata are served by node 7");
     for (c, want) in ids.iter().enumerate() {
@@ -865,7 +894,16 @@ fn snapshot_save_and_restore() {
         .expect("channel info");
     assert_eq!(info.subscribers, vec!["user-0".to_string(), "user-1".to_string()]);
     assert_eq!(info.replicas, vec![7]);
-    let out = wkctl(&http, &["--output", "json", "snapshot", "save", dir.path().join("again.snap").to_str().expect("utf-8")]);
+    let out = wkctl(
+        &http,
+        &[
+            "--output",
+            "json",
+            "snapshot",
+            "save",
+            dir.path().join("again.snap").to_str().expect("utf-8"),
+        ],
+    );
     expect_code(&out, 0);
     let again: wk_api::snapshot::SnapshotStatus = json(&out);
     for t in ["users", "channels", "groups", "msgs", "dedup"] {

@@ -24,7 +24,13 @@ fn main() {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(wknode::snapshot::restore(&file, args.node_id, args.data_dir.clone())));
+            .and_then(|rt| {
+                rt.block_on(wknode::snapshot::restore(
+                    &file,
+                    args.node_id,
+                    args.data_dir.clone(),
+                ))
+            });
         match restored {
             Ok(r) => println!("{}", wknode::snapshot::describe(&r)),
             Err(e) => {

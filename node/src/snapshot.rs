@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use axum::body::Bytes;
-use wk_api::snapshot::{SnapshotHeader, SnapshotReader, SnapshotStatus, SnapshotTrailer, SnapshotWriter, verify};
+use wk_api::snapshot::{
+    SnapshotHeader, SnapshotReader, SnapshotStatus, SnapshotTrailer, SnapshotWriter, verify,
+};
 
 use crate::cluster::{FORMAT_VERSION, Node};
 use crate::meta::ChannelRecord;
@@ -83,7 +85,10 @@ pub fn stream(node: &Node) -> impl futures::Stream<Item = io::Result<Bytes>> + S
             }
         }
     });
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) })
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) },
+    )
 }
 
 /// Every snapshot row of the store, from one read transaction, into `out`.
@@ -154,9 +159,14 @@ pub struct Restored {
 
 /// `wknode --restore FILE`: check the file, then write a new data dir for `node_id` (the
 /// snapshot's node when `None`) under `data_dir` (`./wukong-data/<id>` when `None`).
-pub async fn restore(file: &Path, node_id: Option<u64>, data_dir: Option<PathBuf>) -> anyhow::Result<Restored> {
+pub async fn restore(
+    file: &Path,
+    node_id: Option<u64>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Restored> {
     let open = || std::fs::File::open(file).with_context(|| format!("open {}", file.display()));
-    let status = verify(io::BufReader::new(open()?)).with_context(|| format!("{} is refused", file.display()))?;
+    let status =
+        verify(io::BufReader::new(open()?)).with_context(|| format!("{} is refused", file.display()))?;
     if status.header.data_format != FORMAT_VERSION {
         bail!(
             "the snapshot holds data format {}, this wknode writes {FORMAT_VERSION}",
@@ -227,7 +237,12 @@ async fn write_restored(lmdb: &Path, input: std::fs::File, node_id: u64) -> anyh
 }
 
 /// The value to write for a snapshot row in the new one-node cluster; `None` drops the row.
-fn restored_value(t: Table, node_id: u64, key: &[u8], value: Vec<u8>) -> crate::store::Result<Option<Vec<u8>>> {
+fn restored_value(
+    t: Table,
+    node_id: u64,
+    key: &[u8],
+    value: Vec<u8>,
+) -> crate::store::Result<Option<Vec<u8>>> {
     Ok(match t {
         Table::Channels => {
             let mut rec: ChannelRecord = decode(t, &value)?;
@@ -260,7 +275,11 @@ pub fn describe(r: &Restored) -> String {
          start it as a new one-node cluster (no --init-nodes, no --seed):\n  \
          wknode --node-id {} --data-dir {}",
         h.node_id,
-        if h.cluster_id.is_empty() { "-" } else { &h.cluster_id },
+        if h.cluster_id.is_empty() {
+            "-"
+        } else {
+            &h.cluster_id
+        },
         h.created_unix_ms,
         r.snapshot.checksum,
         r.data_dir.display(),

@@ -187,8 +187,7 @@ impl StoreStats {
     }
 
     pub fn put(&self, value_len: usize) {
-        self.bytes_written
-            .fetch_add(value_len as u64, Ordering::Relaxed);
+        self.bytes_written.fetch_add(value_len as u64, Ordering::Relaxed);
     }
 }
 

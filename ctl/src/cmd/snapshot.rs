@@ -24,7 +24,8 @@ pub async fn save(global: &GlobalArgs, file: &Path) -> anyhow::Result<Outcome> {
     let client = super::client(global)?;
     let part = PathBuf::from(format!("{}.part", file.display()));
     let written = async {
-        let mut out = BufWriter::new(File::create(&part).with_context(|| format!("create {}", part.display()))?);
+        let mut out =
+            BufWriter::new(File::create(&part).with_context(|| format!("create {}", part.display()))?);
         let bytes = client
             .snapshot_to(&mut out, global.timeout.max(SAVE_TIMEOUT))
             .await
@@ -75,16 +76,20 @@ pub fn status(global: &GlobalArgs, file: &Path) -> anyhow::Result<Outcome> {
 pub fn restore(args: RestoreArgs) -> anyhow::Result<Outcome> {
     let bin = super::local::find_wknode(args.wknode.as_deref())?;
     let mut cmd = std::process::Command::new(&bin);
-    cmd.arg("--restore").arg(&args.file).arg("--data-dir").arg(&args.data_dir);
+    cmd.arg("--restore")
+        .arg(&args.file)
+        .arg("--data-dir")
+        .arg(&args.data_dir);
     if let Some(id) = args.node_id {
         cmd.arg("--node-id").arg(id.to_string());
     }
-    let status = cmd
-        .status()
-        .with_context(|| format!("run {}", bin.display()))?;
+    let status = cmd.status().with_context(|| format!("run {}", bin.display()))?;
     if !status.success() {
         // wknode printed why on stderr.
-        bail!("restore refused ({} --restore exited with {status})", bin.display());
+        bail!(
+            "restore refused ({} --restore exited with {status})",
+            bin.display()
+        );
     }
     Ok(Outcome::Ok)
 }
@@ -103,7 +108,11 @@ pub fn status_text(s: &SnapshotStatus) -> String {
         "node:        {}\ncluster:     {}\ncreated:     {created}\nversion:     {} (data format {})\n\
          size:        {} bytes\nchecksum:    {} (xxh3, verified)\nrows:        {}\n",
         h.node_id,
-        if h.cluster_id.is_empty() { "-" } else { &h.cluster_id },
+        if h.cluster_id.is_empty() {
+            "-"
+        } else {
+            &h.cluster_id
+        },
         h.version,
         h.data_format,
         s.bytes,

@@ -33,4 +33,3 @@ impl ReadTxn<'_> {
         Ok(())
     }
 }
-
