@@ -189,6 +189,49 @@ impl Client {
         self.call::<(), T>(reqwest::Method::GET, path, query, None).await
     }
 
+    /// `GET /cluster/snapshot` of the FIRST endpoint only (a snapshot is of one node's data, so
+    /// there is no failover), streamed into `out`; the request may take up to `timeout`.
+    /// Returns the bytes written. The caller checks the file (`snapshot::verify`).
+    pub async fn snapshot_to(
+        &self,
+        out: &mut impl std::io::Write,
+        timeout: Duration,
+    ) -> Result<u64, ClientError> {
+        let base = self
+            .endpoints
+            .first()
+            .ok_or_else(|| ClientError::BadEndpoint(String::new()))?;
+        let mut url = base.clone();
+        url.path_segments_mut()
+            .map_err(|_| ClientError::BadEndpoint(base.to_string()))?
+            .pop_if_empty()
+            .extend(["cluster", "snapshot"]);
+        let mut req = self.http.get(url).timeout(timeout);
+        if let Some(t) = &self.token {
+            req = req.header("token", t);
+        }
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable(format!("{base}: {}", chain(&e)));
+        let mut resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.map_err(unreachable)?;
+            return Err(ClientError::Api(
+                serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
+                    status: status.as_u16(),
+                    msg: String::from_utf8_lossy(&bytes).into_owned(),
+                    code: "http".into(),
+                }),
+            ));
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            out.write_all(&chunk)
+                .map_err(|e| ClientError::Unreachable(format!("writing the snapshot: {e}")))?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.get(&["health"], &[]).await
     }

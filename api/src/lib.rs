@@ -3,9 +3,12 @@
 //! This crate owns the JSON shapes that cross the HTTP boundary: WuKongIM's client API
 //! (`/user/token`, `/message/send`, `/channel/messagesync`, ...) and the operator API
 //! (`/cluster/...`). The node serves them, `wkctl` and the dashboard consume them; neither
-//! of the latter depends on node internals. It may depend on serde and reqwest only.
+//! of the latter depends on node internals. It may depend on serde and reqwest only, plus
+//! xxhash for the snapshot file's checksum (`snapshot`: the file format the node writes, `wkctl`
+//! saves and inspects and `wknode --restore` reads).
 
 pub mod client;
+pub mod snapshot;
 mod types;
 
 pub use client::{Client, ClientError};

@@ -82,6 +82,9 @@ pub enum Command {
     /// Failure drills under a probe workload, with a safety verdict (issue 5); see `drill --help`.
     #[command(subcommand)]
     Drill(crate::cmd::drill::DrillCommand),
+    /// Back up one node's data to a file, inspect a file, restore a file into a new data dir.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Print a shell completion script, e.g. `wkctl completions bash > /etc/bash_completion.d/wkctl`.
     Completions {
         /// The shell to generate for.
@@ -638,4 +641,40 @@ mod tests {
         assert_eq!(cli.global.timeout, Duration::from_millis(250));
         assert_eq!(cli.global.endpoint, "a:1,b:2");
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream a consistent snapshot of the `--endpoint` node (its metadata and every channel it
+    /// replicates, as of one read transaction) into FILE, then check it. Needs the admin token.
+    ///
+    /// The file is written to FILE.part and renamed once its checksum verified; a failed or
+    /// interrupted save leaves no FILE behind.
+    Save {
+        /// Where to write the snapshot.
+        file: PathBuf,
+    },
+    /// Check a snapshot file (framing, counts, whole-file checksum) and print its header and
+    /// what it holds. Exit 2 if it is truncated or corrupt.
+    Status { file: PathBuf },
+    /// Build a new data dir from a snapshot file (offline; runs `wknode --restore`). Start
+    /// `wknode --node-id N --data-dir DIR` on it afterwards, without --init-nodes or --seed: it
+    /// bootstraps a new one-node cluster (new cluster id, membership of itself) serving all the
+    /// data. Exit 2 if the file is truncated or corrupt or DIR already holds data.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot file (`wkctl snapshot save`).
+    pub file: PathBuf,
+    /// The new node's data dir; must not hold a node's data yet.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The new node's id [default: the id of the node the snapshot was taken on].
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// The wknode binary [default: next to wkctl, else on PATH].
+    #[arg(long)]
+    pub wknode: Option<PathBuf>,
 }

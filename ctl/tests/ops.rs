@@ -664,3 +664,267 @@ fn node_remove_on_four_nodes() {
     let out = wkctl(&rest, &["cluster", "health", "--expect-nodes", "3"]);
     expect_code(&out, 0);
 }
+
+/// Backup and restore: `snapshot save` of one node of a loaded 3-node cluster, `snapshot
+/// status`, `snapshot restore` into a fresh data dir, and a new one-node cluster started on it
+/// serves every message (ids, seqs, payloads) and the metadata, and takes new writes after
+/// them. A truncated or bit-flipped file, or a used data dir, is refused with exit 2.
+#[test]
+fn snapshot_save_and_restore() {
+    phase("start 3 nodes; users, a channel with subscribers, 300 messages over 4 channels");
+    let cluster = Cluster::start(3);
+    let client = cluster.client();
+    let rt = runtime();
+    for u in 0..5 {
+        let req = wk_api::UserTokenReq {
+            uid: format!("user-{u}"),
+            token: format!("token-{u}"),
+            device_flag: 0,
+            device_level: 1,
+        };
+        rt.block_on(client.user_token(&req)).expect("user token");
+    }
+    let subs = wk_api::ChannelReq {
+        channel_id: "snap-0".into(),
+        channel_type: 2,
+        subscribers: vec!["user-0".into(), "user-1".into()],
+        reset: 0,
+    };
+    rt.block_on(client.channel_create(&subs)).expect("channel");
+    // One batch per channel (one Raft entry each): as many messages as one at a time, in seconds.
+    let ids: Vec<Vec<u64>> = (0..4)
+        .map(|c| {
+            let messages = (0..75)
+                .map(|m| wk_api::SendReq {
+                    header: Default::default(),
+                    client_msg_no: format!("snap-{c}-{m}"),
+                    from_uid: "ops".into(),
+                    channel_id: format!("snap-{c}"),
+                    channel_type: 2,
+                    payload: "aGVsbG8=".into(),
+                })
+                .collect();
+            let resp = rt
+                .block_on(client.send_batch(&wk_api::SendBatchReq { messages }))
+                .expect("sendbatch");
+            resp.results
+                .iter()
+                .enumerate()
+                .map(|(m, r)| {
+                    let ok = r.ok.as_ref().unwrap_or_else(|| panic!("snap-{c} #{m}: {r:?}"));
+                    assert_eq!(ok.message_seq, m as u64 + 1);
+                    ok.message_id
+                })
+                .collect()
+        })
+        .collect();
+
+    phase("wait until node 1 applied every message, then save its snapshot");
+    let node1 = cluster.endpoints(&[1]);
+    let one = Client::new(std::slice::from_ref(&node1), Duration::from_secs(10)).expect("client");
+    wait_for("node 1 to apply every message", Duration::from_secs(30), || {
+        for c in 0..4 {
+            let r = rt
+                .block_on(one.channel_replicas(&format!("snap-{c}"), 2))
+                .map_err(|e| e.to_string())?;
+            let seq = r.replicas.iter().find(|x| x.node_id == 1).map(|x| x.message_seq);
+            if seq != Some(75) {
+                return Err(format!("snap-{c}: node 1 at {seq:?}"));
+            }
+        }
+        Ok(())
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("backup.snap");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let out = wkctl(&node1, &["--output", "json", "snapshot", "save", file_arg]);
+    expect_code(&out, 0);
+    let saved: wk_api::snapshot::SnapshotStatus = json(&out);
+    assert_eq!(saved.header.node_id, 1);
+    let table = |s: &wk_api::snapshot::SnapshotStatus, t: &str| s.trailer.tables.get(t).copied().unwrap_or(0);
+    assert_eq!(table(&saved, "msgs"), 300, "{saved:?}");
+    assert_eq!(table(&saved, "dedup"), 300, "{saved:?}");
+    assert_eq!(table(&saved, "users"), 5, "{saved:?}");
+    assert_eq!(table(&saved, "channels"), 4, "{saved:?}");
+    assert!(!dir.path().join("backup.snap.part").exists());
+
+    phase("snapshot status: text and JSON");
+    let out = wkctl(&node1, &["snapshot", "status", file_arg]);
+    expect_code(&out, 0);
+    let text = stdout(&out);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    assert!(line("node:").ends_with(" 1"), "{text}");
+    assert!(line("msgs:").ends_with(" 300"), "{text}");
+    assert!(line("checksum:").contains(&saved.checksum), "{text}");
+    let out = wkctl(&node1, &["--output", "json", "snapshot", "status", file_arg]);
+    expect_code(&out, 0);
+    let status: wk_api::snapshot::SnapshotStatus = json(&out);
+    assert_eq!(status, saved);
+
+    phase("a truncated or bit-flipped file is refused with exit 2");
+    let bytes = std::fs::read(&file).expect("read snapshot");
+    let cut = dir.path().join("cut.snap");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).expect("write");
+    // A bit inside a message payload ("hello"), so the framing stays intact and only the
+    // checksum can tell.
+    let mut flipped = bytes.clone();
+    let at = bytes
+        .windows(5)
+        .rposition(|w| w == b"hello")
+        .expect("a payload in the file");
+    flipped[at + 2] ^= 0x10;
+    let flip = dir.path().join("flip.snap");
+    std::fs::write(&flip, &flipped).expect("write");
+    for (f, why) in [(&cut, "truncated"), (&flip, "checksum mismatch")] {
+        let data = dir.path().join("refused");
+        let out = wkctl(
+            &node1,
+            &[
+                "snapshot",
+                "restore",
+                f.to_str().expect("utf-8"),
+                "--data-dir",
+                data.to_str().expect("utf-8"),
+            ],
+        );
+        expect_code(&out, 2);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{why}: {err}");
+        assert!(
+            !data.join("lmdb").exists(),
+            "a refused restore wrote {}",
+            data.display()
+        );
+        let out = wkctl(&node1, &["snapshot", "status", f.to_str().expect("utf-8")]);
+        expect_code(&out, 2);
+    }
+
+    phase("restore into a fresh data dir as node 7; the same dir again is refused");
+    drop(cluster);
+    let data = dir.path().join("restored");
+    let restore = [
+        "snapshot",
+        "restore",
+        file_arg,
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--node-id",
+        "7",
+    ];
+    let out = wkctl(&node1, &restore);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("300 messages"), "{}", stdout(&out));
+    let out = wkctl(&node1, &restore);
+    expect_code(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds"));
+
+    phase("start node 7 alone on it: a new one-node cluster");
+    let ports = free_ports(2);
+    let http = format!("127.0.0.1:{}", ports[0]);
+    let log = dir.path().join("node-7.log");
+    let child = Command::new(wknode_bin())
+        .args(["--node-id", "7", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--http-addr",
+            &http,
+            "--cluster-addr",
+            &format!("127.0.0.1:{}", ports[1]),
+        ])
+        .env_remove("WK_INIT_NODES")
+        .env_remove("WK_SEED")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn wknode");
+    let restored = Cluster {
+        nodes: vec![NodeProc {
+            id: 7,
+            http: http.clone(),
+            child: Some(child),
+            log,
+        }],
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    let seven = Client::new(std::slice::from_ref(&http), Duration::from_secs(10)).expect("client");
+    wait_for(
+        "node 7 to lead its one-node cluster",
+        Duration::from_secs(60),
+        || {
+            let r = rt.block_on(seven.nodes()).map_err(|e| e.to_string())?;
+            let ok = r.meta_leader == Some(7) && r.nodes.len() == 1 && r.nodes[0].online;
+            if ok { Ok(()) } else { Err(format!("{r:?}")) }
+        },
+    );
+
+    phase("every message and the metadata are served by node 7");
+    for (c, want) in ids.iter().enumerate() {
+        let req = wk_api::SyncReq {
+            login_uid: String::new(),
+            channel_id: format!("snap-{c}"),
+            channel_type: 2,
+            start_message_seq: 0,
+            end_message_seq: 0,
+            limit: 100,
+            pull_mode: wk_api::PULL_MODE_UP,
+        };
+        let got = rt.block_on(seven.sync(&req)).expect("messagesync");
+        let seqs: Vec<u64> = got.messages.iter().map(|m| m.message_seq).collect();
+        assert_eq!(seqs, (1..=75).collect::<Vec<u64>>(), "seqs of snap-{c}");
+        let got_ids: Vec<u64> = got.messages.iter().map(|m| m.message_id).collect();
+        assert_eq!(&got_ids, want, "ids of snap-{c}");
+        for (m, msg) in got.messages.iter().enumerate() {
+            assert_eq!(msg.client_msg_no, format!("snap-{c}-{m}"));
+            assert_eq!(msg.payload, "aGVsbG8=");
+            assert_eq!(msg.from_uid, "ops");
+        }
+    }
+    let info = rt
+        .block_on(seven.channel_info(&wk_api::ChannelRef {
+            channel_id: "snap-0".into(),
+            channel_type: 2,
+            login_uid: String::new(),
+        }))
+        .expect("channel info");
+    assert_eq!(info.subscribers, vec!["user-0".to_string(), "user-1".to_string()]);
+    assert_eq!(info.replicas, vec![7]);
+    let out = wkctl(
+        &http,
+        &[
+            "--output",
+            "json",
+            "snapshot",
+            "save",
+            dir.path().join("again.snap").to_str().expect("utf-8"),
+        ],
+    );
+    expect_code(&out, 0);
+    let again: wk_api::snapshot::SnapshotStatus = json(&out);
+    for t in ["users", "channels", "groups", "msgs", "dedup"] {
+        assert_eq!(table(&again, t), table(&saved, t), "table {t}");
+    }
+
+    phase("the restored channels take new messages after the old ones; a retry is deduplicated");
+    let retry = wk_api::SendReq {
+        header: Default::default(),
+        client_msg_no: "snap-0-74".into(),
+        from_uid: "ops".into(),
+        channel_id: "snap-0".into(),
+        channel_type: 2,
+        payload: "aGVsbG8=".into(),
+    };
+    let dup = rt.block_on(seven.send(&retry)).expect("send");
+    assert_eq!((dup.message_id, dup.message_seq), (ids[0][74], 75));
+    let fresh = wk_api::SendReq {
+        client_msg_no: "after-restore".into(),
+        ..retry
+    };
+    assert_eq!(rt.block_on(seven.send(&fresh)).expect("send").message_seq, 76);
+    drop(restored);
+}

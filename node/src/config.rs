@@ -15,6 +15,12 @@ pub struct Args {
     /// would do and exit: 0 valid, 1 it would refuse to start, 2 unreadable.
     #[arg(long, value_name = "FILE")]
     pub check_config: Option<PathBuf>,
+    /// Restore a snapshot file (`wkctl snapshot save`) into a new data dir (--data-dir, default
+    /// ./wukong-data/<id>) as node --node-id (default: the snapshot's node), then exit: 0 done,
+    /// 2 refused (corrupt or truncated file, data dir in use). Start the node afterwards without
+    /// --init-nodes or --seed: it bootstraps a new one-node cluster holding the data.
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
+    pub restore: Option<PathBuf>,
     /// TOML file with any of the settings below (flag names with `_`, e.g. `node_id = 2`).
     #[arg(long, env = "WK_CONFIG")]
     pub config: Option<PathBuf>,

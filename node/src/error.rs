@@ -30,6 +30,21 @@ pub enum NodeError {
     Internal(String),
 }
 
+/// Every stable `code` an HTTP error answer may carry (`NodeError::code`, plus `not_found` for
+/// an unknown endpoint); the metrics count error answers by these.
+pub const CODES: [&str; 10] = [
+    "bad_request",
+    "payload_too_large",
+    "forbidden",
+    "unauthorized",
+    "channel_not_found",
+    "not_leader",
+    "unavailable",
+    "storage",
+    "internal",
+    "not_found",
+];
+
 impl NodeError {
     pub fn status(&self) -> u16 {
         match self {
@@ -73,3 +88,26 @@ impl From<crate::store::StoreError> for NodeError {
 }
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed() {
+        let all = [
+            NodeError::BadRequest(String::new()),
+            NodeError::PayloadTooLarge(String::new()),
+            NodeError::Forbidden(String::new()),
+            NodeError::Unauthorized(String::new()),
+            NodeError::ChannelNotFound(String::new()),
+            NodeError::NotLeader { leader_hint: None },
+            NodeError::Unavailable(String::new()),
+            NodeError::Storage(String::new()),
+            NodeError::Internal(String::new()),
+        ];
+        for e in all {
+            assert!(CODES.contains(&e.code()), "{} is not in CODES", e.code());
+        }
+    }
+}

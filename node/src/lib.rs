@@ -3,7 +3,8 @@
 //! Owns: the node's LMDB store (`store`, the only module that touches heed), the Raft
 //! plumbing shared by all groups (`raft`), the pure apply logic of the metadata group
 //! (`meta`) and of channel groups (`channel`), the runtime that starts groups and routes
-//! requests to their leaders (`cluster`), and the WuKongIM-compatible HTTP API (`api`).
+//! requests to their leaders (`cluster`), the WuKongIM-compatible HTTP API (`api`), the
+//! counters and histograms behind `/metrics` (`stats`), and backup/restore (`snapshot`).
 //! Depends on the shared wire types (`wk-api`) but nothing in `ctl` or `tui`.
 //!
 //! A message's path: HTTP `/message/send` on any node -> `cluster::route` finds the channel
@@ -19,6 +20,8 @@ pub mod config;
 pub mod error;
 pub mod meta;
 pub mod raft;
+pub mod snapshot;
+pub mod stats;
 pub mod store;
 
 use anyhow::Context;

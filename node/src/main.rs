@@ -19,6 +19,27 @@ fn main() {
     if let Some(file) = args.check_config.clone() {
         std::process::exit(wknode::check::run(file, args));
     }
+    if let Some(file) = args.restore.clone() {
+        let restored = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(wknode::snapshot::restore(
+                    &file,
+                    args.node_id,
+                    args.data_dir.clone(),
+                ))
+            });
+        match restored {
+            Ok(r) => println!("{}", wknode::snapshot::describe(&r)),
+            Err(e) => {
+                eprintln!("wknode: {e:#}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     let result = wknode::config::Config::from_args(args).and_then(|cfg| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -33,6 +33,17 @@ impl Scrape {
             })
     }
 
+    /// The `+Inf` bucket (the count) of histogram `name` whose labels include all of `labels`.
+    fn histogram_count(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .and_then(|s| match &s.value {
+                Value::Histogram(b) => b.iter().find(|b| b.less_than.is_infinite()).map(|b| b.count),
+                _ => None,
+            })
+    }
+
     fn value(&self, name: &str) -> f64 {
         self.get(name, &[])
             .unwrap_or_else(|| panic!("no sample of {name}"))
@@ -69,7 +80,11 @@ fn check_format(text: &str) -> BTreeMap<String, String> {
                 "{}: TYPE must follow the family's HELP",
                 at()
             );
-            assert!(matches!(kind, "counter" | "gauge"), "{}: unexpected type", at());
+            assert!(
+                matches!(kind, "counter" | "gauge" | "histogram"),
+                "{}: unexpected type",
+                at()
+            );
             assert!(
                 kind != "counter" || name.ends_with("_total"),
                 "{}: counters end in _total",
@@ -111,12 +126,22 @@ fn check_format(text: &str) -> BTreeMap<String, String> {
                 None => (series, None),
             };
             assert!(valid_name(name), "{}: bad metric name", at());
-            assert_eq!(
-                current.as_deref(),
-                Some(name),
-                "{}: sample outside its family",
-                at()
-            );
+            let family = current.as_deref().unwrap_or_default();
+            let in_family = if families.get(family).map(String::as_str) == Some("histogram") {
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(family))
+            } else {
+                name == family
+            };
+            assert!(in_family, "{}: sample outside its family", at());
+            if name.ends_with("_bucket") {
+                assert!(
+                    labels.is_some_and(|l| l.contains("le=\"")),
+                    "{}: a bucket needs `le`",
+                    at()
+                );
+            }
             if let Some(labels) = labels {
                 // Label values never contain `",` in this exporter, so a split is exact enough.
                 for pair in labels.split("\",").map(|p| p.trim_end_matches('"')) {
@@ -157,18 +182,47 @@ async fn scrape(http: &reqwest::Client, node: &common::Node) -> Scrape {
     let text = resp.text().await.expect("body");
     let families = check_format(&text);
     let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parses");
-    let sample_lines = text.lines().filter(|l| !l.starts_with('#')).count();
+    // The parser folds a histogram's `_bucket` lines into one sample per label set and leaves
+    // `_sum`/`_count` untyped; every other sample is one line with its declared type.
+    let mut expected = 0;
+    let mut bucket_sets = BTreeSet::new();
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let series = l.rsplit_once(' ').map(|(s, _)| s).unwrap_or(l);
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        if name.ends_with("_bucket") {
+            let labels = labels.trim_end_matches('}');
+            let without_le: Vec<&str> = labels.split(',').filter(|p| !p.starts_with("le=")).collect();
+            bucket_sets.insert(format!("{name}{{{}}}", without_le.join(",")));
+        } else {
+            expected += 1;
+        }
+    }
     assert_eq!(
         parsed.samples.len(),
-        sample_lines,
+        expected + bucket_sets.len(),
         "the parser skipped samples:\n{text}"
     );
     for s in &parsed.samples {
+        let histogram_part = families.get(&s.metric).map(String::as_str) == Some("histogram")
+            || ["_sum", "_count"].iter().any(|suffix| {
+                s.metric
+                    .strip_suffix(suffix)
+                    .is_some_and(|f| families.get(f).map(String::as_str) == Some("histogram"))
+            });
         assert!(
-            matches!(s.value, Value::Counter(_) | Value::Gauge(_)),
+            matches!(s.value, Value::Counter(_) | Value::Gauge(_)) || histogram_part,
             "{} has no type",
             s.metric
         );
+        if let Value::Histogram(buckets) = &s.value {
+            assert!(
+                buckets
+                    .windows(2)
+                    .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
+                "{}: buckets not cumulative",
+                s.metric
+            );
+        }
     }
     Scrape {
         families,
@@ -281,7 +335,19 @@ async fn a_live_cluster_exports_sane_metrics() {
         "--- names: docs/METRICS.md documents every family, the dashboard queries only exported ones"
     );
     let exported: BTreeSet<String> = scrapes[0].families.keys().cloned().collect();
-    let documented = metric_names(&repo_file("docs/METRICS.md"));
+    // A histogram's series (`_bucket`, `_sum`, `_count`) name its family.
+    let family_of = |name: String| {
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .find(|f| scrapes[0].families.get(*f).map(String::as_str) == Some("histogram"))
+            .map(str::to_string)
+            .unwrap_or(name)
+    };
+    let documented: BTreeSet<String> = metric_names(&repo_file("docs/METRICS.md"))
+        .into_iter()
+        .map(family_of)
+        .collect();
     let undocumented: Vec<_> = exported.difference(&documented).collect();
     assert!(
         undocumented.is_empty(),
@@ -289,7 +355,10 @@ async fn a_live_cluster_exports_sane_metrics() {
     );
     let stale: Vec<_> = documented.difference(&exported).collect();
     assert!(stale.is_empty(), "in docs/METRICS.md but not exported: {stale:?}");
-    let queried = metric_names(&repo_file("deploy/grafana/wukong-dashboard.json"));
+    let queried: BTreeSet<String> = metric_names(&repo_file("deploy/grafana/wukong-dashboard.json"))
+        .into_iter()
+        .map(family_of)
+        .collect();
     let unknown: Vec<_> = queried.difference(&exported).collect();
     assert!(
         unknown.is_empty(),
@@ -353,6 +422,53 @@ async fn a_live_cluster_exports_sane_metrics() {
         },
     )
     .await;
+
+    tracing::info!("--- per-operation metrics: send and sync latencies, errors by code, LMDB commits");
+    let sync = wk_api::SyncReq {
+        login_uid: "u1".into(),
+        channel_id: "m1".into(),
+        channel_type: CHANNEL_TYPE_GROUP,
+        start_message_seq: 0,
+        end_message_seq: 0,
+        limit: 10,
+        pull_mode: 1,
+    };
+    retry("sync m1", Duration::from_secs(10), || c.sync(&sync)).await;
+    let bad = http
+        .post(cluster.node(1).url("/message/send"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("a bad send");
+    assert_eq!(bad.status().as_u16(), 400);
+    let s = scrape(&http, cluster.node(1)).await;
+    let sends = s
+        .histogram_count("wukong_send_duration_seconds", &[("outcome", "ok")])
+        .expect("send histogram");
+    assert!(
+        sends >= 5.0,
+        "5 sends answered ok on node 1, histogram counts {sends}"
+    );
+    assert!(s.histogram_count("wukong_send_duration_seconds", &[("outcome", "client_error")]) >= Some(1.0));
+    assert!(s.histogram_count("wukong_sync_duration_seconds", &[("outcome", "ok")]) >= Some(1.0));
+    assert!(s.get("wukong_http_errors_total", &[("code", "bad_request")]) >= Some(1.0));
+    assert_eq!(
+        s.get("wukong_http_errors_total", &[("code", "storage")]),
+        Some(0.0)
+    );
+    for n in &cluster.nodes {
+        let s = scrape(&http, n).await;
+        let commits = s.value("wukong_store_commits_total");
+        assert!(commits >= 1.0, "node {}: commits {commits}", n.id);
+        assert!(s.value("wukong_store_bytes_written_total") > 0.0);
+        let fsyncs = s
+            .histogram_count("wukong_fsync_duration_seconds", &[])
+            .expect("fsync histogram");
+        // Each atomic is read on its own while the writer runs: compare loosely.
+        assert!(fsyncs >= 1.0, "node {}: {fsyncs} commits timed", n.id);
+        assert!(s.histogram_count("wukong_store_batch_ops", &[]) >= Some(1.0));
+    }
 
     tracing::info!("--- idle: the channel hibernates on every replica, which all count it as replicated");
     wait_until("the channel to hibernate everywhere", Duration::from_secs(20), || {

@@ -13,6 +13,7 @@ mod message;
 mod node;
 mod probe;
 mod scale;
+mod snapshot;
 mod top;
 
 use anyhow::Context;
@@ -21,7 +22,7 @@ use wk_api::Client;
 use crate::Outcome;
 use crate::cli::{
     BacklogCommand, BenchCommand, ChannelCommand, Cli, ClusterCommand, Command, GlobalArgs, MessageCommand,
-    NodeCommand,
+    NodeCommand, SnapshotCommand,
 };
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -58,6 +59,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(BenchCommand::Drain(args)) => bench::drain::run(global, args).await,
         Command::Bench(BenchCommand::Report(args)) => bench::report::run(global, args),
         Command::Drill(cmd) => drill::run(global, cmd).await,
+        Command::Snapshot(SnapshotCommand::Save { file }) => snapshot::save(global, &file).await,
+        Command::Snapshot(SnapshotCommand::Status { file }) => snapshot::status(global, &file),
+        Command::Snapshot(SnapshotCommand::Restore(args)) => snapshot::restore(args),
         Command::Completions { shell } => completions::run(shell),
     }
 }

@@ -2,8 +2,8 @@
 //! - the WuKongIM client API: needs `--api-token` (or the admin token) when one is set;
 //! - read-only `/cluster/...` (GET): needs `--admin-token` when one is set, or the client
 //!   token with `--public-cluster-read`;
-//! - operator actions (`/cluster/...` POST: joins, removals, transfers, drains, drills): the
-//!   admin token only.
+//! - operator actions (`/cluster/...` POST: joins, removals, transfers, drains, drills) and
+//!   `GET /cluster/snapshot` (it holds every user's token): the admin token only.
 //!
 //! `/health` is open (load balancers and readiness probes). Tokens travel in header `token`,
 //! as WuKongIM's manager token does; failures are answered 401, logged without the token, and
@@ -41,7 +41,7 @@ fn classify(method: &Method, path: &str) -> Class {
     if path == "/health" {
         Class::Open
     } else if path == "/cluster" || path.starts_with("/cluster/") {
-        if method == Method::GET {
+        if method == Method::GET && path != "/cluster/snapshot" {
             Class::ClusterRead
         } else {
             Class::ClusterWrite
@@ -185,6 +185,25 @@ mod tests {
                 "/cluster/drill",
                 None,
                 false,
+            ),
+            // The snapshot holds every user's token: admin only, even with public reads.
+            (
+                Some("c"),
+                Some("a"),
+                true,
+                Method::GET,
+                "/cluster/snapshot",
+                Some("c"),
+                false,
+            ),
+            (
+                Some("c"),
+                Some("a"),
+                true,
+                Method::GET,
+                "/cluster/snapshot",
+                Some("a"),
+                true,
             ),
             (
                 None,

@@ -2,7 +2,9 @@
 //!
 //! Everything is read at scrape time from what the runtime already exposes: the metadata
 //! group's Raft metrics, the running channel groups' Raft metrics, the local metadata copy, the
-//! cluster-wide backlog view and `/proc/self`. Nothing here starts, wakes or writes anything.
+//! cluster-wide backlog view, `/proc/self`, and the counters and histograms the request and
+//! storage paths record into (`crate::stats`; `time_requests` here times the send and sync
+//! requests). Nothing here starts, wakes or writes anything.
 //! Two parts cost more than a glance and are cached per node (in the metadata Raft's
 //! extensions, so the cache lives and dies with the node):
 //! - the scan of the channel table (channels replicated here, hence hibernated ones), at most
@@ -25,9 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use openraft::ServerState;
 use openraft::async_runtime::Instant as _;
@@ -37,6 +40,7 @@ use wk_api::Backlog;
 use crate::cluster::Node;
 use crate::meta;
 use crate::raft::{GroupId, NodeId};
+use crate::stats::{self, HistogramView, Outcome};
 
 /// How long a scan of the channel table is reused.
 const SCAN_TTL: Duration = Duration::from_secs(5);
@@ -52,6 +56,20 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn serve(State(node): State<Node>) -> impl IntoResponse {
     let body = render(&node).await;
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
+}
+
+/// Middleware: time `/message/send` and `/channel/messagesync` into their histograms, by
+/// outcome (from the answer's status). Other paths pass straight through.
+pub async fn time_requests(req: Request, next: Next) -> Response {
+    let histograms = match req.uri().path() {
+        "/message/send" => &stats::SEND,
+        "/channel/messagesync" => &stats::SYNC,
+        _ => return next.run(req).await,
+    };
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    histograms.observe(Outcome::of_status(resp.status().as_u16()), started.elapsed());
+    resp
 }
 
 /// Per-node state of the exporter, kept in the metadata Raft's extensions.
@@ -137,6 +155,8 @@ pub async fn render(node: &Node) -> String {
     meta_families(node, &state, &mut out);
     channel_families(node, scan.as_deref(), &mut out);
     backlog_families(backlog, &mut out);
+    request_families(&mut out);
+    store_families(&mut out);
     if let Some(p) = process {
         p.write(&mut out);
     }
@@ -497,6 +517,72 @@ fn backlog_families(backlog: Option<(Duration, Arc<Backlog>)>, out: &mut Exposit
     }
 }
 
+/// What the request paths counted (`stats`): latencies by outcome, errors by code.
+fn request_families(out: &mut Exposition) {
+    for (name, help, h) in [
+        (
+            "wukong_send_duration_seconds",
+            "Time to answer POST /message/send on the node that took it, by outcome.",
+            &stats::SEND,
+        ),
+        (
+            "wukong_sync_duration_seconds",
+            "Time to answer POST /channel/messagesync on the node that took it, by outcome.",
+            &stats::SYNC,
+        ),
+    ] {
+        out.family(name, Kind::Histogram, help);
+        for o in Outcome::ALL {
+            out.histogram(name, &[("outcome", o.label())], &h.get(o).view());
+        }
+    }
+    out.family(
+        "wukong_http_errors_total",
+        Kind::Counter,
+        "HTTP error answers by stable error code (the `code` of the JSON body).",
+    );
+    for (code, n) in stats::http_errors() {
+        out.sample("wukong_http_errors_total", &[("code", code)], n as f64);
+    }
+}
+
+/// What the LMDB writer thread counted (`stats::STORE`).
+fn store_families(out: &mut Exposition) {
+    let s = &stats::STORE;
+    out.family(
+        "wukong_fsync_duration_seconds",
+        Kind::Histogram,
+        "Time of each LMDB write-transaction commit (the fsync) on the writer thread.",
+    );
+    out.histogram("wukong_fsync_duration_seconds", &[], &s.commit_seconds.view());
+    out.family(
+        "wukong_store_batch_ops",
+        Kind::Histogram,
+        "Write operations (log appends, applies, votes) grouped into each committed transaction.",
+    );
+    out.histogram("wukong_store_batch_ops", &[], &s.batch_ops.view());
+    out.family(
+        "wukong_store_commits_total",
+        Kind::Counter,
+        "LMDB write transactions committed.",
+    );
+    out.sample(
+        "wukong_store_commits_total",
+        &[],
+        s.commits.load(Ordering::Relaxed) as f64,
+    );
+    out.family(
+        "wukong_store_bytes_written_total",
+        Kind::Counter,
+        "Bytes of values put into LMDB (keys and page overhead not counted).",
+    );
+    out.sample(
+        "wukong_store_bytes_written_total",
+        &[],
+        s.bytes_written.load(Ordering::Relaxed) as f64,
+    );
+}
+
 /// Start the metadata watcher once per node.
 fn watch_meta(node: &Node, state: &MetricsState) {
     if state.0.watching.swap(true, Ordering::Relaxed) {
@@ -730,6 +816,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 /// A text exposition under construction.
@@ -745,12 +832,13 @@ impl Exposition {
         let first = self.seen.insert(name);
         debug_assert!(first, "metric family {name} declared twice");
         debug_assert!(
-            matches!(kind, Kind::Gauge) || name.ends_with("_total"),
+            !matches!(kind, Kind::Counter) || name.ends_with("_total"),
             "counter {name} must end in _total"
         );
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -770,6 +858,22 @@ impl Exposition {
             self.out.push('}');
         }
         let _ = writeln!(self.out, " {}", format_value(value));
+    }
+
+    /// A histogram's series: cumulative `_bucket`s with `le`, then `+Inf`, `_sum`, `_count`.
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramView) {
+        let bucket = format!("{name}_bucket");
+        let with_le = |le: &str, n: u64, out: &mut Self| {
+            let mut l = labels.to_vec();
+            l.push(("le", le));
+            out.sample(&bucket, &l, n as f64);
+        };
+        for (bound, n) in &h.buckets {
+            with_le(&format_value(*bound), *n, self);
+        }
+        with_le("+Inf", h.count, self);
+        self.sample(&format!("{name}_sum"), labels, h.sum);
+        self.sample(&format!("{name}_count"), labels, h.count as f64);
     }
 
     fn finish(self) -> String {
@@ -827,6 +931,25 @@ mod tests {
                     wukong_x_total{a=\"q\\\"\\\\\\n\",b=\"2\"} 3\n\
                     # HELP wukong_y y\n# TYPE wukong_y gauge\nwukong_y 0.25\nwukong_y +Inf\nwukong_y NaN\n";
         assert_eq!(text, want);
+    }
+
+    #[test]
+    fn histograms_are_written_cumulatively() {
+        let mut e = Exposition::default();
+        e.family("wukong_h_seconds", Kind::Histogram, "h");
+        let view = HistogramView {
+            buckets: vec![(0.5, 1), (1.0, 3)],
+            sum: 2.25,
+            count: 4,
+        };
+        e.histogram("wukong_h_seconds", &[("outcome", "ok")], &view);
+        let want = "# HELP wukong_h_seconds h\n# TYPE wukong_h_seconds histogram\n\
+                    wukong_h_seconds_bucket{outcome=\"ok\",le=\"0.5\"} 1\n\
+                    wukong_h_seconds_bucket{outcome=\"ok\",le=\"1\"} 3\n\
+                    wukong_h_seconds_bucket{outcome=\"ok\",le=\"+Inf\"} 4\n\
+                    wukong_h_seconds_sum{outcome=\"ok\"} 2.25\n\
+                    wukong_h_seconds_count{outcome=\"ok\"} 4\n";
+        assert_eq!(e.finish(), want);
     }
 
     #[test]

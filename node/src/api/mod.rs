@@ -56,6 +56,7 @@ pub fn router(node: Node, auth: auth::Auth) -> Router {
             "/cluster/channels/{id}/{ty}/transfer-leader",
             post(cluster_transfer),
         )
+        .route("/cluster/snapshot", get(cluster_snapshot))
         .route("/cluster/backlog", get(cluster_backlog))
         .route("/cluster/backlog/drain", post(cluster_drain))
         .route("/cluster/channels/{id}/{ty}/config", get(cluster_channel_config))
@@ -67,6 +68,7 @@ pub fn router(node: Node, auth: auth::Auth) -> Router {
             ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, "not_found")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(metrics::time_requests))
         .layer(axum::middleware::from_fn_with_state(
             std::sync::Arc::new(auth),
             auth::authorize,
@@ -79,6 +81,7 @@ pub struct ApiErr(pub NodeError);
 
 impl ApiErr {
     fn with_status(self, status: u16, code: &str) -> Response {
+        crate::stats::http_error(code);
         let body = ApiError {
             status,
             msg: self.0.to_string(),
@@ -101,6 +104,7 @@ impl From<NodeError> for ApiErr {
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         let body = self.0.to_api();
+        crate::stats::http_error(&body.code);
         if body.status >= 500 {
             tracing::warn!(error = %self.0, "request failed");
         }
@@ -475,6 +479,24 @@ async fn max_seq_get(
         login_uid: q.get("login_uid").cloned().unwrap_or_default(),
     };
     max_seq(&node, req).await
+}
+
+/// `GET /cluster/snapshot`: this node's data as of one read transaction, streamed in the
+/// `wk_api::snapshot` format (admin token only: it holds every user's token).
+async fn cluster_snapshot(State(node): State<Node>) -> Response {
+    use axum::http::header;
+    let body = axum::body::Body::from_stream(crate::snapshot::stream(&node));
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"wukong.snapshot\"",
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn cluster_nodes(State(node): State<Node>) -> ApiResult<NodesResp> {

@@ -20,6 +20,13 @@ const NEXT_GROUP_ID: &[u8] = b"next_group_id";
 const DRAIN: &[u8] = b"drain_rate_milli";
 const DECOMMISSIONED: &[u8] = b"decommissioned";
 
+/// Whether a `Vars` row survives a restore into a new cluster (`crate::snapshot`): the group-id
+/// counter does (restored channels keep their groups); a drain and the decommission set
+/// describe the old cluster's nodes and do not.
+pub fn var_survives_restore(name: &[u8]) -> bool {
+    name != DRAIN && name != DECOMMISSIONED
+}
+
 /// Nodes being removed: placement no longer chooses them.
 pub fn decommissioned(kv: &impl KvRead) -> Result<BTreeSet<u64>> {
     Ok(kv.get_decoded(Table::Vars, DECOMMISSIONED)?.unwrap_or_default())

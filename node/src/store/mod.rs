@@ -18,6 +18,7 @@
 pub mod keys;
 #[cfg(test)]
 pub mod mem;
+mod scan;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -253,6 +254,7 @@ impl KvRead for WriteTxn<'_, '_> {
 
 impl KvWrite for WriteTxn<'_, '_> {
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        crate::stats::STORE.put(value.len());
         Ok(self.dbs.of(t).put(self.txn, key, value)?)
     }
     fn delete(&mut self, t: Table, key: &[u8]) -> Result<()> {
@@ -475,8 +477,7 @@ fn run_batch(inner: &Inner, batch: &mut [Box<dyn Op>]) -> Result<()> {
         }
     }
     if all_ok {
-        wtxn.commit()?;
-        return Ok(());
+        return commit(wtxn, batch.len());
     }
     wtxn.abort();
     let mut wtxn = inner.env.write_txn()?;
@@ -491,8 +492,15 @@ fn run_batch(inner: &Inner, batch: &mut [Box<dyn Op>]) -> Result<()> {
             nested.abort();
         }
     }
-    wtxn.commit()?;
-    Ok(())
+    commit(wtxn, batch.len())
+}
+
+/// Commit a batch's transaction (the fsync), timed for the metrics.
+fn commit(wtxn: RwTxn<'_>, ops: usize) -> Result<()> {
+    let started = std::time::Instant::now();
+    let committed = wtxn.commit();
+    crate::stats::STORE.commit(started.elapsed(), ops, committed.is_ok());
+    Ok(committed?)
 }
 
 #[cfg(test)]

@@ -1,0 +1,293 @@
+//! Backup and restore, etcd's model: `GET /cluster/snapshot` streams one node's data as of one
+//! LMDB read transaction; `wknode --restore FILE` builds from such a file a data dir from which
+//! the node bootstraps a NEW one-node cluster holding the same data.
+//!
+//! The file format is `wk_api::snapshot` (shared with `wkctl`, which must not depend on node
+//! internals); this module decides which rows go in and how they come back.
+//!
+//! What a snapshot holds: the metadata tables (users with tokens, channels with subscribers,
+//! group ids, node records, counters) and, for every channel this node replicates, its
+//! messages, dedup rows and state (last seq, running checksum). Not the Raft logs or votes:
+//! the state is complete without them, and they belong to the old cluster.
+//!
+//! What a restore writes, so that the data dir starts as a fresh one-node cluster (like
+//! `etcdctl snapshot restore`: new membership and cluster id, data kept):
+//! - no log, no vote, no metadata-group state: the node, started without `--init-nodes` or
+//!   `--seed`, bootstraps group 0 with itself as the only member and a new random cluster id,
+//!   then registers its own addresses;
+//! - every channel's replica set becomes `[this node]`; each channel group keeps its last seq
+//!   and checksum but forgets its applied log id and membership, so the first request
+//!   initializes it as a one-replica group that continues the seqs where they were;
+//! - the old node records, a drain in progress and the decommission set are dropped.
+//!
+//! Invariant: the read transaction lives on one blocking thread for the whole stream and never
+//! crosses an `.await`; a bounded channel carries the bytes to the HTTP body, so a slow reader
+//! slows the scan instead of filling memory.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use axum::body::Bytes;
+use wk_api::snapshot::{
+    SnapshotHeader, SnapshotReader, SnapshotStatus, SnapshotTrailer, SnapshotWriter, verify,
+};
+
+use crate::cluster::{FORMAT_VERSION, Node};
+use crate::meta::ChannelRecord;
+use crate::raft::META_GROUP;
+use crate::raft::state_machine::SmState;
+use crate::store::{KvWrite, Store, Table, decode, encode, keys};
+
+/// The tables a snapshot carries, in file order.
+const TABLES: [Table; 8] = [
+    Table::Users,
+    Table::Channels,
+    Table::Groups,
+    Table::Nodes,
+    Table::Vars,
+    Table::Sm,
+    Table::Msgs,
+    Table::Dedup,
+];
+
+/// Bytes per chunk handed to the HTTP body.
+const CHUNK: usize = 256 << 10;
+/// Chunks in flight between the scanning thread and the HTTP body.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// The byte stream of a snapshot of this node, produced by a blocking thread. A failure midway
+/// ends the stream with an error (the client sees a cut body, which `verify` refuses).
+pub fn stream(node: &Node) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+    let header = SnapshotHeader {
+        node_id: node.id,
+        cluster_id: node
+            .transport
+            .cluster_id()
+            .map(|c| format!("{c:016x}"))
+            .unwrap_or_default(),
+        created_unix_ms: 0,
+        data_format: FORMAT_VERSION,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let store = node.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let sink = ChunkSink {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        match write_snapshot(&store, header, sink) {
+            Ok(t) => tracing::info!(rows = t.rows, "snapshot streamed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshot stream failed");
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) },
+    )
+}
+
+/// Every snapshot row of the store, from one read transaction, into `out`.
+fn write_snapshot(store: &Store, mut header: SnapshotHeader, out: impl Write) -> io::Result<SnapshotTrailer> {
+    store
+        .read_blocking(|r| {
+            // The time the consistent view was taken: now, inside the transaction.
+            header.created_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let run = || -> io::Result<SnapshotTrailer> {
+                let mut w = SnapshotWriter::new(out, &header)?;
+                for t in TABLES {
+                    r.for_each(t, |k, v| w.row(t.name(), k, v))?;
+                }
+                let (mut out, trailer) = w.finish()?;
+                out.flush()?;
+                Ok(trailer)
+            };
+            Ok(run())
+        })
+        .map_err(io::Error::from)?
+}
+
+/// Buffers writes into chunks and sends them to the HTTP body; fails once the client is gone.
+struct ChunkSink {
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSink {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// What a restore wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct Restored {
+    pub data_dir: PathBuf,
+    pub node_id: u64,
+    pub snapshot: SnapshotStatus,
+    pub users: u64,
+    pub channels: u64,
+    pub messages: u64,
+}
+
+/// `wknode --restore FILE`: check the file, then write a new data dir for `node_id` (the
+/// snapshot's node when `None`) under `data_dir` (`./wukong-data/<id>` when `None`).
+pub async fn restore(
+    file: &Path,
+    node_id: Option<u64>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Restored> {
+    let open = || std::fs::File::open(file).with_context(|| format!("open {}", file.display()));
+    let status =
+        verify(io::BufReader::new(open()?)).with_context(|| format!("{} is refused", file.display()))?;
+    if status.header.data_format != FORMAT_VERSION {
+        bail!(
+            "the snapshot holds data format {}, this wknode writes {FORMAT_VERSION}",
+            status.header.data_format
+        );
+    }
+    let node_id = node_id.unwrap_or(status.header.node_id);
+    let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("./wukong-data/{node_id}")));
+    let lmdb = data_dir.join("lmdb");
+    if lmdb.join("data.mdb").exists() {
+        bail!(
+            "{} already holds a node's data; restore into a new directory",
+            data_dir.display()
+        );
+    }
+    let fresh = !lmdb.exists();
+    let written = write_restored(&lmdb, open()?, node_id).await;
+    if written.is_err() && fresh {
+        // Leave nothing half-made behind, so the same command can be run again.
+        let _ = std::fs::remove_dir_all(&lmdb);
+    }
+    let counts = written?;
+    Ok(Restored {
+        data_dir,
+        node_id,
+        snapshot: status,
+        users: counts.0,
+        channels: counts.1,
+        messages: counts.2,
+    })
+}
+
+/// Write every row of the snapshot in `input` into a new store at `lmdb`, in one transaction;
+/// returns the (users, channels, messages) written.
+async fn write_restored(lmdb: &Path, input: std::fs::File, node_id: u64) -> anyhow::Result<(u64, u64, u64)> {
+    let store = Store::open(lmdb).context("create the data dir")?;
+    let input = io::BufReader::new(input);
+    let counts = store
+        .write(move |w| {
+            let corrupt = |reason: String| crate::store::StoreError::Corrupt {
+                table: Table::Local,
+                reason,
+            };
+            let (mut r, _) = SnapshotReader::open(input).map_err(|e| corrupt(e.to_string()))?;
+            let mut counts = (0u64, 0u64, 0u64);
+            while let Some(row) = r.next_row().map_err(|e| corrupt(e.to_string()))? {
+                let t = Table::from_name(&row.table)
+                    .filter(|t| TABLES.contains(t))
+                    .ok_or_else(|| corrupt(format!("unknown table {:?}", row.table)))?;
+                match t {
+                    Table::Users => counts.0 += 1,
+                    Table::Channels => counts.1 += 1,
+                    Table::Msgs => counts.2 += 1,
+                    _ => {}
+                }
+                if let Some(value) = restored_value(t, node_id, &row.key, row.value)? {
+                    w.put(t, &row.key, &value)?;
+                }
+            }
+            w.put(Table::Local, b"node_id", &encode(&node_id))?;
+            w.put(Table::Local, b"format", &encode(&FORMAT_VERSION))?;
+            Ok(counts)
+        })
+        .await
+        .with_context(|| format!("write {}", lmdb.display()));
+    store.shutdown();
+    counts
+}
+
+/// The value to write for a snapshot row in the new one-node cluster; `None` drops the row.
+fn restored_value(
+    t: Table,
+    node_id: u64,
+    key: &[u8],
+    value: Vec<u8>,
+) -> crate::store::Result<Option<Vec<u8>>> {
+    Ok(match t {
+        Table::Channels => {
+            let mut rec: ChannelRecord = decode(t, &value)?;
+            rec.replicas = vec![node_id];
+            Some(encode(&rec))
+        }
+        // The node registers its own record when it starts.
+        Table::Nodes => None,
+        Table::Vars => crate::meta::var_survives_restore(key).then_some(value),
+        Table::Sm if key == keys::group(META_GROUP) => None,
+        Table::Sm => {
+            // Keep the channel's seq and checksum; forget the old group's log position and
+            // membership so the group starts anew with this node as its only replica.
+            let old: SmState = decode(t, &value)?;
+            Some(encode(&SmState {
+                channel: old.channel,
+                ..SmState::default()
+            }))
+        }
+        _ => Some(value),
+    })
+}
+
+/// The text a restore prints: what was written and how to start it.
+pub fn describe(r: &Restored) -> String {
+    let h = &r.snapshot.header;
+    format!(
+        "restored the snapshot of node {} (cluster {}, taken at {} ms since the epoch, checksum {}) \
+         into {} as node {}: {} users, {} channels, {} messages\n\
+         start it as a new one-node cluster (no --init-nodes, no --seed):\n  \
+         wknode --node-id {} --data-dir {}",
+        h.node_id,
+        if h.cluster_id.is_empty() {
+            "-"
+        } else {
+            &h.cluster_id
+        },
+        h.created_unix_ms,
+        r.snapshot.checksum,
+        r.data_dir.display(),
+        r.node_id,
+        r.users,
+        r.channels,
+        r.messages,
+        r.node_id,
+        r.data_dir.display(),
+    )
+}

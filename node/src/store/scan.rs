@@ -1,0 +1,35 @@
+//! Whole-table scans inside one read transaction, for the snapshot stream: rows are handed to a
+//! callback one at a time instead of collected, so a large table never sits in memory.
+
+use super::{ReadTxn, TABLES, Table};
+
+impl Table {
+    /// The table's name in LMDB and in snapshot files.
+    pub fn name(self) -> &'static str {
+        TABLES
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map(|(_, n)| *n)
+            .expect("every table is in TABLES")
+    }
+
+    pub fn from_name(name: &str) -> Option<Table> {
+        TABLES.iter().find(|(_, n)| *n == name).map(|(t, _)| *t)
+    }
+}
+
+impl ReadTxn<'_> {
+    /// Call `f` on every row of `t` in key order, stopping at its first error.
+    pub fn for_each<E: From<super::StoreError>>(
+        &self,
+        t: Table,
+        mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let rows = self.dbs.of(t).iter(&self.txn).map_err(super::StoreError::from)?;
+        for row in rows {
+            let (k, v) = row.map_err(super::StoreError::from)?;
+            f(k, v)?;
+        }
+        Ok(())
+    }
+}
