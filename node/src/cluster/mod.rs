@@ -13,6 +13,7 @@
 //! openraft allows); normally only the preferred leader (the first replica, tried first)
 //! does so and the others learn the membership from it.
 
+mod failure;
 mod ops;
 mod route;
 pub mod rpc;
@@ -166,6 +167,9 @@ impl Node {
             drill_generation: Default::default(),
         }));
         transport.set_handler(Arc::new(node.clone()));
+        let on_down = node.clone();
+        transport.set_on_down(Box::new(move |peer| on_down.peer_down(peer)));
+        tokio::spawn(transport.clone().watch_peers());
 
         if !meta.is_initialized().await.context("read metadata state")? {
             let members: BTreeMap<NodeId, Peer> = if !cfg.init_nodes.is_empty() {

@@ -113,14 +113,12 @@ impl Handler for Node {
                     }
                     Reply::Append(raft.append_entries(req).await.map_err(|e| s(&e))?)
                 }
-                Rpc::Vote(g, req) => Reply::Vote(
-                    self.group(g)
-                        .await
-                        .map_err(|e| s(&e))?
-                        .vote(req)
-                        .await
-                        .map_err(|e| s(&e))?,
-                ),
+                Rpc::Vote(g, mut req) => {
+                    let raft = self.group(g).await.map_err(|e| s(&e))?;
+                    // The leader lease exists to protect a live leader; ours is known dead.
+                    req.leadership_transfer |= self.leader_is_down(&raft);
+                    Reply::Vote(raft.vote(req).await.map_err(|e| s(&e))?)
+                }
                 Rpc::PreVote(g, req) => Reply::Vote(
                     self.group(g)
                         .await
@@ -144,6 +142,8 @@ impl Handler for Node {
                     let res = raft.handle_transfer_leader(req).await.map_err(|e| s(&e))?;
                     Reply::TransferLeader(res.map_err(|e| format!("{e:?}")))
                 }
+                // Answered by the transport before it reaches a handler.
+                Rpc::Ping => Reply::Pong,
                 Rpc::App(bytes) => {
                     let rpc: AppRpc =
                         postcard::from_bytes(&bytes).map_err(|e| format!("bad app request: {e}"))?;

@@ -14,6 +14,12 @@
 //!
 //! Fault injection lives here too (the node's transport is the seam): traffic to or from a
 //! blocked peer is dropped in both directions.
+//!
+//! Failure detection is node-level and lives here as well: [`Transport::watch_peers`] pings
+//! every known peer over the shared connection every [`PING_INTERVAL`]; a peer whose ping fails
+//! (connection refused or lost: a killed process) or goes unanswered for [`PING_DEADLINE`] (a
+//! paused or cut-off one) is declared down, and the `on_down` callback runs once per
+//! transition. One ping per node pair, whatever the number of groups.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -39,12 +45,18 @@ use super::state_machine::SnapshotData;
 use super::{GroupId, NodeId, Peer, SnapshotMeta, TypeConfig, Vote};
 
 /// Bumped on any incompatible change to [`Frame`].
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Large enough for a snapshot of a big channel, small enough to refuse garbage lengths.
 pub const MAX_FRAME: usize = 512 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Read buffer of a peer connection: room for a burst of small frames.
 const READ_BUFFER: usize = 64 << 10;
+/// How often each peer is pinged. Cheap (one small frame per peer), and it bounds how late a
+/// killed peer is noticed: its connection is already gone, the next ping finds it refused.
+pub const PING_INTERVAL: Duration = Duration::from_millis(50);
+/// A ping unanswered this long declares the peer down. Far above a loopback or LAN round trip,
+/// and well under the election timeout, so a paused leader is replaced sooner than by timers.
+pub const PING_DEADLINE: Duration = Duration::from_millis(300);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Rpc {
@@ -55,6 +67,8 @@ pub enum Rpc {
     TransferLeader(GroupId, TransferLeaderRequest<TypeConfig>),
     /// An application request, encoded by the cluster layer.
     App(Vec<u8>),
+    /// Node-level liveness probe, answered by the transport itself with [`Reply::Pong`].
+    Ping,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,6 +79,7 @@ pub enum Reply {
     /// `Err` carries the target's reason for refusing the transfer.
     TransferLeader(Result<(), String>),
     App(Vec<u8>),
+    Pong,
 }
 
 type Nonce = [u8; 16];
@@ -153,6 +168,12 @@ pub struct Transport {
     handler: OnceLock<Arc<dyn Handler>>,
     /// Peers whose traffic is dropped in both directions (the isolate drill).
     blocked: RwLock<HashSet<NodeId>>,
+    /// Peers the pings declare down (see the module doc).
+    down: RwLock<HashSet<NodeId>>,
+    /// Peers with a ping in flight: at most one each, so a silent peer costs one timer.
+    probing: Mutex<HashSet<NodeId>>,
+    /// Called once each time a peer goes from up (or unknown) to down.
+    on_down: OnceLock<Box<dyn Fn(NodeId) + Send + Sync>>,
 }
 
 fn encode_frame(frame: &Frame) -> Vec<u8> {
@@ -241,6 +262,9 @@ impl Transport {
             next_id: AtomicU64::new(1),
             handler: OnceLock::new(),
             blocked: Default::default(),
+            down: Default::default(),
+            probing: Default::default(),
+            on_down: OnceLock::new(),
         })
     }
 
@@ -406,6 +430,66 @@ impl Transport {
         self.blocked.read().expect("blocked lock poisoned").contains(&id)
     }
 
+    /// Called with each peer the pings declare down (once per up-to-down transition).
+    pub fn set_on_down(&self, f: Box<dyn Fn(NodeId) + Send + Sync>) {
+        let _ = self.on_down.set(f);
+    }
+
+    /// Whether the last ping to `id` failed. A peer never pinged yet counts as up.
+    pub fn is_down(&self, id: NodeId) -> bool {
+        self.down.read().expect("down lock poisoned").contains(&id)
+    }
+
+    fn set_down(&self, peer: NodeId, down: bool) {
+        let changed = {
+            let mut set = self.down.write().expect("down lock poisoned");
+            if down { set.insert(peer) } else { set.remove(&peer) }
+        };
+        if !changed {
+            return;
+        }
+        if down {
+            tracing::info!(peer, "peer declared down");
+            if let Some(f) = self.on_down.get() {
+                f(peer);
+            }
+        } else {
+            tracing::info!(peer, "peer up");
+        }
+    }
+
+    /// Ping every known peer every [`PING_INTERVAL`], forever; see the module doc.
+    pub async fn watch_peers(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(PING_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let peers: Vec<NodeId> = self
+                .addrs
+                .read()
+                .expect("addrs lock poisoned")
+                .keys()
+                .copied()
+                .filter(|id| *id != self.node_id)
+                .collect();
+            for peer in peers {
+                if !self.probing.lock().expect("probing lock poisoned").insert(peer) {
+                    continue;
+                }
+                let me = self.clone();
+                tokio::spawn(async move {
+                    // The deadline covers a reconnect too (connect and handshake included).
+                    let r =
+                        tokio::time::timeout(PING_DEADLINE, me.call(peer, Rpc::Ping, PING_DEADLINE)).await;
+                    // A remote error means the peer received the ping: it is alive.
+                    let alive = matches!(r, Ok(Ok(_)) | Ok(Err(CallError::Remote(..))));
+                    me.probing.lock().expect("probing lock poisoned").remove(&peer);
+                    me.set_down(peer, !alive);
+                });
+            }
+        }
+    }
+
     /// Send `rpc` to `target` and wait up to `ttl` for its reply.
     pub async fn call(&self, target: NodeId, rpc: Rpc, ttl: Duration) -> Result<Reply, CallError> {
         if self.is_blocked(target) {
@@ -557,6 +641,14 @@ impl Transport {
                 ));
             };
             if self.is_blocked(from) {
+                continue;
+            }
+            if let Rpc::Ping = rpc {
+                // Answered here, not by the handler: liveness of the node, not of its groups.
+                let _ = tx.send(encode_frame(&Frame::Response {
+                    id,
+                    result: Ok(Reply::Pong),
+                }));
                 continue;
             }
             let Some(handler) = self.handler.get().cloned() else {
