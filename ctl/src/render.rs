@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use wk_api::{
-    ChannelConfig, ChannelReplicas, ChannelVerify, EvacuateResp, NodeStatus, NodesResp, RemoveNodeResp, ReplicaStatus,
+    ChannelConfig, ChannelReplicas, ChannelVerify, EvacuateResp, NodeStatus, NodesResp, RemoveNodeResp,
+    ReplicaStatus,
 };
 
 use crate::output::{Align, Table};
@@ -577,8 +578,14 @@ mod tests {
             ..good.clone()
         };
         let text = verify_text(&[good, bad], 2);
-        assert!(text.contains("!! CORRUPT g1/2 on node 3: row fails its checksum"), "{text}");
-        assert!(text.contains("!! CHECKSUM MISMATCH g1/2 at seq 5: aa vs bb"), "{text}");
+        assert!(
+            text.contains("!! CORRUPT g1/2 on node 3: row fails its checksum"),
+            "{text}"
+        );
+        assert!(
+            text.contains("!! CHECKSUM MISMATCH g1/2 at seq 5: aa vs bb"),
+            "{text}"
+        );
         assert!(text.contains("✗ FAIL  1 of 2 channels verified failed"), "{text}");
     }
 

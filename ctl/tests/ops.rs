@@ -493,7 +493,11 @@ fn operator_commands_on_three_nodes() {
     expect_code(&out, 0);
     let v: wk_api::ChannelVerify = json(&out);
     assert!(v.ok && v.common_seq == 3 && v.replicas.len() == 3, "{v:?}");
-    assert!(v.replicas.iter().all(|r| r.verified_seq == 3 && r.checksum == c.replicas[0].checksum));
+    assert!(
+        v.replicas
+            .iter()
+            .all(|r| r.verified_seq == 3 && r.checksum == c.replicas[0].checksum)
+    );
     let out = cluster.wkctl(&["cluster", "verify"]);
     expect_code(&out, 0);
     assert!(stdout(&out).contains("✓ ok"), "{}", stdout(&out));

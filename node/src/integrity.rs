@@ -106,7 +106,11 @@ pub fn check<T>(g: GroupId, r: Result<T, StoreError>) -> Result<T, StoreError> {
 }
 
 pub fn corrupt(g: GroupId) -> Option<Corruption> {
-    CORRUPT.lock().expect("corrupt register poisoned").get(&g).cloned()
+    CORRUPT
+        .lock()
+        .expect("corrupt register poisoned")
+        .get(&g)
+        .cloned()
 }
 
 /// Every group corrupt here.
@@ -116,9 +120,17 @@ pub fn corrupt_groups() -> BTreeMap<GroupId, Corruption> {
 
 /// The group's rows are gone (it was removed from this replica): it is no longer corrupt.
 pub fn cleared(g: GroupId) {
-    if CORRUPT.lock().expect("corrupt register poisoned").remove(&g).is_some() {
+    if CORRUPT
+        .lock()
+        .expect("corrupt register poisoned")
+        .remove(&g)
+        .is_some()
+    {
         REPAIRED.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(group = g, "corrupt replica data deleted; it rejoins as a fresh learner");
+        tracing::info!(
+            group = g,
+            "corrupt replica data deleted; it rejoins as a fresh learner"
+        );
     }
 }
 

@@ -45,7 +45,12 @@ async fn send_all(c: &Client, range: std::ops::Range<usize>) {
             payload: b64(&payload(i)),
         };
         let resp = retry(&format!("send {i}"), Duration::from_secs(30), || c.send(&req)).await;
-        assert_eq!(resp.message_seq, i as u64 + 1, "message {i} got seq {}", resp.message_seq);
+        assert_eq!(
+            resp.message_seq,
+            i as u64 + 1,
+            "message {i} got seq {}",
+            resp.message_seq
+        );
     }
 }
 
@@ -60,7 +65,10 @@ async fn check_reads(c: &Client, who: &str, count: usize) {
         limit: 1000,
         pull_mode: PULL_MODE_UP,
     };
-    let resp = retry(&format!("read via {who}"), Duration::from_secs(60), || c.sync(&req)).await;
+    let resp = retry(&format!("read via {who}"), Duration::from_secs(60), || {
+        c.sync(&req)
+    })
+    .await;
     let got: Vec<(u64, Vec<u8>)> = resp
         .messages
         .iter()
@@ -78,7 +86,10 @@ async fn setup(cluster: &Cluster) -> Client {
         subscribers: vec![USER.into()],
         reset: 0,
     };
-    retry("create the channel", Duration::from_secs(20), || c.channel_create(&req)).await;
+    retry("create the channel", Duration::from_secs(20), || {
+        c.channel_create(&req)
+    })
+    .await;
     send_all(&c, 0..MESSAGES).await;
     c
 }
@@ -121,21 +132,25 @@ async fn verify(c: &Client) -> ChannelVerify {
 
 /// Until `verify` says all three replicas hold all `count` messages intact and agree.
 async fn wait_repaired(c: &Client, count: usize) -> ChannelVerify {
-    wait_until("all replicas intact and agreeing", Duration::from_secs(90), || async {
-        let v = c
-            .channel_verify(CHANNEL, CHANNEL_TYPE_GROUP)
-            .await
-            .map_err(|e| e.to_string())?;
-        let all_there = v.replicas.len() == 3
-            && v.replicas
-                .iter()
-                .all(|r| r.message_seq == count as u64 && r.verified_seq == count as u64);
-        if v.ok && all_there {
-            Ok(v)
-        } else {
-            Err(format!("{v:?}"))
-        }
-    })
+    wait_until(
+        "all replicas intact and agreeing",
+        Duration::from_secs(90),
+        || async {
+            let v = c
+                .channel_verify(CHANNEL, CHANNEL_TYPE_GROUP)
+                .await
+                .map_err(|e| e.to_string())?;
+            let all_there = v.replicas.len() == 3
+                && v.replicas
+                    .iter()
+                    .all(|r| r.message_seq == count as u64 && r.verified_seq == count as u64);
+            if v.ok && all_there {
+                Ok(v)
+            } else {
+                Err(format!("{v:?}"))
+            }
+        },
+    )
     .await
 }
 
@@ -174,10 +189,17 @@ async fn corrupt_follower_is_detected_never_served_and_repaired() {
     tracing::info!("--- verify reports node {victim} corrupt");
     let v = verify(&c).await;
     assert!(!v.ok, "verify missed the corruption: {v:?}");
-    let bad = v.replicas.iter().find(|r| r.node_id == victim).expect("victim listed");
+    let bad = v
+        .replicas
+        .iter()
+        .find(|r| r.node_id == victim)
+        .expect("victim listed");
     assert!(bad.corrupt.is_some(), "node {victim} not reported corrupt: {v:?}");
     assert!(
-        v.replicas.iter().filter(|r| r.node_id != victim).all(|r| r.corrupt.is_none()),
+        v.replicas
+            .iter()
+            .filter(|r| r.node_id != victim)
+            .all(|r| r.corrupt.is_none()),
         "only the victim is corrupt: {v:?}"
     );
 
@@ -213,7 +235,13 @@ async fn corrupt_leader_loses_nothing() {
     tracing::info!("--- node {victim} leads again with its corrupt copy");
     let back = wait_until("the victim to lead again", Duration::from_secs(30), || async {
         // Its group may already have stopped on a bad row: that is detection too.
-        if metric(cluster.node(victim), "wukong_integrity_corruptions_detected_total").await >= 1.0 {
+        if metric(
+            cluster.node(victim),
+            "wukong_integrity_corruptions_detected_total",
+        )
+        .await
+            >= 1.0
+        {
             return Ok(false);
         }
         match c.transfer_leader(CHANNEL, CHANNEL_TYPE_GROUP, victim).await {
@@ -227,13 +255,21 @@ async fn corrupt_leader_loses_nothing() {
 
     tracing::info!("--- reads and verification find the corruption on node {victim}");
     let victim_node = cluster.node(victim);
-    wait_until("the victim to detect its corruption", Duration::from_secs(60), || async {
-        // Reads may land on the victim if it leads again; verify re-reads every replica.
-        check_reads(&c, "the cluster", MESSAGES).await;
-        let _ = c.channel_verify(CHANNEL, CHANNEL_TYPE_GROUP).await;
-        let n = metric(victim_node, "wukong_integrity_corruptions_detected_total").await;
-        if n >= 1.0 { Ok(()) } else { Err("not detected yet".to_string()) }
-    })
+    wait_until(
+        "the victim to detect its corruption",
+        Duration::from_secs(60),
+        || async {
+            // Reads may land on the victim if it leads again; verify re-reads every replica.
+            check_reads(&c, "the cluster", MESSAGES).await;
+            let _ = c.channel_verify(CHANNEL, CHANNEL_TYPE_GROUP).await;
+            let n = metric(victim_node, "wukong_integrity_corruptions_detected_total").await;
+            if n >= 1.0 {
+                Ok(())
+            } else {
+                Err("not detected yet".to_string())
+            }
+        },
+    )
     .await;
 
     tracing::info!("--- nothing acknowledged is lost or altered, on any node, and writes go on");
@@ -245,5 +281,8 @@ async fn corrupt_leader_loses_nothing() {
     for node in &cluster.nodes {
         check_reads(&node.client(), &format!("node {}", node.id), MESSAGES + 5).await;
     }
-    assert_eq!(metric(cluster.node(victim), "wukong_integrity_repairs_total").await, 1.0);
+    assert_eq!(
+        metric(cluster.node(victim), "wukong_integrity_repairs_total").await,
+        1.0
+    );
 }

@@ -32,7 +32,9 @@ pub async fn channel(global: &GlobalArgs, channel_id: &str, channel_type: u8) ->
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => output::write_json(&mut out, &c)?,
-        OutputFormat::Text => output::write_text(&mut out, &render::verify_text(std::slice::from_ref(&c), 1))?,
+        OutputFormat::Text => {
+            output::write_text(&mut out, &render::verify_text(std::slice::from_ref(&c), 1))?
+        }
     }
     Ok(outcome(std::slice::from_ref(&c), 0))
 }
@@ -72,7 +74,9 @@ pub async fn cluster(global: &GlobalArgs, args: ClusterVerifyArgs) -> anyhow::Re
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => output::write_text(&mut out, &render::verify_text(&report.channels, report.total))?,
+        OutputFormat::Text => {
+            output::write_text(&mut out, &render::verify_text(&report.channels, report.total))?
+        }
     }
     Ok(outcome(&report.channels, report.errors.len()))
 }

@@ -173,7 +173,11 @@ fn integrity_families(out: &mut Exposition) {
         Kind::Counter,
         "Groups found corrupt here since the node started.",
     );
-    out.sample("wukong_integrity_corruptions_detected_total", &[], detected as f64);
+    out.sample(
+        "wukong_integrity_corruptions_detected_total",
+        &[],
+        detected as f64,
+    );
     out.family(
         "wukong_integrity_repairs_total",
         Kind::Counter,

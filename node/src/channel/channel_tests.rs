@@ -125,7 +125,12 @@ fn sync_ranges_table() {
 fn a_flipped_byte_is_never_read_and_scans_recompute_the_checksum() {
     let (mut kv, mut st) = (MemKv::default(), ChannelState::default());
     for i in 0..5u64 {
-        sent(&mut kv, 1, &mut st, msg(100 + i, "alice", &format!("c{i}"), b"payload"));
+        sent(
+            &mut kv,
+            1,
+            &mut st,
+            msg(100 + i, "alice", &format!("c{i}"), b"payload"),
+        );
     }
     let scan = scan_messages(&kv, 1, st.last_seq).expect("intact");
     assert_eq!((scan.rows, scan.checksum), (5, st.checksum));
@@ -141,7 +146,10 @@ fn a_flipped_byte_is_never_read_and_scans_recompute_the_checksum() {
     ));
     assert_eq!(read_messages(&kv, 1, 4, 5).expect("other rows intact").len(), 2);
     assert!(scan_messages(&kv, 1, 5).is_err());
-    assert!(scan_messages(&kv, 1, 2).is_ok(), "a scan up to a common seq stops before it");
+    assert!(
+        scan_messages(&kv, 1, 2).is_ok(),
+        "a scan up to a common seq stops before it"
+    );
     // A missing row is caught too.
     kv.delete(Table::Msgs, &keys::group_u64(1, 4)).expect("delete");
     assert!(scan_messages(&kv, 1, 2).is_ok());

@@ -233,7 +233,10 @@ impl Node {
         // A corrupt replica never runs the group (no serving, no campaigning, no replicating
         // from its log) until the repair deleted its rows (see `integrity`).
         if let Some(c) = crate::integrity::corrupt(g) {
-            return Err(NodeError::Corrupt(format!("group {g} on node {}: {}", self.id, c.reason)));
+            return Err(NodeError::Corrupt(format!(
+                "group {g} on node {}: {}",
+                self.id, c.reason
+            )));
         }
         let slot = self
             .groups

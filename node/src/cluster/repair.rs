@@ -145,13 +145,19 @@ impl Node {
         // did not arrive it is still marked corrupt (so nothing of the group runs there) and
         // is asked again. An unmarked replica is never asked: a fresh copy may already run
         // there, and deleting rows under a running group would tear its state.
-        let status = match self.ask(bad, AppRpc::GroupStatus(reduced.clone()), Duration::from_secs(5)).await? {
+        let status = match self
+            .ask(bad, AppRpc::GroupStatus(reduced.clone()), Duration::from_secs(5))
+            .await?
+        {
             AppReply::GroupStatus(s) => s,
             AppReply::Err(e) => return Err(e),
             other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
         };
         if status.corrupt.is_some() {
-            match self.ask(bad, AppRpc::DropGroup(rec.group_id), Duration::from_secs(5)).await? {
+            match self
+                .ask(bad, AppRpc::DropGroup(rec.group_id), Duration::from_secs(5))
+                .await?
+            {
                 AppReply::Done => {}
                 AppReply::Err(e) => return Err(e),
                 other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),

@@ -284,22 +284,22 @@ impl Node {
                 let read = self
                     .store
                     .read(move |r| {
-                            let last_seq = crate::raft::state_machine::load_state(r, g)?.channel.last_seq;
-                            let Some((lo, hi, more)) =
-                                channel::sync_range(last_seq, q.start, q.end, q.limit, q.pull_up)
-                            else {
-                                return Ok(SyncResult {
-                                    last_seq,
-                                    messages: Vec::new(),
-                                    more: false,
-                                });
-                            };
-                            Ok(SyncResult {
+                        let last_seq = crate::raft::state_machine::load_state(r, g)?.channel.last_seq;
+                        let Some((lo, hi, more)) =
+                            channel::sync_range(last_seq, q.start, q.end, q.limit, q.pull_up)
+                        else {
+                            return Ok(SyncResult {
                                 last_seq,
-                                messages: channel::read_messages(r, g, lo, hi)?,
-                                more,
-                            })
+                                messages: Vec::new(),
+                                more: false,
+                            });
+                        };
+                        Ok(SyncResult {
+                            last_seq,
+                            messages: channel::read_messages(r, g, lo, hi)?,
+                            more,
                         })
+                    })
                     .await;
                 // A row that fails its seal: never served; this replica stops serving the
                 // group and routing tries another.

@@ -144,7 +144,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let g = self.group;
-        let (last, purged) = crate::integrity::check(g, self.store.read(move |r| stored_log_state(r, g)).await)?;
+        let (last, purged) =
+            crate::integrity::check(g, self.store.read(move |r| stored_log_state(r, g)).await)?;
         let pending_last = self
             .pending
             .lock()
