@@ -296,6 +296,17 @@ impl Client {
             .await
     }
 
+    /// Every replica re-reads and checks its copy of the channel (slow on a big channel).
+    pub async fn channel_verify(
+        &self,
+        channel_id: &str,
+        channel_type: u8,
+    ) -> Result<ChannelVerify, ClientError> {
+        let t = channel_type.to_string();
+        self.get(&["cluster", "channels", channel_id, &t, "verify"], &[])
+            .await
+    }
+
     pub async fn join(&self, req: &JoinReq) -> Result<JoinResp, ClientError> {
         self.post(&["cluster", "join"], req).await
     }

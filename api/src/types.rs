@@ -293,6 +293,61 @@ pub struct ReplicaStatus {
     /// Running hash over every applied message (hex): equal on replicas that applied the same
     /// messages.
     pub checksum: String,
+    /// Set when this replica's copy failed its checksums: it serves nothing of the channel
+    /// until the leader has replaced it with a fresh copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<String>,
+}
+
+/// One replica's answer to `GET /cluster/channels/{id}/{type}/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaVerify {
+    pub node_id: u64,
+    /// The replica answered.
+    pub online: bool,
+    /// Highest message seq applied on this replica.
+    pub message_seq: u64,
+    /// Messages re-read and checked (`1..=verified_seq`): the seq every replica has.
+    pub verified_seq: u64,
+    /// Running checksum recomputed from the stored messages up to `verified_seq` (hex).
+    pub checksum: String,
+    /// Raft log entries re-read and checked.
+    pub log_entries: u64,
+    /// Why this replica's copy is corrupt, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<String>,
+    /// Why the replica could not be verified (offline, error), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /cluster/channels/{id}/{type}/verify`: every replica re-reads its copy; like
+/// `etcdctl endpoint hashkv`, the checksums up to a common seq must agree.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChannelVerify {
+    pub channel_id: String,
+    pub channel_type: u8,
+    pub group_id: u64,
+    /// The lowest `message_seq` among the replicas that answered: what all are compared on.
+    pub common_seq: u64,
+    /// Every replica answered, none is corrupt and all checksums agree.
+    pub ok: bool,
+    pub replicas: Vec<ReplicaVerify>,
+}
+
+/// `wkctl cluster verify --output json`: every channel verified (up to `--limit`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterVerify {
+    /// Channels in the cluster.
+    pub total: u64,
+    /// Channels verified here.
+    pub checked: u64,
+    /// Channels whose verification failed (mismatch, corruption, or a replica not answering).
+    pub failed: u64,
+    pub channels: Vec<ChannelVerify>,
+    /// Channels that could not be asked at all: (channel key, error).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -158,9 +158,21 @@ pub enum ClusterCommand {
     /// no replica is more than `--max-lag` entries behind its leader (channels without a leader,
     /// e.g. hibernated ones, are not judged on lag).
     Health(HealthArgs),
+    /// Verify every channel like `channel verify` (up to `--limit`), a few at a time.
+    ///
+    /// Exits 1 when any channel has a corrupt replica, a checksum mismatch, or a replica that
+    /// could not be verified.
+    Verify(ClusterVerifyArgs),
     /// Admit a node started with `wknode --seed ...`: it catches up on the metadata, the active
     /// channels whose placement includes it move at once, inactive ones go to the sync backlog.
     Join(JoinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterVerifyArgs {
+    /// Verify at most this many channels (in the node's order; max 10000).
+    #[arg(long, default_value_t = 10_000)]
+    pub limit: u64,
 }
 
 #[derive(Debug, Args)]
@@ -539,6 +551,19 @@ pub enum ChannelCommand {
     /// `!! CHECKSUM MISMATCH` and exits 1.
     Show {
         /// Channel id (person channels: the fake id `a@b`, as `channel list` shows it).
+        channel_id: String,
+        /// Channel type: 1 person, 2 group, ...
+        channel_type: u8,
+    },
+    /// Every replica re-reads its copy of the channel: each stored message and log entry
+    /// against its checksum, and the running checksum recomputed up to the seq all replicas
+    /// have (like `etcdctl endpoint hashkv`).
+    ///
+    /// A replica that finds a bad record stops serving the channel and is replaced by a fresh
+    /// copy from the leader. Exits 1 on a corrupt replica, a checksum mismatch or a replica
+    /// that could not be verified.
+    Verify {
+        /// Channel id (person channels: the fake id `a@b`).
         channel_id: String,
         /// Channel type: 1 person, 2 group, ...
         channel_type: u8,

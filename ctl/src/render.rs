@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use wk_api::{
-    ChannelConfig, ChannelReplicas, EvacuateResp, NodeStatus, NodesResp, RemoveNodeResp, ReplicaStatus,
+    ChannelConfig, ChannelReplicas, ChannelVerify, EvacuateResp, NodeStatus, NodesResp, RemoveNodeResp,
+    ReplicaStatus,
 };
 
 use crate::output::{Align, Table};
@@ -336,6 +337,88 @@ pub fn channel_show_text(c: &ChannelReplicas) -> String {
             out.push_str(&format!("!! CHECKSUM MISMATCH among caught-up replicas, {m}\n"));
         }
     }
+    for r in &c.replicas {
+        if let Some(why) = &r.corrupt {
+            out.push_str(&format!(
+                "!! CORRUPT replica on node {}: {why} (serves nothing; the leader replaces it)\n",
+                r.node_id
+            ));
+        }
+    }
+    out
+}
+
+/// `channel verify` / `cluster verify`: one row per replica of each channel, then a verdict
+/// per failed channel and a summary line.
+pub fn verify_text(channels: &[ChannelVerify], total: u64) -> String {
+    let mut t = Table::new(&[
+        ("CHANNEL", Align::Left),
+        ("NODE", Align::Right),
+        ("SEQ", Align::Right),
+        ("VERIFIED", Align::Right),
+        ("LOG", Align::Right),
+        ("CHECKSUM", Align::Left),
+        ("STATE", Align::Left),
+    ]);
+    let mut out = String::new();
+    for c in channels {
+        for r in &c.replicas {
+            let state = match (&r.corrupt, &r.error) {
+                (Some(_), _) => "CORRUPT",
+                (None, Some(_)) => "UNVERIFIED",
+                (None, None) => "ok",
+            };
+            t.row(vec![
+                format!("{}/{}", c.channel_id, c.channel_type),
+                r.node_id.to_string(),
+                r.message_seq.to_string(),
+                r.verified_seq.to_string(),
+                r.log_entries.to_string(),
+                if r.checksum.is_empty() {
+                    "-".into()
+                } else {
+                    r.checksum.clone()
+                },
+                state.into(),
+            ]);
+        }
+    }
+    out.push_str(&t.render());
+    for c in channels.iter().filter(|c| !c.ok) {
+        let name = format!("{}/{}", c.channel_id, c.channel_type);
+        for r in &c.replicas {
+            if let Some(why) = &r.corrupt {
+                out.push_str(&format!("!! CORRUPT {name} on node {}: {why}\n", r.node_id));
+            } else if let Some(why) = &r.error {
+                out.push_str(&format!("!! UNVERIFIED {name} on node {}: {why}\n", r.node_id));
+            }
+        }
+        let sums: std::collections::BTreeSet<&str> = c
+            .replicas
+            .iter()
+            .filter(|r| r.corrupt.is_none() && r.error.is_none())
+            .map(|r| r.checksum.as_str())
+            .collect();
+        if sums.len() > 1 {
+            out.push_str(&format!(
+                "!! CHECKSUM MISMATCH {name} at seq {}: {}\n",
+                c.common_seq,
+                sums.into_iter().collect::<Vec<_>>().join(" vs ")
+            ));
+        }
+    }
+    let failed = channels.iter().filter(|c| !c.ok).count();
+    if failed == 0 {
+        out.push_str(&format!(
+            "✓ ok    {} of {total} channels verified: every replica intact, checksums agree\n",
+            channels.len()
+        ));
+    } else {
+        out.push_str(&format!(
+            "✗ FAIL  {failed} of {} channels verified failed (of {total})\n",
+            channels.len()
+        ));
+    }
     out
 }
 
@@ -458,7 +541,53 @@ pub fn remove_text(r: &RemoveNodeResp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wk_api::{ReplicaMove, Role};
+    use wk_api::{ReplicaMove, ReplicaVerify, Role};
+
+    fn verified(node_id: u64, checksum: &str, corrupt: Option<&str>) -> ReplicaVerify {
+        ReplicaVerify {
+            node_id,
+            online: true,
+            message_seq: 5,
+            verified_seq: 5,
+            checksum: checksum.into(),
+            log_entries: 7,
+            corrupt: corrupt.map(String::from),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn verify_text_flags_corruption_and_mismatch() {
+        let good = ChannelVerify {
+            channel_id: "g1".into(),
+            channel_type: 2,
+            group_id: 3,
+            common_seq: 5,
+            ok: true,
+            replicas: vec![verified(1, "aa", None), verified(2, "aa", None)],
+        };
+        let text = verify_text(std::slice::from_ref(&good), 1);
+        assert!(text.contains("✓ ok    1 of 1 channels verified"), "{text}");
+        let bad = ChannelVerify {
+            ok: false,
+            replicas: vec![
+                verified(1, "aa", None),
+                verified(2, "bb", None),
+                verified(3, "", Some("row fails its checksum")),
+            ],
+            ..good.clone()
+        };
+        let text = verify_text(&[good, bad], 2);
+        assert!(
+            text.contains("!! CORRUPT g1/2 on node 3: row fails its checksum"),
+            "{text}"
+        );
+        assert!(
+            text.contains("!! CHECKSUM MISMATCH g1/2 at seq 5: aa vs bb"),
+            "{text}"
+        );
+        assert!(text.contains("✗ FAIL  1 of 2 channels verified failed"), "{text}");
+    }
 
     fn replica(id: u64, role: Role, applied: u64, checksum: &str) -> ReplicaStatus {
         ReplicaStatus {
@@ -476,6 +605,7 @@ mod tests {
             },
             message_seq: applied.saturating_sub(2),
             checksum: checksum.into(),
+            corrupt: None,
         }
     }
 

@@ -488,6 +488,26 @@ fn operator_commands_on_three_nodes() {
     let out = cluster.wkctl(&["channel", "show", "nope", "2"]);
     expect_code(&out, 2);
 
+    phase("channel verify, cluster verify");
+    let out = cluster.wkctl(&["--output", "json", "channel", "verify", "ops-0", "2"]);
+    expect_code(&out, 0);
+    let v: wk_api::ChannelVerify = json(&out);
+    assert!(v.ok && v.common_seq == 3 && v.replicas.len() == 3, "{v:?}");
+    assert!(
+        v.replicas
+            .iter()
+            .all(|r| r.verified_seq == 3 && r.checksum == c.replicas[0].checksum)
+    );
+    let out = cluster.wkctl(&["cluster", "verify"]);
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("✓ ok"), "{}", stdout(&out));
+    let out = cluster.wkctl(&["--output", "json", "cluster", "verify", "--limit", "2"]);
+    expect_code(&out, 0);
+    let all: wk_api::ClusterVerify = json(&out);
+    assert_eq!((all.checked, all.failed), (2, 0), "{all:?}");
+    let out = cluster.wkctl(&["channel", "verify", "nope", "2"]);
+    expect_code(&out, 2);
+
     phase("node show");
     let out = cluster.wkctl(&["--output", "json", "node", "show", "2"]);
     expect_code(&out, 0);

@@ -24,6 +24,10 @@ pub enum NodeError {
     /// No leader or no quorum right now; retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// This replica's copy of the group failed its checksums: it serves nothing of it until
+    /// repaired; another replica can (routing skips this one, as for `Unavailable`).
+    #[error("corrupt replica: {0}")]
+    Corrupt(String),
     #[error("storage: {0}")]
     Storage(String),
     #[error("internal: {0}")]
@@ -53,7 +57,7 @@ impl NodeError {
             NodeError::Forbidden(_) => 403,
             NodeError::Unauthorized(_) => 401,
             NodeError::ChannelNotFound(_) => 404,
-            NodeError::NotLeader { .. } | NodeError::Unavailable(_) => 503,
+            NodeError::NotLeader { .. } | NodeError::Unavailable(_) | NodeError::Corrupt(_) => 503,
             NodeError::Storage(_) | NodeError::Internal(_) => 500,
         }
     }
@@ -67,6 +71,7 @@ impl NodeError {
             NodeError::ChannelNotFound(_) => "channel_not_found",
             NodeError::NotLeader { .. } => "not_leader",
             NodeError::Unavailable(_) => "unavailable",
+            NodeError::Corrupt(_) => "corrupt",
             NodeError::Storage(_) => "storage",
             NodeError::Internal(_) => "internal",
         }
@@ -83,7 +88,10 @@ impl NodeError {
 
 impl From<crate::store::StoreError> for NodeError {
     fn from(e: crate::store::StoreError) -> Self {
-        NodeError::Storage(e.to_string())
+        match e {
+            crate::store::StoreError::Corrupt { .. } => NodeError::Corrupt(e.to_string()),
+            _ => NodeError::Storage(e.to_string()),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod integrity;
 pub mod meta;
 pub mod raft;
 pub mod snapshot;

@@ -112,6 +112,7 @@ pub fn replicas(id: &str, leader: Option<u64>, reps: &[Rep]) -> ChannelReplicas 
                     last_ack_ms,
                     message_seq,
                     checksum: format!("{:016x}", message_seq * 0x9e37_79b9),
+                    corrupt: None,
                 },
             )
             .collect(),

@@ -118,7 +118,8 @@ pub async fn list(global: &GlobalArgs, args: ChannelListArgs) -> anyhow::Result<
     })
 }
 
-/// `wkctl channel show ID TYPE`: exit 1 on a checksum mismatch among caught-up replicas.
+/// `wkctl channel show ID TYPE`: exit 1 on a checksum mismatch among caught-up replicas or a
+/// corrupt replica.
 pub async fn show(global: &GlobalArgs, channel_id: &str, channel_type: u8) -> anyhow::Result<Outcome> {
     let client = super::client(global)?;
     let c = client
@@ -136,7 +137,8 @@ pub async fn show(global: &GlobalArgs, channel_id: &str, channel_type: u8) -> an
         }
         OutputFormat::Text => output::write_text(&mut out, &render::channel_show_text(&c))?,
     }
-    Ok(if mismatches.is_empty() {
+    let corrupt = c.replicas.iter().any(|r| r.corrupt.is_some());
+    Ok(if mismatches.is_empty() && !corrupt {
         Outcome::Ok
     } else {
         Outcome::CheckFailed

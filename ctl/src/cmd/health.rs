@@ -310,6 +310,7 @@ mod tests {
                     last_ack_ms: None,
                     message_seq: 3,
                     checksum: String::new(),
+                    corrupt: None,
                 })
                 .collect(),
         }

@@ -15,6 +15,7 @@ mod probe;
 mod scale;
 mod snapshot;
 mod top;
+mod verify;
 
 use anyhow::Context;
 use wk_api::Client;
@@ -44,6 +45,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             channel_id,
             channel_type,
         }) => channel::show(global, &channel_id, channel_type).await,
+        Command::Channel(ChannelCommand::Verify {
+            channel_id,
+            channel_type,
+        }) => verify::channel(global, &channel_id, channel_type).await,
+        Command::Cluster(ClusterCommand::Verify(args)) => verify::cluster(global, args).await,
         Command::Channel(ChannelCommand::TransferLeader(args)) => {
             channel::transfer_leader(global, args).await
         }

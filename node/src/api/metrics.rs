@@ -154,6 +154,7 @@ pub async fn render(node: &Node) -> String {
 
     meta_families(node, &state, &mut out);
     channel_families(node, scan.as_deref(), &mut out);
+    integrity_families(&mut out);
     backlog_families(backlog, &mut out);
     request_families(&mut out);
     store_families(&mut out);
@@ -172,6 +173,37 @@ pub async fn render(node: &Node) -> String {
         started.elapsed().as_secs_f64(),
     );
     out.finish()
+}
+
+/// Record checksums (`crate::integrity`): what is corrupt here now, what was found and fixed.
+fn integrity_families(out: &mut Exposition) {
+    let (detected, repaired) = crate::integrity::counters();
+    out.family(
+        "wukong_integrity_corrupt_groups",
+        Kind::Gauge,
+        "Groups whose copy here failed its checksums and awaits repair (serves nothing).",
+    );
+    out.sample(
+        "wukong_integrity_corrupt_groups",
+        &[],
+        crate::integrity::corrupt_groups().len() as f64,
+    );
+    out.family(
+        "wukong_integrity_corruptions_detected_total",
+        Kind::Counter,
+        "Groups found corrupt here since the node started.",
+    );
+    out.sample(
+        "wukong_integrity_corruptions_detected_total",
+        &[],
+        detected as f64,
+    );
+    out.family(
+        "wukong_integrity_repairs_total",
+        Kind::Counter,
+        "Corrupt copies here deleted for a fresh one from the leader since the node started.",
+    );
+    out.sample("wukong_integrity_repairs_total", &[], repaired as f64);
 }
 
 fn bool_value(b: bool) -> f64 {

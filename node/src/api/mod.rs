@@ -64,6 +64,7 @@ pub fn router(node: Node, auth: auth::Auth) -> Router {
             "/cluster/channels/{id}/{ty}/replicas",
             get(cluster_channel_replicas),
         )
+        .route("/cluster/channels/{id}/{ty}/verify", get(cluster_channel_verify))
         .fallback(|| async {
             ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, "not_found")
         })
@@ -626,4 +627,12 @@ async fn cluster_channel_replicas(
 ) -> ApiResult<ChannelReplicas> {
     let rec = stored_channel(&node, &id, &ty).await?;
     Ok(Json(node.channel_replicas(&rec).await))
+}
+
+async fn cluster_channel_verify(
+    State(node): State<Node>,
+    Path((id, ty)): Path<(String, String)>,
+) -> ApiResult<wk_api::ChannelVerify> {
+    let rec = stored_channel(&node, &id, &ty).await?;
+    Ok(Json(node.channel_verify(&rec).await))
 }

@@ -120,3 +120,38 @@ fn sync_ranges_table() {
         assert_eq!(got, want, "testdata/sync_ranges.txt line {}: {line}", no + 1);
     }
 }
+
+#[test]
+fn a_flipped_byte_is_never_read_and_scans_recompute_the_checksum() {
+    let (mut kv, mut st) = (MemKv::default(), ChannelState::default());
+    for i in 0..5u64 {
+        sent(
+            &mut kv,
+            1,
+            &mut st,
+            msg(100 + i, "alice", &format!("c{i}"), b"payload"),
+        );
+    }
+    let scan = scan_messages(&kv, 1, st.last_seq).expect("intact");
+    assert_eq!((scan.rows, scan.checksum), (5, st.checksum));
+    // Flip one payload byte of seq 3, as a bad disk would.
+    let key = keys::group_u64(1, 3);
+    let mut row = kv.get(Table::Msgs, &key).expect("get").expect("row");
+    let at = row.len() - crate::integrity::SEAL_LEN - 2;
+    row[at] ^= 0x20;
+    kv.put(Table::Msgs, &key, &row).expect("put");
+    assert!(matches!(
+        read_messages(&kv, 1, 1, 5),
+        Err(crate::store::StoreError::Corrupt { .. })
+    ));
+    assert_eq!(read_messages(&kv, 1, 4, 5).expect("other rows intact").len(), 2);
+    assert!(scan_messages(&kv, 1, 5).is_err());
+    assert!(
+        scan_messages(&kv, 1, 2).is_ok(),
+        "a scan up to a common seq stops before it"
+    );
+    // A missing row is caught too.
+    kv.delete(Table::Msgs, &keys::group_u64(1, 4)).expect("delete");
+    assert!(scan_messages(&kv, 1, 2).is_ok());
+    assert!(read_messages(&kv, 1, 4, 5).is_err());
+}

@@ -15,10 +15,12 @@
 
 mod failure;
 mod ops;
+mod repair;
 mod route;
 pub mod rpc;
 mod scale;
 pub mod status;
+pub mod verify;
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeMap, HashMap};
@@ -39,7 +41,9 @@ use crate::raft::{GroupId, META_GROUP, NodeId, Peer, Raft, raft_config};
 use crate::store::{KvRead, KvWrite, Store, Table, encode};
 
 /// On-disk format of the data dir; a node refuses a data dir of another format.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: every `msgs` and `log` row carries a seal (`integrity`); format 1 rows have none and
+/// would all read as corrupt, so there is no in-place upgrade.
+pub const FORMAT_VERSION: u32 = 2;
 
 pub struct Inner {
     pub id: NodeId,
@@ -112,7 +116,11 @@ fn new_raft_group(
             StateMachine::new(g, store),
         )
         .await
-        .map_err(|e| NodeError::Internal(format!("start group {g}: {e}")))
+        .map_err(|e| match crate::integrity::corrupt(g) {
+            // Loading the log hit a bad row: say so, so routing tries another replica.
+            Some(c) => NodeError::Corrupt(format!("group {g}: {}", c.reason)),
+            None => NodeError::Internal(format!("start group {g}: {e}")),
+        })
     }
 }
 
@@ -208,6 +216,7 @@ impl Node {
         tokio::spawn(node.clone().maintain_membership());
         tokio::spawn(node.clone().hibernate_idle_groups());
         tokio::spawn(node.clone().run_drain());
+        tokio::spawn(node.clone().repair_corrupt());
         if let (true, Some((seed_id, _))) = (node.is_joining(), cfg.seed.clone()) {
             tokio::spawn(node.clone().announce(seed_id, cfg.auto_join));
         }
@@ -227,6 +236,14 @@ impl Node {
     async fn group_started(&self, g: GroupId) -> Result<(Raft, bool)> {
         if g == META_GROUP {
             return Ok((self.meta.clone(), false));
+        }
+        // A corrupt replica never runs the group (no serving, no campaigning, no replicating
+        // from its log) until the repair deleted its rows (see `integrity`).
+        if let Some(c) = crate::integrity::corrupt(g) {
+            return Err(NodeError::Corrupt(format!(
+                "group {g} on node {}: {}",
+                self.id, c.reason
+            )));
         }
         let slot = self
             .groups
@@ -472,7 +489,12 @@ async fn check_identity(store: &Store, node_id: NodeId) -> anyhow::Result<()> {
     if let Some(format) = format {
         anyhow::ensure!(
             format == FORMAT_VERSION,
-            "data dir has format {format}, this build reads {FORMAT_VERSION}"
+            "data dir has format {format}, this build reads {FORMAT_VERSION}{}",
+            if format < 2 {
+                " (format 2 adds a checksum to every stored message and log entry; there is no in-place upgrade: run the build that wrote it, or build a new cluster)"
+            } else {
+                ""
+            }
         );
     }
     match id {

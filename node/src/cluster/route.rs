@@ -159,6 +159,8 @@ impl Node {
                     last_err = format!("node {target} is not the leader");
                 }
                 AppReply::Err(NodeError::Unavailable(msg)) => last_err = msg,
+                // A corrupt replica serves nothing of the group; another one may.
+                AppReply::Err(e @ NodeError::Corrupt(_)) => last_err = e.to_string(),
                 other => {
                     self.hints.lock().expect("hints lock poisoned").insert(g, target);
                     return Ok(other);

@@ -49,6 +49,12 @@ pub enum AppRpc {
     TransferLeader(ChannelRecord, NodeId),
     /// Take the node out of the metadata group (served by the metadata leader).
     RemoveMember(NodeId),
+    /// Re-read this replica's copy of the group: every seal, and the running checksum over
+    /// messages `1..=upto` (`cluster::verify`).
+    Verify(GroupId, u64),
+    /// The node's copy of the channel is corrupt: replace it with a fresh learner (served by
+    /// the channel leader, `cluster::repair`).
+    Repair(ChannelRecord, NodeId),
 }
 
 impl AppRpc {
@@ -89,6 +95,7 @@ pub enum AppReply {
     Groups(Vec<GroupId>),
     Sizes(Vec<(GroupId, u64, u64)>),
     Drain(Option<wk_api::DrainStatus>),
+    Verified(super::verify::LocalVerify),
     Done,
     Err(NodeError),
 }
@@ -274,27 +281,29 @@ impl Node {
                     return Err(read_err(&raft, e).await);
                 }
                 let g = rec.group_id;
-                AppReply::Synced(
-                    self.store
-                        .read(move |r| {
-                            let last_seq = crate::raft::state_machine::load_state(r, g)?.channel.last_seq;
-                            let Some((lo, hi, more)) =
-                                channel::sync_range(last_seq, q.start, q.end, q.limit, q.pull_up)
-                            else {
-                                return Ok(SyncResult {
-                                    last_seq,
-                                    messages: Vec::new(),
-                                    more: false,
-                                });
-                            };
-                            Ok(SyncResult {
+                let read = self
+                    .store
+                    .read(move |r| {
+                        let last_seq = crate::raft::state_machine::load_state(r, g)?.channel.last_seq;
+                        let Some((lo, hi, more)) =
+                            channel::sync_range(last_seq, q.start, q.end, q.limit, q.pull_up)
+                        else {
+                            return Ok(SyncResult {
                                 last_seq,
-                                messages: channel::read_messages(r, g, lo, hi)?,
-                                more,
-                            })
+                                messages: Vec::new(),
+                                more: false,
+                            });
+                        };
+                        Ok(SyncResult {
+                            last_seq,
+                            messages: channel::read_messages(r, g, lo, hi)?,
+                            more,
                         })
-                        .await?,
-                )
+                    })
+                    .await;
+                // A row that fails its seal: never served; this replica stops serving the
+                // group and routing tries another.
+                AppReply::Synced(crate::integrity::check(g, read)?)
             }
             AppRpc::NodeStatus => AppReply::NodeStatus(self.local_status().await?),
             AppRpc::GroupStatus(rec) => AppReply::GroupStatus(self.group_status(&rec).await?),
@@ -304,7 +313,7 @@ impl Node {
                 AppReply::Channel(Some(self.migrate_local(&rec, desired).await?))
             }
             AppRpc::DropGroup(g) => {
-                self.drop_group(g).await;
+                self.drop_group(g).await?;
                 AppReply::Done
             }
             AppRpc::Hibernate(gs) => {
@@ -343,6 +352,8 @@ impl Node {
                 self.remove_member(node).await?;
                 AppReply::Done
             }
+            AppRpc::Verify(g, upto) => AppReply::Verified(self.verify_local(g, upto).await?),
+            AppRpc::Repair(rec, bad) => AppReply::Channel(Some(self.repair_local(&rec, bad).await?)),
         })
     }
 

@@ -278,7 +278,7 @@ impl Node {
         };
         tracing::info!(channel = %rec.key, from = ?rec.replicas, to = ?updated.replicas, "channel migrated");
         if !voters.contains(&self.id) {
-            self.drop_group(g).await;
+            let _ = self.drop_group(g).await;
         }
         Ok(updated)
     }
@@ -318,10 +318,18 @@ impl Node {
     }
 
     /// This node is no longer a replica: stop the group and delete its rows.
-    pub(super) async fn drop_group(&self, g: GroupId) {
+    pub(super) async fn drop_group(&self, g: GroupId) -> Result<()> {
         self.hibernate(g).await;
-        if let Err(e) = self.store.write(move |w| crate::raft::delete_group(w, g)).await {
-            tracing::warn!(group = g, error = %e, "dropping a removed replica's data");
+        match self.store.write(move |w| crate::raft::delete_group(w, g)).await {
+            // Its rows are gone: whatever was corrupt here is too.
+            Ok(()) => {
+                crate::integrity::cleared(g);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(group = g, error = %e, "dropping a removed replica's data");
+                Err(e.into())
+            }
         }
     }
 

@@ -75,6 +75,8 @@ pub struct GroupStatus {
     pub raft: RaftView,
     pub message_seq: u64,
     pub checksum: u64,
+    /// Why this replica's copy is corrupt (`integrity`), if it is.
+    pub corrupt: Option<String>,
 }
 
 impl Node {
@@ -150,6 +152,7 @@ impl Node {
             raft,
             message_seq: state.channel.last_seq,
             checksum: state.channel.checksum,
+            corrupt: crate::integrity::corrupt(g).map(|c| c.reason),
         })
     }
 
@@ -195,7 +198,7 @@ impl Node {
         Ok(NodesResp { meta_leader, nodes })
     }
 
-    async fn probe_replicas(&self, rec: &ChannelRecord) -> Vec<(NodeId, Option<GroupStatus>)> {
+    pub(super) async fn probe_replicas(&self, rec: &ChannelRecord) -> Vec<(NodeId, Option<GroupStatus>)> {
         let probes = rec
             .replicas
             .iter()
@@ -272,6 +275,7 @@ impl Node {
                         .as_ref()
                         .map(|s| format!("{:016x}", s.checksum))
                         .unwrap_or_default(),
+                    corrupt: s.as_ref().and_then(|s| s.corrupt.clone()),
                 }
             })
             .collect();

@@ -17,7 +17,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use super::{Entry, GroupId, LogId, TypeConfig, Vote};
-use crate::store::{KvRead, KvWrite, Store, Table, decode, encode, keys};
+use crate::store::{KvRead, KvWrite, Store, Table, encode, keys};
 
 const TAG_VOTE: u8 = 1;
 const TAG_PURGED: u8 = 2;
@@ -68,7 +68,7 @@ pub fn stored_log_state(
             true,
         )?
         .first()
-        .map(|(_, v)| decode::<Entry>(Table::Log, v).map(|e| e.log_id()))
+        .map(|(k, v)| crate::integrity::decode::<Entry>(Table::Log, k, v).map(|e| e.log_id()))
         .transpose()?;
     Ok((last.or(purged), purged))
 }
@@ -115,10 +115,13 @@ impl RaftLogReader<TypeConfig> for LogStore {
                     false,
                 )?
                 .iter()
-                .map(|(_, v)| decode::<Entry>(Table::Log, v))
+                .map(|(k, v)| crate::integrity::decode::<Entry>(Table::Log, k, v))
                 .collect::<Result<Vec<_>, _>>()
             })
-            .await?;
+            .await;
+        // A log entry that fails its seal is never handed to openraft (it would replicate or
+        // apply it): the read fails, the group stops, and the node repairs this replica.
+        let stored = crate::integrity::check(g, stored)?;
         for e in stored {
             entries.entry(e.index()).or_insert(e);
         }
@@ -141,7 +144,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let g = self.group;
-        let (last, purged) = self.store.read(move |r| stored_log_state(r, g)).await?;
+        let (last, purged) =
+            crate::integrity::check(g, self.store.read(move |r| stored_log_state(r, g)).await)?;
         let pending_last = self
             .pending
             .lock()
@@ -178,7 +182,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let g = self.group;
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let rows: Vec<(u64, Vec<u8>)> = entries.iter().map(|e| (e.index(), encode(e))).collect();
+        // Sealed here, on the caller's task, so the writer thread stays a plain put loop.
+        let rows: Vec<([u8; 16], Vec<u8>)> = entries
+            .iter()
+            .map(|e| {
+                let key = keys::group_u64(g, e.index());
+                (key, crate::integrity::seal(&key, encode(e)))
+            })
+            .collect();
         let ids: Vec<LogId> = entries.iter().map(|e| e.log_id()).collect();
         {
             let mut pending = self.pending.lock().expect("pending lock poisoned");
@@ -189,8 +200,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let pending = self.pending.clone();
         self.store.submit(
             move |w| {
-                for (idx, bytes) in &rows {
-                    w.put(Table::Log, &keys::group_u64(g, *idx), bytes)?;
+                for (key, row) in &rows {
+                    w.put(Table::Log, key, row)?;
                 }
                 Ok(())
             },

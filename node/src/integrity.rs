@@ -1,0 +1,176 @@
+//! Record integrity: the per-row seal of every stored message and Raft log entry, and the
+//! node's register of channel groups found corrupt here.
+//!
+//! A sealed row is `value ++ xxh3_64(value, seed = xxh3_64(key))` (8 bytes, little-endian).
+//! The key is part of the hash so a row that moved (a flipped key byte in a B-tree page) is
+//! caught as well as a flipped value byte. Every read path of the `msgs` and `log` tables
+//! opens rows with [`open`], so bytes that fail their seal are never decoded, served or
+//! replicated.
+//!
+//! Invariants:
+//! - A group in the register is never served here: its Raft group is stopped and refuses to
+//!   start (`cluster::Node::group`), so client requests get `Unavailable` and are routed to
+//!   another replica, and this replica never becomes leader or replicates from its log.
+//! - A group leaves the register only when its rows are deleted (`cluster::Node::drop_group`),
+//!   which happens only after the channel leader removed this replica from the membership;
+//!   it then comes back as a fresh learner (`cluster::repair`). Nothing is rewritten in place.
+//!
+//! The register is process-wide: a process opens exactly one LMDB environment (heed requires
+//! it), so "this process" and "this data dir" are the same thing, and the log store (which
+//! has no handle on the node runtime) can report what it finds.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::raft::GroupId;
+use crate::store::{StoreError, Table};
+
+/// Bytes a seal adds to a row.
+pub const SEAL_LEN: usize = 8;
+
+fn seal_of(key: &[u8], value: &[u8]) -> [u8; SEAL_LEN] {
+    let seed = xxhash_rust::xxh3::xxh3_64(key);
+    xxhash_rust::xxh3::xxh3_64_with_seed(value, seed).to_le_bytes()
+}
+
+/// The row to store for `value` under `key`.
+pub fn seal(key: &[u8], mut value: Vec<u8>) -> Vec<u8> {
+    let s = seal_of(key, &value);
+    value.extend_from_slice(&s);
+    value
+}
+
+/// The value of a sealed row, or `Corrupt` when the row fails its seal.
+pub fn open<'a>(table: Table, key: &[u8], row: &'a [u8]) -> Result<&'a [u8], StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt { table, reason };
+    let Some(split) = row.len().checked_sub(SEAL_LEN) else {
+        return Err(corrupt(format!("row {} is shorter than its seal", hex(key))));
+    };
+    let (value, stored) = row.split_at(split);
+    if stored != seal_of(key, value) {
+        return Err(corrupt(format!("row {} fails its checksum", hex(key))));
+    }
+    Ok(value)
+}
+
+/// Open and decode a sealed row.
+pub fn decode<T: serde::de::DeserializeOwned>(table: Table, key: &[u8], row: &[u8]) -> Result<T, StoreError> {
+    crate::store::decode(table, open(table, key, row)?)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Why a group is corrupt here, and since when (unix ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    pub reason: String,
+    pub since_ms: u64,
+}
+
+/// Groups found corrupt on this node; std mutex, held only to look up or edit the map.
+static CORRUPT: Mutex<BTreeMap<GroupId, Corruption>> = Mutex::new(BTreeMap::new());
+/// Corruptions detected since the process started (a group counts once per detection).
+static DETECTED: AtomicU64 = AtomicU64::new(0);
+/// Replicas of this node repaired (dropped and rebuilt) since the process started.
+static REPAIRED: AtomicU64 = AtomicU64::new(0);
+
+/// Record that group `g` failed a check here. Logged once per group until it is repaired.
+pub fn report(g: GroupId, err: &StoreError) {
+    let mut map = CORRUPT.lock().expect("corrupt register poisoned");
+    if map.contains_key(&g) {
+        return;
+    }
+    tracing::error!(group = g, error = %err, "CORRUPT: stored record fails its checksum; this replica stops serving the group until it is repaired");
+    DETECTED.fetch_add(1, Ordering::Relaxed);
+    map.insert(
+        g,
+        Corruption {
+            reason: err.to_string(),
+            since_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        },
+    );
+}
+
+/// Report `err` against `g` when it is a corruption; pass it on either way.
+pub fn check<T>(g: GroupId, r: Result<T, StoreError>) -> Result<T, StoreError> {
+    if let Err(e @ StoreError::Corrupt { .. }) = &r {
+        report(g, e);
+    }
+    r
+}
+
+pub fn corrupt(g: GroupId) -> Option<Corruption> {
+    CORRUPT
+        .lock()
+        .expect("corrupt register poisoned")
+        .get(&g)
+        .cloned()
+}
+
+/// Every group corrupt here.
+pub fn corrupt_groups() -> BTreeMap<GroupId, Corruption> {
+    CORRUPT.lock().expect("corrupt register poisoned").clone()
+}
+
+/// The group's rows are gone (it was removed from this replica): it is no longer corrupt.
+pub fn cleared(g: GroupId) {
+    if CORRUPT
+        .lock()
+        .expect("corrupt register poisoned")
+        .remove(&g)
+        .is_some()
+    {
+        REPAIRED.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            group = g,
+            "corrupt replica data deleted; it rejoins as a fresh learner"
+        );
+    }
+}
+
+/// (detected, repaired) since the process started, for `/metrics`.
+pub fn counters() -> (u64, u64) {
+    (DETECTED.load(Ordering::Relaxed), REPAIRED.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seals_catch_flipped_value_key_and_truncation() {
+        let row = seal(b"k1", b"hello".to_vec());
+        assert_eq!(open(Table::Msgs, b"k1", &row).expect("intact"), b"hello");
+        for i in 0..row.len() {
+            let mut bad = row.clone();
+            bad[i] ^= 0x01;
+            assert!(open(Table::Msgs, b"k1", &bad).is_err(), "flip at {i} undetected");
+        }
+        assert!(open(Table::Msgs, b"k2", &row).is_err(), "a moved row is caught");
+        assert!(open(Table::Msgs, b"k1", &row[..4]).is_err());
+        assert!(open(Table::Msgs, b"k1", &[]).is_err());
+    }
+
+    #[test]
+    fn register_reports_once_and_clears() {
+        let g = 9_999_001;
+        let e = StoreError::Corrupt {
+            table: Table::Log,
+            reason: "test".into(),
+        };
+        let (d0, r0) = counters();
+        report(g, &e);
+        report(g, &e);
+        assert!(corrupt(g).is_some());
+        assert_eq!(counters().0, d0 + 1);
+        cleared(g);
+        assert!(corrupt(g).is_none());
+        assert_eq!(counters().1, r0 + 1);
+    }
+}
