@@ -286,7 +286,11 @@ impl Config {
             cluster_secret: args.cluster_secret.or(file.cluster_secret).and_then(Secret::new),
             insecure: args.insecure || file.insecure.unwrap_or(false),
             limits: HttpLimits {
-                max_connections: args.max_connections.or(file.max_connections).unwrap_or(1024).max(1),
+                max_connections: args
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(1024)
+                    .max(1),
                 max_inflight_requests: args
                     .max_inflight_requests
                     .or(file.max_inflight_requests)
@@ -298,11 +302,19 @@ impl Config {
                     .unwrap_or(256)
                     .max(1),
                 header_timeout: parse_duration(
-                    args.header_timeout.or(file.header_timeout).as_deref().unwrap_or("10s"),
+                    args.header_timeout
+                        .or(file.header_timeout)
+                        .as_deref()
+                        .unwrap_or("10s"),
                 )
                 .context("--header-timeout")?,
-                body_timeout: parse_duration(args.body_timeout.or(file.body_timeout).as_deref().unwrap_or("30s"))
-                    .context("--body-timeout")?,
+                body_timeout: parse_duration(
+                    args.body_timeout
+                        .or(file.body_timeout)
+                        .as_deref()
+                        .unwrap_or("30s"),
+                )
+                .context("--body-timeout")?,
             },
         })
     }

@@ -97,7 +97,8 @@ pub async fn serve(
 ) {
     let conns = Arc::new(Semaphore::new(limits.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -126,7 +127,10 @@ pub async fn serve(
             drop(permit);
         });
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("HTTP connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
 }

@@ -108,7 +108,9 @@ impl IntoResponse for ApiErr {
         if body.status >= 500 && body.retry_after.is_none() {
             tracing::warn!(error = %self.0, "request failed");
         }
-        let retry_after = body.retry_after.map(|s| [(axum::http::header::RETRY_AFTER, s.to_string())]);
+        let retry_after = body
+            .retry_after
+            .map(|s| [(axum::http::header::RETRY_AFTER, s.to_string())]);
         (
             StatusCode::from_u16(body.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             retry_after,
@@ -147,9 +149,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             }
             .into_response()
         })?;
-        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
-            ApiErr(NodeError::BadRequest(format!("invalid JSON body: {e}"))).into_response()
-        })
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiErr(NodeError::BadRequest(format!("invalid JSON body: {e}"))).into_response())
     }
 }
 
