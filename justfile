@@ -45,3 +45,14 @@ drill SCENARIO *ARGS:
 soak SEED MINUTES:
     cargo build --workspace
     ./target/debug/wkctl drill soak --seed {{SEED}} --for {{MINUTES}}m
+
+# Fuzz TARGET (peer_frames, http_api) for SECONDS on one core; needs nightly and
+# `cargo install cargo-fuzz`. Starts from testdata/fuzz/TARGET, adds new inputs to fuzz/corpus/TARGET,
+# writes a crashing input to fuzz/artifacts/TARGET (docs/SECURITY.md)
+fuzz TARGET SECONDS:
+    mkdir -p fuzz/corpus/{{TARGET}}
+    cargo +nightly fuzz run -s none -a {{TARGET}} fuzz/corpus/{{TARGET}} testdata/fuzz/{{TARGET}} -- -max_total_time={{SECONDS}} -timeout=60 -rss_limit_mb=4096 -print_final_stats=1
+
+# Keep in testdata/fuzz/TARGET only what adds coverage from a run's fuzz/corpus/TARGET
+fuzz-keep TARGET:
+    cargo +nightly fuzz run -s none -a {{TARGET}} testdata/fuzz/{{TARGET}} fuzz/corpus/{{TARGET}} -- -merge=1

@@ -162,6 +162,7 @@ impl Client {
                     status: status.as_u16(),
                     msg: String::from_utf8_lossy(&bytes).into_owned(),
                     code: "http".into(),
+                    retry_after: None,
                 });
                 return Err(ClientError::Api(err));
             }

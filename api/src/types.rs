@@ -24,6 +24,9 @@ pub struct ApiError {
     /// Stable machine-readable reason, e.g. `bad_request`, `channel_not_found`, `unavailable`.
     #[serde(default)]
     pub code: String,
+    /// With 503 `overloaded`: seconds to wait before retrying (also the `Retry-After` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// `{"status":200}`: WuKongIM's answer to writes that return no data.

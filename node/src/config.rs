@@ -75,6 +75,23 @@ pub struct Args {
     /// Allow a non-loopback HTTP address without --api-token and --admin-token.
     #[arg(long, env = "WK_INSECURE")]
     pub insecure: bool,
+    /// Most open HTTP connections; one more is answered 503 and closed [default: 1024].
+    #[arg(long, env = "WK_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most HTTP requests served at once; more are answered 503 `overloaded` [default: 512].
+    #[arg(long, env = "WK_MAX_INFLIGHT_REQUESTS")]
+    pub max_inflight_requests: Option<usize>,
+    /// Most sends (`/message/send`, `/message/sendbatch`) served at once by this node; more are
+    /// answered 503 `overloaded` with `retry_after` [default: 256].
+    #[arg(long, env = "WK_MAX_INFLIGHT_SENDS")]
+    pub max_inflight_sends: Option<usize>,
+    /// A client must send a request's headers within this; also how long an idle keep-alive
+    /// connection is kept [default: 10s].
+    #[arg(long, env = "WK_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
+    /// A client must send a request's body within this, or gets 408 [default: 30s].
+    #[arg(long, env = "WK_BODY_TIMEOUT")]
+    pub body_timeout: Option<String>,
     /// Log lines as `text` or `json` (one object per line); the level filter is `RUST_LOG`.
     #[arg(long, env = "WK_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
@@ -125,6 +142,11 @@ struct FileConfig {
     public_cluster_read: Option<bool>,
     cluster_secret: Option<String>,
     insecure: Option<bool>,
+    max_connections: Option<usize>,
+    max_inflight_requests: Option<usize>,
+    max_inflight_sends: Option<usize>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
 }
 
 /// The resolved configuration.
@@ -147,6 +169,19 @@ pub struct Config {
     pub public_cluster_read: bool,
     pub cluster_secret: Option<Secret>,
     pub insecure: bool,
+    /// What one node accepts from HTTP clients at once (`api::limits`).
+    pub limits: HttpLimits,
+}
+
+/// Bounds on what HTTP clients can make a node hold: connections, requests and sends in
+/// flight, and how long a slow client may take to send a request.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub max_inflight_requests: usize,
+    pub max_inflight_sends: usize,
+    pub header_timeout: std::time::Duration,
+    pub body_timeout: std::time::Duration,
 }
 
 /// Parse "60s", "500ms", "2m" or a bare number of seconds.
@@ -256,6 +291,37 @@ impl Config {
             public_cluster_read: args.public_cluster_read || file.public_cluster_read.unwrap_or(false),
             cluster_secret: args.cluster_secret.or(file.cluster_secret).and_then(Secret::new),
             insecure: args.insecure || file.insecure.unwrap_or(false),
+            limits: HttpLimits {
+                max_connections: args
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(1024)
+                    .max(1),
+                max_inflight_requests: args
+                    .max_inflight_requests
+                    .or(file.max_inflight_requests)
+                    .unwrap_or(512)
+                    .max(1),
+                max_inflight_sends: args
+                    .max_inflight_sends
+                    .or(file.max_inflight_sends)
+                    .unwrap_or(256)
+                    .max(1),
+                header_timeout: parse_duration(
+                    args.header_timeout
+                        .or(file.header_timeout)
+                        .as_deref()
+                        .unwrap_or("10s"),
+                )
+                .context("--header-timeout")?,
+                body_timeout: parse_duration(
+                    args.body_timeout
+                        .or(file.body_timeout)
+                        .as_deref()
+                        .unwrap_or("30s"),
+                )
+                .context("--body-timeout")?,
+            },
         })
     }
 }

@@ -32,6 +32,9 @@ pub enum NodeError {
     Storage(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// This node has as much in flight as it accepts (`what`); retry after `retry_after` s.
+    #[error("overloaded: too many {what} in flight; retry in {retry_after}s")]
+    Overloaded { what: String, retry_after: u64 },
 }
 
 /// Every stable `code` an HTTP error answer may carry (`NodeError::code`, plus `not_found` for
@@ -57,7 +60,10 @@ impl NodeError {
             NodeError::Forbidden(_) => 403,
             NodeError::Unauthorized(_) => 401,
             NodeError::ChannelNotFound(_) => 404,
-            NodeError::NotLeader { .. } | NodeError::Unavailable(_) | NodeError::Corrupt(_) => 503,
+            NodeError::NotLeader { .. }
+            | NodeError::Unavailable(_)
+            | NodeError::Corrupt(_)
+            | NodeError::Overloaded { .. } => 503,
             NodeError::Storage(_) | NodeError::Internal(_) => 500,
         }
     }
@@ -74,6 +80,7 @@ impl NodeError {
             NodeError::Corrupt(_) => "corrupt",
             NodeError::Storage(_) => "storage",
             NodeError::Internal(_) => "internal",
+            NodeError::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -82,6 +89,10 @@ impl NodeError {
             status: self.status(),
             msg: self.to_string(),
             code: self.code().to_string(),
+            retry_after: match self {
+                NodeError::Overloaded { retry_after, .. } => Some(*retry_after),
+                _ => None,
+            },
         }
     }
 }

@@ -43,15 +43,8 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let node = cluster::Node::start(&cfg, http_addr.clone(), cluster_addr.clone()).await?;
     let serve_transport = tokio::spawn(node.transport.clone().serve(cluster_listener));
 
-    let auth = api::Auth {
-        api: cfg.api_token.clone(),
-        admin: cfg.admin_token.clone(),
-        public_cluster_read: cfg.public_cluster_read,
-        ..Default::default()
-    };
-    let app = api::router(node.clone(), auth);
-    let shutdown = shutdown_signal();
-    let server = axum::serve(http_listener, app).with_graceful_shutdown(shutdown);
+    let app = app(&cfg, &node);
+    let server = api::limits::serve(http_listener, app, &cfg.limits, shutdown_signal());
     println!(
         "{}",
         serde_json::to_string(&Ready {
@@ -62,12 +55,24 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
         })?
     );
     tracing::info!(node_id = node.id, %http_addr, %cluster_addr, data_dir = %cfg.data_dir.display(), "serving");
-    server.await.context("HTTP server")?;
+    server.await;
 
     tracing::info!("shutting down");
     serve_transport.abort();
     node.shutdown().await;
     Ok(())
+}
+
+/// The HTTP app as `run` serves it: the API router over a started node, with the token checks
+/// of `cfg`. Public so the HTTP fuzz target (`fuzz/`) drives exactly what clients reach.
+pub fn app(cfg: &config::Config, node: &cluster::Node) -> axum::Router {
+    let auth = api::Auth {
+        api: cfg.api_token.clone(),
+        admin: cfg.admin_token.clone(),
+        public_cluster_read: cfg.public_cluster_read,
+        ..Default::default()
+    };
+    api::router(node.clone(), auth, api::limits::InFlight::new(&cfg.limits))
 }
 
 /// Refuse to serve the API beyond loopback without both tokens, unless `--insecure`.

@@ -520,6 +520,7 @@ mod tests {
                 status,
                 msg: "x".into(),
                 code: "x".into(),
+                retry_after: None,
             }))
         };
         assert_eq!(backlog_of(api(404)), Backlog::NotReported);

@@ -4,6 +4,7 @@
 //! any kind is answered 4xx with `{status, msg, code}`, never a panic.
 
 mod auth;
+pub mod limits;
 mod metrics;
 mod validate;
 
@@ -33,7 +34,7 @@ pub const MAX_BODY: usize = 4 << 20;
 /// Most messages in one `/message/sendbatch`.
 pub const MAX_BATCH: usize = 1000;
 
-pub fn router(node: Node, auth: auth::Auth) -> Router {
+pub fn router(node: Node, auth: auth::Auth, inflight: std::sync::Arc<limits::InFlight>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics::serve))
@@ -74,6 +75,8 @@ pub fn router(node: Node, auth: auth::Auth) -> Router {
             std::sync::Arc::new(auth),
             auth::authorize,
         ))
+        // Outermost: an overloaded node sheds a request before doing anything for it.
+        .layer(axum::middleware::from_fn_with_state(inflight, limits::shed))
         .with_state(node)
 }
 
@@ -87,6 +90,7 @@ impl ApiErr {
             status,
             msg: self.0.to_string(),
             code: code.into(),
+            retry_after: None,
         };
         (
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -106,11 +110,15 @@ impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         let body = self.0.to_api();
         crate::stats::http_error(&body.code);
-        if body.status >= 500 {
+        if body.status >= 500 && body.retry_after.is_none() {
             tracing::warn!(error = %self.0, "request failed");
         }
+        let retry_after = body
+            .retry_after
+            .map(|s| [(axum::http::header::RETRY_AFTER, s.to_string())]);
         (
             StatusCode::from_u16(body.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            retry_after,
             Json(body),
         )
             .into_response()
@@ -123,10 +131,20 @@ type ApiResult<T> = Result<Json<T>, ApiErr>;
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = ApiErr;
+    type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|rej| {
+        // Set by `limits::shed`; a router without it (none today) reads without a deadline.
+        let deadline = req
+            .extensions()
+            .get::<limits::BodyTimeout>()
+            .map_or(std::time::Duration::MAX, |t| t.0);
+        let read = tokio::time::timeout(deadline, axum::body::Bytes::from_request(req, state));
+        let Ok(bytes) = read.await else {
+            let msg = format!("request body not received within {deadline:?}");
+            return Err(ApiErr(NodeError::BadRequest(msg)).with_status(408, "request_timeout"));
+        };
+        let bytes = bytes.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiErr(NodeError::PayloadTooLarge(format!(
                     "request body over {MAX_BODY} bytes"
@@ -134,10 +152,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             } else {
                 ApiErr(NodeError::BadRequest(rej.body_text()))
             }
+            .into_response()
         })?;
         serde_json::from_slice(&bytes)
             .map(Body)
-            .map_err(|e| ApiErr(NodeError::BadRequest(format!("invalid JSON body: {e}"))))
+            .map_err(|e| ApiErr(NodeError::BadRequest(format!("invalid JSON body: {e}"))).into_response())
     }
 }
 

@@ -666,6 +666,27 @@ impl Transport {
     }
 }
 
+/// The fuzz seam (`fuzz/fuzz_targets/peer_frames.rs`), not used by the node: decode `bytes`
+/// as the frames a peer sends on one connection, the way both connection readers do (length,
+/// size check, postcard, `Debug` for the log), until the first error. Returns the opaque `App`
+/// payloads of requests and replies, which the cluster layer decodes next.
+#[doc(hidden)]
+pub fn decode_peer_bytes(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let (mut r, mut buf, mut apps) = (bytes, Vec::new(), Vec::new());
+    while let Ok(frame) = futures::executor::block_on(read_frame(&mut r, &mut buf)) {
+        let _ = format!("{frame:?}");
+        match frame {
+            Frame::Request { rpc: Rpc::App(b), .. }
+            | Frame::Response {
+                result: Ok(Reply::App(b)),
+                ..
+            } => apps.push(b),
+            _ => {}
+        }
+    }
+    apps
+}
+
 /// The openraft-multi router: every group's RPCs to a peer go over the same connection.
 #[derive(Clone)]
 pub struct Router(pub Arc<Transport>);
