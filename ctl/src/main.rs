@@ -3,8 +3,8 @@
 //! It owns argument parsing (`cli.rs`), one module per subcommand (`cmd/`) and the text/JSON
 //! rendering of results (`output.rs`; `render.rs` for the operator commands). It talks to
 //! nodes only through the shared API crate (`wk_api::Client` and its wire types) and, for
-//! `wkctl demo`, by running the `wknode` binary as child processes; it never depends on node
-//! internals.
+//! `wkctl demo` and `wkctl snapshot restore`, by running the `wknode` binary as child processes;
+//! it never depends on node internals.
 //!
 //! Exit codes: 0 success, 1 a check failed (e.g. `cluster status` found a node offline),
 //! 2 an error (bad arguments, unreachable cluster, ...). A closed stdout (`wkctl ... | head`)

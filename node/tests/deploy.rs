@@ -242,8 +242,16 @@ fn toml_configs_parse_and_pass_the_check() {
     assert!(check::describe(joiner).contains("admit itself"));
 
     // Every setting of the node appears (set or commented) in the examples. Logging is set up
-    // before the file is read, so `--log-format` is a flag/`WK_LOG_FORMAT` only.
-    let not_file_settings = ["config", "help", "version", "check-config", "log-format"];
+    // before the file is read, so `--log-format` is a flag/`WK_LOG_FORMAT` only; `--restore` is
+    // a one-off command, like `--check-config`.
+    let not_file_settings = [
+        "config",
+        "help",
+        "version",
+        "check-config",
+        "restore",
+        "log-format",
+    ];
     for flag in help
         .flags
         .iter()
