@@ -221,6 +221,7 @@ impl Client {
                     status: status.as_u16(),
                     msg: String::from_utf8_lossy(&bytes).into_owned(),
                     code: "http".into(),
+                    retry_after: None,
                 }),
             ));
         }

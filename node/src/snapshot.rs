@@ -203,14 +203,17 @@ pub async fn restore(
 /// returns the (users, channels, messages) written.
 async fn write_restored(lmdb: &Path, input: std::fs::File, node_id: u64) -> anyhow::Result<(u64, u64, u64)> {
     let store = Store::open(lmdb).context("create the data dir")?;
-    let input = io::BufReader::new(input);
     let counts = store
         .write(move |w| {
             let corrupt = |reason: String| crate::store::StoreError::Corrupt {
                 table: Table::Local,
                 reason,
             };
-            let (mut r, _) = SnapshotReader::open(input).map_err(|e| corrupt(e.to_string()))?;
+            // The writer may run this work twice (store module doc): read from the start.
+            let mut file = &input;
+            io::Seek::seek(&mut file, io::SeekFrom::Start(0)).map_err(|e| corrupt(e.to_string()))?;
+            let (mut r, _) =
+                SnapshotReader::open(io::BufReader::new(file)).map_err(|e| corrupt(e.to_string()))?;
             let mut counts = (0u64, 0u64, 0u64);
             while let Some(row) = r.next_row().map_err(|e| corrupt(e.to_string()))? {
                 let t = Table::from_name(&row.table)
