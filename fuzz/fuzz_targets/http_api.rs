@@ -62,7 +62,9 @@ static APP: LazyLock<App> = LazyLock::new(|| {
                 .oneshot(Request::get("/health").body(Body::empty()).expect("request"))
                 .await
                 .expect("infallible");
-            let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.expect("body");
+            let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                .await
+                .expect("body");
             let health: serde_json::Value = serde_json::from_slice(&body).expect("health JSON");
             if !health["meta_leader"].is_null() {
                 return router;

@@ -255,6 +255,41 @@ impl Config {
         if channel_replicas == 0 {
             bail!("--channel-replicas must be at least 1");
         }
+        let limits = HttpLimits {
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1024)
+                .max(1),
+            max_inflight_requests: args
+                .max_inflight_requests
+                .or(file.max_inflight_requests)
+                .unwrap_or(512)
+                .max(1),
+            max_inflight_sends: args
+                .max_inflight_sends
+                .or(file.max_inflight_sends)
+                .unwrap_or(256)
+                .max(1),
+            header_timeout: parse_duration(
+                args.header_timeout
+                    .or(file.header_timeout)
+                    .as_deref()
+                    .unwrap_or("10s"),
+            )
+            .context("--header-timeout")?,
+            body_timeout: parse_duration(
+                args.body_timeout
+                    .or(file.body_timeout)
+                    .as_deref()
+                    .unwrap_or("30s"),
+            )
+            .context("--body-timeout")?,
+        };
+        // Zero would cut every connection (and every body) at once.
+        if limits.header_timeout.is_zero() || limits.body_timeout.is_zero() {
+            bail!("--header-timeout and --body-timeout must be more than 0");
+        }
         Ok(Config {
             node_id,
             data_dir: args
@@ -291,37 +326,7 @@ impl Config {
             public_cluster_read: args.public_cluster_read || file.public_cluster_read.unwrap_or(false),
             cluster_secret: args.cluster_secret.or(file.cluster_secret).and_then(Secret::new),
             insecure: args.insecure || file.insecure.unwrap_or(false),
-            limits: HttpLimits {
-                max_connections: args
-                    .max_connections
-                    .or(file.max_connections)
-                    .unwrap_or(1024)
-                    .max(1),
-                max_inflight_requests: args
-                    .max_inflight_requests
-                    .or(file.max_inflight_requests)
-                    .unwrap_or(512)
-                    .max(1),
-                max_inflight_sends: args
-                    .max_inflight_sends
-                    .or(file.max_inflight_sends)
-                    .unwrap_or(256)
-                    .max(1),
-                header_timeout: parse_duration(
-                    args.header_timeout
-                        .or(file.header_timeout)
-                        .as_deref()
-                        .unwrap_or("10s"),
-                )
-                .context("--header-timeout")?,
-                body_timeout: parse_duration(
-                    args.body_timeout
-                        .or(file.body_timeout)
-                        .as_deref()
-                        .unwrap_or("30s"),
-                )
-                .context("--body-timeout")?,
-            },
+            limits,
         })
     }
 }
@@ -385,6 +390,12 @@ mod tests {
             .expect_err(init);
             assert!(format!("{err:#}").contains(want), "{init}: {err:#}");
         }
+        let err = Config::from_args(Args {
+            header_timeout: Some("0s".into()),
+            ..Default::default()
+        })
+        .expect_err("zero header timeout");
+        assert!(format!("{err:#}").contains("more than 0"), "{err:#}");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("n.toml");
         std::fs::write(&path, "no_such_key = 1\n").expect("write");
