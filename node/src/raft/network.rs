@@ -16,10 +16,11 @@
 //! blocked peer is dropped in both directions.
 //!
 //! Failure detection is node-level and lives here as well: [`Transport::watch_peers`] pings
-//! every known peer over the shared connection every [`PING_INTERVAL`]; a peer whose ping fails
-//! (connection refused or lost: a killed process) or goes unanswered for [`PING_DEADLINE`] (a
-//! paused or cut-off one) is declared down, and the `on_down` callback runs once per
-//! transition. One ping per node pair, whatever the number of groups.
+//! every known peer over the shared connection every [`PING_INTERVAL`]. A peer whose ping fails
+//! (connection refused or lost: a killed process) is declared down at once; one that leaves
+//! [`SILENT_PINGS`] pings in a row unanswered for [`PING_DEADLINE`] each (a paused or cut-off
+//! one) too. The `on_down` callback runs once per transition. One ping per node pair, whatever
+//! the number of groups.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -55,6 +56,10 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(50);
 /// A ping unanswered this long declares the peer down. Far above a loopback or LAN round trip,
 /// and well under the election timeout, so a paused leader is replaced sooner than by timers.
 pub const PING_DEADLINE: Duration = Duration::from_millis(300);
+/// Unanswered pings in a row that declare a peer down. One is not enough on a loaded machine:
+/// with hundreds of awake groups on 2 busy cores a single ping sometimes waits over the
+/// deadline, and each false "down" costs elections.
+pub const SILENT_PINGS: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Rpc {
@@ -170,6 +175,8 @@ pub struct Transport {
     down: RwLock<HashSet<NodeId>>,
     /// Peers with a ping in flight: at most one each, so a silent peer costs one timer.
     probing: Mutex<HashSet<NodeId>>,
+    /// Unanswered pings in a row, per peer.
+    silent: Mutex<HashMap<NodeId, u32>>,
     /// Called once each time a peer goes from up (or unknown) to down.
     on_down: OnceLock<Box<dyn Fn(NodeId) + Send + Sync>>,
 }
@@ -262,6 +269,7 @@ impl Transport {
             blocked: Default::default(),
             down: Default::default(),
             probing: Default::default(),
+            silent: Default::default(),
             on_down: OnceLock::new(),
         })
     }
@@ -479,10 +487,20 @@ impl Transport {
                     // The deadline covers a reconnect too (connect and handshake included).
                     let r =
                         tokio::time::timeout(PING_DEADLINE, me.call(peer, Rpc::Ping, PING_DEADLINE)).await;
-                    // A remote error means the peer received the ping: it is alive.
-                    let alive = matches!(r, Ok(Ok(_)) | Ok(Err(CallError::Remote(..))));
+                    let down = {
+                        let mut silent = me.silent.lock().expect("silent lock poisoned");
+                        let misses = silent.entry(peer).or_default();
+                        match r {
+                            // A remote error means the peer received the ping: it is alive.
+                            Ok(Ok(_)) | Ok(Err(CallError::Remote(..))) => *misses = 0,
+                            // Refused, lost or blocked: no process answers there.
+                            Ok(Err(CallError::Unreachable(..))) => *misses = SILENT_PINGS,
+                            Ok(Err(CallError::Timeout(_))) | Err(_) => *misses += 1,
+                        }
+                        *misses >= SILENT_PINGS
+                    };
                     me.probing.lock().expect("probing lock poisoned").remove(&peer);
-                    me.set_down(peer, !alive);
+                    me.set_down(peer, down);
                 });
             }
         }
