@@ -28,8 +28,9 @@ use super::Node;
 use crate::raft::{GroupId, META_GROUP, NodeId, Raft, TypeConfig};
 
 /// Between the survivors' turns: long enough for a campaign to finish on a loaded machine (one
-/// vote round trip and one fsync), short against the failover target.
-const STAGGER: Duration = Duration::from_millis(150);
+/// vote round trip and one fsync; a turn that comes too early deposes the campaign before it),
+/// short against the failover target. Only paid when the first in turn cannot win.
+const STAGGER: Duration = Duration::from_millis(300);
 /// After this the group's own election timer is in charge again.
 const GIVE_UP: Duration = Duration::from_secs(3);
 
