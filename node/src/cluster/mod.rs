@@ -57,6 +57,9 @@ pub struct Inner {
     pub meta: Raft,
     /// Live channel groups. std mutex: held only to find, insert or remove a slot.
     groups: Mutex<HashMap<GroupId, Arc<GroupSlot>>>,
+    /// Groups this process stopped by hibernation (their wake-up campaigns at once). std mutex:
+    /// one insert or remove at a time.
+    hibernated: Mutex<std::collections::HashSet<GroupId>>,
     /// How long a channel may go without client requests before it hibernates.
     pub idle_timeout: Duration,
     /// Most channel groups kept running on this node.
@@ -164,6 +167,7 @@ impl Node {
             groups: Default::default(),
             hints: Default::default(),
             channel_cache: Default::default(),
+            hibernated: Default::default(),
             ids: route::IdGen::new(cfg.node_id),
             joining: AtomicBool::new(false),
             idle_timeout: cfg.channel_idle_timeout,
@@ -278,6 +282,7 @@ impl Node {
     pub async fn hibernate(&self, g: GroupId) {
         let slot = self.groups.lock().expect("groups lock poisoned").remove(&g);
         if let Some(raft) = slot.and_then(|s| s.raft.get().cloned()) {
+            self.hibernated.lock().expect("hibernated lock poisoned").insert(g);
             let _ = raft.shutdown().await;
             tracing::debug!(group = g, "channel group hibernated");
         }
@@ -316,9 +321,17 @@ impl Node {
             .is_none();
         let leads = raft.metrics().borrow_watched().current_leader == Some(self.id);
         if started && !uninitialized && !leads {
-            // Waking from hibernation: no leader runs yet. Pre-vote first, so a group that
-            // does have a live leader elsewhere is left alone.
-            let _ = raft.trigger().elect(true).await;
+            let slept_here = self
+                .hibernated
+                .lock()
+                .expect("hibernated lock poisoned")
+                .remove(&rec.group_id);
+            // A group this process put to sleep: hibernation is leader-driven and stops every
+            // replica, so no leader runs anywhere; campaign at once (a pre-vote would wait out
+            // the lease openraft grants a freshly started group: the election timer, ~650 ms).
+            // A group not seen since this process started may have a live leader elsewhere:
+            // pre-vote, so it is left alone.
+            let _ = raft.trigger().elect(!slept_here).await;
         }
         if uninitialized {
             let members: BTreeMap<NodeId, Peer> = rec
