@@ -282,7 +282,10 @@ impl Node {
     pub async fn hibernate(&self, g: GroupId) {
         let slot = self.groups.lock().expect("groups lock poisoned").remove(&g);
         if let Some(raft) = slot.and_then(|s| s.raft.get().cloned()) {
-            self.hibernated.lock().expect("hibernated lock poisoned").insert(g);
+            self.hibernated
+                .lock()
+                .expect("hibernated lock poisoned")
+                .insert(g);
             let _ = raft.shutdown().await;
             tracing::debug!(group = g, "channel group hibernated");
         }
