@@ -507,6 +507,17 @@ pub fn replicas_agree(r: &ChannelReplicas, want: &[u64], want_seq: u64) -> Resul
     if ids == sorted(want) && leaders == 1 && same && first.message_seq == want_seq {
         return Ok(());
     }
+    // A group may hibernate before a follower received its last entries (a blank or membership
+    // entry after a migration): the log indices then differ until it wakes, but the messages
+    // must already agree.
+    let hibernated = r.replicas.iter().all(|x| x.role == Role::Hibernated);
+    let same_data = r
+        .replicas
+        .iter()
+        .all(|x| x.online && (x.message_seq, &x.checksum) == (first.message_seq, &first.checksum));
+    if ids == sorted(want) && hibernated && same_data && first.message_seq == want_seq {
+        return Ok(());
+    }
     let brief: Vec<String> = r
         .replicas
         .iter()
