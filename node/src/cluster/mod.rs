@@ -124,6 +124,40 @@ fn new_raft_group(
             Some(c) => NodeError::Corrupt(format!("group {g}: {}", c.reason)),
             None => NodeError::Internal(format!("start group {g}: {e}")),
         })
+        .inspect(|raft| {
+            tokio::spawn(log_role_changes(g, raft.server_metrics()));
+        })
+    }
+}
+
+/// One log line per leader or membership change of group `g` seen on this node, with the
+/// ids. Server metrics change only on votes, roles and membership (not per entry), so this
+/// costs nothing in the steady state; it ends when the group stops.
+async fn log_role_changes(
+    g: GroupId,
+    mut rx: openraft::type_config::alias::WatchReceiverOf<
+        crate::raft::TypeConfig,
+        openraft::metrics::RaftServerMetrics<crate::raft::TypeConfig>,
+    >,
+) {
+    use openraft::async_runtime::WatchReceiver as _;
+    let (mut leader, mut voters) = (None, Vec::new());
+    loop {
+        {
+            let m = rx.borrow_watched();
+            let now_voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            if m.current_leader != leader {
+                leader = m.current_leader;
+                tracing::info!(group = g, leader = ?leader, term = m.vote.leader_id().term, node_id = m.id, "leader changed");
+            }
+            if now_voters != voters {
+                voters = now_voters;
+                tracing::info!(group = g, voters = ?voters, node_id = m.id, "membership changed");
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 
