@@ -158,13 +158,7 @@ impl Client {
                 }
             };
             if !status.is_success() {
-                let err = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
-                    status: status.as_u16(),
-                    msg: String::from_utf8_lossy(&bytes).into_owned(),
-                    code: "http".into(),
-                    retry_after: None,
-                });
-                return Err(ClientError::Api(err));
+                return Err(ClientError::Api(api_error(status, &bytes)));
             }
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
                 endpoint: base.to_string(),
@@ -216,14 +210,7 @@ impl Client {
         let status = resp.status();
         if !status.is_success() {
             let bytes = resp.bytes().await.map_err(unreachable)?;
-            return Err(ClientError::Api(
-                serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
-                    status: status.as_u16(),
-                    msg: String::from_utf8_lossy(&bytes).into_owned(),
-                    code: "http".into(),
-                    retry_after: None,
-                }),
-            ));
+            return Err(ClientError::Api(api_error(status, &bytes)));
         }
         let mut written = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
@@ -358,4 +345,15 @@ impl Client {
         self.get(&["cluster", "channels"], &[("limit", limit.to_string())])
             .await
     }
+}
+
+/// The error a non-2xx answer carries: the node's JSON error body, or (from anything else on
+/// the way, e.g. a proxy) the status and the body as text.
+fn api_error(status: reqwest::StatusCode, bytes: &[u8]) -> ApiError {
+    serde_json::from_slice::<ApiError>(bytes).unwrap_or_else(|_| ApiError {
+        status: status.as_u16(),
+        msg: String::from_utf8_lossy(bytes).into_owned(),
+        code: "http".into(),
+        retry_after: None,
+    })
 }
