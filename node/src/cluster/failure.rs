@@ -42,6 +42,8 @@ impl Node {
         for (g, raft) in groups {
             if raft.metrics().borrow_watched().current_leader == Some(peer) {
                 led += 1;
+                // A quiet group's own timers are stopped; they are the fallback below.
+                self.unquiet(g);
                 tokio::spawn(self.clone().replace_leader(g, raft, peer));
             }
         }

@@ -15,6 +15,7 @@
 
 mod failure;
 mod ops;
+mod quiet;
 mod repair;
 mod route;
 pub mod rpc;
@@ -89,6 +90,8 @@ struct GroupSlot {
     raft: OnceCell<Raft>,
     /// Milliseconds (unix) of the last client request served for this group here.
     last_active: std::sync::atomic::AtomicU64,
+    /// Its openraft ticks are stopped (`quiet`).
+    quiet: AtomicBool,
 }
 
 /// Cheap-clone handle to the node runtime.
@@ -215,6 +218,8 @@ impl Node {
         transport.set_handler(Arc::new(node.clone()));
         let on_down = node.clone();
         transport.set_on_down(Box::new(move |peer| on_down.peer_down(peer)));
+        let on_silent = node.clone();
+        transport.set_on_silent(Box::new(move |peer| on_silent.peer_silent(peer)));
         tokio::spawn(transport.clone().watch_peers());
 
         if !meta.is_initialized().await.context("read metadata state")? {
@@ -253,6 +258,7 @@ impl Node {
         }
         tokio::spawn(node.clone().maintain_membership());
         tokio::spawn(node.clone().hibernate_idle_groups());
+        tokio::spawn(node.clone().quiet_idle_groups());
         tokio::spawn(node.clone().run_drain());
         tokio::spawn(node.clone().repair_corrupt());
         if let (true, Some((seed_id, _))) = (node.is_joining(), cfg.seed.clone()) {
@@ -307,9 +313,14 @@ impl Node {
 
     /// Record client activity on a group (it stays awake).
     pub(super) fn touch(&self, g: GroupId) {
-        if let Some(slot) = self.groups.lock().expect("groups lock poisoned").get(&g) {
+        if let Some(slot) = self.slot(g) {
             slot.last_active.store(route::now_ms(), Ordering::Relaxed);
         }
+        self.unquiet(g);
+    }
+
+    fn slot(&self, g: GroupId) -> Option<Arc<GroupSlot>> {
+        self.groups.lock().expect("groups lock poisoned").get(&g).cloned()
     }
 
     /// Stop a channel group here; its state stays in LMDB and any request restarts it.
@@ -348,16 +359,25 @@ impl Node {
     pub async fn channel_group(&self, rec: &ChannelRecord) -> Result<Raft> {
         let (raft, started) = self.group_started(rec.group_id).await?;
         self.touch(rec.group_id);
-        let uninitialized = raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .next()
-            .is_none();
-        let leads = raft.metrics().borrow_watched().current_leader == Some(self.id);
-        if started && !uninitialized && !leads {
+        // Right after a start the metrics are still the blank initial ones (openraft publishes
+        // the loaded state from its core task a moment later): ask the store instead.
+        let uninitialized = if started {
+            let g = rec.group_id;
+            let (last, _) = self
+                .store
+                .read(move |r| crate::raft::log_store::stored_log_state(r, g))
+                .await?;
+            last.is_none()
+        } else {
+            raft.metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_none()
+        };
+        if started && !uninitialized {
             let slept_here = self
                 .hibernated
                 .lock()
@@ -367,7 +387,8 @@ impl Node {
             // replica, so no leader runs anywhere; campaign at once (a pre-vote would wait out
             // the lease openraft grants a freshly started group: the election timer, ~650 ms).
             // A group not seen since this process started may have a live leader elsewhere:
-            // pre-vote, so it is left alone.
+            // pre-vote, so it is left alone. (A restarted group is never leader yet: leader
+            // restore is off, see `raft_config`.)
             let _ = raft.trigger().elect(!slept_here).await;
         }
         if uninitialized {

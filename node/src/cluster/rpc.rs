@@ -55,6 +55,8 @@ pub enum AppRpc {
     /// The node's copy of the channel is corrupt: replace it with a fresh learner (served by
     /// the channel leader, `cluster::repair`).
     Repair(ChannelRecord, NodeId),
+    /// The groups' leader stopped their ticks (`cluster::quiet`): stop them here too.
+    Quiet(Vec<GroupId>),
 }
 
 impl AppRpc {
@@ -121,9 +123,12 @@ impl Handler for Node {
                     Reply::Append(raft.append_entries(req).await.map_err(|e| s(&e))?)
                 }
                 Rpc::Vote(g, mut req) => {
-                    let raft = self.group(g).await.map_err(|e| s(&e))?;
-                    // The leader lease exists to protect a live leader; ours is known dead.
-                    req.leadership_transfer |= self.leader_is_down(&raft);
+                    let (raft, started) = self.group_started(g).await.map_err(|e| s(&e))?;
+                    // The leader lease exists to protect a live leader. Here there is none: ours
+                    // is known dead, or this vote just started the group (it was hibernating, so
+                    // it follows nobody; openraft still grants a freshly started group a lease,
+                    // which would make the candidate of a wake-up wait out the election timer).
+                    req.leadership_transfer |= started || self.leader_is_down(&raft);
                     Reply::Vote(raft.vote(req).await.map_err(|e| s(&e))?)
                 }
                 Rpc::PreVote(g, req) => Reply::Vote(
@@ -318,6 +323,15 @@ impl Node {
             }
             AppRpc::Hibernate(gs) => {
                 futures::future::join_all(gs.iter().map(|g| self.hibernate(*g))).await;
+                AppReply::Done
+            }
+            AppRpc::Quiet(gs) => {
+                for g in gs {
+                    // Only a follower: a node that leads the group now decides for itself.
+                    if self.live_group(g).is_some_and(|r| !r.is_leader()) {
+                        self.quiet(g);
+                    }
+                }
                 AppReply::Done
             }
             AppRpc::ActiveGroups => AppReply::Groups(

@@ -138,7 +138,14 @@ impl Node {
             })
             .await?;
         let raft = match self.live_group(g) {
-            Some(raft) => raft_view(&raft),
+            Some(raft) => {
+                let mut view = raft_view(&raft);
+                // A quiet leader sends no heartbeats, so the time since the last ack says nothing.
+                if self.is_quiet(g) {
+                    view.matched.values_mut().for_each(|(_, ack)| *ack = None);
+                }
+                view
+            }
             None => RaftView {
                 role: Role::Hibernated,
                 term: 0,

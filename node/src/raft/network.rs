@@ -61,6 +61,9 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a ping may wait for its answer (including a reconnect); past it the ping is
 /// dropped without a verdict and the next one is sent.
 pub const PING_DEADLINE: Duration = Duration::from_millis(300);
+/// Unanswered pings in a row (about a second) after which `on_silent` runs. Silence declares
+/// nothing down (module doc); it only lets the node restart timers it had stopped.
+const SILENT_PINGS: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Rpc {
@@ -178,6 +181,10 @@ pub struct Transport {
     probing: Mutex<HashSet<NodeId>>,
     /// Called once each time a peer goes from up (or unknown) to down.
     on_down: OnceLock<Box<dyn Fn(NodeId) + Send + Sync>>,
+    /// Consecutive unanswered pings per peer.
+    silent: Mutex<HashMap<NodeId, u32>>,
+    /// Called each time a peer's pings have gone unanswered [`SILENT_PINGS`] times in a row.
+    on_silent: OnceLock<Box<dyn Fn(NodeId) + Send + Sync>>,
 }
 
 fn encode_frame(frame: &Frame) -> Vec<u8> {
@@ -269,6 +276,8 @@ impl Transport {
             down: Default::default(),
             probing: Default::default(),
             on_down: OnceLock::new(),
+            silent: Default::default(),
+            on_silent: OnceLock::new(),
         })
     }
 
@@ -439,6 +448,28 @@ impl Transport {
         let _ = self.on_down.set(f);
     }
 
+    /// Called with a peer whose pings went unanswered [`SILENT_PINGS`] times in a row.
+    pub fn set_on_silent(&self, f: Box<dyn Fn(NodeId) + Send + Sync>) {
+        let _ = self.on_silent.set(f);
+    }
+
+    /// Count an answered (`false`) or unanswered (`true`) ping of `peer`.
+    fn note_silence(&self, peer: NodeId, silent: bool) {
+        let mut counts = self.silent.lock().expect("silent lock poisoned");
+        if !silent {
+            counts.remove(&peer);
+            return;
+        }
+        let n = counts.entry(peer).or_default();
+        *n += 1;
+        if *n == SILENT_PINGS {
+            drop(counts);
+            if let Some(f) = self.on_silent.get() {
+                f(peer);
+            }
+        }
+    }
+
     /// Whether the last ping to `id` failed. A peer never pinged yet counts as up.
     pub fn is_down(&self, id: NodeId) -> bool {
         self.down.read().expect("down lock poisoned").contains(&id)
@@ -488,11 +519,14 @@ impl Transport {
                     me.probing.lock().expect("probing lock poisoned").remove(&peer);
                     match r {
                         // A remote error means the peer received the ping: it is alive.
-                        Ok(Ok(_)) | Ok(Err(CallError::Remote(..))) => me.set_down(peer, false),
+                        Ok(Ok(_)) | Ok(Err(CallError::Remote(..))) => {
+                            me.note_silence(peer, false);
+                            me.set_down(peer, false)
+                        }
                         // Refused, lost or blocked: no process answers there.
                         Ok(Err(CallError::Unreachable(..))) => me.set_down(peer, true),
                         // Silent: maybe paused, maybe just slow; see the module doc.
-                        Ok(Err(CallError::Timeout(_))) | Err(_) => {}
+                        Ok(Err(CallError::Timeout(_))) | Err(_) => me.note_silence(peer, true),
                     }
                 });
             }

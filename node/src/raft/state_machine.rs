@@ -10,6 +10,8 @@
 //!   before the commit re-applies the same entries to the same result. `apply` itself (and so
 //!   openraft's `last_applied`, which channel reads wait on with ReadIndex) completes only
 //!   after the commit, so a read never sees less than what was acknowledged.
+//! - Applies commit without the meta-page flush (`Store::write_replayable`): losing one to an
+//!   OS crash only makes the group re-apply from its log.
 //! - Metadata is read from the local copy without ReadIndex, so metadata writes are answered
 //!   only after their commit (read-your-writes on the node that took the write).
 
@@ -163,9 +165,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         } else {
             (Some(responders), None)
         };
+        // Replayable: a crash that undoes this commit re-applies the same entries.
         let out = self
             .store
-            .write(move |w| {
+            .write_replayable(move |w| {
                 let mut state = load_state(w, g)?;
                 let mut out = Vec::with_capacity(batch.len());
                 for entry in &batch {

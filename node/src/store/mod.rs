@@ -10,8 +10,15 @@
 //! showed the writer spending half its time in page faults.) An operation's work may
 //! therefore run more than once; only the last run's writes are committed.
 //!
+//! A batch made only of *replayable* operations (state-machine applies: their result is a pure
+//! function of the Raft log, which is durable on its own) commits with LMDB's `NO_META_SYNC`:
+//! one flush (the data pages) instead of two (data, then the meta page). An OS crash may then
+//! undo that last transaction, never corrupt the file; the next durable commit's flush also
+//! persists it. A process crash loses nothing either way (the page cache survives it).
+//!
 //! Invariants:
-//! - Operations commit in submission order; a completion runs only after its data is durable.
+//! - Operations commit in submission order; a completion runs only after its data is visible,
+//!   and, unless the op was submitted as replayable, durable.
 //! - No heed transaction crosses an `.await`: reads run in `spawn_blocking`, writes on the
 //!   writer thread that opened them (heed #339).
 
@@ -275,10 +282,13 @@ trait Op: Send {
     /// Returns whether the op succeeded; on failure its writes must be rolled back.
     fn run(&mut self, txn: &mut WriteTxn<'_, '_>) -> bool;
     fn finish(self: Box<Self>, committed: Result<()>);
+    /// Whether the op may commit without the meta-page flush (module doc).
+    fn replayable(&self) -> bool;
 }
 
 struct TypedOp<T, W, D> {
     work: W,
+    replayable: bool,
     outcome: Option<Result<T>>,
     done: D,
 }
@@ -304,6 +314,10 @@ where
             (None, Ok(())) => Err(StoreError::Closed),
         };
         (self.done)(result);
+    }
+
+    fn replayable(&self) -> bool {
+        self.replayable
     }
 }
 
@@ -375,11 +389,15 @@ impl Store {
         work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
         done: impl FnOnce(Result<T>) + Send + 'static,
     ) {
-        let op: Box<dyn Op> = Box::new(TypedOp {
+        self.enqueue(Box::new(TypedOp {
             work,
+            replayable: false,
             outcome: None,
             done,
-        });
+        }));
+    }
+
+    fn enqueue(&self, op: Box<dyn Op>) {
         // The lock only guards a clone of the sender; no I/O happens under it.
         let sender = self.inner.writer.lock().expect("writer lock poisoned").clone();
         match sender {
@@ -401,6 +419,24 @@ impl Store {
         self.submit(work, move |r| {
             let _ = tx.send(r);
         });
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Like [`Store::write`] for work whose result the Raft log can rebuild (a state-machine
+    /// apply): it returns once the write is visible, possibly before it is durable (module doc).
+    pub async fn write_replayable<T: Send + 'static>(
+        &self,
+        work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(Box::new(TypedOp {
+            work,
+            replayable: true,
+            outcome: None,
+            done: move |r| {
+                let _ = tx.send(r);
+            },
+        }));
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -438,12 +474,28 @@ impl Store {
 }
 
 fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Box<dyn Op>>) {
+    let mut meta_sync = true;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
+            }
+        }
+        let want_meta_sync = !batch.iter().all(|op| op.replayable());
+        if want_meta_sync != meta_sync {
+            let mode = if want_meta_sync {
+                heed::FlagSetMode::Disable
+            } else {
+                heed::FlagSetMode::Enable
+            };
+            // SAFETY: only this thread writes, and no write transaction is open. NO_META_SYNC
+            // keeps LMDB consistent (an OS crash may undo the last transaction, which holds
+            // only replayable work); the durable commits turn it off again.
+            match unsafe { inner.env.set_flags(heed::EnvFlags::NO_META_SYNC, mode) } {
+                Ok(()) => meta_sync = want_meta_sync,
+                Err(e) => tracing::error!(error = %e, "switching the meta-page flush"),
             }
         }
         let result = run_batch(inner, &mut batch);
@@ -514,6 +566,7 @@ mod tests {
         out: mpsc::Sender<(&'static [u8], bool)>,
     ) -> Box<dyn Op> {
         Box::new(TypedOp {
+            replayable: false,
             work: move |w: &mut WriteTxn<'_, '_>| {
                 runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 w.put(Table::Vars, key, b"v")?;
