@@ -10,6 +10,9 @@
 //!   node comes back and every node reads exactly the acknowledged messages.
 //! - `frozen_leader_rejoins`: SIGSTOP of the metadata leader; the other two keep taking channel
 //!   and metadata writes; after SIGCONT the frozen node catches up and all replicas converge.
+//! - `quiet_channel_survives_a_paused_leader`: a channel left idle goes quiet (its Raft timers
+//!   stop); SIGSTOP of its leader; the other replicas elect a new leader with no client request
+//!   to prompt them, take writes, and every replica ends with exactly the acknowledged messages.
 
 mod common;
 
@@ -972,5 +975,64 @@ async fn idle_channels_hibernate_and_survive_a_kill() {
             .await;
             check_channel(&format!("node {}", node.id), ch, &got, a);
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quiet_channel_survives_a_paused_leader() {
+    let cluster = Cluster::start(3).await;
+    let c = cluster.client();
+    let ch = "quiet-0".to_string();
+    create_groups(&cluster, std::slice::from_ref(&ch), &["u"]).await;
+
+    tracing::info!("--- 5 messages, then the channel is left idle until it is quiet");
+    let mut acks = write_channel(&c, &ch, "u", 0, 5, Instant::now() + Duration::from_secs(30)).await;
+    // A quiet leader sends no heartbeats, so status shows no ack age for its followers.
+    let leader = wait_until("the channel to go quiet", Duration::from_secs(30), || async {
+        let r = c
+            .channel_replicas(&ch, CHANNEL_TYPE_GROUP)
+            .await
+            .map_err(|e| e.to_string())?;
+        let leader = r.leader.ok_or_else(|| "no leader".to_string())?;
+        let followers: Vec<_> = r.replicas.iter().filter(|x| x.node_id != leader).collect();
+        if followers.len() == 2
+            && followers
+                .iter()
+                .all(|x| x.last_ack_ms.is_none() && x.lag == Some(0))
+        {
+            Ok(leader)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+
+    tracing::info!("--- SIGSTOP node {leader}, the quiet channel's leader; nothing else is sent");
+    cluster.node(leader).pause();
+    let others = cluster.client_excluding(leader);
+    wait_until(
+        "the other replicas to elect a leader on their own",
+        Duration::from_secs(20),
+        || async {
+            let cfg = others
+                .channel_config(&ch, CHANNEL_TYPE_GROUP)
+                .await
+                .map_err(|e| e.to_string())?;
+            match cfg.leader {
+                Some(l) if l != leader => Ok(()),
+                other => Err(format!("leader {other:?}")),
+            }
+        },
+    )
+    .await;
+    acks.extend(write_channel(&others, &ch, "u", 5, 10, Instant::now() + Duration::from_secs(30)).await);
+
+    tracing::info!("--- SIGCONT node {leader}; every replica holds exactly the acknowledged messages");
+    cluster.node(leader).resume();
+    let expected = BTreeMap::from([(ch.clone(), acks.len() as u64)]);
+    wait_converged(&c, &expected, Duration::from_secs(45)).await;
+    for node in &cluster.nodes {
+        let got = read_all(&node.client(), "u", &ch, CHANNEL_TYPE_GROUP, 1000).await;
+        check_channel(&format!("node {}", node.id), &ch, &got, &acks);
     }
 }
