@@ -3,6 +3,11 @@
 //! Any node serves any request (it forwards to the right leader itself), so failing over is
 //! simple: on a transport error the client tries the next endpoint. An API error (4xx/5xx
 //! with a body) is an answer, not a transport failure, and is returned as is.
+//!
+//! Endpoints may be `https://`: the server is verified against the system's roots, or only
+//! against a private CA given with [`Client::with_tls_ca`] (the CA of the nodes' `--tls-ca`).
+//! TLS is rustls with the ring provider, installed as the process default the first time a
+//! client is built (reqwest is built without a provider of its own; see [`install_crypto_provider`]).
 
 use std::time::Duration;
 
@@ -24,6 +29,9 @@ pub enum ClientError {
     Decode { endpoint: String, reason: String },
     #[error("bad endpoint {0:?}")]
     BadEndpoint(String),
+    /// The CA certificate could not be used (not PEM, no certificate in it).
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -34,6 +42,7 @@ impl ClientError {
             ClientError::Unreachable(_) => "unreachable",
             ClientError::Decode { .. } => "decode",
             ClientError::BadEndpoint(_) => "bad_endpoint",
+            ClientError::Tls(_) => "tls",
         }
     }
 }
@@ -50,6 +59,35 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Makes rustls' ring provider the process default, once; every reqwest client needs one (the
+/// workspace builds reqwest with `rustls-no-provider`, and building a client without a default
+/// provider panics). [`Client::new`] calls it; code that builds a `reqwest::Client` of its own
+/// must call it first.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: another default was installed first, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The HTTP client under [`Client`]: `timeout` per request; with `ca`, servers are verified
+/// against those certificates only.
+fn http_client(
+    timeout: Duration,
+    ca: Option<&[reqwest::Certificate]>,
+) -> Result<reqwest::Client, ClientError> {
+    install_crypto_provider();
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(2)))
+        .pool_max_idle_per_host(256);
+    if let Some(ca) = ca {
+        b = b.tls_certs_only(ca.iter().cloned());
+    }
+    b.build().map_err(|e| ClientError::Unreachable(chain(&e)))
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -57,6 +95,8 @@ pub struct Client {
     endpoints: Vec<reqwest::Url>,
     /// Sent as header `token` when set (WuKongIM's manager-token header).
     token: Option<String>,
+    /// Per-request timeout, kept to rebuild `http` with a CA.
+    timeout: Duration,
 }
 
 impl Client {
@@ -79,17 +119,26 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint(String::new()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(2)))
-            .pool_max_idle_per_host(256)
-            .build()
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
         Ok(Client {
-            http,
+            http: http_client(timeout, None)?,
             endpoints,
             token: None,
+            timeout,
         })
+    }
+
+    /// Verify `https://` endpoints against the CA certificate(s) in `pem` only (not the
+    /// system's roots): the CA that signs the nodes' certificates (their `--tls-ca`).
+    pub fn with_tls_ca(mut self, pem: &[u8]) -> Result<Client, ClientError> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| ClientError::Tls(format!("bad CA certificate: {}", chain(&e))))?;
+        if certs.is_empty() {
+            return Err(ClientError::Tls(
+                "no PEM certificate (-----BEGIN CERTIFICATE-----) in the CA file".into(),
+            ));
+        }
+        self.http = http_client(self.timeout, Some(&certs))?;
+        Ok(self)
     }
 
     pub fn with_token(mut self, token: Option<String>) -> Client {
@@ -105,11 +154,23 @@ impl Client {
             .collect()
     }
 
-    /// A client for one endpoint only (e.g. to ask one node about itself).
+    /// The base URL of a node whose `http_addr` is as `/cluster/nodes` lists it (`HOST:PORT`),
+    /// with the scheme of this client's first endpoint: `https://` when the cluster serves TLS.
+    pub fn node_url(&self, http_addr: &str) -> String {
+        if http_addr.contains("://") {
+            return http_addr.to_string();
+        }
+        let scheme = self.endpoints.first().map_or("http", |u| u.scheme());
+        format!("{scheme}://{http_addr}")
+    }
+
+    /// A client for one endpoint only (e.g. to ask one node about itself), with this client's
+    /// token and TLS settings.
     pub fn only(&self, endpoint: &str) -> Result<Client, ClientError> {
         let mut one = Client::new(&[endpoint.to_string()], Duration::from_secs(5))?;
         one.http = self.http.clone();
         one.token = self.token.clone();
+        one.timeout = self.timeout;
         Ok(one)
     }
 
@@ -356,4 +417,27 @@ fn api_error(status: reqwest::StatusCode, bytes: &[u8]) -> ApiError {
         code: "http".into(),
         retry_after: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_urls_follow_the_endpoint_scheme() {
+        let t = Duration::from_secs(1);
+        let plain = Client::new(&["127.0.0.1:5001".into()], t).expect("client");
+        assert_eq!(plain.node_url("127.0.0.1:5002"), "http://127.0.0.1:5002");
+        let tls = Client::new(&["https://a:5001,https://b:5001".into()], t).expect("client");
+        assert_eq!(tls.node_url("c:5001"), "https://c:5001");
+        assert_eq!(tls.node_url("http://c:5001"), "http://c:5001");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let c = Client::new(&["https://127.0.0.1:5001".into()], Duration::from_secs(1)).expect("client");
+        let err = c.with_tls_ca(b"not a certificate\n").err().expect("refused");
+        assert_eq!(err.code(), "tls");
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+    }
 }

@@ -5,11 +5,12 @@
 //! (`/cluster/...`). The node serves them, `wkctl` and the dashboard consume them; neither
 //! of the latter depends on node internals. It may depend on serde and reqwest only, plus
 //! xxhash for the snapshot file's checksum (`snapshot`: the file format the node writes, `wkctl`
-//! saves and inspects and `wknode --restore` reads).
+//! saves and inspects and `wknode --restore` reads) and rustls for the crypto provider of
+//! `https://` endpoints.
 
 pub mod client;
 pub mod snapshot;
 mod types;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, install_crypto_provider};
 pub use types::*;

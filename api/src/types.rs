@@ -260,10 +260,24 @@ pub struct NodeStatus {
     pub channels_replicated: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodesResp {
     pub meta_leader: Option<u64>,
     pub nodes: Vec<NodeStatus>,
+    /// How the node that answered is exposed; absent from nodes that predate it. A cluster
+    /// runs TLS on every node or on none (peers must speak it), so one node's answer holds for
+    /// the transport; `insecure` is per node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Security>,
+}
+
+/// A node's exposure settings, for `wkctl cluster status`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Security {
+    /// HTTPS, and mutual TLS between nodes (`--tls-cert`, `--tls-key`, `--tls-ca`).
+    pub tls: bool,
+    /// Started with `--insecure`: may serve beyond loopback without tokens.
+    pub insecure: bool,
 }
 
 /// `GET /cluster/channels/{id}/{type}/config`

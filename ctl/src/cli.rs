@@ -19,7 +19,8 @@ pub struct Cli {
 /// Options every subcommand understands.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// HTTP address of any node; several may be given comma-separated, they are tried in order.
+    /// HTTP address of any node (`https://...` for nodes with TLS); several may be given
+    /// comma-separated, they are tried in order.
     #[arg(
         long,
         global = true,
@@ -36,6 +37,10 @@ pub struct GlobalArgs {
     /// Admin token, sent to the node as the `token` header.
     #[arg(long, global = true, env = "WK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// PEM certificate of the CA that signs the nodes' certificates (the nodes' `--tls-ca`):
+    /// `https://` endpoints are verified against it only. Without it, against the system's roots.
+    #[arg(long, global = true, env = "WK_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

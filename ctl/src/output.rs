@@ -181,11 +181,29 @@ pub fn nodes_text(resp: &NodesResp) -> String {
         ]);
     }
     format!(
-        "meta leader: {}   health: {}\n{}",
+        "meta leader: {}   health: {}{}\n{}",
         leader_text(resp),
         v.summary,
+        security_text(resp),
         table.render()
     )
+}
+
+/// How the answering node is exposed, for the header: `   tls: on`, plus `   INSECURE` for a
+/// node started with `--insecure`; nothing from a node that does not say.
+fn security_text(resp: &NodesResp) -> String {
+    match resp.security {
+        None => String::new(),
+        Some(s) => format!(
+            "   tls: {}{}",
+            if s.tls { "on" } else { "off" },
+            if s.insecure {
+                "   INSECURE (--insecure: no tokens needed beyond loopback)"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 /// One line per refresh for `demo` when stdout is not a terminal, e.g.
@@ -311,6 +329,7 @@ mod tests {
                 node(1, Role::Leader, true),
                 node(3, Role::Follower, true),
             ],
+            security: None,
         };
         assert!(verdict(&resp).healthy);
         assert_eq!(
@@ -320,6 +339,21 @@ mod tests {
               1  127.0.0.1:5001  127.0.0.1:11110  yes     leader*      3   120      120    1          10\n \
               2  127.0.0.1:5002  127.0.0.1:11111  yes     follower     3   120      120    2          10\n \
               3  127.0.0.1:5003  127.0.0.1:11112  yes     follower     3   120      120    3          10\n"
+        );
+        let header = |tls, insecure| {
+            let resp = NodesResp {
+                security: Some(wk_api::Security { tls, insecure }),
+                ..resp.clone()
+            };
+            nodes_text(&resp).lines().next().unwrap_or_default().to_string()
+        };
+        assert_eq!(
+            header(true, false),
+            "meta leader: 1   health: ok (3/3 nodes online)   tls: on"
+        );
+        assert!(
+            header(false, true)
+                .ends_with("tls: off   INSECURE (--insecure: no tokens needed beyond loopback)")
         );
     }
 
@@ -367,6 +401,7 @@ mod tests {
             let v = verdict(&NodesResp {
                 meta_leader: leader,
                 nodes,
+                security: None,
             });
             assert_eq!((v.healthy, v.summary.as_str()), (healthy, summary));
         }
@@ -377,6 +412,7 @@ mod tests {
         let resp = NodesResp {
             meta_leader: Some(1),
             nodes: vec![node(1, Role::Leader, true), node(2, Role::Unknown, false)],
+            security: None,
         };
         assert_eq!(
             nodes_line(&resp),

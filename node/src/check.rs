@@ -3,12 +3,14 @@
 //!
 //! Three verdicts, as the exit code of [`run`]: 0 the node would start and can work, 1 it would
 //! refuse to start or could not work with its peers ([`problems`]), 2 the configuration does not
-//! parse. [`warnings`] are things that work but are probably not meant (drills on, an even
+//! parse (this includes TLS: `--tls-*` given partly, or files missing, unreadable or not valid
+//! PEM, are parse errors, since the files are read with the configuration). [`warnings`] are things that work but are probably not meant (drills on, an even
 //! number of replicas, no cluster secret beyond loopback). Secrets are reported as set or not,
 //! never printed.
 //!
 //! The exposure rule (a non-loopback HTTP address needs both tokens or `--insecure`) lives
-//! here, in [`exposure_refusal`]; the node applies the same function at start.
+//! here, in [`exposure_refusal`]; the node applies the same function at start. TLS does not
+//! change it: TLS protects the tokens on the wire, it does not replace them.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -256,6 +258,15 @@ pub fn describe(cfg: &Config) -> String {
         cfg.cluster_addr,
         set(&cfg.cluster_secret)
     );
+    let tls = match &cfg.tls {
+        Some(t) => format!(
+            "on: HTTPS with {}; mutual TLS between nodes, peers verified against {}",
+            t.files.cert.display(),
+            t.files.ca.display()
+        ),
+        None => "off: plain HTTP and TCP (--tls-cert, --tls-key, --tls-ca)".to_string(),
+    };
+    let _ = writeln!(s, "  TLS                {tls}");
 
     let start = match (&cfg.init_nodes[..], &cfg.seed) {
         ([], None) => "a single-node cluster of itself (others can join later through it)".to_string(),

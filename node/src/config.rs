@@ -75,6 +75,17 @@ pub struct Args {
     /// Allow a non-loopback HTTP address without --api-token and --admin-token.
     #[arg(long, env = "WK_INSECURE")]
     pub insecure: bool,
+    /// PEM certificate chain of this node (leaf first): HTTPS on --http-addr and mutual TLS on
+    /// --cluster-addr. Needs --tls-key and --tls-ca; without all three, no TLS.
+    #[arg(long, env = "WK_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WK_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate of the CA that signs every node's certificate; peers must present a
+    /// certificate from it.
+    #[arg(long, env = "WK_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// Most open HTTP connections; one more is answered 503 and closed [default: 1024].
     #[arg(long, env = "WK_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -142,6 +153,9 @@ struct FileConfig {
     public_cluster_read: Option<bool>,
     cluster_secret: Option<String>,
     insecure: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
     max_connections: Option<usize>,
     max_inflight_requests: Option<usize>,
     max_inflight_sends: Option<usize>,
@@ -169,6 +183,9 @@ pub struct Config {
     pub public_cluster_read: bool,
     pub cluster_secret: Option<Secret>,
     pub insecure: bool,
+    /// TLS for the HTTP listener and the cluster transport (`--tls-*`), read and checked at
+    /// parse time; None: plain TCP.
+    pub tls: Option<crate::tls::Tls>,
     /// What one node accepts from HTTP clients at once (`api::limits`).
     pub limits: HttpLimits,
 }
@@ -220,6 +237,37 @@ pub fn parse_member(s: &str) -> anyhow::Result<(u64, String)> {
         bail!("{s:?}: address must be HOST:PORT");
     }
     Ok((id, addr.to_string()))
+}
+
+/// The TLS files: all three or none (an empty value counts as not given).
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+    let given = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+    match (given(cert), given(key), given(ca)) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(crate::tls::TlsFiles { cert, key, ca })),
+        (cert, key, ca) => {
+            let names = ["--tls-cert", "--tls-key", "--tls-ca"];
+            let set = [cert.is_some(), key.is_some(), ca.is_some()];
+            let list = |want: bool| {
+                names
+                    .iter()
+                    .zip(set)
+                    .filter(|(_, s)| *s == want)
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            };
+            bail!(
+                "TLS needs all three of --tls-cert, --tls-key and --tls-ca: {} given without {}",
+                list(true),
+                list(false)
+            )
+        }
+    }
 }
 
 impl Config {
@@ -290,6 +338,13 @@ impl Config {
         if limits.header_timeout.is_zero() || limits.body_timeout.is_zero() {
             bail!("--header-timeout and --body-timeout must be more than 0");
         }
+        let tls = tls_files(
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_ca.or(file.tls_ca),
+        )?
+        .map(crate::tls::Tls::load)
+        .transpose()?;
         Ok(Config {
             node_id,
             data_dir: args
@@ -326,6 +381,7 @@ impl Config {
             public_cluster_read: args.public_cluster_read || file.public_cluster_read.unwrap_or(false),
             cluster_secret: args.cluster_secret.or(file.cluster_secret).and_then(Secret::new),
             insecure: args.insecure || file.insecure.unwrap_or(false),
+            tls,
             limits,
         })
     }
@@ -396,6 +452,26 @@ mod tests {
         })
         .expect_err("zero header timeout");
         assert!(format!("{err:#}").contains("more than 0"), "{err:#}");
+        let err = Config::from_args(Args {
+            tls_cert: Some("node.pem".into()),
+            ..Default::default()
+        })
+        .expect_err("a certificate alone");
+        assert!(
+            format!("{err:#}").contains("--tls-cert given without --tls-key and --tls-ca"),
+            "{err:#}"
+        );
+        let err = Config::from_args(Args {
+            tls_cert: Some("/nonexistent/node.pem".into()),
+            tls_key: Some("/nonexistent/node.key".into()),
+            tls_ca: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        })
+        .expect_err("missing files");
+        assert!(
+            format!("{err:#}").contains("--tls-cert /nonexistent/node.pem"),
+            "{err:#}"
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("n.toml");
         std::fs::write(&path, "no_such_key = 1\n").expect("write");

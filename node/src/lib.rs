@@ -4,7 +4,8 @@
 //! plumbing shared by all groups (`raft`), the pure apply logic of the metadata group
 //! (`meta`) and of channel groups (`channel`), the runtime that starts groups and routes
 //! requests to their leaders (`cluster`), the WuKongIM-compatible HTTP API (`api`), the
-//! counters and histograms behind `/metrics` (`stats`), and backup/restore (`snapshot`).
+//! counters and histograms behind `/metrics` (`stats`), backup/restore (`snapshot`), and the
+//! optional TLS of both listeners (`tls`).
 //! Depends on the shared wire types (`wk-api`) but nothing in `ctl` or `tui`.
 //!
 //! A message's path: HTTP `/message/send` on any node -> `cluster::route` finds the channel
@@ -24,6 +25,7 @@ pub mod raft;
 pub mod snapshot;
 pub mod stats;
 pub mod store;
+pub mod tls;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -44,17 +46,20 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let serve_transport = tokio::spawn(node.transport.clone().serve(cluster_listener));
 
     let app = app(&cfg, &node);
-    let server = api::limits::serve(http_listener, app, &cfg.limits, shutdown_signal());
+    let tls = cfg.tls.as_ref().map(|t| t.http_acceptor());
+    let server = api::limits::serve(http_listener, app, &cfg.limits, tls, shutdown_signal());
     println!(
         "{}",
         serde_json::to_string(&Ready {
             event: "ready",
             node_id: node.id,
             http_addr: &http_addr,
-            cluster_addr: &cluster_addr
+            cluster_addr: &cluster_addr,
+            tls: cfg.tls.is_some(),
+            insecure: cfg.insecure,
         })?
     );
-    tracing::info!(node_id = node.id, %http_addr, %cluster_addr, data_dir = %cfg.data_dir.display(), "serving");
+    tracing::info!(node_id = node.id, %http_addr, %cluster_addr, tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), "serving");
     server.await;
 
     tracing::info!("shutting down");
@@ -72,7 +77,16 @@ pub fn app(cfg: &config::Config, node: &cluster::Node) -> axum::Router {
         public_cluster_read: cfg.public_cluster_read,
         ..Default::default()
     };
-    api::router(node.clone(), auth, api::limits::InFlight::new(&cfg.limits))
+    let security = wk_api::Security {
+        tls: cfg.tls.is_some(),
+        insecure: cfg.insecure,
+    };
+    api::router(
+        node.clone(),
+        auth,
+        api::limits::InFlight::new(&cfg.limits),
+        security,
+    )
 }
 
 /// Refuse to serve the API beyond loopback without both tokens, unless `--insecure`.
@@ -82,6 +96,9 @@ fn check_exposure(cfg: &config::Config) -> anyhow::Result<()> {
     }
     if cfg.insecure {
         tracing::warn!(http_addr = %cfg.http_addr, "INSECURE: --insecure set; the API may be served beyond loopback without tokens");
+    }
+    if let Some(tls) = &cfg.tls {
+        tracing::info!(cert = %tls.files.cert.display(), ca = %tls.files.ca.display(), "TLS on: HTTPS, and mutual TLS between nodes");
     }
     Ok(())
 }
@@ -93,6 +110,10 @@ struct Ready<'a> {
     node_id: u64,
     http_addr: &'a str,
     cluster_addr: &'a str,
+    /// HTTPS on `http_addr` and mutual TLS on `cluster_addr`.
+    tls: bool,
+    /// Started with `--insecure`.
+    insecure: bool,
 }
 
 async fn shutdown_signal() {

@@ -72,6 +72,7 @@ pub fn nodes(leader: Option<u64>, term: u64, down: &[u64]) -> NodesResp {
     NodesResp {
         meta_leader: leader,
         nodes,
+        security: None,
     }
 }
 

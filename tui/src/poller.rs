@@ -225,7 +225,7 @@ async fn measure_drill(client: &Client, plan: &DrillPlan) -> DrillReport {
         probe_window: None,
         error: None,
     };
-    let target = match client.only(&format!("http://{}", plan.target_http)) {
+    let target = match client.only(&client.node_url(&plan.target_http)) {
         Ok(t) => t,
         Err(e) => {
             report.error = Some(format!("bad node address {}: {e}", plan.target_http));

@@ -282,7 +282,11 @@ mod tests {
             .map(|(i, (role, on))| node(i as u64 + 1, *role, *on))
             .collect();
         let meta_leader = nodes.iter().find(|n| n.role == Role::Leader).map(|n| n.id);
-        NodesResp { meta_leader, nodes }
+        NodesResp {
+            meta_leader,
+            nodes,
+            security: None,
+        }
     }
 
     /// A channel on replicas 1..=n; `spec` per replica: (online, lag as the leader sees it).

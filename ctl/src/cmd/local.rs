@@ -197,6 +197,11 @@ impl Nodes {
             .args(args)
             // The log is a file, not a terminal: no colour escapes in it.
             .env("NO_COLOR", "1")
+            // Local clusters serve plain HTTP on loopback. wkctl's own `WK_TLS_CA` (its
+            // `--tls-ca`) means the same to wknode, which refuses it without a cert and key.
+            .env_remove("WK_TLS_CA")
+            .env_remove("WK_TLS_CERT")
+            .env_remove("WK_TLS_KEY")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -72,20 +72,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
-/// A client for `--endpoint`, `--timeout` and `--admin-token`.
+/// A client for `--endpoint`, `--timeout`, `--admin-token` and `--tls-ca`.
 fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
-    let client = Client::new(std::slice::from_ref(&global.endpoint), global.timeout)
-        .with_context(|| format!("--endpoint {:?}", global.endpoint))?;
-    Ok(client.with_token(global.admin_token.clone()))
+    endpoint_client(global, global.timeout)
 }
 
 /// Like `client`, but each request may take up to `max(--timeout, at_least)`: for calls that
 /// block on the node until a long operation finishes.
 fn client_with_timeout(global: &GlobalArgs, at_least: std::time::Duration) -> anyhow::Result<Client> {
-    let client = Client::new(
-        std::slice::from_ref(&global.endpoint),
-        global.timeout.max(at_least),
-    )
-    .with_context(|| format!("--endpoint {:?}", global.endpoint))?;
-    Ok(client.with_token(global.admin_token.clone()))
+    endpoint_client(global, global.timeout.max(at_least))
+}
+
+/// A client for `--endpoint` with `--admin-token` and `--tls-ca`, each request taking up to
+/// `timeout`.
+fn endpoint_client(global: &GlobalArgs, timeout: std::time::Duration) -> anyhow::Result<Client> {
+    let client = Client::new(std::slice::from_ref(&global.endpoint), timeout)
+        .with_context(|| format!("--endpoint {:?}", global.endpoint))?
+        .with_token(global.admin_token.clone());
+    let Some(ca) = &global.tls_ca else {
+        return Ok(client);
+    };
+    // A CA certificate is a few KiB; a large file is a wrong path.
+    let len = std::fs::metadata(ca)
+        .with_context(|| format!("--tls-ca {}", ca.display()))?
+        .len();
+    anyhow::ensure!(
+        len <= 1 << 20,
+        "--tls-ca {}: {len} bytes is too large for a PEM file",
+        ca.display()
+    );
+    let pem = std::fs::read(ca).with_context(|| format!("--tls-ca {}", ca.display()))?;
+    client
+        .with_tls_ca(&pem)
+        .with_context(|| format!("--tls-ca {}", ca.display()))
 }

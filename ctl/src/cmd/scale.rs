@@ -39,8 +39,7 @@ pub async fn join(global: &GlobalArgs, args: JoinArgs) -> anyhow::Result<Outcome
         cluster_addr: addr.to_string(),
         http_addr: args.http_addr.unwrap_or_default(),
     };
-    let client = wk_api::Client::new(std::slice::from_ref(&global.endpoint), JOIN_TIMEOUT)?
-        .with_token(global.admin_token.clone());
+    let client = super::endpoint_client(global, JOIN_TIMEOUT)?;
     let progress = std::io::stderr().is_terminal() && global.output == OutputFormat::Text;
     let meta_bar = progress.then(|| bar(0, "metadata"));
     // While the node blocks in the join, watch the new node's applied index close in on the

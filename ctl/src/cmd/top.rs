@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use wk_api::Client;
 
 use crate::Outcome;
 use crate::cli::{GlobalArgs, OutputFormat, TopArgs};
@@ -32,16 +31,10 @@ pub async fn run(global: &GlobalArgs, args: TopArgs) -> anyhow::Result<Outcome> 
     }
     // A dashboard should notice a dead node quickly: requests time out at 2 s at most.
     let timeout = global.timeout.min(Duration::from_secs(2));
-    let client = Client::new(std::slice::from_ref(&global.endpoint), timeout)
-        .with_context(|| format!("--endpoint {:?}", global.endpoint))?
-        .with_token(global.admin_token.clone());
+    let client = super::endpoint_client(global, timeout)?;
     let mut opts = options(global.endpoint.clone(), args.refresh, timeout, args.channels);
     // `s` admits a node; the join blocks until it caught up, far longer than a poll.
-    opts.join_client = Some(
-        Client::new(std::slice::from_ref(&global.endpoint), super::scale::JOIN_TIMEOUT)
-            .with_context(|| format!("--endpoint {:?}", global.endpoint))?
-            .with_token(global.admin_token.clone()),
-    );
+    opts.join_client = Some(super::endpoint_client(global, super::scale::JOIN_TIMEOUT)?);
     let mut stdout = std::io::stdout().lock();
     if args.once {
         let (w, h) = args

@@ -10,6 +10,10 @@
 //!
 //! `/health` and `/metrics` are exempt from the request limit: they are cheap, and operators
 //! need them most when the node is overloaded.
+//!
+//! With TLS (`--tls-*`) every accepted connection is wrapped in a TLS server session first.
+//! The TLS handshake holds a connection slot, so it must finish within `header_timeout` (a
+//! client that stalls it is cut like a slow head); a refused connection gets its 503 over TLS.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,9 +26,10 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use super::ApiErr;
 use crate::config::HttpLimits;
@@ -87,12 +92,13 @@ pub async fn shed(State(inflight): State<Arc<InFlight>>, mut req: Request, next:
     next.run(req).await
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves, then let open connections finish
-/// (bounded by [`DRAIN_TIMEOUT`]).
+/// Serve `app` on `listener` (over TLS with `tls`) until `shutdown` resolves, then let open
+/// connections finish (bounded by [`DRAIN_TIMEOUT`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: &HttpLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let conns = Arc::new(Semaphore::new(limits.max_connections));
@@ -115,15 +121,40 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(permit) = conns.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(stream));
+            tokio::spawn(refuse(stream, tls.clone()));
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn);
+        let service = TowerToHyperService::new(app.clone());
+        let Some(acceptor) = tls.clone() else {
+            let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                // Errors here are the client's (reset, timeout, garbage): nothing to report.
+                let _ = conn.await;
+                drop(permit);
+            });
+            continue;
+        };
+        // Subscribed now, so a shutdown during the handshake still reaches the connection.
+        let watcher = graceful.watcher();
+        let (http, handshake_timeout) = (http.clone(), limits.header_timeout);
         tokio::spawn(async move {
-            // Errors here are the client's (reset, timeout, garbage): nothing to report.
-            let _ = conn.await;
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                // Plain HTTP to the TLS port, an untrusting client, a stalled handshake: the
+                // client's problem, and frequent enough that it is not worth a warning.
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "HTTPS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("HTTPS handshake timed out");
+                    return;
+                }
+            };
+            let _ = watcher
+                .watch(http.serve_connection(TokioIo::new(stream), service))
+                .await;
             drop(permit);
         });
     }
@@ -135,27 +166,39 @@ pub async fn serve(
     }
 }
 
-/// Answer a connection over the limit with a 503 and close it. Reads what the client sent
-/// first (briefly), so the close does not reset the connection before the answer is read.
-async fn refuse(mut stream: TcpStream) {
+/// Answer a connection over the limit with a 503 and close it (after the TLS handshake with
+/// `tls`; the whole is bounded by [`REFUSE_TIMEOUT`]). Reads what the client sent first
+/// (briefly), so the close does not reset the connection before the answer is read.
+async fn refuse(stream: TcpStream, tls: Option<TlsAcceptor>) {
     let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
-        let mut buf = [0u8; 4096];
-        let _ = stream.read(&mut buf).await;
-        let body = serde_json::to_string(
-            &NodeError::Overloaded {
-                what: "connections".into(),
-                retry_after: RETRY_AFTER_SECS,
+        match tls {
+            None => answer_overloaded(stream).await,
+            Some(acceptor) => {
+                if let Ok(s) = acceptor.accept(stream).await {
+                    answer_overloaded(s).await;
+                }
             }
-            .to_api(),
-        )
-        .unwrap_or_default();
-        let head = format!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {RETRY_AFTER_SECS}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        let _ = stream.write_all(head.as_bytes()).await;
-        let _ = stream.write_all(body.as_bytes()).await;
-        let _ = stream.shutdown().await;
+        }
     })
     .await;
+}
+
+async fn answer_overloaded(mut stream: impl AsyncRead + AsyncWrite + Unpin) {
+    let mut buf = [0u8; 4096];
+    let _ = stream.read(&mut buf).await;
+    let body = serde_json::to_string(
+        &NodeError::Overloaded {
+            what: "connections".into(),
+            retry_after: RETRY_AFTER_SECS,
+        }
+        .to_api(),
+    )
+    .unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {RETRY_AFTER_SECS}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }

@@ -34,7 +34,13 @@ pub const MAX_BODY: usize = 4 << 20;
 /// Most messages in one `/message/sendbatch`.
 pub const MAX_BATCH: usize = 1000;
 
-pub fn router(node: Node, auth: auth::Auth, inflight: std::sync::Arc<limits::InFlight>) -> Router {
+/// The HTTP API over `node`; `security` is what `/cluster/nodes` reports about this node.
+pub fn router(
+    node: Node,
+    auth: auth::Auth,
+    inflight: std::sync::Arc<limits::InFlight>,
+    security: Security,
+) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics::serve))
@@ -69,6 +75,7 @@ pub fn router(node: Node, auth: auth::Auth, inflight: std::sync::Arc<limits::InF
         .fallback(|| async {
             ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, "not_found")
         })
+        .layer(axum::Extension(security))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(metrics::time_requests))
         .layer(axum::middleware::from_fn_with_state(
@@ -519,8 +526,13 @@ async fn cluster_snapshot(State(node): State<Node>) -> Response {
         .into_response()
 }
 
-async fn cluster_nodes(State(node): State<Node>) -> ApiResult<NodesResp> {
-    Ok(Json(node.cluster_nodes().await?))
+async fn cluster_nodes(
+    State(node): State<Node>,
+    axum::Extension(security): axum::Extension<Security>,
+) -> ApiResult<NodesResp> {
+    let mut resp = node.cluster_nodes().await?;
+    resp.security = Some(security);
+    Ok(Json(resp))
 }
 
 #[derive(Deserialize)]

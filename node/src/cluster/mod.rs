@@ -176,7 +176,8 @@ impl Node {
             .as_ref()
             .map(|s| s.expose().as_bytes().to_vec())
             .unwrap_or_default();
-        let transport = Transport::new(cfg.node_id, secret, cluster_id);
+        let tls = cfg.tls.as_ref().map(|t| t.peer());
+        let transport = Transport::new(cfg.node_id, secret, cluster_id, tls);
         let persist = store.clone();
         transport.set_on_adopt(Box::new(move |id| {
             persist.submit(

@@ -202,7 +202,11 @@ impl Node {
             .max_by_key(|n| n.term)
             .map(|n| n.id)
             .or(self.meta.metrics().borrow_watched().current_leader);
-        Ok(NodesResp { meta_leader, nodes })
+        Ok(NodesResp {
+            meta_leader,
+            nodes,
+            ..Default::default()
+        })
     }
 
     pub(super) async fn probe_replicas(&self, rec: &ChannelRecord) -> Vec<(NodeId, Option<GroupStatus>)> {

@@ -12,6 +12,14 @@
 //! secret is refused and logged. A node that has no cluster id yet (one started with
 //! `--seed`) adopts its first authenticated peer's.
 //!
+//! With TLS (`--tls-*`, `crate::tls`) each connection is mutual TLS first: the accepting node
+//! requires a client certificate from the CA, the connecting node verifies the accepting one's
+//! certificate against the CA and the host of the address it dialled. The handshake above then
+//! runs inside TLS, and the frames are unchanged. A TLS failure (wrong CA, name mismatch, a
+//! plain-TCP peer) is logged on both sides like a refused cluster handshake and counts as a
+//! failed connection the same way: the call is `Unreachable`, a ping that meets it declares the
+//! peer down, exactly as a wrong secret does.
+//!
 //! Fault injection lives here too (the node's transport is the seam): traffic to or from a
 //! blocked peer is dropped in both directions.
 //!
@@ -41,12 +49,13 @@ use openraft::raft::{
 };
 use openraft_multi::{GroupNetworkAdapter, GroupNetworkFactory, GroupRouter};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::state_machine::SnapshotData;
 use super::{GroupId, NodeId, Peer, SnapshotMeta, TypeConfig, Vote};
+use crate::tls::PeerTls;
 
 /// Bumped on any incompatible change to [`Frame`].
 pub const PROTOCOL_VERSION: u32 = 3;
@@ -160,10 +169,17 @@ impl Conn {
     }
 }
 
+/// The read half of an established peer connection (plain TCP or TLS).
+type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
+/// The write half of an established peer connection.
+type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
+
 pub struct Transport {
     node_id: NodeId,
     /// HMAC key of the handshake (`--cluster-secret`; empty when none is set).
     secret: Vec<u8>,
+    /// Mutual TLS around every connection (`--tls-*`); None: plain TCP.
+    tls: Option<PeerTls>,
     /// The cluster this node belongs to; None until a `--seed` node meets its first peer.
     cluster_id: Mutex<Option<u64>>,
     /// Persists an adopted cluster id.
@@ -262,10 +278,16 @@ fn refused(msg: String) -> std::io::Error {
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Transport {
-    pub fn new(node_id: NodeId, secret: Vec<u8>, cluster_id: Option<u64>) -> Arc<Transport> {
+    pub fn new(
+        node_id: NodeId,
+        secret: Vec<u8>,
+        cluster_id: Option<u64>,
+        tls: Option<PeerTls>,
+    ) -> Arc<Transport> {
         Arc::new(Transport {
             node_id,
             secret,
+            tls,
             cluster_id: Mutex::new(cluster_id),
             on_adopt: OnceLock::new(),
             addrs: Default::default(),
@@ -315,7 +337,11 @@ impl Transport {
     }
 
     /// The client half of the handshake, on a fresh connection to `target`.
-    async fn client_handshake(&self, target: NodeId, stream: &mut TcpStream) -> std::io::Result<()> {
+    async fn client_handshake(
+        &self,
+        target: NodeId,
+        stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    ) -> std::io::Result<()> {
         use hmac::Mac;
         let mine = nonce();
         write_frame(
@@ -350,7 +376,10 @@ impl Transport {
     }
 
     /// The server half: answers who the peer is once it proved it knows the secret.
-    async fn server_handshake(&self, stream: &mut TcpStream) -> std::io::Result<NodeId> {
+    async fn server_handshake(
+        &self,
+        stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    ) -> std::io::Result<NodeId> {
         use hmac::Mac;
         let mut buf = Vec::new();
         let (version, peer, cluster_id, theirs) = match read_frame(stream, &mut buf).await? {
@@ -578,17 +607,15 @@ impl Transport {
                 ));
             }
         };
-        let mut stream = stream;
         let _ = stream.set_nodelay(true);
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.client_handshake(target, &mut stream)).await {
-            Ok(Ok(())) => {}
+        let (r, w) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.open(target, &addr, stream)).await {
+            Ok(Ok(halves)) => halves,
             Ok(Err(e)) => {
                 tracing::warn!(target_node = target, error = %e, "cluster handshake failed");
                 return Err(CallError::Unreachable(target, e.to_string()));
             }
             Err(_) => return Err(CallError::Unreachable(target, "handshake timed out".into())),
-        }
-        let (r, w) = stream.into_split();
+        };
         // Buffered: one read syscall fetches many frames (a length prefix alone costs one).
         let mut r = tokio::io::BufReader::with_capacity(READ_BUFFER, r);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -636,6 +663,60 @@ impl Transport {
         }
     }
 
+    /// The connecting side of a new connection to `target` at `addr`: TLS (when configured),
+    /// then the cluster handshake; the halves of the authenticated stream.
+    async fn open(
+        &self,
+        target: NodeId,
+        addr: &str,
+        mut tcp: TcpStream,
+    ) -> std::io::Result<(ReadHalf, WriteHalf)> {
+        let Some(tls) = &self.tls else {
+            self.client_handshake(target, &mut tcp).await?;
+            let (r, w) = tcp.into_split();
+            return Ok((Box::new(r), Box::new(w)));
+        };
+        let name = crate::tls::server_name(addr)?;
+        let mut stream = tls
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| refused(format!("TLS handshake with node {target} at {addr}: {e}")))?;
+        // In TLS 1.3 the peer checks our certificate after our side of the handshake is done:
+        // its refusal arrives as an alert on the first read, here.
+        self.client_handshake(target, &mut stream).await.map_err(|e| {
+            let alert = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some();
+            if alert {
+                refused(format!("TLS with node {target} at {addr}: {e}"))
+            } else {
+                e
+            }
+        })?;
+        let (r, w) = tokio::io::split(stream);
+        Ok((Box::new(r), Box::new(w)))
+    }
+
+    /// The accepting side: TLS (when configured), then the cluster handshake; the peer's id
+    /// and the halves of the authenticated stream.
+    async fn accept(&self, mut tcp: TcpStream) -> std::io::Result<(NodeId, ReadHalf, WriteHalf)> {
+        let Some(tls) = &self.tls else {
+            let peer = self.server_handshake(&mut tcp).await?;
+            let (r, w) = tcp.into_split();
+            return Ok((peer, Box::new(r), Box::new(w)));
+        };
+        let mut stream = tls
+            .acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| refused(format!("TLS handshake: {e}")))?;
+        let peer = self.server_handshake(&mut stream).await?;
+        let (r, w) = tokio::io::split(stream);
+        Ok((peer, Box::new(r), Box::new(w)))
+    }
+
     /// Accept peer connections until the listener fails or the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
@@ -656,11 +737,11 @@ impl Transport {
         }
     }
 
-    async fn serve_conn(self: Arc<Self>, mut stream: TcpStream) -> std::io::Result<()> {
+    async fn serve_conn(self: Arc<Self>, stream: TcpStream) -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        let from = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.server_handshake(&mut stream)).await {
-            Ok(Ok(peer)) => peer,
+        let (from, r, w) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.accept(stream)).await {
+            Ok(Ok(accepted)) => accepted,
             Ok(Err(e)) => {
                 tracing::warn!(%peer_addr, error = %e, "refused a cluster connection");
                 return Ok(());
@@ -670,7 +751,6 @@ impl Transport {
                 return Ok(());
             }
         };
-        let (r, w) = stream.into_split();
         let mut r = tokio::io::BufReader::with_capacity(READ_BUFFER, r);
         let mut buf = Vec::new();
         let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();

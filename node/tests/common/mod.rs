@@ -11,6 +11,9 @@
 //! - when a test panics, the tail of every node's log is printed and the temp dir is kept (its
 //!   path is printed), so a failure can be read after the fact. `WK_TEST_KEEP=1` keeps it always.
 //!
+//! `Cluster::start_tls` does the same with TLS: each node gets its own certificate from a test
+//! CA (`tls::Pki`), and every client the harness hands out speaks https and trusts that CA.
+//!
 //! Waits are on conditions (`wait_until`), never fixed sleeps. At most `MAX_NODES` node
 //! processes run at once per test binary (clusters queue for slots), so a 2-core machine is not
 //! overloaded by parallel tests.
@@ -54,9 +57,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const LOG_TAIL_LINES: usize = 60;
 
 /// Sets up `tracing` output for the test process once (phases are announced with
-/// `tracing::info!("--- ...")`). `RUST_LOG` overrides the default `info`.
+/// `tracing::info!("--- ...")`). `RUST_LOG` overrides the default `info`. Also installs rustls'
+/// crypto provider, which a test's own `reqwest::Client` needs (`wk_api::install_crypto_provider`).
 pub fn init_tracing() {
     static ONCE: Once = Once::new();
+    wk_api::install_crypto_provider();
     ONCE.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -199,6 +204,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// stderr of every run of this node, appended, with a marker line per start.
     pub log_path: PathBuf,
+    /// With TLS: the CA file its clients trust (they use https); None: plain http.
+    pub tls_ca: Option<PathBuf>,
     /// Arguments after the ones above (`--init-nodes`, `--channel-replicas`, extra flags).
     args: Vec<String>,
     /// The running process; `None` after `kill`/`stop` until `spawn`.
@@ -218,6 +225,7 @@ impl Node {
             http_addr,
             cluster_addr,
             log_path: root.join(format!("node-{id}.log")),
+            tls_ca: None,
             data_dir,
             args,
             child: None,
@@ -417,12 +425,13 @@ impl Node {
 
     /// A client for this node only.
     pub fn client(&self) -> Client {
-        Client::new(std::slice::from_ref(&self.http_addr), REQUEST_TIMEOUT).expect("client for a node")
+        client_for(std::slice::from_ref(&self.http_addr), self.tls_ca.as_deref())
     }
 
     /// Base URL of this node's HTTP API, for raw requests.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http_addr)
+        let scheme = if self.tls_ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.http_addr)
     }
 }
 
@@ -432,6 +441,19 @@ impl Drop for Node {
             let _ = child.start_kill();
         }
     }
+}
+
+/// A client over `addrs` (`HOST:PORT`): plain http, or https trusting the CA in `tls_ca`.
+pub fn client_for(addrs: &[String], tls_ca: Option<&Path>) -> Client {
+    let Some(ca) = tls_ca else {
+        return Client::new(addrs, REQUEST_TIMEOUT).expect("client");
+    };
+    let https: Vec<String> = addrs.iter().map(|a| format!("https://{a}")).collect();
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
+    Client::new(&https, REQUEST_TIMEOUT)
+        .expect("client")
+        .with_tls_ca(&pem)
+        .expect("the test CA is valid")
 }
 
 /// A set of nodes started together, sharing one temp dir.
@@ -444,6 +466,8 @@ pub struct Cluster {
     dir: Option<tempfile::TempDir>,
     /// This cluster's share of `NODE_SLOTS`, released on drop.
     slots: Option<tokio::sync::SemaphorePermit<'static>>,
+    /// With TLS: the CA its clients trust (and nodes added later get).
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Node processes one test binary runs at once. Tests in a binary run in parallel; on a small
@@ -463,6 +487,16 @@ impl Cluster {
     /// The free ports are released before the nodes bind them, so another process can take one
     /// in between; a start that fails with EADDRINUSE is tried again on fresh ports.
     pub async fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_inner(n, extra, None).await
+    }
+
+    /// Like `start_with`, with TLS: node `id` gets `--tls-cert/--tls-key/--tls-ca` from
+    /// `pki.node_args(id)`, and the harness's clients speak https and trust `pki`'s CA.
+    pub async fn start_tls(n: usize, extra: &[&str], pki: &tls::Pki) -> Cluster {
+        Cluster::start_inner(n, extra, Some(pki)).await
+    }
+
+    async fn start_inner(n: usize, extra: &[&str], pki: Option<&tls::Pki>) -> Cluster {
         init_tracing();
         let mut slots = Some(
             NODE_SLOTS
@@ -471,7 +505,7 @@ impl Cluster {
                 .expect("semaphore is never closed"),
         );
         for attempt in 1.. {
-            let mut cluster = Cluster::prepare(n, extra, slots.take().expect("slots are handed back"));
+            let mut cluster = Cluster::prepare(n, extra, pki, slots.take().expect("slots are handed back"));
             tracing::info!("--- starting {n} node(s) in {}", cluster.dir().display());
             for node in cluster.nodes.iter_mut() {
                 node.spawn();
@@ -507,7 +541,12 @@ impl Cluster {
     }
 
     /// Picks ports and dirs for `n` nodes without starting them.
-    fn prepare(n: usize, extra: &[&str], slots: tokio::sync::SemaphorePermit<'static>) -> Cluster {
+    fn prepare(
+        n: usize,
+        extra: &[&str],
+        pki: Option<&tls::Pki>,
+        slots: tokio::sync::SemaphorePermit<'static>,
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("wk-cluster-")
             .tempdir()
@@ -532,13 +571,21 @@ impl Cluster {
         let nodes = addrs
             .into_iter()
             .enumerate()
-            .map(|(i, (http, cluster))| Node::new(i as u64 + 1, http, cluster, dir.path(), args.clone()))
+            .map(|(i, (http, cluster))| {
+                let id = i as u64 + 1;
+                let mut args = args.clone();
+                args.extend(pki.map(|p| p.node_args(id)).unwrap_or_default());
+                let mut node = Node::new(id, http, cluster, dir.path(), args);
+                node.tls_ca = pki.map(|p| p.ca.clone());
+                node
+            })
             .collect();
         Cluster {
             nodes,
             init_nodes,
             dir: Some(dir),
             slots: Some(slots),
+            tls_ca: pki.map(|p| p.ca.clone()),
         }
     }
 
@@ -625,7 +672,7 @@ impl Cluster {
 
     /// A client over every node that fails over on transport errors.
     pub fn client(&self) -> Client {
-        Client::new(&self.http_addrs(), REQUEST_TIMEOUT).expect("cluster client")
+        client_for(&self.http_addrs(), self.tls_ca.as_deref())
     }
 
     /// Like `client`, but trying the nodes starting at position `k % n`, to spread load.
@@ -633,7 +680,7 @@ impl Cluster {
         let mut addrs = self.http_addrs();
         let n = addrs.len();
         addrs.rotate_left(k % n);
-        Client::new(&addrs, REQUEST_TIMEOUT).expect("cluster client")
+        client_for(&addrs, self.tls_ca.as_deref())
     }
 
     /// A client over every node but `id` (e.g. one that is paused: it accepts connections but
@@ -645,7 +692,7 @@ impl Cluster {
             .filter(|n| n.id != id)
             .map(|n| n.http_addr.clone())
             .collect();
-        Client::new(&addrs, REQUEST_TIMEOUT).expect("cluster client")
+        client_for(&addrs, self.tls_ca.as_deref())
     }
 
     /// A client over the running nodes only.
@@ -656,7 +703,7 @@ impl Cluster {
             .filter(|n| n.is_running())
             .map(|n| n.http_addr.clone())
             .collect();
-        Client::new(&addrs, REQUEST_TIMEOUT).expect("cluster client")
+        client_for(&addrs, self.tls_ca.as_deref())
     }
 
     /// Prints the tail of every node's log to stderr.
@@ -692,3 +739,5 @@ impl Drop for Cluster {
 
 /// Helpers for the scale-out tests (join, backlog, hibernation).
 pub mod scale;
+/// Test certificates (a CA and node certificates) for TLS clusters.
+pub mod tls;

@@ -46,6 +46,7 @@ impl Cluster {
                 self.dir(),
                 args,
             );
+            node.tls_ca = self.tls_ca.clone();
             node.spawn();
             match node.try_wait_ready().await {
                 Ok(r) => {

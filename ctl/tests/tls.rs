@@ -1,0 +1,204 @@
+//! `wkctl` against a node that serves HTTPS: `--endpoint https://... --tls-ca FILE` (or
+//! `WK_TLS_CA`) trusts the node's CA; without it the node's certificate is refused. One real
+//! one-node `wknode` (found next to `wkctl`: `cargo test --workspace` builds it) with a
+//! certificate from a test CA made with rcgen.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use wk_api::{NodesResp, Security};
+
+const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
+
+fn wknode_bin() -> PathBuf {
+    let p = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
+        p.display()
+    );
+    p
+}
+
+/// A CA, and a node certificate for 127.0.0.1 signed by it: (ca, cert, key) PEM files in `dir`.
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("node key");
+    let mut node = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("node params");
+    node.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = node.signed_by(&key, &issuer).expect("node certificate");
+    let paths = (dir.join("ca.pem"), dir.join("node.pem"), dir.join("node.key"));
+    std::fs::write(&paths.0, ca_cert.pem()).expect("write");
+    std::fs::write(&paths.1, cert.pem()).expect("write");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
+    paths
+}
+
+/// A `wknode` child, killed on drop (its log is printed when the test failed).
+struct NodeProc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "=== node log ===\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// Starts a one-node cluster with TLS; returns it and its HTTP address from the ready line.
+fn start_node(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> (NodeProc, String) {
+    let log = dir.join("node.log");
+    let mut cmd = Command::new(wknode_bin());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("WK_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--http-addr", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .arg("--tls-ca")
+        .arg(ca)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn wknode");
+    let stdout = child.stdout.take().expect("piped");
+    let node = NodeProc { child, log };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["event"] == "ready"
+            {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the node printed its ready line");
+    assert_eq!(ready["tls"], true, "{ready}");
+    let addr = ready["http_addr"].as_str().expect("http_addr").to_string();
+    (node, addr)
+}
+
+fn wkctl(args: &[&str], tls_ca_env: Option<&Path>) -> Output {
+    let mut cmd = Command::new(WKCTL);
+    cmd.env_remove("WK_ENDPOINT")
+        .env_remove("WK_ADMIN_TOKEN")
+        .env_remove("WK_TLS_CA");
+    if let Some(ca) = tls_ca_env {
+        cmd.env("WK_TLS_CA", ca);
+    }
+    cmd.args(args).output().expect("run wkctl")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn cluster_status_over_https_with_the_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = make_certs(dir.path());
+    let (_node, addr) = start_node(dir.path(), &ca, &cert, &key);
+    let endpoint = format!("https://{addr}");
+    let ca_arg = ca.display().to_string();
+
+    eprintln!("--- --tls-ca: text status says TLS is on");
+    // The one-node cluster elects itself right after its ready line; retry until it has.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = wkctl(
+            &["--endpoint", &endpoint, "--tls-ca", &ca_arg, "cluster", "status"],
+            None,
+        );
+        if out.status.code() == Some(0) || Instant::now() >= deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().next().unwrap_or_default().ends_with("tls: on"),
+        "{}",
+        text(&out)
+    );
+
+    eprintln!("--- WK_TLS_CA and JSON output");
+    let out = wkctl(
+        &["--endpoint", &endpoint, "--output", "json", "cluster", "status"],
+        Some(&ca),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let nodes: NodesResp = serde_json::from_slice(&out.stdout).expect("NodesResp JSON");
+    assert_eq!(
+        nodes.security,
+        Some(Security {
+            tls: true,
+            insecure: false
+        })
+    );
+
+    eprintln!("--- without the CA the node's certificate is refused");
+    let out = wkctl(&["--endpoint", &endpoint, "cluster", "status"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate"),
+        "{}",
+        text(&out)
+    );
+
+    eprintln!("--- a CA file that is not PEM is a clear error");
+    let out = wkctl(
+        &[
+            "--endpoint",
+            &endpoint,
+            "--tls-ca",
+            &key.display().to_string(),
+            "cluster",
+            "status",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--tls-ca"),
+        "{}",
+        text(&out)
+    );
+}
