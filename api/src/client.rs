@@ -5,7 +5,7 @@
 //! with a body) is an answer, not a transport failure, and is returned as is.
 //!
 //! Endpoints may be `https://`: the server is verified against the system's roots, or only
-//! against a private CA given with [`Client::with_tls_ca`] (the CA of the nodes' `--tls-ca`).
+//! against a private CA given to [`Client::new_with_ca`] (the CA of the nodes' `--tls-ca`).
 //! TLS is rustls with the ring provider, installed as the process default the first time a
 //! client is built (reqwest is built without a provider of its own; see [`install_crypto_provider`]).
 
@@ -71,21 +71,54 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// The HTTP client under [`Client`]: `timeout` per request; with `ca`, servers are verified
-/// against those certificates only.
-fn http_client(
-    timeout: Duration,
-    ca: Option<&[reqwest::Certificate]>,
-) -> Result<reqwest::Client, ClientError> {
+/// What `https://` endpoints are verified against.
+enum Roots<'a> {
+    /// No https endpoint: load nothing (the system's roots cost tens of ms per client in a
+    /// debug build, and clients are built often: per request in tests, per poll in the
+    /// dashboard).
+    None,
+    /// The system's roots (rustls-platform-verifier).
+    System,
+    /// These CA certificates only.
+    Ca(&'a [reqwest::Certificate]),
+}
+
+/// The HTTP client under [`Client`]: `timeout` per request, servers verified against `roots`.
+fn http_client(timeout: Duration, roots: Roots<'_>) -> Result<reqwest::Client, ClientError> {
     install_crypto_provider();
-    let mut b = reqwest::Client::builder()
+    let b = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(2)))
         .pool_max_idle_per_host(256);
-    if let Some(ca) = ca {
-        b = b.tls_certs_only(ca.iter().cloned());
-    }
+    let b = match roots {
+        Roots::None => b.tls_certs_only(std::iter::empty()),
+        Roots::System => b,
+        Roots::Ca(ca) => b.tls_certs_only(ca.iter().cloned()),
+    };
     b.build().map_err(|e| ClientError::Unreachable(chain(&e)))
+}
+
+/// Base URLs from `endpoints` (each may be a comma-separated list); a bare `host:port` gets
+/// `http://`.
+fn parse_endpoints(endpoints: &[String]) -> Result<Vec<reqwest::Url>, ClientError> {
+    let endpoints = endpoints
+        .iter()
+        .flat_map(|e| e.split(','))
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let with_scheme = if e.contains("://") {
+                e.to_string()
+            } else {
+                format!("http://{e}")
+            };
+            reqwest::Url::parse(&with_scheme).map_err(|_| ClientError::BadEndpoint(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if endpoints.is_empty() {
+        return Err(ClientError::BadEndpoint(String::new()));
+    }
+    Ok(endpoints)
 }
 
 #[derive(Clone)]
@@ -95,50 +128,47 @@ pub struct Client {
     endpoints: Vec<reqwest::Url>,
     /// Sent as header `token` when set (WuKongIM's manager-token header).
     token: Option<String>,
-    /// Per-request timeout, kept to rebuild `http` with a CA.
-    timeout: Duration,
 }
 
 impl Client {
-    /// `endpoints` are base URLs; a bare `host:port` gets `http://`.
+    /// `endpoints` are base URLs; a bare `host:port` gets `http://`. `https://` endpoints are
+    /// verified against the system's roots.
     pub fn new(endpoints: &[String], timeout: Duration) -> Result<Client, ClientError> {
-        let endpoints = endpoints
-            .iter()
-            .flat_map(|e| e.split(','))
-            .map(|e| e.trim())
-            .filter(|e| !e.is_empty())
-            .map(|e| {
-                let with_scheme = if e.contains("://") {
-                    e.to_string()
-                } else {
-                    format!("http://{e}")
-                };
-                reqwest::Url::parse(&with_scheme).map_err(|_| ClientError::BadEndpoint(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if endpoints.is_empty() {
-            return Err(ClientError::BadEndpoint(String::new()));
-        }
-        Ok(Client {
-            http: http_client(timeout, None)?,
-            endpoints,
-            token: None,
-            timeout,
-        })
+        Client::new_with_ca(endpoints, timeout, None)
     }
 
-    /// Verify `https://` endpoints against the CA certificate(s) in `pem` only (not the
-    /// system's roots): the CA that signs the nodes' certificates (their `--tls-ca`).
-    pub fn with_tls_ca(mut self, pem: &[u8]) -> Result<Client, ClientError> {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| ClientError::Tls(format!("bad CA certificate: {}", chain(&e))))?;
-        if certs.is_empty() {
-            return Err(ClientError::Tls(
-                "no PEM certificate (-----BEGIN CERTIFICATE-----) in the CA file".into(),
-            ));
-        }
-        self.http = http_client(self.timeout, Some(&certs))?;
-        Ok(self)
+    /// Like [`Client::new`]; with `ca_pem`, `https://` endpoints are verified against the CA
+    /// certificate(s) in it only (not the system's roots): the CA that signs the nodes'
+    /// certificates (their `--tls-ca`).
+    pub fn new_with_ca(
+        endpoints: &[String],
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Client, ClientError> {
+        let endpoints = parse_endpoints(endpoints)?;
+        let ca = match ca_pem {
+            Some(pem) => {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| ClientError::Tls(format!("bad CA certificate: {}", chain(&e))))?;
+                if certs.is_empty() {
+                    return Err(ClientError::Tls(
+                        "no PEM certificate (-----BEGIN CERTIFICATE-----) in the CA file".into(),
+                    ));
+                }
+                Some(certs)
+            }
+            None => None,
+        };
+        let roots = match &ca {
+            Some(certs) => Roots::Ca(certs),
+            None if endpoints.iter().any(|u| u.scheme() == "https") => Roots::System,
+            None => Roots::None,
+        };
+        Ok(Client {
+            http: http_client(timeout, roots)?,
+            endpoints,
+            token: None,
+        })
     }
 
     pub fn with_token(mut self, token: Option<String>) -> Client {
@@ -167,11 +197,11 @@ impl Client {
     /// A client for one endpoint only (e.g. to ask one node about itself), with this client's
     /// token and TLS settings.
     pub fn only(&self, endpoint: &str) -> Result<Client, ClientError> {
-        let mut one = Client::new(&[endpoint.to_string()], Duration::from_secs(5))?;
-        one.http = self.http.clone();
-        one.token = self.token.clone();
-        one.timeout = self.timeout;
-        Ok(one)
+        Ok(Client {
+            http: self.http.clone(),
+            endpoints: parse_endpoints(&[endpoint.to_string()])?,
+            token: self.token.clone(),
+        })
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
@@ -435,8 +465,10 @@ mod tests {
 
     #[test]
     fn a_ca_file_without_a_certificate_is_refused() {
-        let c = Client::new(&["https://127.0.0.1:5001".into()], Duration::from_secs(1)).expect("client");
-        let err = c.with_tls_ca(b"not a certificate\n").err().expect("refused");
+        let eps = ["https://127.0.0.1:5001".to_string()];
+        let err = Client::new_with_ca(&eps, Duration::from_secs(1), Some(b"not a certificate\n"))
+            .err()
+            .expect("refused");
         assert_eq!(err.code(), "tls");
         assert!(err.to_string().contains("no PEM certificate"), "{err}");
     }

@@ -86,11 +86,11 @@ fn client_with_timeout(global: &GlobalArgs, at_least: std::time::Duration) -> an
 /// A client for `--endpoint` with `--admin-token` and `--tls-ca`, each request taking up to
 /// `timeout`.
 fn endpoint_client(global: &GlobalArgs, timeout: std::time::Duration) -> anyhow::Result<Client> {
-    let client = Client::new(std::slice::from_ref(&global.endpoint), timeout)
-        .with_context(|| format!("--endpoint {:?}", global.endpoint))?
-        .with_token(global.admin_token.clone());
+    let endpoints = std::slice::from_ref(&global.endpoint);
     let Some(ca) = &global.tls_ca else {
-        return Ok(client);
+        let client =
+            Client::new(endpoints, timeout).with_context(|| format!("--endpoint {:?}", global.endpoint))?;
+        return Ok(client.with_token(global.admin_token.clone()));
     };
     // A CA certificate is a few KiB; a large file is a wrong path.
     let len = std::fs::metadata(ca)
@@ -102,7 +102,9 @@ fn endpoint_client(global: &GlobalArgs, timeout: std::time::Duration) -> anyhow:
         ca.display()
     );
     let pem = std::fs::read(ca).with_context(|| format!("--tls-ca {}", ca.display()))?;
-    client
-        .with_tls_ca(&pem)
-        .with_context(|| format!("--tls-ca {}", ca.display()))
+    let client = Client::new_with_ca(endpoints, timeout, Some(&pem)).map_err(|e| match e {
+        wk_api::ClientError::Tls(_) => anyhow::anyhow!("--tls-ca {}: {e}", ca.display()),
+        e => anyhow::anyhow!("--endpoint {:?}: {e}", global.endpoint),
+    })?;
+    Ok(client.with_token(global.admin_token.clone()))
 }

@@ -450,10 +450,7 @@ pub fn client_for(addrs: &[String], tls_ca: Option<&Path>) -> Client {
     };
     let https: Vec<String> = addrs.iter().map(|a| format!("https://{a}")).collect();
     let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("read {}: {e}", ca.display()));
-    Client::new(&https, REQUEST_TIMEOUT)
-        .expect("client")
-        .with_tls_ca(&pem)
-        .expect("the test CA is valid")
+    Client::new_with_ca(&https, REQUEST_TIMEOUT, Some(&pem)).expect("client with the test CA")
 }
 
 /// A set of nodes started together, sharing one temp dir.
