@@ -66,6 +66,14 @@ async fn send_and_sync_everywhere(cluster: &Cluster, round: &str, channels: &[&s
     checked
 }
 
+/// A log line of a cluster connection refused for its certificate (other TLS failures, e.g. a
+/// dialler that gave up mid-handshake under load, are logged the same way but say otherwise).
+fn is_cert_refusal(line: &str) -> bool {
+    line.contains("refused a cluster connection")
+        && line.contains("TLS handshake")
+        && line.contains("certificate")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tls_cluster_serves_https_and_refuses_strangers() {
     let certs = tempfile::tempdir().expect("cert dir");
@@ -141,7 +149,7 @@ async fn tls_cluster_serves_https_and_refuses_strangers() {
             let log = std::fs::read_to_string(&log1).unwrap_or_default();
             async move {
                 log.lines()
-                    .find(|l| l.contains("refused a cluster connection") && l.contains("TLS handshake"))
+                    .find(|l| is_cert_refusal(l))
                     .map(|_| ())
                     .ok_or_else(|| "no refusal logged yet".to_string())
             }
@@ -151,11 +159,10 @@ async fn tls_cluster_serves_https_and_refuses_strangers() {
     let refusal = std::fs::read_to_string(&log1)
         .expect("node 1 log")
         .lines()
-        .find(|l| l.contains("refused a cluster connection") && l.contains("TLS handshake"))
+        .find(|l| is_cert_refusal(l))
         .map(str::to_string)
         .expect("found above");
     tracing::info!("node 1 logged: {refusal}");
-    assert!(refusal.contains("certificate"), "{refusal}");
     // The stranger logs why it cannot get in, too.
     let log4 = cluster.node(id).log_path.clone();
     wait_until(
@@ -165,7 +172,9 @@ async fn tls_cluster_serves_https_and_refuses_strangers() {
             let log = std::fs::read_to_string(&log4).unwrap_or_default();
             async move {
                 log.lines()
-                    .any(|l| l.contains("cluster handshake failed") && l.contains("TLS with node 1"))
+                    .any(|l| {
+                        l.contains("cluster handshake failed") && l.contains("TLS") && l.contains("node 1")
+                    })
                     .then_some(())
                     .ok_or_else(|| "not logged yet".to_string())
             }
