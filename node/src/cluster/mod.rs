@@ -46,6 +46,10 @@ use crate::store::{KvRead, KvWrite, Store, Table, encode};
 /// would all read as corrupt, so there is no in-place upgrade.
 pub const FORMAT_VERSION: u32 = 2;
 
+/// How long a client request that woke a group this process hibernated waits for its
+/// campaign (one vote round) before it goes on and lets routing retry.
+const WAKE_ELECTION_WAIT: Duration = Duration::from_millis(500);
+
 pub struct Inner {
     pub id: NodeId,
     pub http_addr: String,
@@ -82,6 +86,12 @@ pub struct Inner {
     ids: route::IdGen,
     /// A `--seed` node waits here until the cluster admits it.
     joining: AtomicBool,
+    /// Replica sets of finished migrations waiting for the next metadata write (they go as
+    /// one `SetReplicasBatch`), each with its caller. std mutex: a push or a take.
+    replica_updates: Mutex<Vec<scale::ReplicaUpdate>>,
+    /// Held while this node's batch of replica sets is being written: one batch in flight,
+    /// the next one collects meanwhile.
+    replica_flush: tokio::sync::Mutex<()>,
 }
 
 /// A running (or starting) channel group.
@@ -215,6 +225,8 @@ impl Node {
             decommissioned: Default::default(),
             allow_drills: cfg.allow_drills,
             drill_generation: Default::default(),
+            replica_updates: Default::default(),
+            replica_flush: Default::default(),
         }));
         transport.set_handler(Arc::new(node.clone()));
         let on_down = node.clone();
@@ -337,6 +349,23 @@ impl Node {
         }
     }
 
+    /// Milliseconds (unix) of the last client request for the group here, if it runs.
+    pub(super) fn last_active(&self, g: GroupId) -> Option<u64> {
+        let groups = self.groups.lock().expect("groups lock poisoned");
+        groups.get(&g).map(|s| s.last_active.load(Ordering::Relaxed))
+    }
+
+    /// Hibernate one group led here now: stop it here first, then on its other `replicas`
+    /// (see `hibernate_idle_groups`).
+    pub(super) async fn hibernate_led(&self, g: GroupId, replicas: &[NodeId]) {
+        self.hibernate(g).await;
+        let asks = replicas
+            .iter()
+            .filter(|n| **n != self.id)
+            .map(|p| self.ask(*p, rpc::AppRpc::Hibernate(vec![g]), Duration::from_secs(2)));
+        futures::future::join_all(asks).await;
+    }
+
     /// The group's Raft if it runs here (never starts it).
     pub fn live_group(&self, g: GroupId) -> Option<Raft> {
         self.groups
@@ -358,26 +387,29 @@ impl Node {
     /// A channel's group on this replica for a client request: started (and an election asked
     /// for, if it was hibernating) or initialized with its replica set if it never was.
     pub async fn channel_group(&self, rec: &ChannelRecord) -> Result<Raft> {
+        Ok(self.wake_channel_group(rec).await?.0)
+    }
+
+    /// `channel_group`, and whether this call woke the group from hibernation here.
+    pub(super) async fn wake_channel_group(&self, rec: &ChannelRecord) -> Result<(Raft, bool)> {
         let (raft, started) = self.group_started(rec.group_id).await?;
         self.touch(rec.group_id);
-        // Right after a start the metrics are still the blank initial ones (openraft publishes
-        // the loaded state from its core task a moment later): ask the store instead.
-        let uninitialized = if started {
-            let g = rec.group_id;
-            let (last, _) = self
-                .store
-                .read(move |r| crate::raft::log_store::stored_log_state(r, g))
-                .await?;
-            last.is_none()
-        } else {
-            raft.metrics()
-                .borrow_watched()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .next()
-                .is_none()
-        };
+        // The metrics of a group that just started may not be published yet (they show no
+        // voters): only the core itself can say it holds no state. Asking it every time a
+        // group's metrics show no voters costs a round trip only until it is initialized.
+        let no_voters = raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_none();
+        let uninitialized = no_voters
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| NodeError::Unavailable(format!("group {}: {e}", rec.group_id)))?;
         if started && !uninitialized {
             let slept_here = self
                 .hibernated
@@ -391,6 +423,21 @@ impl Node {
             // pre-vote, so it is left alone. (A restarted group is never leader yet: leader
             // restore is off, see `raft_config`.)
             let _ = raft.trigger().elect(!slept_here).await;
+            if slept_here {
+                // The campaign takes one vote round; wait for it, so the request is served
+                // here at once instead of bouncing off a candidate (NotLeader) to the others.
+                let me = self.id;
+                let _ = raft
+                    .wait(Some(WAKE_ELECTION_WAIT))
+                    .metrics(
+                        |m| {
+                            m.state == openraft::ServerState::Leader
+                                || m.current_leader.is_some_and(|l| l != me)
+                        },
+                        "the woken group elected a leader",
+                    )
+                    .await;
+            }
         }
         if uninitialized {
             let members: BTreeMap<NodeId, Peer> = rec
@@ -409,7 +456,7 @@ impl Node {
                 tracing::debug!(group = rec.group_id, error = %e, "channel group already initialized");
             }
         }
-        Ok(raft)
+        Ok((raft, started && !uninitialized))
     }
 
     /// Keep the address book in step with the metadata group, and register this node's

@@ -136,7 +136,7 @@ impl Node {
         let without: Vec<NodeId> = full.iter().copied().filter(|n| *n != bad).collect();
         let reduced = if current.replicas.contains(&bad) {
             tracing::warn!(channel = %rec.key, node = bad, "removing a corrupt replica");
-            self.migrate_local(&current, without).await?
+            self.migrate_local(&current, without, false).await?
         } else {
             current
         };
@@ -164,6 +164,6 @@ impl Node {
             }
         }
         tracing::info!(channel = %rec.key, node = bad, "re-adding the replica as a fresh learner");
-        self.migrate_local(&reduced, full).await
+        self.migrate_local(&reduced, full, false).await
     }
 }

@@ -125,6 +125,7 @@ impl Node {
         let mut next = 0usize;
         let mut last_err = String::from("no replica answered");
         let mut misses = 0usize;
+        let mut asked_again = false;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -155,7 +156,10 @@ impl Node {
             };
             match reply {
                 AppReply::Err(NodeError::NotLeader { leader_hint }) => {
-                    hint = leader_hint.filter(|h| replicas.contains(h) && *h != target);
+                    // A replica that names itself won an election while it waited (a group
+                    // woken by this very request): ask it again, once per request.
+                    let again = leader_hint == Some(target) && !std::mem::replace(&mut asked_again, true);
+                    hint = leader_hint.filter(|h| replicas.contains(h) && (*h != target || again));
                     last_err = format!("node {target} is not the leader");
                 }
                 AppReply::Err(NodeError::Unavailable(msg)) => last_err = msg,

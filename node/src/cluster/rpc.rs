@@ -315,7 +315,7 @@ impl Node {
             AppRpc::Join(node) => AppReply::Joined(self.admit(node).await?),
             AppRpc::RequestJoin(node) => AppReply::Joined(self.join(node).await?),
             AppRpc::Migrate(rec, desired) => {
-                AppReply::Channel(Some(self.migrate_local(&rec, desired).await?))
+                AppReply::Channel(Some(self.migrate_local(&rec, desired, true).await?))
             }
             AppRpc::DropGroup(g) => {
                 self.drop_group(g).await?;

@@ -24,9 +24,17 @@ use wk_api::{Backlog, BacklogEntry, BacklogTarget, DrainStatus, JoinResp};
 
 use super::Node;
 use super::rpc::{AppReply, AppRpc};
+use crate::channel::ChannelKey;
 use crate::error::{NodeError, Result};
 use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord};
 use crate::raft::{GroupId, META_GROUP, NodeId, Peer};
+
+/// A channel's new replica set waiting for the next metadata write, and who waits for it.
+pub(super) type ReplicaUpdate = (
+    ChannelKey,
+    Vec<NodeId>,
+    tokio::sync::oneshot::Sender<Result<Option<ChannelRecord>>>,
+);
 
 /// A join waits this long for the new node to catch up on the metadata.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,6 +42,8 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Migrations running at once during a rebalance or drain.
 const MIGRATE_PARALLEL: usize = 16;
+/// Most backlogged channels one drain round takes on before it reads the backlog again.
+const DRAIN_ROUND: usize = 1024;
 
 /// Wait until `node` has replicated everything `raft` (the leader) had when asked.
 /// openraft's blocking `add_learner` only waits until the lag is under its replication
@@ -226,12 +236,20 @@ impl Node {
     }
 
     /// On the channel leader: the migration steps (see the module doc).
+    /// With `back_to_sleep`, a group this migration woke from hibernation (and no client
+    /// used meanwhile) hibernates again right after: a drained channel is idle, and an awake
+    /// group costs heartbeats to every replica until its idle timeout.
     pub(super) async fn migrate_local(
         &self,
         rec: &ChannelRecord,
         desired: Vec<NodeId>,
+        back_to_sleep: bool,
     ) -> Result<ChannelRecord> {
-        let raft = self.replica_group(rec).await?;
+        if !rec.replicas.contains(&self.id) {
+            return Err(NodeError::NotLeader { leader_hint: None });
+        }
+        let (raft, woken) = self.wake_channel_group(rec).await?;
+        let woken_at = self.last_active(rec.group_id);
         // A group just woken may still be settling its leadership: confirm it first.
         if let Err(e) = raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
             return Err(super::rpc::read_err(&raft, e).await);
@@ -260,27 +278,77 @@ impl Node {
         if let Err(e) = raft.change_membership(voters.clone(), false).await {
             return Err(super::rpc::write_err(&raft, e).await);
         }
-        for gone in present.iter().filter(|n| !voters.contains(n) && **n != self.id) {
-            let _ = self
-                .ask(*gone, AppRpc::DropGroup(g), Duration::from_secs(1))
-                .await;
-        }
-        let cmd = MetaCmd::SetReplicas {
-            key: rec.key.clone(),
-            replicas: desired.clone(),
-        };
-        let updated = match self.meta_write(cmd).await? {
-            meta::MetaResp::Channel(r) => r,
-            _ => ChannelRecord {
-                replicas: desired,
-                ..rec.clone()
-            },
-        };
+        // The removed replicas drop their copy while the metadata records the new set: both
+        // only follow the membership change, neither needs the other.
+        let drops = present
+            .iter()
+            .filter(|n| !voters.contains(n) && **n != self.id)
+            .map(|gone| self.ask(*gone, AppRpc::DropGroup(g), Duration::from_secs(1)));
+        let (_, updated) = futures::join!(
+            futures::future::join_all(drops),
+            self.set_replicas(rec.key.clone(), desired.clone())
+        );
+        let updated = updated?.unwrap_or_else(|| ChannelRecord {
+            replicas: desired,
+            ..rec.clone()
+        });
         tracing::info!(channel = %rec.key, from = ?rec.replicas, to = ?updated.replicas, "channel migrated");
         if !voters.contains(&self.id) {
             let _ = self.drop_group(g).await;
+        } else if back_to_sleep && woken && self.last_active(g) == woken_at {
+            self.hibernate_led(g, &updated.replicas).await;
         }
         Ok(updated)
+    }
+
+    /// Whether a quorum of the channel's current replicas is down (as the transport sees it):
+    /// the drain moves such channels first.
+    fn at_risk(&self, rec: &ChannelRecord) -> bool {
+        let up = rec
+            .replicas
+            .iter()
+            .filter(|n| !self.transport.is_down(**n))
+            .count();
+        up < rec.replicas.len() / 2 + 1
+    }
+
+    /// Record a channel's new replica set in the metadata. Concurrent callers on this node
+    /// share metadata writes: while one batch is being written the next one collects, so
+    /// many migrations cost one Raft write of group 0 (and one fsync) instead of one each.
+    async fn set_replicas(&self, key: ChannelKey, replicas: Vec<NodeId>) -> Result<Option<ChannelRecord>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.replica_updates
+            .lock()
+            .expect("replica updates lock poisoned")
+            .push((key, replicas, tx));
+        {
+            let _flushing = self.replica_flush.lock().await;
+            let batch = std::mem::take(
+                &mut *self
+                    .replica_updates
+                    .lock()
+                    .expect("replica updates lock poisoned"),
+            );
+            // Empty: an earlier flusher took (and answered) this caller's update.
+            if !batch.is_empty() {
+                let (updates, waiters): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|(k, r, tx)| ((k, r), tx)).unzip();
+                let n = updates.len();
+                let res = match self.meta_write(MetaCmd::SetReplicasBatch { updates }).await {
+                    Ok(meta::MetaResp::Channels(recs)) if recs.len() == n => Ok(recs),
+                    Ok(other) => Err(NodeError::Internal(format!("metadata answered {other:?}"))),
+                    Err(e) => Err(e),
+                };
+                for (i, tx) in waiters.into_iter().enumerate() {
+                    let _ = tx.send(match &res {
+                        Ok(recs) => Ok(recs[i].clone()),
+                        Err(e) => Err(e.clone()),
+                    });
+                }
+            }
+        }
+        rx.await
+            .map_err(|_| NodeError::Internal("a replica-set write was dropped".into()))?
     }
 
     /// Before serving a channel on its leader: migrate it first if it is in the backlog.
@@ -303,7 +371,7 @@ impl Node {
         if desired.len() == current.replicas.len() && desired.iter().all(|d| current.replicas.contains(d)) {
             return false;
         }
-        match tokio::time::timeout(MIGRATE_TIMEOUT, self.migrate_local(&current, desired)).await {
+        match tokio::time::timeout(MIGRATE_TIMEOUT, self.migrate_local(&current, desired, false)).await {
             Ok(Ok(_)) => true,
             // Serving matters more than moving: the channel stays in the backlog.
             Ok(Err(e)) => {
@@ -423,8 +491,13 @@ impl Node {
     /// requested: migrates backlogged channels at the requested rate, at-risk ones first,
     /// and clears the request when the backlog is empty.
     pub(super) async fn run_drain(self) {
+        let mut idle = true;
         loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Right after a round that moved channels the next one starts at once.
+            if idle {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            idle = true;
             let rate = match self.store.read(|kv| meta::drain_rate(kv)).await {
                 Ok(Some(r)) if self.meta.is_leader() => r as f64 / 1000.0,
                 _ => {
@@ -457,10 +530,14 @@ impl Node {
                 let _ = self.meta_write(MetaCmd::SetDrain { rate_milli: None }).await;
                 continue;
             }
-            list.truncate(256);
+            // At-risk channels first; the backlog, the rate and the leadership are read
+            // again after each round.
+            list.sort_by_key(|(rec, _)| !self.at_risk(rec));
+            list.truncate(DRAIN_ROUND);
             let interval = Duration::from_secs_f64(1.0 / rate);
             let started = Instant::now();
-            let outcomes: Vec<bool> = futures::stream::iter(list.into_iter().enumerate())
+            let n = list.len();
+            let moved = futures::stream::iter(list.into_iter().enumerate())
                 .map(|(i, (rec, desired))| {
                     let node = self.clone();
                     async move {
@@ -471,13 +548,20 @@ impl Node {
                     }
                 })
                 .buffer_unordered(MIGRATE_PARALLEL)
-                .collect()
+                .fold(0usize, |moved, ok| {
+                    let mut d = self.drain.lock().expect("drain lock poisoned");
+                    if let Some(status) = d.as_mut() {
+                        if ok {
+                            status.migrated += 1;
+                        } else {
+                            status.errors += 1;
+                        }
+                    }
+                    std::future::ready(moved + ok as usize)
+                })
                 .await;
-            let mut d = self.drain.lock().expect("drain lock poisoned");
-            if let Some(status) = d.as_mut() {
-                status.migrated += outcomes.iter().filter(|ok| **ok).count() as u64;
-                status.errors += outcomes.iter().filter(|ok| !**ok).count() as u64;
-            }
+            tracing::debug!(n, moved, ms = started.elapsed().as_millis() as u64, "drain round");
+            idle = moved == 0;
         }
     }
 

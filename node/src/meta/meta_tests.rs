@@ -103,3 +103,49 @@ fn tokens_are_kept_per_device_flag() {
     assert_eq!(u.devices.len(), 2);
     assert_eq!(u.devices[&0].token, "app2");
 }
+
+#[test]
+fn replica_sets_are_recorded_one_by_one_or_in_a_batch() {
+    let mut kv = MemKv::default();
+    let members: BTreeSet<u64> = [1, 2, 3, 4].into();
+    for id in ["a", "b"] {
+        let cmd = MetaCmd::EnsureChannel {
+            key: key(id),
+            replication: 3,
+        };
+        apply(&mut kv, &members, &cmd).expect("apply");
+    }
+    let one = apply(
+        &mut kv,
+        &members,
+        &MetaCmd::SetReplicas {
+            key: key("a"),
+            replicas: vec![4, 1, 2],
+        },
+    )
+    .expect("apply");
+    let MetaResp::Channel(a) = one else {
+        panic!("{one:?}")
+    };
+    assert_eq!(a.replicas, vec![4, 1, 2]);
+    let batch = MetaCmd::SetReplicasBatch {
+        updates: vec![
+            (key("b"), vec![2, 3, 4]),
+            (key("missing"), vec![1]),
+            (key("a"), vec![1, 2, 3]),
+        ],
+    };
+    let MetaResp::Channels(recs) = apply(&mut kv, &members, &batch).expect("apply") else {
+        panic!("a batch answers one record per update")
+    };
+    let got: Vec<Option<Vec<u64>>> = recs
+        .iter()
+        .map(|r| r.as_ref().map(|r| r.replicas.clone()))
+        .collect();
+    assert_eq!(got, vec![Some(vec![2, 3, 4]), None, Some(vec![1, 2, 3])]);
+    for (id, want) in [("a", vec![1, 2, 3]), ("b", vec![2, 3, 4])] {
+        let rec = get_channel(&kv, &key(id)).expect("read").expect("exists");
+        assert_eq!(rec.replicas, want, "{id}");
+    }
+    assert_eq!(get_channel(&kv, &key("missing")).expect("read"), None);
+}

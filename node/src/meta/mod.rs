@@ -159,12 +159,29 @@ pub enum MetaCmd {
     },
     /// Forget a removed node's addresses.
     UnregisterNode(u64),
+    /// Many `SetReplicas` in one entry: the migrations that finished while the previous
+    /// metadata write was in flight (one Raft write and one fsync for all of them).
+    SetReplicasBatch {
+        updates: Vec<(ChannelKey, Vec<u64>)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaResp {
     Done,
     Channel(ChannelRecord),
+    /// One answer per update of a `SetReplicasBatch`, in order (None: no such channel).
+    Channels(Vec<Option<ChannelRecord>>),
+}
+
+/// Record a channel's replica set; None if the channel does not exist.
+fn set_replicas(kv: &mut impl KvWrite, key: &ChannelKey, replicas: &[u64]) -> Result<Option<ChannelRecord>> {
+    let Some(mut rec) = get_channel(kv, key)? else {
+        return Ok(None);
+    };
+    rec.replicas = replicas.to_vec();
+    kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
+    Ok(Some(rec))
 }
 
 /// Apply one command. `members` are the node ids of the metadata group's membership (voters
@@ -220,14 +237,16 @@ pub fn apply(kv: &mut impl KvWrite, members: &BTreeSet<u64>, cmd: &MetaCmd) -> R
             kv.put(Table::Nodes, &keys::group(node.id), &encode(node))?;
             Ok(MetaResp::Done)
         }
-        MetaCmd::SetReplicas { key, replicas } => {
-            let Some(mut rec) = get_channel(kv, key)? else {
-                return Ok(MetaResp::Done);
-            };
-            rec.replicas = replicas.clone();
-            kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
-            Ok(MetaResp::Channel(rec))
-        }
+        MetaCmd::SetReplicas { key, replicas } => Ok(match set_replicas(kv, key, replicas)? {
+            Some(rec) => MetaResp::Channel(rec),
+            None => MetaResp::Done,
+        }),
+        MetaCmd::SetReplicasBatch { updates } => Ok(MetaResp::Channels(
+            updates
+                .iter()
+                .map(|(key, replicas)| set_replicas(kv, key, replicas))
+                .collect::<Result<_>>()?,
+        )),
         MetaCmd::SetDecommissioned { node, on } => {
             let mut set = decommissioned(kv)?;
             if *on {
