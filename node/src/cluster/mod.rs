@@ -4,8 +4,9 @@
 //! Idle channel groups hibernate: the leader of a group with no client reads or writes for
 //! `--channel-idle-timeout` tells the other replicas to stop it and stops it itself. Nothing
 //! of a hibernated group runs (no timers, no heartbeats); its log, vote and state stay in LMDB.
-//! The next client request on a replica starts it again and asks for an election at once
-//! (pre-vote first, so a live leader is never disturbed); a peer RPC starts it too.
+//! The next client request on a replica starts it again and asks for an election at once (a
+//! real vote if this process hibernated it, else a pre-vote, so a live leader elsewhere is
+//! left alone); a peer RPC starts it too. Awake groups with no traffic go quiet (`quiet`).
 //!
 //! Channel groups start lazily: on the first client request or peer RPC that names them. A
 //! replica that gets a client request for a group that was never initialized initializes it

@@ -70,6 +70,11 @@ pub const PING_INTERVAL: Duration = Duration::from_millis(50);
 /// How long a ping may wait for its answer (including a reconnect); past it the ping is
 /// dropped without a verdict and the next one is sent.
 pub const PING_DEADLINE: Duration = Duration::from_millis(300);
+/// Least time an append (or heartbeat) may wait for its answer. openraft gives them the
+/// heartbeat interval (100 ms); on the loaded 2-core machine that timed out thousands of
+/// appends to live peers, which openraft then resent. A dead peer is noticed by the transport
+/// (refused or lost connection) long before this.
+const MIN_APPEND_TTL: Duration = Duration::from_secs(1);
 /// Unanswered pings in a row (about a second) after which `on_silent` runs. Silence declares
 /// nothing down (module doc); it only lets the node restart timers it had stopped.
 const SILENT_PINGS: u32 = 3;
@@ -838,7 +843,11 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self
             .0
-            .call(target, Rpc::Append(group, rpc), option.hard_ttl())
+            .call(
+                target,
+                Rpc::Append(group, rpc),
+                option.hard_ttl().max(MIN_APPEND_TTL),
+            )
             .await
             .map_err(rpc_err)?
         {
