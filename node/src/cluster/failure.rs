@@ -43,7 +43,7 @@ impl Node {
             if raft.metrics().borrow_watched().current_leader == Some(peer) {
                 led += 1;
                 // A quiet group's own timers are stopped; they are the fallback below.
-                self.unquiet(g);
+                let _ = self.unquiet(g);
                 tokio::spawn(self.clone().replace_leader(g, raft, peer));
             }
         }

@@ -326,11 +326,12 @@ impl Node {
     }
 
     /// Record client activity on a group (it stays awake).
-    pub(super) fn touch(&self, g: GroupId) {
+    /// Answers whether the group was quiet (its ticks were stopped) until now.
+    pub(super) fn touch(&self, g: GroupId) -> bool {
         if let Some(slot) = self.slot(g) {
             slot.last_active.store(route::now_ms(), Ordering::Relaxed);
         }
-        self.unquiet(g);
+        self.unquiet(g)
     }
 
     fn slot(&self, g: GroupId) -> Option<Arc<GroupSlot>> {
@@ -394,7 +395,9 @@ impl Node {
     /// `channel_group`, and whether this call woke the group from hibernation here.
     pub(super) async fn wake_channel_group(&self, rec: &ChannelRecord) -> Result<(Raft, bool)> {
         let (raft, started) = self.group_started(rec.group_id).await?;
-        self.touch(rec.group_id);
+        if self.touch(rec.group_id) {
+            self.renew_lease(&raft).await;
+        }
         // The metrics of a group that just started may not be published yet (they show no
         // voters): only the core itself can say it holds no state. Asking it every time a
         // group's metrics show no voters costs a round trip only until it is initialized.

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use openraft::async_runtime::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 
 use super::{Node, route, rpc};
@@ -27,6 +28,10 @@ use crate::raft::{GroupId, NodeId, Raft};
 
 /// A group with no client request for this long goes quiet.
 pub const QUIET_AFTER: Duration = Duration::from_secs(2);
+/// How long a request to a quiet leader waits for its lease to be renewed.
+const LEASE_WAIT: Duration = Duration::from_millis(500);
+/// A quorum ack this recent means the heartbeat just sent was answered.
+const LEASE_FRESH: Duration = Duration::from_millis(50);
 /// How often the leader looks for groups to quiet.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -51,14 +56,37 @@ impl Node {
         }
     }
 
-    /// Restart the ticks of group `g` here if it was quiet.
-    pub(super) fn unquiet(&self, g: GroupId) {
+    /// Restart the ticks of group `g` here if it was quiet; answers whether it was.
+    pub(super) fn unquiet(&self, g: GroupId) -> bool {
         if let Some(slot) = self.slot(g)
             && slot.quiet.swap(false, Ordering::AcqRel)
             && let Some(raft) = slot.raft.get()
         {
             raft.runtime_config().tick(true);
+            return true;
         }
+        false
+    }
+
+    /// A leader that was quiet sent no heartbeats, so its lease expired and openraft refuses
+    /// writes (`LeaseExpired`) until a quorum acks again: heartbeat now and wait for that
+    /// (one round trip), instead of letting the request bounce until the next tick's heartbeat.
+    pub(super) async fn renew_lease(&self, raft: &Raft) {
+        if !raft.is_leader() {
+            return;
+        }
+        let _ = raft.trigger().heartbeat().await;
+        let _ = raft
+            .wait(Some(LEASE_WAIT))
+            .metrics(
+                |m| {
+                    m.last_quorum_acked
+                        .as_ref()
+                        .is_some_and(|t| t.into_inner().elapsed() < LEASE_FRESH)
+                },
+                "the leader's lease renewed",
+            )
+            .await;
     }
 
     pub(super) fn is_quiet(&self, g: GroupId) -> bool {
@@ -70,7 +98,7 @@ impl Node {
     pub(super) fn peer_silent(&self, peer: NodeId) {
         for (g, raft) in self.live_groups() {
             if self.is_quiet(g) && raft.metrics().borrow_watched().current_leader == Some(peer) {
-                self.unquiet(g);
+                let _ = self.unquiet(g);
             }
         }
     }
@@ -96,7 +124,7 @@ impl Node {
                 // A request that came in meanwhile wins: it may already have seen the group
                 // awake, so it would not restart the ticks.
                 if slot.last_active.load(Ordering::Relaxed) != last {
-                    self.unquiet(g);
+                    let _ = self.unquiet(g);
                     continue;
                 }
                 let m = raft.metrics().borrow_watched().membership_config.clone();

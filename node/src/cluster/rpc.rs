@@ -118,7 +118,7 @@ impl Handler for Node {
                     let raft = self.group(g).await.map_err(|e| s(&e))?;
                     if !req.entries.is_empty() {
                         // Followers see writes only as appends; they count as activity.
-                        self.touch(g);
+                        let _ = self.touch(g);
                     }
                     Reply::Append(raft.append_entries(req).await.map_err(|e| s(&e))?)
                 }
