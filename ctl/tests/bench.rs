@@ -5,25 +5,17 @@
 //!
 //! One bench at a time (a process-wide lock): clusters in parallel starve a 2-core machine.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 use std::sync::Mutex;
 
+use common::wknode_bin;
 use serde_json::Value;
 
 const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn wknode_bin() -> PathBuf {
-    let p = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.is_file(),
-        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
-        p.display()
-    );
-    p
-}
 
 /// Runs `wkctl --output json bench ARGS` and returns its report.
 fn bench(args: &[&str]) -> Value {

@@ -8,26 +8,19 @@
 //! volatile fields (terms, indexes, ms, checksums, ports, which node leads the metadata);
 //! `WK_UPDATE_GOLDEN=1` rewrites them. JSON output must decode into the wk-api types.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::wknode_bin;
 use serde_json::Value;
 use wk_api::{ChannelConfig, ChannelReplicas, Client, EvacuateResp, NodesResp, RemoveNodeResp};
 
 const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
-
-fn wknode_bin() -> PathBuf {
-    let p = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.is_file(),
-        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
-        p.display()
-    );
-    p
-}
 
 fn phase(name: &str) {
     eprintln!("--- {name}");

@@ -3,47 +3,22 @@
 //! one-node `wknode` (found next to `wkctl`: `cargo test --workspace` builds it) with a
 //! certificate from a test CA made with rcgen.
 
+mod common;
+// The node tests' test CA (rcgen), shared rather than written twice.
+#[path = "../../node/tests/common/tls.rs"]
+#[allow(dead_code)]
+mod pki;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use common::wknode_bin;
 use wk_api::{NodesResp, Security};
 
 const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
-
-fn wknode_bin() -> PathBuf {
-    let p = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.is_file(),
-        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
-        p.display()
-    );
-    p
-}
-
-/// A CA, and a node certificate for 127.0.0.1 signed by it: (ca, cert, key) PEM files in `dir`.
-fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().expect("node key");
-    let mut node = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("node params");
-    node.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = node.signed_by(&key, &issuer).expect("node certificate");
-    let paths = (dir.join("ca.pem"), dir.join("node.pem"), dir.join("node.key"));
-    std::fs::write(&paths.0, ca_cert.pem()).expect("write");
-    std::fs::write(&paths.1, cert.pem()).expect("write");
-    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
-    paths
-}
 
 /// A `wknode` child, killed on drop (its log is printed when the test failed).
 struct NodeProc {
@@ -133,7 +108,8 @@ fn text(o: &Output) -> String {
 #[test]
 fn cluster_status_over_https_with_the_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, cert, key) = make_certs(dir.path());
+    let pki = pki::Pki::new(dir.path(), "cluster");
+    let (ca, (cert, key)) = (pki.ca.clone(), pki.node_cert(1));
     let (_node, addr) = start_node(dir.path(), &ca, &cert, &key);
     let endpoint = format!("https://{addr}");
     let ca_arg = ca.display().to_string();

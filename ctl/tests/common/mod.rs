@@ -1,6 +1,20 @@
-//! Helpers shared by the CLI's integration tests.
+//! Helpers shared by the CLI's integration tests (each test binary uses a subset).
+#![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+/// The `wknode` binary next to `wkctl` (`cargo test --workspace` builds both).
+pub fn wknode_bin() -> PathBuf {
+    let wkctl = env!("CARGO_BIN_EXE_wkctl");
+    let p = Path::new(wkctl).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
+        p.display()
+    );
+    p
+}
 
 /// A base port such that `base..base+n` is free (checked by binding; a race is possible but
 /// unlikely, and the failure would name the port).

@@ -328,10 +328,10 @@ impl Node {
     /// Record client activity on a group (it stays awake).
     /// Answers whether the group was quiet (its ticks were stopped) until now.
     pub(super) fn touch(&self, g: GroupId) -> bool {
-        if let Some(slot) = self.slot(g) {
+        self.slot(g).is_some_and(|slot| {
             slot.last_active.store(route::now_ms(), Ordering::Relaxed);
-        }
-        self.unquiet(g)
+            slot.unquiet()
+        })
     }
 
     fn slot(&self, g: GroupId) -> Option<Arc<GroupSlot>> {

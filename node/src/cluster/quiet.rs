@@ -37,12 +37,26 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// Whether every replica of the group `raft` leads holds its whole log (nothing to resend).
 fn caught_up(raft: &Raft) -> bool {
-    let m = raft.metrics().borrow_watched().clone();
+    let metrics = raft.metrics();
+    let m = metrics.borrow_watched();
     let last = m.last_log_index;
     m.replication.as_ref().is_some_and(|r| {
         r.values()
             .all(|matched| matched.as_ref().map(|l| l.index) == last)
     }) && m.last_applied.as_ref().map(|l| l.index) == last
+}
+
+impl super::GroupSlot {
+    /// Restart the group's ticks if it was quiet; answers whether it was.
+    pub(super) fn unquiet(&self) -> bool {
+        match self.raft.get() {
+            Some(raft) if self.quiet.swap(false, Ordering::AcqRel) => {
+                raft.runtime_config().tick(true);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Node {
@@ -58,14 +72,7 @@ impl Node {
 
     /// Restart the ticks of group `g` here if it was quiet; answers whether it was.
     pub(super) fn unquiet(&self, g: GroupId) -> bool {
-        if let Some(slot) = self.slot(g)
-            && slot.quiet.swap(false, Ordering::AcqRel)
-            && let Some(raft) = slot.raft.get()
-        {
-            raft.runtime_config().tick(true);
-            return true;
-        }
-        false
+        self.slot(g).is_some_and(|slot| slot.unquiet())
     }
 
     /// A leader that was quiet sent no heartbeats, so its lease expired and openraft refuses

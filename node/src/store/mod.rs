@@ -397,6 +397,24 @@ impl Store {
         }));
     }
 
+    /// Queue `work` and wait for its completion (see `write` and `write_replayable`).
+    async fn write_op<T: Send + 'static>(
+        &self,
+        work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
+        replayable: bool,
+    ) -> Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(Box::new(TypedOp {
+            work,
+            replayable,
+            outcome: None,
+            done: move |r| {
+                let _ = tx.send(r);
+            },
+        }));
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     fn enqueue(&self, op: Box<dyn Op>) {
         // The lock only guards a clone of the sender; no I/O happens under it.
         let sender = self.inner.writer.lock().expect("writer lock poisoned").clone();
@@ -415,11 +433,7 @@ impl Store {
         &self,
         work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(work, move |r| {
-            let _ = tx.send(r);
-        });
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.write_op(work, false).await
     }
 
     /// Like [`Store::write`] for work whose result the Raft log can rebuild (a state-machine
@@ -428,16 +442,7 @@ impl Store {
         &self,
         work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.enqueue(Box::new(TypedOp {
-            work,
-            replayable: true,
-            outcome: None,
-            done: move |r| {
-                let _ = tx.send(r);
-            },
-        }));
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.write_op(work, true).await
     }
 
     /// Run `f` in a read transaction off the async runtime.
