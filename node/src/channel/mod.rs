@@ -90,6 +90,8 @@ pub struct NewMessage {
     pub from_uid: String,
     pub header: Header,
     pub timestamp: u64,
+    /// As bytes, not a sequence of u8 (the same postcard encoding, copied in one go).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -101,6 +103,8 @@ pub struct StoredMessage {
     pub from_uid: String,
     pub header: Header,
     pub timestamp: u64,
+    /// As bytes, not a sequence of u8 (the same postcard encoding, copied in one go).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

@@ -22,6 +22,13 @@ use crate::store::{KvRead, KvWrite, Store, Table, encode, keys};
 const TAG_VOTE: u8 = 1;
 const TAG_PURGED: u8 = 2;
 
+/// Bytes of entries one AppendEntries carries at most (but always one entry). openraft caps
+/// a payload by count only (`max_payload_entries`), and one entry can be a 4 MiB sendbatch.
+const MAX_PAYLOAD_BYTES: usize = 16 << 20;
+/// Runs this short cannot exceed `MAX_FRAME` whatever their entries (4 MiB request bodies),
+/// so the common small append skips measuring.
+const UNMEASURED_ENTRIES: usize = 64;
+
 fn raft_key(g: GroupId, tag: u8) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[..8].copy_from_slice(&g.to_be_bytes());
@@ -131,6 +138,23 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .take_while(|(want, (idx, _))| want == idx)
             .map(|(_, (_, e))| e)
             .collect())
+    }
+
+    /// Replication reads here: a prefix of `[start, end)` within `MAX_PAYLOAD_BYTES`.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        let mut entries = self.try_get_log_entries(start..end).await?;
+        if entries.len() > UNMEASURED_ENTRIES {
+            let mut bytes = 0;
+            let fits = entries
+                .iter()
+                .take_while(|e| {
+                    bytes += postcard::experimental::serialized_size(e).unwrap_or(usize::MAX);
+                    bytes <= MAX_PAYLOAD_BYTES
+                })
+                .count();
+            entries.truncate(fits.max(1));
+        }
+        Ok(entries)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -256,5 +280,71 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::RaftLogReader;
+    use openraft::entry::RaftEntry;
+
+    use super::*;
+    use crate::channel::{ChannelCmd, Header, NewMessage};
+    use crate::raft::Request;
+
+    fn entry(index: u64, payload: usize) -> Entry {
+        let msg = NewMessage {
+            message_id: index,
+            client_msg_no: index.to_string(),
+            from_uid: "u".into(),
+            header: Header::default(),
+            timestamp: 0,
+            payload: vec![7; payload],
+        };
+        Entry::new_normal(
+            openraft::testing::log_id::<TypeConfig>(1, 1, index),
+            Request::Channel(ChannelCmd::Send(vec![msg])),
+        )
+    }
+
+    /// Entries 1..=n with payloads of `size(index)` bytes, stored as `append` stores them.
+    async fn log_with(n: u64, size: impl Fn(u64) -> usize + Send + 'static) -> (tempfile::TempDir, LogStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .write(move |w| {
+                for i in 1..=n {
+                    let key = keys::group_u64(5, i);
+                    w.put(
+                        Table::Log,
+                        &key,
+                        &crate::integrity::seal(&key, encode(&entry(i, size(i)))),
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("write");
+        (dir, LogStore::new(5, store))
+    }
+
+    #[tokio::test]
+    async fn a_replication_payload_stays_under_its_byte_cap() {
+        let (_dir, mut log) = log_with(70, |_| 512 << 10).await;
+        let got = log.limited_get_log_entries(1, 71).await.expect("read");
+        assert_eq!(got.len(), 31, "31 entries of 512 KiB and a little fit in 16 MiB");
+        assert_eq!(got.first().map(|e| e.index()), Some(1));
+        // An entry over the cap still goes, alone: replication must always move forward.
+        let (_dir, mut log) = log_with(70, |i| if i == 1 { MAX_PAYLOAD_BYTES } else { 100 }).await;
+        assert_eq!(log.limited_get_log_entries(1, 71).await.expect("read").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn small_entries_are_not_cut() {
+        let (_dir, mut log) = log_with(5000, |_| 100).await;
+        assert_eq!(
+            log.limited_get_log_entries(1, 5001).await.expect("read").len(),
+            5000
+        );
     }
 }

@@ -93,7 +93,9 @@ pub fn raft_config() -> Arc<openraft::Config> {
         election_timeout_max: 800,
         // Logs are kept whole: a replica that falls behind catches up from the log.
         snapshot_policy: openraft::SnapshotPolicy::Never,
-        max_payload_entries: 512,
+        // Catch-up speed: a 50k-entry log in 13 appends, not 98. `LogStore` caps each payload
+        // by bytes too.
+        max_payload_entries: 4096,
         enable_pre_vote: Some(true),
         // A restarted (or woken) leader must win a new election in a new term. Restoring
         // leadership in the same term is unsafe here: the log store replicates entries from

@@ -84,10 +84,15 @@ pub enum Rpc {
     Append(GroupId, AppendEntriesRequest<TypeConfig>),
     Vote(GroupId, VoteRequest<TypeConfig>),
     PreVote(GroupId, VoteRequest<TypeConfig>),
-    Snapshot(GroupId, Vote, SnapshotMeta, SnapshotData),
+    Snapshot(
+        GroupId,
+        Vote,
+        SnapshotMeta,
+        #[serde(with = "serde_bytes")] SnapshotData,
+    ),
     TransferLeader(GroupId, TransferLeaderRequest<TypeConfig>),
     /// An application request, encoded by the cluster layer.
-    App(Vec<u8>),
+    App(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Node-level liveness probe, answered by the transport itself with [`Reply::Pong`].
     Ping,
 }
@@ -99,7 +104,7 @@ pub enum Reply {
     Snapshot(SnapshotResponse<TypeConfig>),
     /// `Err` carries the target's reason for refusing the transfer.
     TransferLeader(Result<(), String>),
-    App(Vec<u8>),
+    App(#[serde(with = "serde_bytes")] Vec<u8>),
     Pong,
 }
 
