@@ -396,7 +396,7 @@ impl Node {
     pub(super) async fn wake_channel_group(&self, rec: &ChannelRecord) -> Result<(Raft, bool)> {
         let (raft, started) = self.group_started(rec.group_id).await?;
         if self.touch(rec.group_id) {
-            self.renew_lease(&raft).await;
+            quiet::renew_lease(&raft).await;
         }
         // The metrics of a group that just started may not be published yet (they show no
         // voters): only the core itself can say it holds no state. Asking it every time a
@@ -441,6 +441,7 @@ impl Node {
                         "the woken group elected a leader",
                     )
                     .await;
+                quiet::renew_lease(&raft).await;
             }
         }
         if uninitialized {

@@ -75,27 +75,6 @@ impl Node {
         self.slot(g).is_some_and(|slot| slot.unquiet())
     }
 
-    /// A leader that was quiet sent no heartbeats, so its lease expired and openraft refuses
-    /// writes (`LeaseExpired`) until a quorum acks again: heartbeat now and wait for that
-    /// (one round trip), instead of letting the request bounce until the next tick's heartbeat.
-    pub(super) async fn renew_lease(&self, raft: &Raft) {
-        if !raft.is_leader() {
-            return;
-        }
-        let _ = raft.trigger().heartbeat().await;
-        let _ = raft
-            .wait(Some(LEASE_WAIT))
-            .metrics(
-                |m| {
-                    m.last_quorum_acked
-                        .as_ref()
-                        .is_some_and(|t| t.into_inner().elapsed() < LEASE_FRESH)
-                },
-                "the leader's lease renewed",
-            )
-            .await;
-    }
-
     pub(super) fn is_quiet(&self, g: GroupId) -> bool {
         self.slot(g).is_some_and(|s| s.quiet.load(Ordering::Acquire))
     }
@@ -145,4 +124,26 @@ impl Node {
             futures::future::join_all(asks).await;
         }
     }
+}
+
+/// A leader without a recent quorum ack (quiet: no heartbeats were sent; just woken: only
+/// votes so far) has no valid lease, and openraft refuses its writes (`LeaseExpired`) until a
+/// quorum acks again: heartbeat now and wait for that (one round trip), instead of letting the
+/// request bounce through routing until the next tick's heartbeat.
+pub(super) async fn renew_lease(raft: &Raft) {
+    if !raft.is_leader() {
+        return;
+    }
+    let _ = raft.trigger().heartbeat().await;
+    let _ = raft
+        .wait(Some(LEASE_WAIT))
+        .metrics(
+            |m| {
+                m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|t| t.into_inner().elapsed() < LEASE_FRESH)
+            },
+            "the leader's lease renewed",
+        )
+        .await;
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use openraft::ReadPolicy;
-use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::error::{ClientWriteError, ForwardReason, LinearizableReadError, RaftError};
 use serde::{Deserialize, Serialize};
 
 use super::Node;
@@ -202,6 +202,13 @@ pub(super) async fn write_err(
     raft: &Raft,
     e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
 ) -> NodeError {
+    if let RaftError::APIError(ClientWriteError::ForwardToLeader(f)) = &e
+        && f.reason == ForwardReason::LeaseExpired
+    {
+        // Still the leader, only without a fresh quorum ack: renew it, and routing asks this
+        // node again (it names itself) instead of touring the followers.
+        super::quiet::renew_lease(raft).await;
+    }
     raft_err(raft, e, |api| match api {
         ClientWriteError::ForwardToLeader(f) => Some(f.leader_id),
         _ => None,
