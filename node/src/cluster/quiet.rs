@@ -27,13 +27,13 @@ use super::{Node, route, rpc};
 use crate::raft::{GroupId, NodeId, Raft};
 
 /// A group with no client request for this long goes quiet.
-pub const QUIET_AFTER: Duration = Duration::from_secs(2);
+pub const QUIET_AFTER: Duration = Duration::from_millis(500);
 /// How long a request to a quiet leader waits for its lease to be renewed.
 const LEASE_WAIT: Duration = Duration::from_millis(500);
 /// A quorum ack this recent means the heartbeat just sent was answered.
 const LEASE_FRESH: Duration = Duration::from_millis(50);
 /// How often the leader looks for groups to quiet.
-const CHECK_EVERY: Duration = Duration::from_millis(500);
+const CHECK_EVERY: Duration = Duration::from_millis(200);
 
 /// Whether every replica of the group `raft` leads holds its whole log (nothing to resend).
 fn caught_up(raft: &Raft) -> bool {
