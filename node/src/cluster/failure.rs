@@ -14,6 +14,10 @@
 //!   live leader, and this one is known dead by both candidate and voter. Raft's own rules
 //!   (term, log up to date) still decide the vote, so safety does not depend on the detector;
 //!   a wrong "down" costs one election, never data.
+//! - **A slow winner is not deposed.** A survivor whose turn comes while it has voted for
+//!   another live survivor in a newer term lets that campaign finish: with hundreds of groups
+//!   electing at once, the winner may need longer than [`STAGGER`] to announce itself, and a
+//!   second campaign then cost both a new term (measured: up to 4 s for 336 groups).
 //! - **Cut-off nodes stay quiet.** A node that sees no quorum of voters up is the one cut off;
 //!   it does not campaign (a term it cannot win would only disturb the others on heal).
 //!
@@ -82,6 +86,7 @@ impl Node {
             .iter()
             .position(|n| *n == self.id)
             .expect("this node is among the survivors");
+        let dead_term = raft.metrics().borrow_watched().vote.leader_id().term;
         let deadline = Instant::now() + GIVE_UP;
         let mut next_turn = tokio::time::Instant::now() + STAGGER * turn as u32;
         loop {
@@ -100,7 +105,18 @@ impl Node {
             {
                 return;
             }
-            if raft.trigger().elect(false).await.is_err() {
+            // This node granted its vote to a live candidate since the leader died: that
+            // campaign is winning, only slowly (hundreds of elections at once on a loaded
+            // machine). Campaigning now would depose it; its result is waited for instead.
+            // (Were it to stall, the timers this group runs again take over.)
+            let backing = {
+                let v = *raft.metrics().borrow_watched().vote.leader_id();
+                v.term > dead_term
+                    && v.node_id != self.id
+                    && v.node_id != dead
+                    && !self.transport.is_down(v.node_id)
+            };
+            if !backing && raft.trigger().elect(false).await.is_err() {
                 return; // the group stopped (hibernated or dropped)
             }
             next_turn += STAGGER * up.len() as u32;
