@@ -15,7 +15,7 @@
 //!   (term, log up to date) still decide the vote, so safety does not depend on the detector;
 //!   a wrong "down" costs one election, never data.
 //! - **A slow winner is not deposed.** A survivor whose turn comes while it has voted for
-//!   another live survivor in a newer term lets that campaign finish: with hundreds of groups
+//!   another live survivor in a newer term gives that campaign one more turn: with hundreds of groups
 //!   electing at once, the winner may need longer than [`STAGGER`] to announce itself, and a
 //!   second campaign then cost both a new term (measured: up to 4 s for 336 groups).
 //! - **Cut-off nodes stay quiet.** A node that sees no quorum of voters up is the one cut off;
@@ -88,6 +88,7 @@ impl Node {
             .expect("this node is among the survivors");
         let dead_term = raft.metrics().borrow_watched().vote.leader_id().term;
         let deadline = Instant::now() + GIVE_UP;
+        let mut backed_once = false;
         let mut next_turn = tokio::time::Instant::now() + STAGGER * turn as u32;
         loop {
             let live = |m: &openraft::RaftMetrics<TypeConfig>| {
@@ -107,15 +108,17 @@ impl Node {
             }
             // This node granted its vote to a live candidate since the leader died: that
             // campaign is winning, only slowly (hundreds of elections at once on a loaded
-            // machine). Campaigning now would depose it; its result is waited for instead.
-            // (Were it to stall, the timers this group runs again take over.)
-            let backing = {
+            // machine). Campaigning now would depose it; its result is waited for, one turn.
+            // Only one: a candidate that had the vote and still did not win may never (a lost
+            // answer), and waiting on it for good left a group leaderless for 3 s.
+            let backing = !backed_once && {
                 let v = *raft.metrics().borrow_watched().vote.leader_id();
                 v.term > dead_term
                     && v.node_id != self.id
                     && v.node_id != dead
                     && !self.transport.is_down(v.node_id)
             };
+            backed_once |= backing;
             if !backing && raft.trigger().elect(false).await.is_err() {
                 return; // the group stopped (hibernated or dropped)
             }
