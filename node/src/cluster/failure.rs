@@ -15,9 +15,9 @@
 //!   (term, log up to date) still decide the vote, so safety does not depend on the detector;
 //!   a wrong "down" costs one election, never data.
 //! - **A slow winner is not deposed.** A survivor whose turn comes while it has voted for
-//!   another live survivor in a newer term gives that campaign one more turn: with hundreds of groups
-//!   electing at once, the winner may need longer than [`STAGGER`] to announce itself, and a
-//!   second campaign then cost both a new term (measured: up to 4 s for 336 groups).
+//!   another live survivor in a newer term gives that campaign one more turn: with hundreds of
+//!   groups electing at once, the winner may need longer than [`STAGGER`] to announce itself,
+//!   and a second campaign then cost both a new term (measured: up to 4 s for 336 groups).
 //! - **Cut-off nodes stay quiet.** A node that sees no quorum of voters up is the one cut off;
 //!   it does not campaign (a term it cannot win would only disturb the others on heal).
 //!
