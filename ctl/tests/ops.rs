@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::wknode_bin;
+use common::{spawn_ready, wknode_cmd};
 use serde_json::Value;
 use wk_api::{ChannelConfig, ChannelReplicas, Client, EvacuateResp, NodesResp, RemoveNodeResp};
 
@@ -163,7 +163,6 @@ impl Cluster {
     /// Starts `n` nodes bootstrapped together and waits until every one is online, registered
     /// and a metadata leader exists.
     fn start(n: u64) -> Cluster {
-        let bin = wknode_bin();
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(2 * n as usize);
         let init = (0..n)
@@ -180,14 +179,8 @@ impl Cluster {
             let http = format!("127.0.0.1:{}", ports[i as usize]);
             let data = cluster.dir.path().join(id.to_string());
             let log = cluster.dir.path().join(format!("node-{id}.log"));
-            let mut cmd = Command::new(&bin);
-            for (k, _) in std::env::vars_os() {
-                if k.to_string_lossy().starts_with("WK_") {
-                    cmd.env_remove(k);
-                }
-            }
-            let child = cmd
-                .args(["--node-id", &id.to_string(), "--data-dir"])
+            let mut cmd = wknode_cmd(&log);
+            cmd.args(["--node-id", &id.to_string(), "--data-dir"])
                 .arg(&data)
                 .args([
                     "--http-addr",
@@ -198,25 +191,8 @@ impl Cluster {
                     &init,
                     "--channel-idle-timeout",
                     "10m",
-                ])
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(&log).expect("log file"))
-                .spawn()
-                .expect("spawn wknode");
-            let mut child = child;
-            // Wait for the ready line on a thread that keeps draining stdout afterwards.
-            let stdout = child.stdout.take().expect("piped");
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if line.contains("\"ready\"") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
+                ]);
+            let (child, rx) = spawn_ready(&mut cmd);
             ready.push(rx);
             cluster.nodes.push(NodeProc {
                 id,
@@ -840,22 +816,14 @@ fn snapshot_save_and_restore() {
     let ports = free_ports(2);
     let http = format!("127.0.0.1:{}", ports[0]);
     let log = dir.path().join("node-7.log");
-    let child = Command::new(wknode_bin())
-        .args(["--node-id", "7", "--data-dir"])
-        .arg(&data)
-        .args([
-            "--http-addr",
-            &http,
-            "--cluster-addr",
-            &format!("127.0.0.1:{}", ports[1]),
-        ])
-        .env_remove("WK_INIT_NODES")
-        .env_remove("WK_SEED")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn wknode");
+    let mut cmd = wknode_cmd(&log);
+    cmd.args(["--node-id", "7", "--data-dir"]).arg(&data).args([
+        "--http-addr",
+        &http,
+        "--cluster-addr",
+        &format!("127.0.0.1:{}", ports[1]),
+    ]);
+    let (child, _ready) = spawn_ready(&mut cmd);
     let restored = Cluster {
         nodes: vec![NodeProc {
             id: 7,

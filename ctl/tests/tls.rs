@@ -9,13 +9,11 @@ mod common;
 #[allow(dead_code)]
 mod pki;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use common::wknode_bin;
+use common::{spawn_ready, wknode_cmd};
 use wk_api::{NodesResp, Security};
 
 const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
@@ -42,14 +40,8 @@ impl Drop for NodeProc {
 /// Starts a one-node cluster with TLS; returns it and its HTTP address from the ready line.
 fn start_node(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> (NodeProc, String) {
     let log = dir.join("node.log");
-    let mut cmd = Command::new(wknode_bin());
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("WK_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
-        .arg("--data-dir")
+    let mut cmd = wknode_cmd(&log);
+    cmd.arg("--data-dir")
         .arg(dir.join("data"))
         .args(["--http-addr", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
         .arg("--tls-cert")
@@ -57,26 +49,9 @@ fn start_node(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> (NodeProc, Stri
         .arg("--tls-key")
         .arg(key)
         .arg("--tls-ca")
-        .arg(ca)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn wknode");
-    let stdout = child.stdout.take().expect("piped");
+        .arg(ca);
+    let (child, rx) = spawn_ready(&mut cmd);
     let node = NodeProc { child, log };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["event"] == "ready"
-            {
-                let _ = tx.send(v);
-            }
-        }
-    });
     let ready = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the node printed its ready line");

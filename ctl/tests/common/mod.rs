@@ -1,8 +1,11 @@
 //! Helpers shared by the CLI's integration tests (each test binary uses a subset).
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 
 /// The `wknode` binary next to `wkctl` (`cargo test --workspace` builds both).
 pub fn wknode_bin() -> PathBuf {
@@ -14,6 +17,41 @@ pub fn wknode_bin() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// A `wknode` command for a test: none of the test environment's `WK_*` variables, logs at info
+/// into `log`, stdout piped for its ready line (`spawn_ready`).
+pub fn wknode_cmd(log: &Path) -> Command {
+    let mut cmd = Command::new(wknode_bin());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("WK_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log file"));
+    cmd
+}
+
+/// Spawn a `wknode_cmd`: the receiver gets its ready line, and a thread keeps draining its
+/// stdout afterwards.
+pub fn spawn_ready(cmd: &mut Command) -> (Child, mpsc::Receiver<serde_json::Value>) {
+    let mut child = cmd.spawn().expect("spawn wknode");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["event"] == "ready"
+            {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    (child, rx)
 }
 
 /// A base port such that `base..base+n` is free (checked by binding; a race is possible but
