@@ -27,7 +27,9 @@ const TAG_PURGED: u8 = 2;
 const MAX_PAYLOAD_BYTES: usize = 16 << 20;
 /// Runs this short cannot exceed `MAX_FRAME` whatever their entries (4 MiB request bodies),
 /// so the common small append skips measuring.
-const UNMEASURED_ENTRIES: usize = 64;
+const UNMEASURED_ENTRIES: u64 = 64;
+/// Entries a capped read takes from the log at a time (at most 1 GiB of 4 MiB sendbatches).
+const READ_CHUNK: u64 = 256;
 
 fn raft_key(g: GroupId, tag: u8) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -140,21 +142,32 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .collect())
     }
 
-    /// Replication reads here: a prefix of `[start, end)` within `MAX_PAYLOAD_BYTES`.
+    /// Replication reads here: a prefix of `[start, end)` within `MAX_PAYLOAD_BYTES`, read
+    /// `READ_CHUNK` entries at a time so a run of large entries is never all in memory.
     async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
-        let mut entries = self.try_get_log_entries(start..end).await?;
-        if entries.len() > UNMEASURED_ENTRIES {
-            let mut bytes = 0;
-            let fits = entries
-                .iter()
-                .take_while(|e| {
-                    bytes += postcard::experimental::serialized_size(e).unwrap_or(usize::MAX);
-                    bytes <= MAX_PAYLOAD_BYTES
-                })
-                .count();
-            entries.truncate(fits.max(1));
+        if end.saturating_sub(start) <= UNMEASURED_ENTRIES {
+            return self.try_get_log_entries(start..end).await;
         }
-        Ok(entries)
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        let mut lo = start;
+        while lo < end {
+            let hi = end.min(lo.saturating_add(READ_CHUNK));
+            let chunk = self.try_get_log_entries(lo..hi).await?;
+            let whole = chunk.len() as u64 == hi - lo;
+            for e in chunk {
+                bytes =
+                    bytes.saturating_add(postcard::experimental::serialized_size(&e).unwrap_or(usize::MAX));
+                if bytes > MAX_PAYLOAD_BYTES && !out.is_empty() {
+                    return Ok(out);
+                }
+                out.push(e);
+            }
+            if !whole {
+                break; // the end of the log
+            }
+            lo = hi;
+        }
+        Ok(out)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
