@@ -127,7 +127,7 @@ fn new_raft_group(
         let network = NetworkFactory::new(Router(transport), g);
         Raft::new(
             id,
-            raft_config(),
+            raft_config(g),
             network,
             LogStore::new(g, store.clone()),
             StateMachine::new(g, store),
