@@ -350,8 +350,9 @@ pub struct BenchIdleArgs {
     /// Hibernated channels that get a timed first send after the window.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub samples: u64,
-    /// The nodes' `--channel-idle-timeout`: must exceed `--window` plus the activation time.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    /// The nodes' `--channel-idle-timeout`: must exceed twice `--window` (the window after the
+    /// touch and the settled one) plus the activation time.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// How long CPU and RSS are sampled at rest.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]

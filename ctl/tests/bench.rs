@@ -70,6 +70,7 @@ fn idle_small() {
     ]);
     assert_eq!(r["channels"], 50);
     assert_eq!(r["nodes"].as_array().map(Vec::len), Some(3), "{r}");
+    assert_eq!(r["nodes_settled"].as_array().map(Vec::len), Some(3), "{r}");
     assert!(r["nodes"][0]["rss_mb"].as_f64().is_some_and(|m| m > 0.0), "{r}");
     assert!(r["first_send"]["max_ms"].as_f64().is_some_and(|m| m > 0.0), "{r}");
 }

@@ -12,7 +12,10 @@
 //!    utime + stime in `/proc/<pid>/stat` over the window, RSS is `VmRSS` of
 //!    `/proc/<pid>/status` at its end; the groups awake (sum of `channels_led`) are read at
 //!    both ends, so a window in which active channels fell asleep shows;
-//! 5. one message to each sample, one at a time: the first-send latency to a hibernated
+//! 5. **settled**: a second window of the same length right after the first. The first starts
+//!    with the touch, so it includes the half second before the awake groups go quiet (their
+//!    Raft ticks stop, `cluster::quiet`); the second is the steady cost of holding them awake;
+//! 6. one message to each sample, one at a time: the first-send latency to a hibernated
 //!    channel (wake, election, quorum write).
 
 use std::time::{Duration, Instant};
@@ -48,10 +51,15 @@ pub struct IdleReport {
     pub create_s: f64,
     pub activate_s: f64,
     pub window_s: f64,
-    /// Channel groups awake (sum of leaders) at the start and end of the window.
+    /// Channel groups awake (sum of leaders) at the start of the first window and the end of
+    /// the settled one.
     pub awake_start: u64,
     pub awake_end: u64,
+    /// The window right after the active channels were touched.
     pub nodes: Vec<NodeRest>,
+    /// The window after it: every awake group has gone quiet.
+    #[serde(default)]
+    pub nodes_settled: Vec<NodeRest>,
     /// First send to a hibernated channel, one at a time.
     pub first_send: LatencySummary,
     pub samples: u64,
@@ -60,7 +68,7 @@ pub struct IdleReport {
 pub fn idle_text(r: &IdleReport) -> String {
     let mut s = format!(
         "bench idle: {} channels ({} created in {:.1} s, {:.0}/s), {} active (woken in {:.1} s)\n\
-         at rest for {:.1} s with {} -> {} channel groups awake\n\n",
+         at rest for {:.1} s (twice) with {} -> {} channel groups awake\n\n",
         r.channels,
         r.channels,
         r.create_s,
@@ -73,13 +81,16 @@ pub fn idle_text(r: &IdleReport) -> String {
     );
     let mut t = Table::new(&[
         ("node", Align::Right),
-        ("CPU %", Align::Right),
+        ("CPU % (after touch)", Align::Right),
+        ("CPU % (settled)", Align::Right),
         ("RSS MB", Align::Right),
     ]);
     for n in &r.nodes {
+        let settled = r.nodes_settled.iter().find(|x| x.node_id == n.node_id);
         t.row(vec![
             n.node_id.to_string(),
             format!("{:.2}", n.cpu_pct),
+            settled.map_or("-".into(), |x| format!("{:.2}", x.cpu_pct)),
             format!("{:.1}", n.rss_mb),
         ]);
     }
@@ -133,6 +144,29 @@ async fn awake(admin: &Client) -> u64 {
         .await
         .map(|n| n.nodes.iter().map(|s| s.channels_led).sum())
         .unwrap_or(0)
+}
+
+/// CPU % and RSS of each node over `window` with no request: the window's length in seconds
+/// and one figure per node.
+async fn at_rest(pids: &[(u64, u32)], window: Duration) -> anyhow::Result<(f64, Vec<NodeRest>)> {
+    let usage =
+        || -> anyhow::Result<Vec<(u64, u64)>> { pids.iter().map(|(_, pid)| proc_usage(*pid)).collect() };
+    let before = usage()?;
+    let t = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = usage()?;
+    let secs = t.elapsed().as_secs_f64();
+    let hz = clock_ticks_per_s();
+    let nodes = pids
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|((id, _), (b, a))| NodeRest {
+            node_id: *id,
+            cpu_pct: (a.0.saturating_sub(b.0)) as f64 / hz / secs * 100.0,
+            rss_mb: a.1 as f64 / 1024.0,
+        })
+        .collect();
+    Ok((secs, nodes))
 }
 
 pub async fn run(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outcome> {
@@ -201,28 +235,9 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
         "wkctl: at rest for {} ({awake_start} groups awake)",
         humantime::format_duration(args.window)
     );
-    let before: Vec<(u64, u64)> = pids
-        .iter()
-        .map(|(_, pid)| proc_usage(*pid))
-        .collect::<anyhow::Result<_>>()?;
-    let t = Instant::now();
-    tokio::time::sleep(args.window).await;
-    let after: Vec<(u64, u64)> = pids
-        .iter()
-        .map(|(_, pid)| proc_usage(*pid))
-        .collect::<anyhow::Result<_>>()?;
-    let window = t.elapsed().as_secs_f64();
+    let (window, nodes) = at_rest(&pids, args.window).await?;
+    let (_, nodes_settled) = at_rest(&pids, args.window).await?;
     let awake_end = awake(&admin).await;
-    let hz = clock_ticks_per_s();
-    let nodes = pids
-        .iter()
-        .zip(before.iter().zip(&after))
-        .map(|((id, _), (b, a))| NodeRest {
-            node_id: *id,
-            cpu_pct: (a.0.saturating_sub(b.0)) as f64 / hz / window * 100.0,
-            rss_mb: a.1 as f64 / 1024.0,
-        })
-        .collect();
 
     eprintln!("wkctl: first sends to {} hibernated channels", args.samples);
     let mut hist = new_histogram();
@@ -250,6 +265,7 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
         awake_start,
         awake_end,
         nodes,
+        nodes_settled,
         first_send: summarize(&hist),
         samples: args.samples,
     };
