@@ -92,3 +92,16 @@ fn send_routes_to_leaders() {
     assert!(r["ops"].as_u64().is_some_and(|n| n > 0), "{r}");
     assert_eq!(r["errors"], 0, "{r}");
 }
+
+#[test]
+fn failover_active_small() {
+    let r = bench(&["failover", "--active", "12", "--rounds", "1"]);
+    let round = &r["rounds"][0];
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(round["led"].as_u64().is_some_and(|n| n > 0), "{r}");
+    assert_eq!(round["resolved"], round["led"], "{r}");
+    assert!(
+        round["all_led_ms"].as_f64().is_some(),
+        "every channel led again: {r}"
+    );
+}

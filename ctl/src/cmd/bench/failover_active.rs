@@ -3,11 +3,18 @@
 //! "with 1,000 active channels on the killed node, every one of them has a new leader within
 //! 1 s").
 //!
-//! After the kill the survivors are asked for each orphaned channel's config
-//! (`/cluster/channels/{id}/{type}/config`), 32 requests at a time, pass after pass, until
-//! each reports a leader other than the killed node; a channel's time is kill to the end of
-//! the request that first showed its new leader. One pass over many channels takes a while on
-//! a loaded machine, so the report carries the longest pass: the figures' resolution.
+//! After the kill, two measurements, one after the other:
+//! 1. **all led again**: every [`LED_POLL`] one survivor is asked for `/cluster/nodes` (each
+//!    node's `channels_led`: the groups it leads, from its own Raft state), until the
+//!    survivors lead as many channels as the whole cluster did before the kill. Two cheap
+//!    requests per poll, so the figure is close to the last election (a survivor deposed by
+//!    a newer term but not told yet would count twice; the check below catches a channel
+//!    left without a leader).
+//! 2. **per channel**: the survivors are asked for each orphaned channel's config
+//!    (`/cluster/channels/{id}/{type}/config`), 32 requests at a time, pass after pass,
+//!    until each reports a leader other than the killed node; a channel's time is kill to the
+//!    end of the request that first showed its new leader. One pass over many channels takes
+//!    a while on a loaded machine, so the report carries the longest pass: the resolution.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +32,8 @@ use crate::output::{self, Align, Table};
 const PREFIX: &str = "fo-";
 /// Config requests in flight while polling.
 const POLL_INFLIGHT: usize = 32;
+/// How often the survivors' leader counts are read.
+const LED_POLL: Duration = Duration::from_millis(10);
 /// Give up on a channel after this long.
 const NEW_LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,8 +49,12 @@ pub struct ActiveRound {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// The longest polling pass: no figure is finer than this.
+    /// The longest polling pass: no per-channel figure is finer than this.
     pub poll_pass_ms: f64,
+    /// Kill until the survivors lead as many channels as the cluster did before (module doc);
+    /// None if that did not happen within the timeout.
+    #[serde(default)]
+    pub all_led_ms: Option<f64>,
 }
 
 /// What `bench failover --active N --output json` prints.
@@ -64,6 +77,7 @@ pub fn active_text(r: &ActiveReport) -> String {
         ("round", Align::Right),
         ("killed", Align::Right),
         ("led", Align::Right),
+        ("all led again ms", Align::Right),
         ("new leader", Align::Right),
         ("p50 ms", Align::Right),
         ("p99 ms", Align::Right),
@@ -75,6 +89,7 @@ pub fn active_text(r: &ActiveReport) -> String {
             k.round.to_string(),
             k.killed.to_string(),
             k.led.to_string(),
+            k.all_led_ms.map_or("-".into(), |ms| format!("{ms:.1}")),
             k.resolved.to_string(),
             format!("{:.1}", k.p50_ms),
             format!("{:.1}", k.p99_ms),
@@ -93,6 +108,15 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     }
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
+}
+
+/// Channel groups led in the cluster, summed over the nodes that answer; 0 if none does.
+async fn led(client: &Client) -> u64 {
+    client
+        .nodes()
+        .await
+        .map(|n| n.nodes.iter().filter(|s| s.online).map(|s| s.channels_led).sum())
+        .unwrap_or(0)
 }
 
 /// The leader of each channel, asked `POLL_INFLIGHT` at a time.
@@ -164,12 +188,21 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
             .context("survivor endpoints")?
             .with_token(global.admin_token.clone());
 
+        let led_before = led(&admin).await;
         let t_kill = Instant::now();
         cluster.kill(killed)?;
         eprintln!(
             "wkctl: round {round}: killed node {killed}, leader of {} channels",
             orphans.len()
         );
+        let mut all_led = None;
+        while t_kill.elapsed() < NEW_LEADER_TIMEOUT {
+            if led(&probe).await >= led_before {
+                all_led = Some(round_us(t_kill.elapsed().as_secs_f64() * 1000.0));
+                break;
+            }
+            tokio::time::sleep(LED_POLL).await;
+        }
         let mut waiting = orphans.clone();
         let mut times = Vec::new();
         let mut pass_max = Duration::ZERO;
@@ -197,9 +230,11 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
             p99_ms: round_us(quantile(&times, 0.99)),
             max_ms: round_us(times.last().copied().unwrap_or(0.0)),
             poll_pass_ms: round_us(pass_max.as_secs_f64() * 1000.0),
+            all_led_ms: all_led,
         });
         eprintln!(
-            "wkctl: round {round}: {} of {} have a new leader, max {:.0} ms",
+            "wkctl: round {round}: all led again after {} ms; {} of {} confirmed per channel, max {:.0} ms",
+            all_led.map_or("(timeout)".into(), |ms| format!("{ms:.0}")),
             times.len(),
             orphans.len(),
             times.last().copied().unwrap_or(0.0)

@@ -183,7 +183,14 @@ pub fn markdown(i: &Inputs) -> String {
     );
     let round0 = &i.failover_active["rounds"][0];
     row(
-        "active channels of a killed node: new leader max ms",
+        "active channels of a killed node: all led again ms",
+        at(round0, &["all_led_ms"]),
+        None,
+        None,
+        0,
+    );
+    row(
+        "active channels of a killed node: new leader max ms (per channel, polled)",
         at(round0, &["max_ms"]),
         None,
         None,
