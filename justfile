@@ -9,8 +9,8 @@ demo *ARGS:
 # leaves its row empty (the `-` prefix); the others still run.
 bench OUT="target/bench":
     cargo build --release --workspace
-    # The build's dirty pages (hundreds of MB) would otherwise be written back during the first
-    # benches and slow their fsyncs.
+    # Flush the build's dirty pages (hundreds of MB) first, so their writeback does not share
+    # the disk with the first benches' fsyncs.
     sync
     mkdir -p {{OUT}}
     -./target/release/wkctl --output json bench send --local --inflight 64 --channels 64 --size 100 --duration 10s > {{OUT}}/send-conc.json

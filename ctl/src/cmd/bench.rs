@@ -837,6 +837,16 @@ async fn failover_inner(global: &GlobalArgs, args: BenchFailoverArgs) -> anyhow:
     })
 }
 
+/// Channel groups led in the cluster (each node's `channels_led`), summed over the nodes that
+/// answer; 0 if the request fails.
+async fn channels_led(client: &Client) -> u64 {
+    client
+        .nodes()
+        .await
+        .map(|n| n.nodes.iter().filter(|s| s.online).map(|s| s.channels_led).sum())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

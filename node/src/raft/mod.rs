@@ -8,7 +8,7 @@ pub mod log_store;
 pub mod network;
 pub mod state_machine;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -90,11 +90,21 @@ pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::st
 /// leader is replaced through node-level failure detection (`cluster::failure`) as quickly
 /// either way; only a paused or cut-off metadata leader is replaced later (1-2 s, not 0.4-0.8 s).
 pub fn raft_config(g: GroupId) -> Arc<openraft::Config> {
-    let (heartbeat_interval, election_timeout_min, election_timeout_max) = if g == META_GROUP {
-        (250, 1000, 2000)
+    // Built and validated once each: every group start (a wake-up) asks for one.
+    static META: LazyLock<Arc<openraft::Config>> = LazyLock::new(|| build_config(250, 1000, 2000));
+    static CHANNEL: LazyLock<Arc<openraft::Config>> = LazyLock::new(|| build_config(100, 400, 800));
+    if g == META_GROUP {
+        META.clone()
     } else {
-        (100, 400, 800)
-    };
+        CHANNEL.clone()
+    }
+}
+
+fn build_config(
+    heartbeat_interval: u64,
+    election_timeout_min: u64,
+    election_timeout_max: u64,
+) -> Arc<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "wukong".into(),
         heartbeat_interval,

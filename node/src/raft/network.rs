@@ -518,6 +518,12 @@ impl Transport {
         }
     }
 
+    /// `peer` answered, or connected to us: it is up and not silent.
+    fn heard_from(&self, peer: NodeId) {
+        self.note_silence(peer, false);
+        self.set_down(peer, false);
+    }
+
     /// Whether the last ping to `id` failed. A peer never pinged yet counts as up.
     pub fn is_down(&self, id: NodeId) -> bool {
         self.down.read().expect("down lock poisoned").contains(&id)
@@ -578,10 +584,7 @@ impl Transport {
             self.probing.lock().expect("probing lock poisoned").remove(&peer);
             match r {
                 // A remote error means the peer received the ping: it is alive.
-                Ok(Ok(_)) | Ok(Err(CallError::Remote(..))) => {
-                    self.note_silence(peer, false);
-                    self.set_down(peer, false)
-                }
+                Ok(Ok(_)) | Ok(Err(CallError::Remote(..))) => self.heard_from(peer),
                 // Refused, lost or blocked: no process answers there.
                 Ok(Err(CallError::Unreachable(..))) => self.set_down(peer, true),
                 // Silent: maybe paused, maybe just slow; see the module doc.
@@ -604,7 +607,7 @@ impl Transport {
             None if !matches!(rpc, Rpc::Ping) && self.is_down(target) => {
                 return Err(CallError::Unreachable(target, "declared down".into()));
             }
-            None => self.conn(target).await?,
+            None => self.dial(target).await?,
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -635,10 +638,8 @@ impl Transport {
             .cloned()
     }
 
-    async fn conn(&self, target: NodeId) -> Result<Arc<Conn>, CallError> {
-        if let Some(c) = self.open_conn(target) {
-            return Ok(c);
-        }
+    /// Open a connection to `target` (`call` found none open).
+    async fn dial(&self, target: NodeId) -> Result<Arc<Conn>, CallError> {
         let addr = self
             .addr_of(target)
             .ok_or_else(|| CallError::Unreachable(target, "no known address".into()))?;
@@ -805,8 +806,7 @@ impl Transport {
         // A peer that just proved it knows the secret is up (a restarted node dials its peers
         // at once); otherwise calls to it would fail until our next ping.
         if !self.is_blocked(from) {
-            self.note_silence(from, false);
-            self.set_down(from, false);
+            self.heard_from(from);
         }
         let mut r = tokio::io::BufReader::with_capacity(READ_BUFFER, r);
         let mut buf = Vec::new();

@@ -110,15 +110,6 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     v[rank - 1]
 }
 
-/// Channel groups led in the cluster, summed over the nodes that answer; 0 if none does.
-async fn led(client: &Client) -> u64 {
-    client
-        .nodes()
-        .await
-        .map(|n| n.nodes.iter().filter(|s| s.online).map(|s| s.channels_led).sum())
-        .unwrap_or(0)
-}
-
 /// The leader of each channel, asked `POLL_INFLIGHT` at a time.
 async fn leaders(client: &Client, ids: &[String]) -> Vec<Option<u64>> {
     let mut out = Vec::with_capacity(ids.len());
@@ -188,7 +179,7 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
             .context("survivor endpoints")?
             .with_token(global.admin_token.clone());
 
-        let led_before = led(&admin).await;
+        let led_before = super::channels_led(&admin).await;
         let t_kill = Instant::now();
         cluster.kill(killed)?;
         eprintln!(
@@ -197,7 +188,7 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
         );
         let mut all_led = None;
         while t_kill.elapsed() < NEW_LEADER_TIMEOUT {
-            if led(&probe).await >= led_before {
+            if super::channels_led(&probe).await >= led_before {
                 all_led = Some(round_us(t_kill.elapsed().as_secs_f64() * 1000.0));
                 break;
             }

@@ -137,15 +137,6 @@ fn clock_ticks_per_s() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// Channel groups awake in the cluster: each has exactly one leader.
-async fn awake(admin: &Client) -> u64 {
-    admin
-        .nodes()
-        .await
-        .map(|n| n.nodes.iter().map(|s| s.channels_led).sum())
-        .unwrap_or(0)
-}
-
 /// CPU % and RSS of each node over `window` with no request: the window's length in seconds
 /// and one figure per node.
 async fn at_rest(pids: &[(u64, u32)], window: Duration) -> anyhow::Result<(f64, Vec<NodeRest>)> {
@@ -230,14 +221,15 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
         .iter()
         .filter_map(|p| cluster.pid(p.id).map(|pid| (p.id, pid)))
         .collect();
-    let awake_start = awake(&admin).await;
+    // Each awake group has exactly one leader.
+    let awake_start = super::channels_led(&admin).await;
     eprintln!(
         "wkctl: at rest for {} ({awake_start} groups awake)",
         humantime::format_duration(args.window)
     );
     let (window, nodes) = at_rest(&pids, args.window).await?;
     let (_, nodes_settled) = at_rest(&pids, args.window).await?;
-    let awake_end = awake(&admin).await;
+    let awake_end = super::channels_led(&admin).await;
 
     eprintln!("wkctl: first sends to {} hibernated channels", args.samples);
     let mut hist = new_histogram();
