@@ -292,16 +292,15 @@ impl ChannelRow {
     }
 }
 
-/// No leader, and no replica that answered runs the group: all report role `unknown`
-/// (hibernated) or are uninitialized learners at term 0 (never started: created, no message
-/// yet). Idle, not failing.
+/// No leader, and no replica that answered runs the group: all report role `hibernated`
+/// (nodes since the role existed), `unknown` (older nodes), or are uninitialized learners at
+/// term 0 (never started: created, no message yet). Idle, not failing.
 pub fn is_hibernated(s: &ChannelReplicas) -> bool {
     s.leader.is_none()
         && s.replicas.iter().any(|r| r.online)
-        && s.replicas
-            .iter()
-            .filter(|r| r.online)
-            .all(|r| r.role == Role::Unknown || (r.role == Role::Learner && r.term == 0))
+        && s.replicas.iter().filter(|r| r.online).all(|r| {
+            matches!(r.role, Role::Hibernated | Role::Unknown) || (r.role == Role::Learner && r.term == 0)
+        })
 }
 
 /// Settings fixed for the dashboard's lifetime.

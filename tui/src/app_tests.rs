@@ -276,6 +276,16 @@ fn channel_leader_changes_removals_and_health() {
         r
     };
     assert!(is_hibernated(&idle));
+    // What nodes report today: role `hibernated` on every replica that answers.
+    let asleep = {
+        let mut r = idle.clone();
+        r.replicas
+            .iter_mut()
+            .filter(|x| x.online)
+            .for_each(|x| x.role = Role::Hibernated);
+        r
+    };
+    assert!(is_hibernated(&asleep), "{asleep:?}");
     app.update(snapshot(&clock, 5500, n(), list(&["g1", "g2"]), vec![idle]));
     assert_eq!(row(&app, "g1").health(), ChannelHealth::Hibernated);
     assert_eq!(
