@@ -13,6 +13,8 @@
 //! - `quiet_channel_survives_a_paused_leader`: a channel left idle goes quiet (its Raft timers
 //!   stop); SIGSTOP of its leader; the other replicas elect a new leader with no client request
 //!   to prompt them, take writes, and every replica ends with exactly the acknowledged messages.
+//! - `quiet_channel_keeps_a_transferred_leader`: leadership of a quiet channel moved to a
+//!   follower stays there: no replica times out and elects another leader.
 
 mod common;
 
@@ -987,25 +989,7 @@ async fn quiet_channel_survives_a_paused_leader() {
 
     tracing::info!("--- 5 messages, then the channel is left idle until it is quiet");
     let mut acks = write_channel(&c, &ch, "u", 0, 5, Instant::now() + Duration::from_secs(30)).await;
-    // A quiet leader sends no heartbeats, so status shows no ack age for its followers.
-    let leader = wait_until("the channel to go quiet", Duration::from_secs(30), || async {
-        let r = c
-            .channel_replicas(&ch, CHANNEL_TYPE_GROUP)
-            .await
-            .map_err(|e| e.to_string())?;
-        let leader = r.leader.ok_or_else(|| "no leader".to_string())?;
-        let followers: Vec<_> = r.replicas.iter().filter(|x| x.node_id != leader).collect();
-        if followers.len() == 2
-            && followers
-                .iter()
-                .all(|x| x.last_ack_ms.is_none() && x.lag == Some(0))
-        {
-            Ok(leader)
-        } else {
-            Err(format!("{r:?}"))
-        }
-    })
-    .await;
+    let leader = wait_quiet(&c, &ch).await;
 
     tracing::info!("--- SIGSTOP node {leader}, the quiet channel's leader; nothing else is sent");
     cluster.node(leader).pause();
@@ -1035,4 +1019,67 @@ async fn quiet_channel_survives_a_paused_leader() {
         let got = read_all(&node.client(), "u", &ch, CHANNEL_TYPE_GROUP, 1000).await;
         check_channel(&format!("node {}", node.id), &ch, &got, &acks);
     }
+}
+
+/// Wait until channel `ch` is quiet; answers its leader. A quiet leader sends no heartbeats,
+/// so status shows no ack age for its followers.
+async fn wait_quiet(c: &Client, ch: &str) -> u64 {
+    wait_until("the channel to go quiet", Duration::from_secs(30), || async {
+        let r = c
+            .channel_replicas(ch, CHANNEL_TYPE_GROUP)
+            .await
+            .map_err(|e| e.to_string())?;
+        let leader = r.leader.ok_or_else(|| "no leader".to_string())?;
+        let followers: Vec<_> = r.replicas.iter().filter(|x| x.node_id != leader).collect();
+        if followers.len() == 2
+            && followers
+                .iter()
+                .all(|x| x.last_ack_ms.is_none() && x.lag == Some(0))
+        {
+            Ok(leader)
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quiet_channel_keeps_a_transferred_leader() {
+    let cluster = Cluster::start(3).await;
+    let c = cluster.client();
+    let ch = "quiet-1".to_string();
+    create_groups(&cluster, std::slice::from_ref(&ch), &["u"]).await;
+    write_channel(&c, &ch, "u", 0, 3, Instant::now() + Duration::from_secs(30)).await;
+    let leader = wait_quiet(&c, &ch).await;
+
+    let to = cluster
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|id| *id != leader)
+        .expect("a follower");
+    tracing::info!("--- move the quiet channel's leadership from node {leader} to node {to}");
+    let moved = c
+        .transfer_leader(&ch, CHANNEL_TYPE_GROUP, to)
+        .await
+        .expect("transfer-leader");
+    assert_eq!(moved.leader, Some(to));
+    // The new leader heartbeats until the channel is quiet again under it. Before the fix it
+    // stayed quiet from its follower days while its followers, woken by its first append,
+    // timed out within 0.8 s and elected again; two election timeouts and more show it.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let cfg = c
+            .channel_config(&ch, CHANNEL_TYPE_GROUP)
+            .await
+            .expect("channel config");
+        assert_eq!(
+            (cfg.leader, cfg.term),
+            (Some(to), moved.term),
+            "the transferred leadership was lost to an election"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(wait_quiet(&c, &ch).await, to);
 }

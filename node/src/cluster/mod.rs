@@ -138,23 +138,18 @@ fn new_raft_group(
             Some(c) => NodeError::Corrupt(format!("group {g}: {}", c.reason)),
             None => NodeError::Internal(format!("start group {g}: {e}")),
         })
-        .inspect(|raft| {
-            tokio::spawn(log_role_changes(g, raft.server_metrics()));
-        })
     }
 }
 
-/// One log line per leader or membership change of group `g` seen on this node, with the
-/// ids. Server metrics change only on votes, roles and membership (not per entry), so this
-/// costs nothing in the steady state; it ends when the group stops.
-async fn log_role_changes(
-    g: GroupId,
-    mut rx: openraft::type_config::alias::WatchReceiverOf<
-        crate::raft::TypeConfig,
-        openraft::metrics::RaftServerMetrics<crate::raft::TypeConfig>,
-    >,
-) {
-    use openraft::async_runtime::WatchReceiver as _;
+/// Follows the leader and membership changes of group `g` on this node: one log line per
+/// change, with the ids, and the ticks restarted when this node becomes leader of a quiet
+/// group. (A quiet follower made leader by a leadership transfer would otherwise send no
+/// heartbeats, while its followers, woken by its first append, time out and elect again.)
+/// Server metrics change only on votes, roles and membership (not per entry), so this costs
+/// nothing in the steady state; it ends when the group stops.
+async fn watch_role_changes(g: GroupId, slot: std::sync::Weak<GroupSlot>, raft: Raft) {
+    let mut rx = raft.server_metrics();
+    drop(raft);
     let (mut leader, mut voters) = (None, Vec::new());
     loop {
         {
@@ -163,6 +158,11 @@ async fn log_role_changes(
             if m.current_leader != leader {
                 leader = m.current_leader;
                 tracing::info!(group = g, leader = ?leader, term = m.vote.leader_id().term, node_id = m.id, "leader changed");
+                if leader == Some(m.id)
+                    && let Some(slot) = slot.upgrade()
+                {
+                    slot.unquiet();
+                }
             }
             if now_voters != voters {
                 voters = now_voters;
@@ -321,6 +321,7 @@ impl Node {
             .clone();
         if started {
             slot.last_active.store(route::now_ms(), Ordering::Relaxed);
+            tokio::spawn(watch_role_changes(g, Arc::downgrade(&slot), raft.clone()));
         }
         Ok((raft, started))
     }

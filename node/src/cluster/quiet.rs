@@ -8,7 +8,8 @@
 //!   its whole log, it stops its own ticks, then tells each follower in one message per peer
 //!   (like hibernation) to stop theirs.
 //! - Any use restarts the ticks of the replica it reaches: a client request (`touch`), an
-//!   append carrying entries, or the leader's node declared down (`failure`).
+//!   append carrying entries, the leader's node declared down (`failure`), or becoming the
+//!   leader (a transferred leadership; see `watch_role_changes`).
 //! - Raft's safety does not depend on ticks; only liveness while quiet changes. A dead leader
 //!   is replaced through node-level failure detection as before. A leader that stops answering
 //!   while its connections stay up (paused, cut off) leaves its pings unanswered: after about a
