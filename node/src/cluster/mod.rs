@@ -39,7 +39,7 @@ use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Router, Transport};
 use crate::raft::state_machine::StateMachine;
-use crate::raft::{GroupId, META_GROUP, NodeId, Peer, Raft, raft_config};
+use crate::raft::{Fence, GroupId, META_GROUP, NodeId, Peer, Raft, raft_config};
 use crate::store::{KvRead, KvWrite, Store, Table, encode};
 
 /// On-disk format of the data dir; a node refuses a data dir of another format.
@@ -97,12 +97,19 @@ pub struct Inner {
 
 /// A running (or starting) channel group.
 #[derive(Default)]
-struct GroupSlot {
+pub(super) struct GroupSlot {
     raft: OnceCell<Raft>,
     /// Milliseconds (unix) of the last client request served for this group here.
     last_active: std::sync::atomic::AtomicU64,
     /// Its openraft ticks are stopped (`quiet`).
     quiet: AtomicBool,
+    /// Closed while the group's rows here are deleted (`drop_group`): the instance writes
+    /// nothing more, and the slot refuses to start another one.
+    fence: Fence,
+    /// Held by a migration of the group on its leader (`migrate_local`): a second one (a
+    /// retried send, the drain) waits for it instead of failing on its membership change,
+    /// and the group does not hibernate halfway through.
+    migration: tokio::sync::Mutex<()>,
 }
 
 /// Cheap-clone handle to the node runtime.
@@ -121,6 +128,7 @@ fn new_raft_group(
     g: GroupId,
     store: &Store,
     transport: &Arc<Transport>,
+    fence: Fence,
 ) -> impl std::future::Future<Output = Result<Raft>> {
     let (store, transport) = (store.clone(), transport.clone());
     async move {
@@ -129,8 +137,8 @@ fn new_raft_group(
             id,
             raft_config(g),
             network,
-            LogStore::new(g, store.clone()),
-            StateMachine::new(g, store),
+            LogStore::new(g, store.clone(), fence.clone()),
+            StateMachine::new(g, store, fence),
         )
         .await
         .map_err(|e| match crate::integrity::corrupt(g) {
@@ -204,7 +212,7 @@ impl Node {
             transport.set_addr(*id, addr);
         }
         transport.set_addr(cfg.node_id, &cluster_addr);
-        let meta = new_raft_group(cfg.node_id, META_GROUP, &store, &transport).await?;
+        let meta = new_raft_group(cfg.node_id, META_GROUP, &store, &transport, Fence::default()).await?;
         let node = Node(Arc::new(Inner {
             id: cfg.node_id,
             http_addr,
@@ -310,12 +318,18 @@ impl Node {
             .entry(g)
             .or_default()
             .clone();
+        if slot.fence.is_closed() {
+            return Err(NodeError::Unavailable(format!(
+                "group {g} is being removed from node {}",
+                self.id
+            )));
+        }
         let mut started = false;
         let raft = slot
             .raft
             .get_or_try_init(|| {
                 started = true;
-                new_raft_group(self.id, g, &self.store, &self.transport)
+                new_raft_group(self.id, g, &self.store, &self.transport, slot.fence.clone())
             })
             .await?
             .clone();
@@ -340,8 +354,17 @@ impl Node {
     }
 
     /// Stop a channel group here; its state stays in LMDB and any request restarts it.
+    /// The stopped instance's fence closes before another instance can start (both under the
+    /// groups lock), so a write it still had queued cannot land under the new one's state.
     pub async fn hibernate(&self, g: GroupId) {
-        let slot = self.groups.lock().expect("groups lock poisoned").remove(&g);
+        let slot = {
+            let mut groups = self.groups.lock().expect("groups lock poisoned");
+            let slot = groups.remove(&g);
+            if let Some(s) = &slot {
+                s.fence.close();
+            }
+            slot
+        };
         if let Some(raft) = slot.and_then(|s| s.raft.get().cloned()) {
             self.hibernated
                 .lock()
@@ -349,6 +372,30 @@ impl Node {
                 .insert(g);
             let _ = raft.shutdown().await;
             tracing::debug!(group = g, "channel group hibernated");
+        }
+    }
+
+    /// Close the fence of group `g` here (see `raft::Fence`) and put a closed slot in its
+    /// place, so no new instance starts until `unfence_group`; answers the slot it replaced.
+    pub(super) fn fence_group(&self, g: GroupId) -> (Arc<GroupSlot>, Option<Arc<GroupSlot>>) {
+        let closed = Arc::new(GroupSlot::default());
+        closed.fence.close();
+        let old = self
+            .groups
+            .lock()
+            .expect("groups lock poisoned")
+            .insert(g, closed.clone());
+        if let Some(old) = &old {
+            old.fence.close();
+        }
+        (closed, old)
+    }
+
+    /// Let group `g` start again here, unless a later `fence_group` holds it.
+    pub(super) fn unfence_group(&self, g: GroupId, closed: &Arc<GroupSlot>) {
+        let mut groups = self.groups.lock().expect("groups lock poisoned");
+        if groups.get(&g).is_some_and(|s| Arc::ptr_eq(s, closed)) {
+            groups.remove(&g);
         }
     }
 
@@ -525,6 +572,7 @@ impl Node {
                 let groups = self.groups.lock().expect("groups lock poisoned");
                 groups
                     .iter()
+                    .filter(|(_, s)| s.migration.try_lock().is_ok())
                     .filter_map(|(g, s)| {
                         s.raft
                             .get()

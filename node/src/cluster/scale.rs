@@ -250,19 +250,20 @@ impl Node {
         }
         let (raft, woken) = self.wake_channel_group(rec).await?;
         let woken_at = self.last_active(rec.group_id);
+        let g = rec.group_id;
+        let slot = self
+            .slot(g)
+            .ok_or_else(|| NodeError::Unavailable(format!("group {g} stopped")))?;
+        let _one_at_a_time = slot.migration.lock().await;
         // A group just woken may still be settling its leadership: confirm it first.
         if let Err(e) = raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
             return Err(super::rpc::read_err(&raft, e).await);
         }
-        let g = rec.group_id;
-        let present: BTreeSet<NodeId> = raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect();
+        let (present, current_voters): (BTreeSet<NodeId>, BTreeSet<NodeId>) = {
+            let m = raft.metrics().borrow_watched().membership_config.clone();
+            let m = m.membership();
+            (m.nodes().map(|(id, _)| *id).collect(), m.voter_ids().collect())
+        };
         for n in desired.iter().filter(|n| !present.contains(n)) {
             let peer = Peer {
                 cluster_addr: self.transport.addr_of(*n).unwrap_or_default(),
@@ -275,7 +276,9 @@ impl Node {
             caught_up(&raft, *n, MIGRATE_TIMEOUT).await?;
         }
         let voters: BTreeSet<NodeId> = desired.iter().copied().collect();
-        if let Err(e) = raft.change_membership(voters.clone(), false).await {
+        // Already there (a migration we waited for got this far): only the record may be left.
+        let done = present == voters && current_voters == voters;
+        if !done && let Err(e) = raft.change_membership(voters.clone(), false).await {
             return Err(super::rpc::write_err(&raft, e).await);
         }
         // The removed replicas drop their copy while the metadata records the new set: both
@@ -387,8 +390,13 @@ impl Node {
 
     /// This node is no longer a replica: stop the group and delete its rows.
     pub(super) async fn drop_group(&self, g: GroupId) -> Result<()> {
-        self.hibernate(g).await;
-        match self.store.write(move |w| crate::raft::delete_group(w, g)).await {
+        let (closed, running) = self.fence_group(g);
+        if let Some(raft) = running.as_ref().and_then(|s| s.raft.get()) {
+            let _ = raft.shutdown().await;
+        }
+        let deleted = self.store.write(move |w| crate::raft::delete_group(w, g)).await;
+        self.unfence_group(g, &closed);
+        match deleted {
             // Its rows are gone: whatever was corrupt here is too.
             Ok(()) => {
                 crate::integrity::cleared(g);

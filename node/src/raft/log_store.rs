@@ -16,7 +16,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
-use super::{Entry, GroupId, LogId, TypeConfig, Vote};
+use super::{Entry, Fence, GroupId, LogId, TypeConfig, Vote};
 use crate::store::{KvRead, KvWrite, Store, Table, encode, keys};
 
 const TAG_VOTE: u8 = 1;
@@ -42,16 +42,18 @@ fn raft_key(g: GroupId, tag: u8) -> [u8; 9] {
 pub struct LogStore {
     group: GroupId,
     store: Store,
+    fence: Fence,
     /// Appended but not yet committed entries, by index. A std mutex: held only to copy or
     /// edit the map, never across an `.await`.
     pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
 }
 
 impl LogStore {
-    pub fn new(group: GroupId, store: Store) -> LogStore {
+    pub fn new(group: GroupId, store: Store, fence: Fence) -> LogStore {
         LogStore {
             group,
             store,
+            fence,
             pending: Default::default(),
         }
     }
@@ -205,10 +207,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let (key, bytes) = (raft_key(self.group, TAG_VOTE), encode(vote));
+        let (g, fence) = (self.group, self.fence.clone());
+        let (key, bytes) = (raft_key(g, TAG_VOTE), encode(vote));
         Ok(self
             .store
-            .write(move |w| w.put(Table::Raft, &key, &bytes))
+            .write(move |w| {
+                fence.check(g)?;
+                w.put(Table::Raft, &key, &bytes)
+            })
             .await?)
     }
 
@@ -234,9 +240,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 pending.insert(e.index(), e);
             }
         }
-        let pending = self.pending.clone();
+        let (pending, fence) = (self.pending.clone(), self.fence.clone());
         self.store.submit(
             move |w| {
+                fence.check(g)?;
                 for (key, row) in &rows {
                     w.put(Table::Log, key, row)?;
                 }
@@ -259,7 +266,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let g = self.group;
+        let (g, fence) = (self.group, self.fence.clone());
         let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
         self.pending
             .lock()
@@ -267,6 +274,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .retain(|idx, _| *idx < from);
         self.store
             .write(move |w| {
+                fence.check(g)?;
                 w.delete_range(
                     Table::Log,
                     &keys::group_u64(g, from),
@@ -278,11 +286,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let g = self.group;
+        let (g, fence) = (self.group, self.fence.clone());
         let upto = log_id.index();
         let marker = encode(&log_id);
         self.store
             .write(move |w| {
+                fence.check(g)?;
                 w.put(Table::Raft, &raft_key(g, TAG_PURGED), &marker)?;
                 w.delete_range(
                     Table::Log,
@@ -338,7 +347,7 @@ mod tests {
             })
             .await
             .expect("write");
-        (dir, LogStore::new(5, store))
+        (dir, LogStore::new(5, store, Fence::default()))
     }
 
     #[tokio::test]
@@ -350,6 +359,21 @@ mod tests {
         // An entry over the cap still goes, alone: replication must always move forward.
         let (_dir, mut log) = log_with(70, |i| if i == 1 { MAX_PAYLOAD_BYTES } else { 100 }).await;
         assert_eq!(log.limited_get_log_entries(1, 71).await.expect("read").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_closed_fence_refuses_every_write_of_the_group() {
+        let (_dir, log) = log_with(3, |_| 100).await;
+        let fence = Fence::default();
+        let mut log = LogStore::new(5, log.store.clone(), fence.clone());
+        fence.close();
+        let vote = Vote::new(2, 1);
+        let err = log.save_vote(&vote).await.expect_err("a fenced vote");
+        assert!(err.to_string().contains("group 5 is being removed"), "{err}");
+        assert!(log.truncate_after(None).await.is_err());
+        assert_eq!(log.read_vote().await.expect("read"), None, "no vote row");
+        let kept = log.limited_get_log_entries(1, 4).await.expect("read");
+        assert_eq!(kept.len(), 3, "the truncation wrote nothing");
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ pub mod log_store;
 pub mod network;
 pub mod state_machine;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,32 @@ pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+
+/// Closed when a group's rows on this node are about to be deleted (`Node::drop_group`). Every
+/// write of the group instance that shares it checks it inside the writer's transaction: the
+/// writer runs transactions in submission order, so a write that comes after the delete (an
+/// append or an apply still queued when the group stopped: openraft's shutdown does not wait
+/// for its state-machine worker) fails instead of leaving stray rows behind.
+#[derive(Clone, Default)]
+pub struct Fence(Arc<AtomicBool>);
+
+impl Fence {
+    pub fn close(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Inside a write transaction of group `g`: refuse it once the fence is closed.
+    pub fn check(&self, g: GroupId) -> crate::store::Result<()> {
+        if self.is_closed() {
+            return Err(crate::store::StoreError::Fenced(g));
+        }
+        Ok(())
+    }
+}
 
 /// Delete every row of channel group `g` on this node (it is no longer a replica).
 pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::store::Result<()> {

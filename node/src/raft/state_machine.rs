@@ -22,7 +22,9 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{GroupId, LogId, META_GROUP, Request, Response, SnapshotMeta, StoredMembership, TypeConfig};
+use super::{
+    Fence, GroupId, LogId, META_GROUP, Request, Response, SnapshotMeta, StoredMembership, TypeConfig,
+};
 use crate::channel::{self, ChannelState};
 use crate::meta;
 use crate::store::{KvRead, KvWrite, Store, Table, encode, keys};
@@ -52,11 +54,12 @@ pub type SnapshotData = Vec<u8>;
 pub struct StateMachine {
     group: GroupId,
     store: Store,
+    fence: Fence,
 }
 
 impl StateMachine {
-    pub fn new(group: GroupId, store: Store) -> StateMachine {
-        StateMachine { group, store }
+    pub fn new(group: GroupId, store: Store, fence: Fence) -> StateMachine {
+        StateMachine { group, store, fence }
     }
 }
 
@@ -156,7 +159,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if batch.is_empty() {
             return Ok(());
         }
-        let g = self.group;
+        let (g, fence) = (self.group, self.fence.clone());
         // Channel clients are answered inside the transaction (module doc), metadata clients
         // after the commit. The work may run twice (store module doc): the first run that gets
         // through every entry takes the early responders, so nobody is answered twice.
@@ -169,6 +172,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let out = self
             .store
             .write_replayable(move |w| {
+                fence.check(g)?;
                 let mut state = load_state(w, g)?;
                 let mut out = Vec::with_capacity(batch.len());
                 for entry in &batch {
@@ -204,11 +208,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let g = self.group;
+        let (g, fence) = (self.group, self.fence.clone());
         let rows: SnapshotRows = crate::store::decode(Table::Sm, &snapshot)?;
         let (last_applied, membership) = (meta.last_log_id, meta.last_membership.clone());
         self.store
             .write(move |w| {
+                fence.check(g)?;
                 for (t, from, to) in owned_ranges(g) {
                     w.delete_range(t, &from, &to)?;
                 }

@@ -105,6 +105,8 @@ pub enum StoreError {
     Corrupt { table: Table, reason: String },
     #[error("the store is shut down")]
     Closed,
+    #[error("group {0} is being removed from this node")]
+    Fenced(u64),
 }
 
 impl From<heed::Error> for StoreError {
