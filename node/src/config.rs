@@ -33,6 +33,11 @@ pub struct Args {
     /// Client HTTP API listen address (port 0 picks a free port) [default: 127.0.0.1:5001].
     #[arg(long, env = "WK_HTTP_ADDR")]
     pub http_addr: Option<String>,
+    /// The HTTP address this node is listed under in `/cluster/nodes`, which wkctl and the
+    /// dashboard connect to (behind NAT or a port mapping) [default: --http-addr, with a
+    /// wildcard IP (0.0.0.0, [::]) replaced by --cluster-addr's host].
+    #[arg(long, env = "WK_HTTP_ADVERTISE")]
+    pub http_advertise: Option<String>,
     /// Cluster transport listen address [default: 127.0.0.1:11110].
     #[arg(long, env = "WK_CLUSTER_ADDR")]
     pub cluster_addr: Option<String>,
@@ -140,6 +145,7 @@ struct FileConfig {
     node_id: Option<u64>,
     data_dir: Option<PathBuf>,
     http_addr: Option<String>,
+    http_advertise: Option<String>,
     cluster_addr: Option<String>,
     init_nodes: Option<String>,
     seed: Option<String>,
@@ -169,6 +175,8 @@ pub struct Config {
     pub node_id: u64,
     pub data_dir: PathBuf,
     pub http_addr: String,
+    /// `--http-advertise`, if given (see `advertised_http`).
+    pub http_advertise: Option<String>,
     pub cluster_addr: String,
     /// Bootstrap members as (id, cluster address); empty when not bootstrapping.
     pub init_nodes: Vec<(u64, String)>,
@@ -270,6 +278,30 @@ fn tls_files(
     }
 }
 
+/// The HTTP address the node registers for itself: `--http-advertise` if given, else the bound
+/// address, with a wildcard IP replaced by the cluster address's host. A node bound to
+/// 0.0.0.0 once registered "0.0.0.0:5001", which wkctl on another host cannot reach; the
+/// cluster address must already be one the other hosts reach.
+pub fn advertised_http(bound: std::net::SocketAddr, cluster_addr: &str, explicit: Option<&str>) -> String {
+    if let Some(a) = explicit {
+        return a.to_string();
+    }
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    match cluster_addr.rsplit_once(':') {
+        Some((host, _)) if !host.is_empty() => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match host.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_unspecified() => bound.to_string(),
+                Ok(ip) => std::net::SocketAddr::new(ip, bound.port()).to_string(),
+                Err(_) => format!("{host}:{}", bound.port()),
+            }
+        }
+        _ => bound.to_string(),
+    }
+}
+
 impl Config {
     pub fn from_args(args: Args) -> anyhow::Result<Config> {
         let file = match &args.config {
@@ -355,6 +387,7 @@ impl Config {
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| "127.0.0.1:5001".into()),
+            http_advertise: args.http_advertise.or(file.http_advertise),
             cluster_addr: args
                 .cluster_addr
                 .or(file.cluster_addr)
@@ -412,6 +445,26 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./wukong-data/2"));
         assert_eq!(c.channel_replicas, 3);
         assert_eq!(c.channel_idle_timeout, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_advertised_http_address_is_reachable() {
+        let any: std::net::SocketAddr = "0.0.0.0:5001".parse().expect("addr");
+        assert_eq!(advertised_http(any, "10.0.0.1:11110", None), "10.0.0.1:5001");
+        assert_eq!(advertised_http(any, "wk-1.wk:11110", None), "wk-1.wk:5001");
+        assert_eq!(
+            advertised_http("[::]:5001".parse().expect("addr"), "[fd00::1]:11110", None),
+            "[fd00::1]:5001"
+        );
+        assert_eq!(advertised_http(any, "0.0.0.0:11110", None), "0.0.0.0:5001");
+        assert_eq!(
+            advertised_http("127.0.0.1:7000".parse().expect("addr"), "10.0.0.1:11110", None),
+            "127.0.0.1:7000"
+        );
+        assert_eq!(
+            advertised_http(any, "10.0.0.1:11110", Some("im.example.com:443")),
+            "im.example.com:443"
+        );
     }
 
     #[test]

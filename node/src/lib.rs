@@ -40,7 +40,11 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind HTTP address {}", cfg.http_addr))?;
     let cluster_addr = cluster_listener.local_addr()?.to_string();
-    let http_addr = http_listener.local_addr()?.to_string();
+    let http_addr = config::advertised_http(
+        http_listener.local_addr()?,
+        &cluster_addr,
+        cfg.http_advertise.as_deref(),
+    );
 
     let node = cluster::Node::start(&cfg, http_addr.clone(), cluster_addr.clone()).await?;
     let serve_transport = tokio::spawn(node.transport.clone().serve(cluster_listener));
