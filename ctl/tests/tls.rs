@@ -1,5 +1,6 @@
 //! `wkctl` against a node that serves HTTPS: `--endpoint https://... --tls-ca FILE` (or
-//! `WK_TLS_CA`) trusts the node's CA; without it the node's certificate is refused. One real
+//! `WK_TLS_CA`) trusts the node's CA; without it the node's certificate is refused. A
+//! `--remote` drill reaches every node over HTTPS with the same CA. One real
 //! one-node `wknode` (found next to `wkctl`: `cargo test --workspace` builds it) with a
 //! certificate from a test CA made with rcgen.
 
@@ -37,11 +38,13 @@ impl Drop for NodeProc {
     }
 }
 
-/// Starts a one-node cluster with TLS; returns it and its HTTP address from the ready line.
-fn start_node(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> (NodeProc, String) {
+/// Starts a one-node cluster with TLS (and `extra` flags); returns it and its HTTP address
+/// from the ready line.
+fn start_node(dir: &Path, ca: &Path, cert: &Path, key: &Path, extra: &[&str]) -> (NodeProc, String) {
     let log = dir.join("node.log");
     let mut cmd = wknode_cmd(&log);
-    cmd.arg("--data-dir")
+    cmd.args(extra)
+        .arg("--data-dir")
         .arg(dir.join("data"))
         .args(["--http-addr", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0"])
         .arg("--tls-cert")
@@ -85,7 +88,7 @@ fn cluster_status_over_https_with_the_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = pki::Pki::new(dir.path(), "cluster");
     let (ca, (cert, key)) = (pki.ca.clone(), pki.node_cert(1));
-    let (_node, addr) = start_node(dir.path(), &ca, &cert, &key);
+    let (_node, addr) = start_node(dir.path(), &ca, &cert, &key, &[]);
     let endpoint = format!("https://{addr}");
     let ca_arg = ca.display().to_string();
 
@@ -152,4 +155,42 @@ fn cluster_status_over_https_with_the_ca() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn remote_drill_over_https_with_the_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pki::Pki::new(dir.path(), "cluster");
+    let (ca, (cert, key)) = (pki.ca.clone(), pki.node_cert(1));
+    let (_node, addr) = start_node(dir.path(), &ca, &cert, &key, &["--allow-drills"]);
+    let endpoint = format!("https://{addr}");
+    // A slow disk is the one remote drill a one-node cluster can take (isolating its only
+    // node leaves nobody to watch).
+    let scenario = dir.path().join("slow.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"tls-slow-disk\"\nnodes = 1\n[workload]\nchannels = 1\nwarmup = \"300ms\"\n\
+         settle = \"300ms\"\n[[steps]]\nkind = \"slow-disk\"\nnode = 1\ndelay = \"5ms\"\nfor = \"300ms\"\n",
+    )
+    .expect("write scenario");
+    let artifacts = dir.path().join("drill");
+    // Before the fix the drill trusted only the system's roots and dialled the nodes over
+    // plain http://, so it failed at its first request.
+    let out = wkctl(
+        &[
+            "--endpoint",
+            &endpoint,
+            "--tls-ca",
+            &ca.display().to_string(),
+            "drill",
+            "run",
+            &scenario.display().to_string(),
+            "--remote",
+            "--artifacts",
+            &artifacts.display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PASS"), "{}", text(&out));
 }

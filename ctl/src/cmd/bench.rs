@@ -40,8 +40,8 @@ use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client, ClientError, MessageHeader,
 
 use super::local::TempCluster;
 use super::probe::{
-    WriterSpec, Writers, create_channels, interrupted, payload_pool, per_endpoint, read_channel, retry,
-    run_tag, verify, wait_for,
+    WriterSpec, Writers, create_channels, interrupted, node_urls, payload_pool, per_endpoint, read_channel,
+    retry, run_tag, verify, wait_for,
 };
 use crate::Outcome;
 use crate::cli::{BenchFailoverArgs, BenchMode, BenchRoute, BenchSendArgs, GlobalArgs, OutputFormat};
@@ -443,31 +443,17 @@ async fn learn_leader(admin: &Client, channel: &str, client_ids: &[u64]) -> usiz
 }
 
 /// One client per node (from `/cluster/nodes`, so each is known by its node id), for
-/// `--route leader`. A node registers its HTTP address a moment after it starts, so this
-/// waits until every listed node has one.
+/// `--route leader`.
 async fn node_clients(admin: &Client) -> anyhow::Result<(Vec<Client>, Vec<u64>)> {
-    let nodes = wait_for(
-        "every node's HTTP address in /cluster/nodes",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || async {
-            admin
-                .nodes()
-                .await
-                .ok()
-                .filter(|n| !n.nodes.is_empty() && n.nodes.iter().all(|x| !x.http_addr.is_empty()))
-        },
-    )
-    .await?;
     let mut clients = Vec::new();
     let mut ids = Vec::new();
-    for n in &nodes.nodes {
+    for (id, url) in node_urls(admin).await? {
         clients.push(
             admin
-                .only(&format!("http://{}", n.http_addr))
-                .with_context(|| format!("node {} http address {:?}", n.id, n.http_addr))?,
+                .only(&url)
+                .with_context(|| format!("node {id} http address {url:?}"))?,
         );
-        ids.push(n.id);
+        ids.push(id);
     }
     Ok((clients, ids))
 }

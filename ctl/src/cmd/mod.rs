@@ -86,11 +86,19 @@ fn client_with_timeout(global: &GlobalArgs, at_least: std::time::Duration) -> an
 /// A client for `--endpoint` with `--admin-token` and `--tls-ca`, each request taking up to
 /// `timeout`.
 fn endpoint_client(global: &GlobalArgs, timeout: std::time::Duration) -> anyhow::Result<Client> {
-    let endpoints = std::slice::from_ref(&global.endpoint);
+    let pem = tls_ca_pem(global)?;
+    let client = Client::new_with_ca(std::slice::from_ref(&global.endpoint), timeout, pem.as_deref())
+        .map_err(|e| match (e, &global.tls_ca) {
+            (e @ wk_api::ClientError::Tls(_), Some(ca)) => anyhow::anyhow!("--tls-ca {}: {e}", ca.display()),
+            (e, _) => anyhow::anyhow!("--endpoint {:?}: {e}", global.endpoint),
+        })?;
+    Ok(client.with_token(global.admin_token.clone()))
+}
+
+/// The contents of `--tls-ca`, if given.
+fn tls_ca_pem(global: &GlobalArgs) -> anyhow::Result<Option<Vec<u8>>> {
     let Some(ca) = &global.tls_ca else {
-        let client =
-            Client::new(endpoints, timeout).with_context(|| format!("--endpoint {:?}", global.endpoint))?;
-        return Ok(client.with_token(global.admin_token.clone()));
+        return Ok(None);
     };
     // A CA certificate is a few KiB; a large file is a wrong path.
     let len = std::fs::metadata(ca)
@@ -101,10 +109,7 @@ fn endpoint_client(global: &GlobalArgs, timeout: std::time::Duration) -> anyhow:
         "--tls-ca {}: {len} bytes is too large for a PEM file",
         ca.display()
     );
-    let pem = std::fs::read(ca).with_context(|| format!("--tls-ca {}", ca.display()))?;
-    let client = Client::new_with_ca(endpoints, timeout, Some(&pem)).map_err(|e| match e {
-        wk_api::ClientError::Tls(_) => anyhow::anyhow!("--tls-ca {}: {e}", ca.display()),
-        e => anyhow::anyhow!("--endpoint {:?}: {e}", global.endpoint),
-    })?;
-    Ok(client.with_token(global.admin_token.clone()))
+    Ok(Some(
+        std::fs::read(ca).with_context(|| format!("--tls-ca {}", ca.display()))?,
+    ))
 }

@@ -105,6 +105,30 @@ where
     }
 }
 
+/// Every node's (id, base URL) from `/cluster/nodes`, with `admin`'s scheme (`Client::node_url`).
+/// A node registers its HTTP address a moment after it starts, so this waits until every
+/// listed node has one.
+pub async fn node_urls(admin: &Client) -> anyhow::Result<Vec<(u64, String)>> {
+    let nodes = wait_for(
+        "every node's HTTP address in /cluster/nodes",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            admin
+                .nodes()
+                .await
+                .ok()
+                .filter(|n| !n.nodes.is_empty() && n.nodes.iter().all(|x| !x.http_addr.is_empty()))
+        },
+    )
+    .await?;
+    Ok(nodes
+        .nodes
+        .iter()
+        .map(|n| (n.id, admin.node_url(&n.http_addr)))
+        .collect())
+}
+
 /// Creates the group channels `ids` with `uid` as subscriber, 32 at a time.
 pub async fn create_channels(client: &Client, ids: &[String], uid: &str) -> anyhow::Result<()> {
     for chunk in ids.chunks(32) {

@@ -22,7 +22,7 @@ use crate::Outcome;
 use crate::cli::{GlobalArgs, OutputFormat, parse_duration};
 use crate::cmd::probe::interrupted;
 use crate::output;
-use runner::RunOpts;
+use runner::{Access, RunOpts};
 use scenario::{Dur, Fault, NodeSel, Role, Scenario, Step, Workload};
 
 /// Failure drills: inject a fault under a probe workload, heal it, check that no acknowledged
@@ -232,7 +232,16 @@ fn step(fault: Fault) -> Step {
     }
 }
 
+/// The admin token and `--tls-ca` every client of a drill uses.
+fn access(global: &GlobalArgs) -> anyhow::Result<Access> {
+    Ok(Access {
+        admin_token: global.admin_token.clone(),
+        tls_ca: super::tls_ca_pem(global)?,
+    })
+}
+
 async fn run_inner(global: &GlobalArgs, cmd: DrillCommand) -> anyhow::Result<Outcome> {
+    let access = access(global)?;
     let (scenario, target) = match cmd {
         DrillCommand::KillLeader(a) => {
             let mut s = step(Fault::Kill {
@@ -320,7 +329,7 @@ async fn run_inner(global: &GlobalArgs, cmd: DrillCommand) -> anyhow::Result<Out
     let opts = RunOpts {
         remote: target.remote,
         endpoint: global.endpoint.clone(),
-        admin_token: global.admin_token.clone(),
+        access: access.clone(),
         wknode: target.wknode,
         artifacts: target.artifacts,
         seed: target.seed,
@@ -339,6 +348,7 @@ async fn run_inner(global: &GlobalArgs, cmd: DrillCommand) -> anyhow::Result<Out
 }
 
 async fn soak(global: &GlobalArgs, a: SoakArgs) -> anyhow::Result<Outcome> {
+    let access = access(global)?;
     let seed = a.seed.unwrap_or_else(|| fastrand::u64(..));
     eprintln!("wkctl: drill soak: seed {seed} (repeat with --seed {seed})");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&a.dir)
@@ -367,7 +377,7 @@ async fn soak(global: &GlobalArgs, a: SoakArgs) -> anyhow::Result<Outcome> {
         let opts = RunOpts {
             remote: false,
             endpoint: global.endpoint.clone(),
-            admin_token: global.admin_token.clone(),
+            access: access.clone(),
             wknode: a.wknode.clone(),
             artifacts: Some(parent.join(format!("{i:03}-{}", scenario.name))),
             seed: Some(run_seed),

@@ -21,7 +21,8 @@ use super::report::{
 use super::scenario::{Fault, NodeSel, Role, Scenario, Step};
 use super::target::{LocalCluster, Target};
 use crate::cmd::probe::{
-    OpOutcome, Stored, WriterSpec, Writers, create_channels, per_endpoint, read_channel, run_tag, wait_for,
+    OpOutcome, Stored, WriterSpec, Writers, create_channels, node_urls, per_endpoint, read_channel, run_tag,
+    wait_for,
 };
 
 /// The probe channels are `drill-0..N`, written by uid `drill`.
@@ -38,12 +39,27 @@ pub struct RunOpts {
     /// Use `endpoint` instead of starting a local cluster.
     pub remote: bool,
     pub endpoint: String,
-    pub admin_token: Option<String>,
+    pub access: Access,
     pub wknode: Option<PathBuf>,
     /// Artifacts directory; default `./wukong-data/drills/<scenario>-<unix s>`.
     pub artifacts: Option<PathBuf>,
     /// Overrides the scenario's seed.
     pub seed: Option<u64>,
+}
+
+/// What every client of a drill needs to be let in: the admin token, and the CA certificate
+/// (PEM, wkctl's `--tls-ca`) that `https://` endpoints are verified against.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub admin_token: Option<String>,
+    pub tls_ca: Option<Vec<u8>>,
+}
+
+impl Access {
+    fn client(&self, endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
+        Ok(Client::new_with_ca(endpoints, timeout, self.tls_ca.as_deref())?
+            .with_token(self.admin_token.clone()))
+    }
 }
 
 /// Everything the run keeps while it goes.
@@ -57,7 +73,7 @@ struct Run {
     rng: fastrand::Rng,
     /// Nodes that left the cluster for good (removed).
     gone: BTreeSet<u64>,
-    admin_token: Option<String>,
+    access: Access,
 }
 
 impl Run {
@@ -85,7 +101,7 @@ impl Run {
         if eps.is_empty() {
             bail!("no node left to ask");
         }
-        Ok(Client::new(&eps, timeout)?.with_token(self.admin_token.clone()))
+        self.access.client(&eps, timeout)
     }
 
     async fn configs(&self, via: &Client) -> Vec<Option<ChannelConfig>> {
@@ -210,21 +226,10 @@ pub async fn run(scenario: &Scenario, opts: &RunOpts) -> anyhow::Result<DrillRep
         );
     }
     let target = if opts.remote {
-        let c = Client::new(std::slice::from_ref(&opts.endpoint), Duration::from_secs(5))?
-            .with_token(opts.admin_token.clone());
-        let nodes = c.nodes().await.context("GET /cluster/nodes")?;
-        let endpoints = nodes
-            .nodes
-            .iter()
-            .map(|n| {
-                let ep = if n.http_addr.contains("://") {
-                    n.http_addr.clone()
-                } else {
-                    format!("http://{}", n.http_addr)
-                };
-                (n.id, ep)
-            })
-            .collect();
+        let c = opts
+            .access
+            .client(std::slice::from_ref(&opts.endpoint), Duration::from_secs(5))?;
+        let endpoints = node_urls(&c).await?.into_iter().collect();
         Target::Remote { endpoints }
     } else {
         eprintln!("wkctl: drill: starting a local {}-node cluster", scenario.nodes);
@@ -246,7 +251,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOpts) -> anyhow::Result<DrillRep
         Target::Remote { endpoints } => endpoints.keys().copied().collect(),
     };
     let eps: Vec<String> = ids.iter().filter_map(|id| target.endpoint(*id)).collect();
-    let admin = Client::new(&eps, Duration::from_secs(2))?.with_token(opts.admin_token.clone());
+    let admin = opts.access.client(&eps, Duration::from_secs(2))?;
     let mut run = Run {
         target,
         admin: admin.clone(),
@@ -258,7 +263,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOpts) -> anyhow::Result<DrillRep
         problems: Vec::new(),
         rng: fastrand::Rng::with_seed(seed),
         gone: BTreeSet::new(),
-        admin_token: opts.admin_token.clone(),
+        access: opts.access.clone(),
     };
     let result = drive(&mut run, scenario, opts, seed, &eps).await;
     // Whatever happened, keep the node logs.
@@ -337,7 +342,7 @@ async fn drive(
 ) -> anyhow::Result<(DrillReport, Vec<crate::cmd::probe::Op>)> {
     let w = &sc.workload;
     create_channels(&run.admin, &run.channels, UID).await?;
-    let writer_client = Client::new(eps, w.attempt_timeout.0)?.with_token(opts.admin_token.clone());
+    let writer_client = opts.access.client(eps, w.attempt_timeout.0)?;
     let clients = per_endpoint(&writer_client)?;
     let tag = run_tag();
     run.t0 = Instant::now();
@@ -492,7 +497,7 @@ async fn drive(
             let Some(ep) = run.target.endpoint(*id) else {
                 continue;
             };
-            let one = Client::new(&[ep], Duration::from_secs(5))?.with_token(opts.admin_token.clone());
+            let one = opts.access.client(&[ep], Duration::from_secs(5))?;
             let msgs = read_channel(&one, UID, &ch)
                 .await
                 .with_context(|| format!("reading {ch} via node {id}"))?;
@@ -767,7 +772,7 @@ async fn inject(run: &mut Run, step_no: usize, step: &Step) -> anyhow::Result<Fa
             let watch = start_watch(surv.clone(), affected, t);
             // The empty node must not come back as the member it was (its votes and log are
             // gone): take it out first, then admit it as a new member with the same id.
-            let long = Client::new(
+            let long = run.access.client(
                 &[run.target.endpoint(other).context("endpoint")?],
                 Duration::from_secs(180),
             )?;
@@ -826,7 +831,7 @@ async fn inject(run: &mut Run, step_no: usize, step: &Step) -> anyhow::Result<Fa
             let http = c.endpoint(id).context("endpoint")?;
             let mut f = new_fault(step_no, "scale-out", vec![id], run.ms());
             run.event(format!("node {id} started with --seed {seed_node}"));
-            let long = Client::new(
+            let long = run.access.client(
                 &[run.target.endpoint(seed_node).context("endpoint")?],
                 Duration::from_secs(180),
             )?;
@@ -861,7 +866,7 @@ async fn inject(run: &mut Run, step_no: usize, step: &Step) -> anyhow::Result<Fa
                 .into_iter()
                 .find(|n| *n != id)
                 .context("no other node")?;
-            let long = Client::new(
+            let long = run.access.client(
                 &[run.target.endpoint(other).context("endpoint")?],
                 Duration::from_secs(180),
             )?;
