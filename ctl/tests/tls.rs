@@ -192,5 +192,9 @@ fn remote_drill_over_https_with_the_ca() {
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("PASS"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("PASS"),
+        "{}",
+        text(&out)
+    );
 }

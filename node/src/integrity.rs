@@ -15,6 +15,12 @@
 //!   which happens only after the channel leader removed this replica from the membership;
 //!   it then comes back as a fresh learner (`cluster::repair`). Nothing is rewritten in place.
 //!
+//! - The register survives restarts: a channel group's mark is written to the `local` table
+//!   when its repair starts ([`persist`]), loaded before the node serves anything ([`load`]),
+//!   and deleted in the transaction that deletes the group's rows ([`forget`]). Otherwise a
+//!   restart before the repair finished would let the replica serve and campaign again until a
+//!   read happened to touch the bad row.
+//!
 //! The register is process-wide: a process opens exactly one LMDB environment (heed requires
 //! it), so "this process" and "this data dir" are the same thing, and the log store (which
 //! has no handle on the node runtime) can report what it finds.
@@ -23,8 +29,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::{Deserialize, Serialize};
+
 use crate::raft::GroupId;
-use crate::store::{StoreError, Table};
+use crate::store::{KvRead, KvWrite, StoreError, Table, encode, keys};
 
 /// Bytes a seal adds to a row.
 pub const SEAL_LEN: usize = 8;
@@ -64,7 +72,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// Why a group is corrupt here, and since when (unix ms).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Corruption {
     pub reason: String,
     pub since_ms: u64,
@@ -134,6 +142,45 @@ pub fn cleared(g: GroupId) {
     }
 }
 
+/// Where group `g`'s mark is kept in the `local` table.
+fn mark_key(g: GroupId) -> Vec<u8> {
+    [MARK_PREFIX, &keys::group(g)].concat()
+}
+
+const MARK_PREFIX: &[u8] = b"corrupt/";
+
+/// Keep group `g`'s mark (it is in the register) across restarts.
+pub fn persist(w: &mut impl KvWrite, g: GroupId) -> Result<(), StoreError> {
+    match corrupt(g) {
+        Some(c) => w.put(Table::Local, &mark_key(g), &encode(&c)),
+        None => Ok(()),
+    }
+}
+
+/// Delete group `g`'s kept mark; part of the transaction that deletes its rows.
+pub fn forget(w: &mut impl KvWrite, g: GroupId) -> Result<(), StoreError> {
+    w.delete(Table::Local, &mark_key(g))
+}
+
+/// Put every kept mark back into the register (at start, before anything is served).
+pub fn load(kv: &impl KvRead) -> Result<(), StoreError> {
+    let rows = kv.range(
+        Table::Local,
+        MARK_PREFIX,
+        &keys::prefix_end(MARK_PREFIX),
+        usize::MAX,
+        false,
+    )?;
+    let mut map = CORRUPT.lock().expect("corrupt register poisoned");
+    for (k, v) in rows {
+        let Some(g) = keys::u64_suffix(&k) else { continue };
+        let c: Corruption = crate::store::decode(Table::Local, &v)?;
+        tracing::error!(group = g, reason = %c.reason, "CORRUPT since before the restart: this replica serves nothing of the group until it is repaired");
+        map.insert(g, c);
+    }
+    Ok(())
+}
+
 /// (detected, repaired) since the process started, for `/metrics`.
 pub fn counters() -> (u64, u64) {
     (DETECTED.load(Ordering::Relaxed), REPAIRED.load(Ordering::Relaxed))
@@ -172,5 +219,47 @@ mod tests {
         cleared(g);
         assert!(corrupt(g).is_none());
         assert_eq!(counters().1, r0 + 1);
+    }
+
+    #[tokio::test]
+    async fn the_register_survives_a_restart_until_the_rows_go() {
+        let (g, other) = (9_999_002, 9_999_003);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = StoreError::Corrupt {
+            table: Table::Msgs,
+            reason: "row 01 fails its checksum".into(),
+        };
+        // Into the register directly: `report` would move the counters the test above checks.
+        let c = Corruption {
+            reason: e.to_string(),
+            since_ms: 1,
+        };
+        CORRUPT.lock().expect("register").extend([(g, c.clone()), (other, c)]);
+        let store = crate::store::Store::open(dir.path()).expect("open");
+        store
+            .write(move |w| {
+                persist(w, g)?;
+                persist(w, other)
+            })
+            .await
+            .expect("persist");
+        // A restart: the process forgets, the data dir does not. (Only these two: the other
+        // tests share the register. heed opens an environment once per process, so the same
+        // store reads the marks back.)
+        let forget_both = || {
+            let mut map = CORRUPT.lock().expect("register");
+            map.remove(&g);
+            map.remove(&other);
+        };
+        forget_both();
+        store.read(|r| load(r)).await.expect("load");
+        assert_eq!(corrupt(g).map(|c| c.reason), Some(e.to_string()));
+        assert!(corrupt(other).is_some());
+        store.write(move |w| forget(w, g)).await.expect("forget");
+        forget_both();
+        store.read(|r| load(r)).await.expect("load");
+        assert!(corrupt(g).is_none(), "its rows went, and so did its mark");
+        assert!(corrupt(other).is_some());
+        forget_both();
     }
 }

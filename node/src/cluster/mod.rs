@@ -189,6 +189,10 @@ impl Node {
         use anyhow::Context;
         let store = Store::open(&cfg.data_dir.join("lmdb")).context("open the data dir")?;
         check_identity(&store, cfg.node_id).await?;
+        store
+            .read(|r| crate::integrity::load(r))
+            .await
+            .context("load the corrupt-replica register")?;
         let cluster_id = cluster_identity(&store, cfg).await?;
         let secret = cfg
             .cluster_secret

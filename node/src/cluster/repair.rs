@@ -69,6 +69,7 @@ impl Node {
 
     /// Steps 1 and 2 of the module doc, on the corrupt replica.
     async fn repair_own(&self, g: GroupId) -> Result<()> {
+        self.store.write(move |w| crate::integrity::persist(w, g)).await?;
         let Some(rec) = self.store.read(move |r| meta::channel_by_group(r, g)).await? else {
             // No channel owns the group any more: its rows are garbage, not a risk.
             return self.drop_group(g).await;

@@ -394,7 +394,13 @@ impl Node {
         if let Some(raft) = running.as_ref().and_then(|s| s.raft.get()) {
             let _ = raft.shutdown().await;
         }
-        let deleted = self.store.write(move |w| crate::raft::delete_group(w, g)).await;
+        let deleted = self
+            .store
+            .write(move |w| {
+                crate::raft::delete_group(w, g)?;
+                crate::integrity::forget(w, g)
+            })
+            .await;
         self.unfence_group(g, &closed);
         match deleted {
             // Its rows are gone: whatever was corrupt here is too.
