@@ -387,7 +387,14 @@ impl Config {
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| "127.0.0.1:5001".into()),
-            http_advertise: args.http_advertise.or(file.http_advertise),
+            http_advertise: args
+                .http_advertise
+                .or(file.http_advertise)
+                .map(|a| match a.rsplit_once(':') {
+                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(a),
+                    _ => Err(anyhow::anyhow!("--http-advertise {a:?}: must be HOST:PORT")),
+                })
+                .transpose()?,
             cluster_addr: args
                 .cluster_addr
                 .or(file.cluster_addr)
@@ -445,6 +452,18 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./wukong-data/2"));
         assert_eq!(c.channel_replicas, 3);
         assert_eq!(c.channel_idle_timeout, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn an_advertised_http_address_needs_a_port() {
+        for bad in ["im.example.com", ":5001", "host:port", "host:70000"] {
+            let args = Args {
+                http_advertise: Some(bad.into()),
+                ..Default::default()
+            };
+            let err = Config::from_args(args).expect_err(bad).to_string();
+            assert!(err.contains("--http-advertise"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -149,12 +149,17 @@ fn mark_key(g: GroupId) -> Vec<u8> {
 
 const MARK_PREFIX: &[u8] = b"corrupt/";
 
-/// Keep group `g`'s mark (it is in the register) across restarts.
+/// Keep group `g`'s mark (it is in the register) across restarts, while its rows are here: a
+/// repair attempt racing the delete of the rows must not bring the mark back without them.
 pub fn persist(w: &mut impl KvWrite, g: GroupId) -> Result<(), StoreError> {
-    match corrupt(g) {
-        Some(c) => w.put(Table::Local, &mark_key(g), &encode(&c)),
-        None => Ok(()),
+    let Some(c) = corrupt(g) else { return Ok(()) };
+    let (from, to) = (keys::group(g), keys::prefix_end(&keys::group(g)));
+    let has_rows =
+        w.get(Table::Sm, &from)?.is_some() || !w.range(Table::Log, &from, &to, 1, false)?.is_empty();
+    if has_rows {
+        w.put(Table::Local, &mark_key(g), &encode(&c))?;
     }
+    Ok(())
 }
 
 /// Delete group `g`'s kept mark; part of the transaction that deletes its rows.
@@ -234,15 +239,27 @@ mod tests {
             reason: e.to_string(),
             since_ms: 1,
         };
-        CORRUPT.lock().expect("register").extend([(g, c.clone()), (other, c)]);
+        CORRUPT
+            .lock()
+            .expect("register")
+            .extend([(g, c.clone()), (other, c)]);
         let store = crate::store::Store::open(dir.path()).expect("open");
+        let (gone, gone_c) = (9_999_004, CORRUPT.lock().expect("register")[&g].clone());
+        CORRUPT.lock().expect("register").insert(gone, gone_c);
         store
             .write(move |w| {
+                for group in [g, other] {
+                    let key = crate::store::keys::group_u64(group, 1);
+                    w.put(Table::Log, &key, &seal(&key, b"entry".to_vec()))?;
+                }
                 persist(w, g)?;
-                persist(w, other)
+                persist(w, other)?;
+                // Its rows were deleted meanwhile: no mark is kept for it.
+                persist(w, gone)
             })
             .await
             .expect("persist");
+        CORRUPT.lock().expect("register").remove(&gone);
         // A restart: the process forgets, the data dir does not. (Only these two: the other
         // tests share the register. heed opens an environment once per process, so the same
         // store reads the marks back.)
@@ -255,6 +272,7 @@ mod tests {
         store.read(|r| load(r)).await.expect("load");
         assert_eq!(corrupt(g).map(|c| c.reason), Some(e.to_string()));
         assert!(corrupt(other).is_some());
+        assert!(corrupt(gone).is_none(), "a mark without rows was kept");
         store.write(move |w| forget(w, g)).await.expect("forget");
         forget_both();
         store.read(|r| load(r)).await.expect("load");

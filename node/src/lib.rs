@@ -40,9 +40,10 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind HTTP address {}", cfg.http_addr))?;
     let cluster_addr = cluster_listener.local_addr()?.to_string();
+    // The configured cluster address, not the bound one: it may be a DNS name (Kubernetes).
     let http_addr = config::advertised_http(
         http_listener.local_addr()?,
-        &cluster_addr,
+        &cfg.cluster_addr,
         cfg.http_advertise.as_deref(),
     );
 

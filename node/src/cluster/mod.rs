@@ -103,13 +103,33 @@ pub(super) struct GroupSlot {
     last_active: std::sync::atomic::AtomicU64,
     /// Its openraft ticks are stopped (`quiet`).
     quiet: AtomicBool,
-    /// Closed while the group's rows here are deleted (`drop_group`): the instance writes
-    /// nothing more, and the slot refuses to start another one.
+    /// Closed when the instance stops (`stop_group`): it writes nothing more.
     fence: Fence,
+    /// Held by `stop_group` while a closed slot stands in for a stopping group: a request for
+    /// the group waits on it, then starts a new instance.
+    stopping: Arc<tokio::sync::Mutex<()>>,
     /// Held by a migration of the group on its leader (`migrate_local`): a second one (a
     /// retried send, the drain) waits for it instead of failing on its membership change,
     /// and the group does not hibernate halfway through.
     migration: tokio::sync::Mutex<()>,
+}
+
+/// The closed slot `stop_group` put in a group's place: removed (unless a later stop replaced
+/// it) when this drops, then the requests waiting on it go on.
+struct StandIn<'a> {
+    node: &'a Node,
+    g: GroupId,
+    closed: Arc<GroupSlot>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for StandIn<'_> {
+    fn drop(&mut self) {
+        let mut groups = self.node.groups.lock().expect("groups lock poisoned");
+        if groups.get(&self.g).is_some_and(|s| Arc::ptr_eq(s, &self.closed)) {
+            groups.remove(&self.g);
+        }
+    }
 }
 
 /// Cheap-clone handle to the node runtime.
@@ -217,6 +237,11 @@ impl Node {
         }
         transport.set_addr(cfg.node_id, &cluster_addr);
         let meta = new_raft_group(cfg.node_id, META_GROUP, &store, &transport, Fence::default()).await?;
+        tokio::spawn(watch_role_changes(
+            META_GROUP,
+            std::sync::Weak::new(),
+            meta.clone(),
+        ));
         let node = Node(Arc::new(Inner {
             id: cfg.node_id,
             http_addr,
@@ -315,28 +340,37 @@ impl Node {
                 self.id, c.reason
             )));
         }
-        let slot = self
-            .groups
-            .lock()
-            .expect("groups lock poisoned")
-            .entry(g)
-            .or_default()
-            .clone();
-        if slot.fence.is_closed() {
-            return Err(NodeError::Unavailable(format!(
-                "group {g} is being removed from node {}",
-                self.id
-            )));
-        }
-        let mut started = false;
-        let raft = slot
-            .raft
-            .get_or_try_init(|| {
-                started = true;
-                new_raft_group(self.id, g, &self.store, &self.transport, slot.fence.clone())
-            })
-            .await?
-            .clone();
+        let (slot, raft, started) = loop {
+            let slot = self
+                .groups
+                .lock()
+                .expect("groups lock poisoned")
+                .entry(g)
+                .or_default()
+                .clone();
+            if slot.fence.is_closed() {
+                // The group is stopping here (`stop_group`): wait until it is done.
+                drop(slot.stopping.lock().await);
+                continue;
+            }
+            let mut started = false;
+            let raft = slot
+                .raft
+                .get_or_try_init(|| {
+                    started = true;
+                    new_raft_group(self.id, g, &self.store, &self.transport, slot.fence.clone())
+                })
+                .await?
+                .clone();
+            // A stop that came while this instance was starting did not see it: stop it here.
+            if slot.fence.is_closed() {
+                if started {
+                    let _ = raft.shutdown().await;
+                }
+                continue;
+            }
+            break (slot, raft, started);
+        };
         if started {
             slot.last_active.store(route::now_ms(), Ordering::Relaxed);
             tokio::spawn(watch_role_changes(g, Arc::downgrade(&slot), raft.clone()));
@@ -358,49 +392,63 @@ impl Node {
     }
 
     /// Stop a channel group here; its state stays in LMDB and any request restarts it.
-    /// The stopped instance's fence closes before another instance can start (both under the
-    /// groups lock), so a write it still had queued cannot land under the new one's state.
     pub async fn hibernate(&self, g: GroupId) {
-        let slot = {
-            let mut groups = self.groups.lock().expect("groups lock poisoned");
-            let slot = groups.remove(&g);
-            if let Some(s) = &slot {
-                s.fence.close();
-            }
-            slot
-        };
-        if let Some(raft) = slot.and_then(|s| s.raft.get().cloned()) {
+        if self.slot(g).is_none() {
+            return;
+        }
+        if self.stop_group(g, |_| Ok(())).await.0 {
             self.hibernated
                 .lock()
                 .expect("hibernated lock poisoned")
                 .insert(g);
-            let _ = raft.shutdown().await;
             tracing::debug!(group = g, "channel group hibernated");
         }
     }
 
-    /// Close the fence of group `g` here (see `raft::Fence`) and put a closed slot in its
-    /// place, so no new instance starts until `unfence_group`; answers the slot it replaced.
-    pub(super) fn fence_group(&self, g: GroupId) -> (Arc<GroupSlot>, Option<Arc<GroupSlot>>) {
+    /// Stop group `g`'s instance here, if one runs, and commit `after` before the group can
+    /// start again. The instance's fence closes (see `raft::Fence`) and a closed slot holds its
+    /// place (requests for the group wait on it) until the instance stopped, every write it
+    /// had queued left the writer (failed on the fence), and `after` committed. So two
+    /// instances of a group never write at once, and a new one never reads state that an old
+    /// write is still changing. Answers whether an instance ran, and what `after` answered.
+    pub(super) async fn stop_group<T: Send + 'static>(
+        &self,
+        g: GroupId,
+        after: impl FnMut(&mut crate::store::WriteTxn<'_, '_>) -> crate::store::Result<T> + Send + 'static,
+    ) -> (bool, crate::store::Result<T>) {
         let closed = Arc::new(GroupSlot::default());
         closed.fence.close();
+        let held = closed
+            .stopping
+            .clone()
+            .try_lock_owned()
+            .expect("a new slot's stopping lock is free");
         let old = self
             .groups
             .lock()
             .expect("groups lock poisoned")
             .insert(g, closed.clone());
-        if let Some(old) = &old {
-            old.fence.close();
+        // Removes the closed slot however this ends, a cancelled caller included.
+        let _standing_in = StandIn {
+            node: self,
+            g,
+            closed,
+            _held: held,
+        };
+        let Some(old) = old else {
+            return (false, self.store.write(after).await);
+        };
+        if old.fence.is_closed() {
+            // Another stop of the group is under way (a hibernation during a drop): let it
+            // finish first, so its write cannot commit after ours.
+            drop(old.stopping.lock().await);
         }
-        (closed, old)
-    }
-
-    /// Let group `g` start again here, unless a later `fence_group` holds it.
-    pub(super) fn unfence_group(&self, g: GroupId, closed: &Arc<GroupSlot>) {
-        let mut groups = self.groups.lock().expect("groups lock poisoned");
-        if groups.get(&g).is_some_and(|s| Arc::ptr_eq(s, closed)) {
-            groups.remove(&g);
+        old.fence.close();
+        let raft = old.raft.get().cloned();
+        if let Some(raft) = &raft {
+            let _ = raft.shutdown().await;
         }
+        (raft.is_some(), self.store.write(after).await)
     }
 
     /// Milliseconds (unix) of the last client request for the group here, if it runs.

@@ -255,15 +255,28 @@ impl Node {
             .slot(g)
             .ok_or_else(|| NodeError::Unavailable(format!("group {g} stopped")))?;
         let _one_at_a_time = slot.migration.lock().await;
+        let voters: BTreeSet<NodeId> = desired.iter().copied().collect();
+        let membership = || {
+            let m = raft.metrics().borrow_watched().membership_config.clone();
+            let m = m.membership();
+            let present: BTreeSet<NodeId> = m.nodes().map(|(id, _)| *id).collect();
+            // Exactly the target: no learner left over, not halfway (joint) either.
+            let done = present == voters && m.get_joint_config().len() == 1;
+            (present, done)
+        };
+        // A migration we waited for may have done it all, record included.
+        let key = rec.key.clone();
+        if let Some(now) = self.store.read(move |kv| meta::get_channel(kv, &key)).await?
+            && now.replicas.iter().copied().collect::<BTreeSet<_>>() == voters
+            && membership().1
+        {
+            return Ok(now);
+        }
         // A group just woken may still be settling its leadership: confirm it first.
         if let Err(e) = raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await {
             return Err(super::rpc::read_err(&raft, e).await);
         }
-        let (present, current_voters): (BTreeSet<NodeId>, BTreeSet<NodeId>) = {
-            let m = raft.metrics().borrow_watched().membership_config.clone();
-            let m = m.membership();
-            (m.nodes().map(|(id, _)| *id).collect(), m.voter_ids().collect())
-        };
+        let (present, done) = membership();
         for n in desired.iter().filter(|n| !present.contains(n)) {
             let peer = Peer {
                 cluster_addr: self.transport.addr_of(*n).unwrap_or_default(),
@@ -275,9 +288,7 @@ impl Node {
         for n in desired.iter().filter(|n| !present.contains(n)) {
             caught_up(&raft, *n, MIGRATE_TIMEOUT).await?;
         }
-        let voters: BTreeSet<NodeId> = desired.iter().copied().collect();
         // Already there (a migration we waited for got this far): only the record may be left.
-        let done = present == voters && current_voters == voters;
         if !done && let Err(e) = raft.change_membership(voters.clone(), false).await {
             return Err(super::rpc::write_err(&raft, e).await);
         }
@@ -390,18 +401,12 @@ impl Node {
 
     /// This node is no longer a replica: stop the group and delete its rows.
     pub(super) async fn drop_group(&self, g: GroupId) -> Result<()> {
-        let (closed, running) = self.fence_group(g);
-        if let Some(raft) = running.as_ref().and_then(|s| s.raft.get()) {
-            let _ = raft.shutdown().await;
-        }
-        let deleted = self
-            .store
-            .write(move |w| {
+        let (_, deleted) = self
+            .stop_group(g, move |w| {
                 crate::raft::delete_group(w, g)?;
                 crate::integrity::forget(w, g)
             })
             .await;
-        self.unfence_group(g, &closed);
         match deleted {
             // Its rows are gone: whatever was corrupt here is too.
             Ok(()) => {
