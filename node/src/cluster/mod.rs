@@ -354,14 +354,19 @@ impl Node {
                 continue;
             }
             let mut started = false;
-            let raft = slot
+            let raft = match slot
                 .raft
                 .get_or_try_init(|| {
                     started = true;
                     new_raft_group(self.id, g, &self.store, &self.transport, slot.fence.clone())
                 })
-                .await?
-                .clone();
+                .await
+            {
+                Ok(raft) => raft.clone(),
+                // Stopped while it started (its first writes hit the fence): start afresh.
+                Err(_) if slot.fence.is_closed() => continue,
+                Err(e) => return Err(e),
+            };
             // A stop that came while this instance was starting did not see it: stop it here.
             if slot.fence.is_closed() {
                 if started {
@@ -411,7 +416,26 @@ impl Node {
     /// had queued left the writer (failed on the fence), and `after` committed. So two
     /// instances of a group never write at once, and a new one never reads state that an old
     /// write is still changing. Answers whether an instance ran, and what `after` answered.
+    ///
+    /// The stop runs as a task of its own: a caller that gives up (a timeout, a client gone)
+    /// must not leave it half done, e.g. the slot free again with the delete still queued.
     pub(super) async fn stop_group<T: Send + 'static>(
+        &self,
+        g: GroupId,
+        after: impl FnMut(&mut crate::store::WriteTxn<'_, '_>) -> crate::store::Result<T> + Send + 'static,
+    ) -> (bool, crate::store::Result<T>) {
+        debug_assert_ne!(g, META_GROUP, "the metadata group never stops");
+        let node = self.clone();
+        match tokio::spawn(async move { node.stop_group_now(g, after).await }).await {
+            Ok(stopped) => stopped,
+            Err(e) => (
+                false,
+                Err(crate::store::StoreError::Lmdb(format!("stopping group {g}: {e}"))),
+            ),
+        }
+    }
+
+    async fn stop_group_now<T: Send + 'static>(
         &self,
         g: GroupId,
         after: impl FnMut(&mut crate::store::WriteTxn<'_, '_>) -> crate::store::Result<T> + Send + 'static,
@@ -428,7 +452,7 @@ impl Node {
             .lock()
             .expect("groups lock poisoned")
             .insert(g, closed.clone());
-        // Removes the closed slot however this ends, a cancelled caller included.
+        // Removes the closed slot however this ends, a panic included.
         let _standing_in = StandIn {
             node: self,
             g,

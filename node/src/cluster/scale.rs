@@ -260,8 +260,11 @@ impl Node {
             let m = raft.metrics().borrow_watched().membership_config.clone();
             let m = m.membership();
             let present: BTreeSet<NodeId> = m.nodes().map(|(id, _)| *id).collect();
-            // Exactly the target: no learner left over, not halfway (joint) either.
-            let done = present == voters && m.get_joint_config().len() == 1;
+            // Exactly the target: the same voters, no learner (a replica still being added),
+            // not halfway (joint) either.
+            let done = present == voters
+                && m.voter_ids().collect::<BTreeSet<_>>() == voters
+                && m.get_joint_config().len() == 1;
             (present, done)
         };
         // A migration we waited for may have done it all, record included.
@@ -401,6 +404,11 @@ impl Node {
 
     /// This node is no longer a replica: stop the group and delete its rows.
     pub(super) async fn drop_group(&self, g: GroupId) -> Result<()> {
+        if g == crate::raft::META_GROUP {
+            return Err(NodeError::BadRequest(
+                "the metadata group is never dropped".into(),
+            ));
+        }
         let (_, deleted) = self
             .stop_group(g, move |w| {
                 crate::raft::delete_group(w, g)?;
