@@ -97,7 +97,7 @@ pub struct Inner {
 
 /// A running (or starting) channel group.
 #[derive(Default)]
-pub(super) struct GroupSlot {
+struct GroupSlot {
     raft: OnceCell<Raft>,
     /// Milliseconds (unix) of the last client request served for this group here.
     last_active: std::sync::atomic::AtomicU64,
