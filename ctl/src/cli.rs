@@ -425,6 +425,9 @@ pub struct BenchSendArgs {
     /// How long to measure.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Stop after sending this many messages (warm-up included), even before `--duration` ends.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: Option<u64>,
     /// Load before measuring (connections, channel groups, caches); `0s` for none.
     #[arg(long, default_value = "1s", value_parser = parse_duration_or_zero)]
     pub warmup: Duration,

@@ -6,9 +6,11 @@
 //! internals); this module decides which rows go in and how they come back.
 //!
 //! What a snapshot holds: the metadata tables (users with tokens, channels with subscribers,
-//! group ids, node records, counters) and, for every channel this node replicates, its
-//! messages, dedup rows and state (last seq, running checksum). Not the Raft logs or votes:
-//! the state is complete without them, and they belong to the old cluster.
+//! group ids, node records, counters) and, for every channel this node replicates, its state
+//! (last seq, running checksum) and its messages as `msgs` rows (read out of the Raft log,
+//! where they live: `channel` module doc). Not the Raft logs or votes, nor the dedup rows:
+//! the messages are complete without them, the logs belong to the old cluster, and a restore
+//! rebuilds the dedup rows from the messages.
 //!
 //! What a restore writes, so that the data dir starts as a fresh one-node cluster (like
 //! `etcdctl snapshot restore`: new membership and cluster id, data kept):
@@ -17,7 +19,10 @@
 //!   then registers its own addresses;
 //! - every channel's replica set becomes `[this node]`; each channel group keeps its last seq
 //!   and checksum but forgets its applied log id and membership, so the first request
-//!   initializes it as a one-replica group that continues the seqs where they were;
+//!   initializes it as a one-replica group that continues the seqs where they were; its
+//!   messages become archived rows (`ChannelState::archived`), since its new log starts empty;
+//! - a snapshot of data format 2 (dedup rows keyed by the whole client_msg_no, a shorter
+//!   channel state) is read too: that is the upgrade path from a format-2 data dir;
 //! - the old node records, a drain in progress and the decommission set are dropped.
 //!
 //! Invariant: the read transaction lives on one blocking thread for the whole stream and never
@@ -33,23 +38,26 @@ use wk_api::snapshot::{
     SnapshotHeader, SnapshotReader, SnapshotStatus, SnapshotTrailer, SnapshotWriter, verify,
 };
 
+use crate::channel::{ChannelState, StoredMessage};
 use crate::cluster::{FORMAT_VERSION, Node};
 use crate::meta::ChannelRecord;
 use crate::raft::META_GROUP;
 use crate::raft::state_machine::SmState;
 use crate::store::{KvWrite, Store, Table, decode, encode, keys};
 
-/// The tables a snapshot carries, in file order.
-const TABLES: [Table; 8] = [
+/// The tables a snapshot carries as they are, in file order; the `msgs` rows follow.
+const TABLES: [Table; 6] = [
     Table::Users,
     Table::Channels,
     Table::Groups,
     Table::Nodes,
     Table::Vars,
     Table::Sm,
-    Table::Msgs,
-    Table::Dedup,
 ];
+/// Messages read per page when a snapshot writes a channel's messages.
+const MESSAGE_PAGE: u64 = 1024;
+/// The data formats a restore reads.
+const RESTORES_FORMATS: [u32; 2] = [2, FORMAT_VERSION];
 
 /// Bytes per chunk handed to the HTTP body.
 const CHUNK: usize = 256 << 10;
@@ -105,6 +113,15 @@ fn write_snapshot(store: &Store, mut header: SnapshotHeader, out: impl Write) ->
                 for t in TABLES {
                     r.for_each(t, |k, v| w.row(t.name(), k, v))?;
                 }
+                let mut groups = Vec::new();
+                r.for_each(Table::Sm, |k, _| {
+                    groups
+                        .extend(keys::u64_suffix(k).filter(|_| k.len() == 8 && k != keys::group(META_GROUP)));
+                    Ok::<_, io::Error>(())
+                })?;
+                for g in groups {
+                    write_messages(r, g, &mut w)?;
+                }
                 let (mut out, trailer) = w.finish()?;
                 out.flush()?;
                 Ok(trailer)
@@ -112,6 +129,31 @@ fn write_snapshot(store: &Store, mut header: SnapshotHeader, out: impl Write) ->
             Ok(run())
         })
         .map_err(io::Error::from)?
+}
+
+/// Every message of channel group `g` as a sealed `msgs` row.
+fn write_messages(
+    r: &crate::store::ReadTxn<'_>,
+    g: u64,
+    w: &mut SnapshotWriter<impl Write>,
+) -> io::Result<()> {
+    let st = crate::raft::state_machine::load_state(r, g)
+        .map_err(io::Error::from)?
+        .channel;
+    let mut lo = 1;
+    while lo <= st.last_seq {
+        let hi = st.last_seq.min(lo + MESSAGE_PAGE - 1);
+        for m in crate::channel::read_messages(r, g, &st, lo, hi).map_err(io::Error::from)? {
+            let key = keys::group_u64(g, m.message_seq);
+            w.row(
+                Table::Msgs.name(),
+                &key,
+                &crate::integrity::seal(&key, encode(&m)),
+            )?;
+        }
+        lo = hi + 1;
+    }
+    Ok(())
 }
 
 /// Buffers writes into chunks and sends them to the HTTP body; fails once the client is gone.
@@ -167,11 +209,9 @@ pub async fn restore(
     let open = || std::fs::File::open(file).with_context(|| format!("open {}", file.display()));
     let status =
         verify(io::BufReader::new(open()?)).with_context(|| format!("{} is refused", file.display()))?;
-    if status.header.data_format != FORMAT_VERSION {
-        bail!(
-            "the snapshot holds data format {}, this wknode writes {FORMAT_VERSION}",
-            status.header.data_format
-        );
+    let format = status.header.data_format;
+    if !RESTORES_FORMATS.contains(&format) {
+        bail!("the snapshot holds data format {format}, this wknode restores formats {RESTORES_FORMATS:?}");
     }
     let node_id = node_id.unwrap_or(status.header.node_id);
     let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("./wukong-data/{node_id}")));
@@ -183,7 +223,7 @@ pub async fn restore(
         );
     }
     let fresh = !lmdb.exists();
-    let written = write_restored(&lmdb, open()?, node_id).await;
+    let written = write_restored(&lmdb, open()?, node_id, format).await;
     if written.is_err() && fresh {
         // Leave nothing half-made behind, so the same command can be run again.
         let _ = std::fs::remove_dir_all(&lmdb);
@@ -201,7 +241,12 @@ pub async fn restore(
 
 /// Write every row of the snapshot in `input` into a new store at `lmdb`, in one transaction;
 /// returns the (users, channels, messages) written.
-async fn write_restored(lmdb: &Path, input: std::fs::File, node_id: u64) -> anyhow::Result<(u64, u64, u64)> {
+async fn write_restored(
+    lmdb: &Path,
+    input: std::fs::File,
+    node_id: u64,
+    format: u32,
+) -> anyhow::Result<(u64, u64, u64)> {
     let store = Store::open(lmdb).context("create the data dir")?;
     let counts = store
         .write(move |w| {
@@ -217,15 +262,18 @@ async fn write_restored(lmdb: &Path, input: std::fs::File, node_id: u64) -> anyh
             let mut counts = (0u64, 0u64, 0u64);
             while let Some(row) = r.next_row().map_err(|e| corrupt(e.to_string()))? {
                 let t = Table::from_name(&row.table)
-                    .filter(|t| TABLES.contains(t))
+                    .filter(|t| TABLES.contains(t) || [Table::Msgs, Table::Dedup].contains(t))
                     .ok_or_else(|| corrupt(format!("unknown table {:?}", row.table)))?;
                 match t {
                     Table::Users => counts.0 += 1,
                     Table::Channels => counts.1 += 1,
-                    Table::Msgs => counts.2 += 1,
+                    Table::Msgs => {
+                        counts.2 += 1;
+                        restore_dedup(w, &row.key, &row.value)?;
+                    }
                     _ => {}
                 }
-                if let Some(value) = restored_value(t, node_id, &row.key, row.value)? {
+                if let Some(value) = restored_value(t, node_id, format, &row.key, row.value)? {
                     w.put(t, &row.key, &value)?;
                 }
             }
@@ -239,10 +287,40 @@ async fn write_restored(lmdb: &Path, input: std::fs::File, node_id: u64) -> anyh
     counts
 }
 
-/// The value to write for a snapshot row in the new one-node cluster; `None` drops the row.
+/// The dedup row of a restored message (`msgs` row `key`, `row`): its seq joins the list.
+fn restore_dedup(w: &mut impl KvWrite, key: &[u8], row: &[u8]) -> crate::store::Result<()> {
+    let m: StoredMessage = crate::integrity::decode(Table::Msgs, key, row)?;
+    let g = keys::u64_suffix(&key[..8.min(key.len())]).ok_or_else(|| crate::store::StoreError::Corrupt {
+        table: Table::Msgs,
+        reason: "a message key without a group".into(),
+    })?;
+    let dedup = keys::dedup(g, &m.from_uid, &m.client_msg_no);
+    let mut seqs: Vec<u64> = w.get_decoded(Table::Dedup, &dedup)?.unwrap_or_default();
+    seqs.push(m.message_seq);
+    w.put(Table::Dedup, &dedup, &encode(&seqs))
+}
+
+/// A channel group's state as data format 2 stored it.
+#[derive(serde::Deserialize)]
+struct SmStateV2 {
+    _last_applied: Option<crate::raft::LogId>,
+    _membership: crate::raft::StoredMembership,
+    channel: ChannelStateV2,
+}
+
+#[derive(serde::Deserialize)]
+struct ChannelStateV2 {
+    last_seq: u64,
+    checksum: u64,
+    bytes: u64,
+}
+
+/// The value to write for a snapshot row (of data `format`) in the new one-node cluster;
+/// `None` drops the row.
 fn restored_value(
     t: Table,
     node_id: u64,
+    format: u32,
     key: &[u8],
     value: Vec<u8>,
 ) -> crate::store::Result<Option<Vec<u8>>> {
@@ -258,13 +336,28 @@ fn restored_value(
         Table::Sm if key == keys::group(META_GROUP) => None,
         Table::Sm => {
             // Keep the channel's seq and checksum; forget the old group's log position and
-            // membership so the group starts anew with this node as its only replica.
-            let old: SmState = decode(t, &value)?;
+            // membership so the group starts anew with this node as its only replica. Its
+            // messages are the archived `msgs` rows.
+            let (last_seq, checksum, bytes) = if format == 2 {
+                let old: SmStateV2 = decode(t, &value)?;
+                (old.channel.last_seq, old.channel.checksum, old.channel.bytes)
+            } else {
+                let old: SmState = decode(t, &value)?;
+                (old.channel.last_seq, old.channel.checksum, old.channel.bytes)
+            };
             Some(encode(&SmState {
-                channel: old.channel,
+                channel: ChannelState {
+                    last_seq,
+                    checksum,
+                    bytes,
+                    archived: last_seq,
+                    linear: None,
+                },
                 ..SmState::default()
             }))
         }
+        // Rebuilt from the messages (`restore_dedup`).
+        Table::Dedup => None,
         _ => Some(value),
     })
 }

@@ -76,6 +76,10 @@ pub struct SendReport {
     /// Failed requests (with `--batch`: failed messages) in the measured window.
     pub errors: u64,
     pub lat: LatencySummary,
+    /// With `--local`: how much the nodes' data dirs grew per acknowledged message (warm-up
+    /// included) and per replica, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_bytes_per_msg: Option<f64>,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -157,6 +161,9 @@ pub fn send_text(p: &SendParams, r: &SendReport) -> String {
         format!("{:.3}", r.lat.max_ms),
     ]);
     s.push_str(&t.render());
+    if let Some(d) = r.disk_bytes_per_msg {
+        s.push_str(&format!("\ndisk: {d:.0} bytes per message per replica\n"));
+    }
     s
 }
 
@@ -331,6 +338,10 @@ struct Load {
     next: AtomicU64,
     /// Measured acknowledged messages so far (for the progress bar).
     acked: AtomicU64,
+    /// Every acknowledged message, warm-up included (for the disk figure).
+    acked_all: AtomicU64,
+    /// No request starts once `next` reaches this (`--messages` over the batch size).
+    requests: u64,
 }
 
 /// What one worker measured.
@@ -372,6 +383,9 @@ async fn worker(load: Arc<Load>) -> WorkerStats {
             break;
         }
         let n = load.next.fetch_add(1, Ordering::Relaxed);
+        if n >= load.requests {
+            break;
+        }
         let channel = (n % load.channels.len() as u64) as usize;
         let spread = (n % load.clients.len() as u64) as usize;
         let pick = match &load.leaders {
@@ -401,6 +415,7 @@ async fn worker(load: Arc<Load>) -> WorkerStats {
             }
         };
         let done = Instant::now();
+        load.acked_all.fetch_add(ok, Ordering::Relaxed);
         if started >= load.measure_from {
             st.ops += ok;
             st.errors += failed;
@@ -521,6 +536,7 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
         );
     }
 
+    let disk_before = cluster.as_ref().map(|c| data_bytes(&c.plan));
     let start = Instant::now();
     let load = Arc::new(Load {
         clients,
@@ -538,6 +554,10 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
         end: start + args.warmup + args.duration,
         next: AtomicU64::new(0),
         acked: AtomicU64::new(0),
+        acked_all: AtomicU64::new(0),
+        requests: args
+            .messages
+            .map_or(u64::MAX, |m| m.div_ceil(u64::from(args.batch.unwrap_or(1)))),
     });
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..inflight {
@@ -591,11 +611,21 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
     let secs = last
         .map(|l| l.saturating_duration_since(load.measure_from).as_secs_f64())
         .unwrap_or(0.0);
+    let disk_bytes_per_msg = match (&cluster, disk_before) {
+        (Some(c), Some(before)) => {
+            let grown = settled_data_bytes(&c.plan).await.saturating_sub(before);
+            let replicas = args.nodes.min(3) as f64;
+            let acked = load.acked_all.load(Ordering::Relaxed).max(1) as f64;
+            Some((grown as f64 / replicas / acked).round())
+        }
+        _ => None,
+    };
     let report = SendReport {
         ops,
         ops_per_s: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
         errors,
         lat: summarize(&hist),
+        disk_bytes_per_msg,
     };
     if let Some(e) = first_error {
         eprintln!("wkctl: {errors} error(s); the first: {e}");
@@ -626,6 +656,33 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
     } else {
         Outcome::Ok
     })
+}
+
+/// Bytes the nodes' LMDB files take on disk (allocated blocks, so a sparse file counts only
+/// what it holds).
+fn data_bytes(plan: &[super::local::NodePlan]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    plan.iter()
+        .filter_map(|p| std::fs::read_dir(p.dir.join("lmdb")).ok())
+        .flatten()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+/// [`data_bytes`] once the last replicas have written what they were sent: two readings
+/// 200 ms apart agree (at most 5 s).
+async fn settled_data_bytes(plan: &[super::local::NodePlan]) -> u64 {
+    let mut last = data_bytes(plan);
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = data_bytes(plan);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -867,6 +924,7 @@ mod tests {
                 p999_ms: 2.0,
                 max_ms: 3.0,
             },
+            disk_bytes_per_msg: None,
         };
         let text = send_json(&r);
         assert_eq!(
@@ -916,6 +974,7 @@ mod tests {
                 p999_ms: 15.0,
                 max_ms: 20.125,
             },
+            disk_bytes_per_msg: None,
         };
         assert_eq!(
             send_text(&p, &r),

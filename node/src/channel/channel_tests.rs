@@ -1,5 +1,7 @@
 use super::*;
+use crate::raft::{Entry, Request};
 use crate::store::mem::MemKv;
+use openraft::entry::RaftEntry;
 
 fn msg(id: u64, from: &str, no: &str, payload: &[u8]) -> NewMessage {
     NewMessage {
@@ -12,19 +14,80 @@ fn msg(id: u64, from: &str, no: &str, payload: &[u8]) -> NewMessage {
     }
 }
 
-fn sent(kv: &mut MemKv, g: u64, st: &mut ChannelState, m: NewMessage) -> Sent {
-    match apply(kv, g, st, &ChannelCmd::Send(vec![m])).expect("apply") {
-        ChannelResp::Sent(s) => s[0],
+/// One channel group's log and state, as the log store and the state machine keep them.
+struct Chan {
+    kv: MemKv,
+    g: u64,
+    st: ChannelState,
+    next_index: u64,
+}
+
+impl Chan {
+    fn new(g: u64) -> Chan {
+        Chan {
+            kv: MemKv::default(),
+            g,
+            st: ChannelState::default(),
+            next_index: 1,
+        }
+    }
+
+    fn append(&mut self, e: &Entry) {
+        let key = keys::group_u64(self.g, e.index());
+        self.kv
+            .put(
+                Table::Log,
+                &key,
+                &crate::integrity::seal(&key, crate::store::encode(e)),
+            )
+            .expect("put");
+        self.next_index += 1;
+    }
+
+    /// Append a Send entry of `msgs` and apply it.
+    fn send(&mut self, msgs: Vec<NewMessage>) -> Vec<Sent> {
+        let index = self.next_index;
+        let cmd = ChannelCmd::Send(msgs);
+        self.append(&Entry::new_normal(
+            openraft::testing::log_id::<crate::raft::TypeConfig>(1, 1, index),
+            Request::Channel(cmd.clone()),
+        ));
+        let ChannelResp::Sent(s) = apply(&mut self.kv, self.g, &mut self.st, index, &cmd).expect("apply");
+        s
+    }
+
+    fn sent(&mut self, m: NewMessage) -> Sent {
+        self.send(vec![m])[0]
+    }
+
+    /// A blank entry (a new leader's), which holds no message.
+    fn blank(&mut self) {
+        let index = self.next_index;
+        self.append(&Entry::new_blank(openraft::testing::log_id::<
+            crate::raft::TypeConfig,
+        >(2, 1, index)));
+    }
+
+    fn read(&self, lo: u64, hi: u64) -> Result<Vec<StoredMessage>> {
+        read_messages(&self.kv, self.g, &self.st, lo, hi)
+    }
+
+    fn ids(&self, lo: u64, hi: u64) -> Vec<u64> {
+        self.read(lo, hi)
+            .expect("read")
+            .iter()
+            .map(|m| m.message_id)
+            .collect()
     }
 }
 
 #[test]
 fn seqs_are_contiguous_and_retries_are_deduplicated() {
-    let (mut kv, mut st) = (MemKv::default(), ChannelState::default());
-    let a = sent(&mut kv, 1, &mut st, msg(100, "alice", "c1", b"x"));
-    let b = sent(&mut kv, 1, &mut st, msg(101, "alice", "c2", b"y"));
+    let mut c = Chan::new(1);
+    let a = c.sent(msg(100, "alice", "c1", b"x"));
+    let b = c.sent(msg(101, "alice", "c2", b"y"));
     assert_eq!((a.message_seq, b.message_seq), (1, 2));
-    let retry = sent(&mut kv, 1, &mut st, msg(999, "alice", "c1", b"x"));
+    let retry = c.sent(msg(999, "alice", "c1", b"x"));
     assert_eq!(
         retry,
         Sent {
@@ -34,33 +97,21 @@ fn seqs_are_contiguous_and_retries_are_deduplicated() {
         }
     );
     // The same client_msg_no from another sender, or in another channel, is another message.
+    assert_eq!(c.sent(msg(102, "bob", "c1", b"z")).message_seq, 3);
+    assert_eq!(Chan::new(2).sent(msg(103, "alice", "c1", b"x")).message_seq, 1);
+    assert_eq!(c.st.last_seq, 3);
+    assert_eq!(c.ids(1, 3), vec![100, 101, 102]);
+    let m = &c.read(2, 2).expect("read")[0];
     assert_eq!(
-        sent(&mut kv, 1, &mut st, msg(102, "bob", "c1", b"z")).message_seq,
-        3
-    );
-    assert_eq!(
-        sent(
-            &mut kv,
-            2,
-            &mut ChannelState::default(),
-            msg(103, "alice", "c1", b"x")
-        )
-        .message_seq,
-        1
-    );
-    assert_eq!(st.last_seq, 3);
-    let stored = read_messages(&kv, 1, 1, 3).expect("read");
-    assert_eq!(
-        stored.iter().map(|m| m.message_id).collect::<Vec<_>>(),
-        vec![100, 101, 102]
+        (m.message_seq, m.payload.as_slice(), m.from_uid.as_str()),
+        (2, &b"y"[..], "alice")
     );
 }
 
 #[test]
 fn duplicates_inside_one_batch_are_caught() {
-    let (mut kv, mut st) = (MemKv::default(), ChannelState::default());
-    let cmd = ChannelCmd::Send(vec![msg(1, "a", "same", b"1"), msg(2, "a", "same", b"1")]);
-    let ChannelResp::Sent(s) = apply(&mut kv, 1, &mut st, &cmd).expect("apply");
+    let mut c = Chan::new(1);
+    let s = c.send(vec![msg(1, "a", "same", b"1"), msg(2, "a", "same", b"1")]);
     assert_eq!(
         s[1],
         Sent {
@@ -69,17 +120,111 @@ fn duplicates_inside_one_batch_are_caught() {
             duplicate: true
         }
     );
-    assert_eq!(st.last_seq, 1);
+    assert_eq!(c.st.last_seq, 1);
+    assert_eq!(c.ids(1, 1), vec![1]);
+}
+
+/// Seqs map to the right messages whatever the log holds between them: runs of one message
+/// per entry, batches with and without duplicates, blank entries.
+#[test]
+fn every_seq_reads_back_its_message_across_spans() {
+    let mut c = Chan::new(7);
+    let mut want = Vec::new();
+    let mut id = 0u64;
+    let mut next = |tag: &str| {
+        id += 1;
+        msg(id, "u", &format!("{tag}{id}"), &id.to_be_bytes())
+    };
+    for _ in 0..3 {
+        let m = next("a");
+        want.push(m.message_id);
+        c.sent(m);
+    }
+    c.blank();
+    for _ in 0..2 {
+        let m = next("b");
+        want.push(m.message_id);
+        c.sent(m);
+    }
+    // A batch whose middle message repeats seq 1: only the other two are stored.
+    let (x, y) = (next("c"), next("c"));
+    want.extend([x.message_id, y.message_id]);
+    c.send(vec![x, msg(999, "u", "a1", b""), y]);
+    // A batch of new messages only, then single messages again.
+    let batch: Vec<NewMessage> = (0..3).map(|_| next("d")).collect();
+    want.extend(batch.iter().map(|m| m.message_id));
+    c.send(batch);
+    for _ in 0..2 {
+        let m = next("e");
+        want.push(m.message_id);
+        c.sent(m);
+    }
+    assert_eq!(c.st.last_seq, want.len() as u64);
+    for lo in 1..=want.len() as u64 {
+        for hi in lo..=want.len() as u64 {
+            assert_eq!(c.ids(lo, hi), want[(lo - 1) as usize..hi as usize], "{lo}..={hi}");
+        }
+    }
+    // A run of single messages costs one span row, however long.
+    let spans =
+        c.kv.range(
+            Table::Spans,
+            &keys::group(7),
+            &keys::prefix_end(&keys::group(7)),
+            usize::MAX,
+            false,
+        )
+        .expect("spans");
+    assert_eq!(spans.len(), 5, "a1.., b.., the two batches, e..");
+    let scan = scan_messages(&c.kv, 7, &c.st, c.st.last_seq).expect("scan");
+    assert_eq!((scan.rows, scan.checksum), (c.st.last_seq, c.st.checksum));
+}
+
+/// Dedup rows are keyed by a hash: a seq listed under the same hash whose message is another
+/// (a collision) does not make the new message a duplicate.
+#[test]
+fn a_dedup_hash_collision_is_not_a_duplicate() {
+    let mut c = Chan::new(1);
+    c.sent(msg(1, "alice", "one", b"x"));
+    // Pretend ("bob", "two") hashes like ("alice", "one").
+    let key = keys::dedup(1, "bob", "two");
+    c.kv.put(Table::Dedup, &key, &crate::store::encode(&vec![1u64]))
+        .expect("put");
+    let s = c.sent(msg(2, "bob", "two", b"y"));
+    assert_eq!((s.message_seq, s.duplicate), (2, false));
+    assert_eq!(c.sent(msg(3, "bob", "two", b"y")).message_seq, 2, "now it is one");
+}
+
+/// Archived messages (a restore) and logged ones read as one sequence.
+#[test]
+fn archived_messages_precede_the_log() {
+    let mut c = Chan::new(3);
+    for seq in 1..=2u64 {
+        let m = StoredMessage::new(seq, &msg(50 + seq, "u", &format!("old{seq}"), b"o"));
+        let key = keys::group_u64(3, seq);
+        c.kv.put(
+            Table::Msgs,
+            &key,
+            &crate::integrity::seal(&key, crate::store::encode(&m)),
+        )
+        .expect("put");
+        c.st.checksum = xxhash_rust::xxh3::xxh3_64_with_seed(&crate::store::encode(&m), c.st.checksum);
+    }
+    (c.st.last_seq, c.st.archived) = (2, 2);
+    assert_eq!(c.sent(msg(60, "u", "new", b"n")).message_seq, 3);
+    assert_eq!(c.ids(1, 3), vec![51, 52, 60]);
+    let scan = scan_messages(&c.kv, 3, &c.st, 3).expect("scan");
+    assert_eq!(scan.checksum, c.st.checksum);
 }
 
 #[test]
 fn checksums_agree_only_on_identical_histories() {
     let run = |payloads: &[&[u8]]| {
-        let (mut kv, mut st) = (MemKv::default(), ChannelState::default());
+        let mut c = Chan::new(1);
         for (i, p) in payloads.iter().enumerate() {
-            sent(&mut kv, 1, &mut st, msg(i as u64, "a", &i.to_string(), p));
+            c.sent(msg(i as u64, "a", &i.to_string(), p));
         }
-        st.checksum
+        c.st.checksum
     };
     assert_eq!(run(&[b"a", b"b"]), run(&[b"a", b"b"]));
     assert_ne!(run(&[b"a", b"b"]), run(&[b"b", b"a"]));
@@ -123,35 +268,30 @@ fn sync_ranges_table() {
 
 #[test]
 fn a_flipped_byte_is_never_read_and_scans_recompute_the_checksum() {
-    let (mut kv, mut st) = (MemKv::default(), ChannelState::default());
+    let mut c = Chan::new(1);
     for i in 0..5u64 {
-        sent(
-            &mut kv,
-            1,
-            &mut st,
-            msg(100 + i, "alice", &format!("c{i}"), b"payload"),
-        );
+        c.sent(msg(100 + i, "alice", &format!("c{i}"), b"payload"));
     }
-    let scan = scan_messages(&kv, 1, st.last_seq).expect("intact");
-    assert_eq!((scan.rows, scan.checksum), (5, st.checksum));
-    // Flip one payload byte of seq 3, as a bad disk would.
+    let scan = scan_messages(&c.kv, 1, &c.st, c.st.last_seq).expect("intact");
+    assert_eq!((scan.rows, scan.checksum), (5, c.st.checksum));
+    // Flip one payload byte of seq 3 (log entry 3), as a bad disk would.
     let key = keys::group_u64(1, 3);
-    let mut row = kv.get(Table::Msgs, &key).expect("get").expect("row");
+    let mut row = c.kv.get(Table::Log, &key).expect("get").expect("row");
     let at = row.len() - crate::integrity::SEAL_LEN - 2;
     row[at] ^= 0x20;
-    kv.put(Table::Msgs, &key, &row).expect("put");
+    c.kv.put(Table::Log, &key, &row).expect("put");
     assert!(matches!(
-        read_messages(&kv, 1, 1, 5),
+        c.read(1, 5),
         Err(crate::store::StoreError::Corrupt { .. })
     ));
-    assert_eq!(read_messages(&kv, 1, 4, 5).expect("other rows intact").len(), 2);
-    assert!(scan_messages(&kv, 1, 5).is_err());
+    assert_eq!(c.read(4, 5).expect("other rows intact").len(), 2);
+    assert!(scan_messages(&c.kv, 1, &c.st, 5).is_err());
     assert!(
-        scan_messages(&kv, 1, 2).is_ok(),
+        scan_messages(&c.kv, 1, &c.st, 2).is_ok(),
         "a scan up to a common seq stops before it"
     );
     // A missing row is caught too.
-    kv.delete(Table::Msgs, &keys::group_u64(1, 4)).expect("delete");
-    assert!(scan_messages(&kv, 1, 2).is_ok());
-    assert!(read_messages(&kv, 1, 4, 5).is_err());
+    c.kv.delete(Table::Log, &keys::group_u64(1, 4)).expect("delete");
+    assert!(scan_messages(&c.kv, 1, &c.st, 2).is_ok());
+    assert!(c.read(4, 5).is_err());
 }

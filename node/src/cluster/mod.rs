@@ -43,9 +43,10 @@ use crate::raft::{Fence, GroupId, META_GROUP, NodeId, Peer, Raft, raft_config};
 use crate::store::{KvRead, KvWrite, Store, Table, encode};
 
 /// On-disk format of the data dir; a node refuses a data dir of another format.
-/// 2: every `msgs` and `log` row carries a seal (`integrity`); format 1 rows have none and
-/// would all read as corrupt, so there is no in-place upgrade.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: a channel's messages live in its Raft log (`channel` module doc), dedup rows are keyed
+/// by a hash. Format 2 data is carried over by a backup: `wkctl snapshot save` against the old
+/// build, `wknode --restore` with this one (it reads format 2 and 3 snapshots).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// How long a client request that woke a group this process hibernated waits for its
 /// campaign (one vote round) before it goes on and lets routing retry.
@@ -739,10 +740,14 @@ async fn check_identity(store: &Store, node_id: NodeId) -> anyhow::Result<()> {
         anyhow::ensure!(
             format == FORMAT_VERSION,
             "data dir has format {format}, this build reads {FORMAT_VERSION}{}",
-            if format < 2 {
-                " (format 2 adds a checksum to every stored message and log entry; there is no in-place upgrade: run the build that wrote it, or build a new cluster)"
-            } else {
-                ""
+            match format {
+                0 | 1 => {
+                    " (format 2 adds a checksum to every stored message and log entry; there is no in-place upgrade: run the build that wrote it, or build a new cluster)"
+                }
+                2 => {
+                    " (format 3 keeps each message once, in the channel's Raft log; to upgrade, take a backup with the build that wrote it, `wkctl snapshot save FILE`, and restore it with this one, `wkctl snapshot restore FILE` (or `wknode --restore FILE`))"
+                }
+                _ => "",
             }
         );
     }
@@ -758,5 +763,38 @@ async fn check_identity(store: &Store, node_id: NodeId) -> anyhow::Result<()> {
                 .await?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A format-2 data dir (messages stored twice) is refused with the way to upgrade it.
+    #[tokio::test]
+    async fn a_format_2_data_dir_is_refused_with_the_upgrade_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .write(|w| {
+                w.put(Table::Local, b"node_id", &encode(&1u64))?;
+                w.put(Table::Local, b"format", &encode(&2u32))
+            })
+            .await
+            .expect("write");
+        let err = check_identity(&store, 1).await.expect_err("format 2 is refused");
+        let err = format!("{err:#}");
+        assert!(err.contains("data dir has format 2, this build reads 3"), "{err}");
+        assert!(
+            err.contains("wkctl snapshot save") && err.contains("snapshot restore"),
+            "{err}"
+        );
+        store
+            .write(|w| w.put(Table::Local, b"format", &encode(&FORMAT_VERSION)))
+            .await
+            .expect("write");
+        check_identity(&store, 1)
+            .await
+            .expect("the current format is read");
     }
 }

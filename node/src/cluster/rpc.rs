@@ -296,7 +296,8 @@ impl Node {
                 let read = self
                     .store
                     .read(move |r| {
-                        let last_seq = crate::raft::state_machine::load_state(r, g)?.channel.last_seq;
+                        let st = crate::raft::state_machine::load_state(r, g)?.channel;
+                        let last_seq = st.last_seq;
                         let Some((lo, hi, more)) =
                             channel::sync_range(last_seq, q.start, q.end, q.limit, q.pull_up)
                         else {
@@ -308,7 +309,7 @@ impl Node {
                         };
                         Ok(SyncResult {
                             last_seq,
-                            messages: channel::read_messages(r, g, lo, hi)?,
+                            messages: channel::read_messages(r, g, &st, lo, hi)?,
                             more,
                         })
                     })

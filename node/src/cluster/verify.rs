@@ -71,7 +71,7 @@ impl Node {
             .read(move |r| {
                 let st = crate::raft::state_machine::load_state(r, g)?.channel;
                 let upto = upto.min(st.last_seq);
-                let scan = crate::channel::scan_messages(r, g, upto)?;
+                let scan = crate::channel::scan_messages(r, g, &st, upto)?;
                 if upto == st.last_seq && scan.checksum != st.checksum {
                     return Err(StoreError::Corrupt {
                         table: Table::Msgs,

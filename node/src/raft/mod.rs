@@ -104,7 +104,14 @@ impl Fence {
 pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::store::Result<()> {
     use crate::store::{Table, keys};
     let (from, to) = (keys::group(g), keys::prefix_end(&keys::group(g)));
-    for t in [Table::Log, Table::Raft, Table::Sm, Table::Msgs, Table::Dedup] {
+    for t in [
+        Table::Log,
+        Table::Raft,
+        Table::Sm,
+        Table::Msgs,
+        Table::Dedup,
+        Table::Spans,
+    ] {
         w.delete_range(t, &from, &to)?;
     }
     Ok(())

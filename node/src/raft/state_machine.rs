@@ -73,7 +73,25 @@ fn owned_ranges(g: GroupId) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
             .chain([own(Table::Sm)])
             .collect()
     } else {
-        vec![own(Table::Msgs), own(Table::Dedup), own(Table::Sm)]
+        vec![
+            own(Table::Msgs),
+            own(Table::Dedup),
+            own(Table::Spans),
+            own(Table::Sm),
+        ]
+    }
+}
+
+/// Channel groups have no Raft snapshots: their log is their data (`channel` module doc), so a
+/// snapshot would have to carry every message, and installing one would purge the log that
+/// holds them. Their logs are never purged and a replica always catches up from the log.
+fn no_channel_snapshots(g: GroupId) -> Result<(), io::Error> {
+    if g == META_GROUP {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "group {g}: channel groups take no Raft snapshots"
+        )))
     }
 }
 
@@ -81,6 +99,7 @@ fn apply_one(
     w: &mut impl KvWrite,
     g: GroupId,
     state: &mut SmState,
+    index: u64,
     req: &Request,
 ) -> crate::store::Result<Response> {
     Ok(match (g == META_GROUP, req) {
@@ -88,7 +107,9 @@ fn apply_one(
             let members = state.membership.membership().nodes().map(|(id, _)| *id).collect();
             Response::Meta(meta::apply(w, &members, cmd)?)
         }
-        (false, Request::Channel(cmd)) => Response::Channel(channel::apply(w, g, &mut state.channel, cmd)?),
+        (false, Request::Channel(cmd)) => {
+            Response::Channel(channel::apply(w, g, &mut state.channel, index, cmd)?)
+        }
         // A request routed to the wrong kind of group is a bug upstream; it changes nothing.
         _ => {
             tracing::error!(group = g, %req, "request applied to the wrong kind of group");
@@ -112,6 +133,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
         let g = self.group;
+        no_channel_snapshots(g)?;
         let (state, rows) = self
             .store
             .read(move |r| {
@@ -179,7 +201,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     state.last_applied = Some(entry.log_id);
                     out.push(match &entry.payload {
                         EntryPayload::Blank => Response::None,
-                        EntryPayload::Normal(req) => apply_one(w, g, &mut state, req)?,
+                        EntryPayload::Normal(req) => apply_one(w, g, &mut state, entry.log_id.index(), req)?,
                         EntryPayload::Membership(m) => {
                             state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                             Response::None
@@ -209,6 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let (g, fence) = (self.group, self.fence.clone());
+        no_channel_snapshots(g)?;
         let rows: SnapshotRows = crate::store::decode(Table::Sm, &snapshot)?;
         let (last_applied, membership) = (meta.last_log_id, meta.last_membership.clone());
         self.store

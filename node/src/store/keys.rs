@@ -31,14 +31,14 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![u8::MAX; prefix.len() + 1]
 }
 
-/// Dedup index key: the uid is length-prefixed so no uid/client_msg_no split is ambiguous.
-pub fn dedup(g: u64, from_uid: &str, client_msg_no: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + 2 + from_uid.len() + client_msg_no.len());
-    k.extend_from_slice(&g.to_be_bytes());
-    k.extend_from_slice(&(from_uid.len() as u16).to_be_bytes());
-    k.extend_from_slice(from_uid.as_bytes());
-    k.extend_from_slice(client_msg_no.as_bytes());
-    k
+/// Dedup index key: the group, then a 64-bit hash of the sender and client_msg_no (the uid is
+/// length-prefixed so no uid/client_msg_no split is ambiguous).
+pub fn dedup(g: u64, from_uid: &str, client_msg_no: &str) -> [u8; 16] {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(from_uid.len() as u16).to_be_bytes());
+    h.update(from_uid.as_bytes());
+    h.update(client_msg_no.as_bytes());
+    group_u64(g, h.digest())
 }
 
 #[cfg(test)]

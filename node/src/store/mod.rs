@@ -59,15 +59,17 @@ pub enum Table {
     Nodes,
     /// Counters and format markers: name.
     Vars,
-    /// Channel messages: group ++ seq.
+    /// Archived channel messages (restored from a backup; the rest live in the log): group ++ seq.
     Msgs,
-    /// Idempotency index: group ++ len(from_uid) ++ from_uid ++ client_msg_no -> seq, id.
+    /// Idempotency index: group ++ hash(from_uid, client_msg_no) -> the seqs stored under it.
     Dedup,
     /// Facts about this node's data dir (node id, format); never replicated.
     Local,
+    /// Where a channel's messages sit in its log: group ++ first seq -> `channel::Span`.
+    Spans,
 }
 
-const TABLES: [(Table, &str); 11] = [
+const TABLES: [(Table, &str); 12] = [
     (Table::Log, "log"),
     (Table::Raft, "raft"),
     (Table::Sm, "sm"),
@@ -79,6 +81,7 @@ const TABLES: [(Table, &str); 11] = [
     (Table::Msgs, "msgs"),
     (Table::Dedup, "dedup"),
     (Table::Local, "local"),
+    (Table::Spans, "spans"),
 ];
 
 impl Table {
