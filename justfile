@@ -50,7 +50,7 @@ soak SEED MINUTES:
     cargo build --workspace
     ./target/debug/wkctl drill soak --seed {{SEED}} --for {{MINUTES}}m
 
-# Fuzz TARGET (peer_frames, http_api) for SECONDS on one core; needs nightly and
+# Fuzz TARGET (peer_frames, http_api, wkproto) for SECONDS on one core; needs nightly and
 # `cargo install cargo-fuzz`. Starts from testdata/fuzz/TARGET, adds new inputs to fuzz/corpus/TARGET,
 # writes a crashing input to fuzz/artifacts/TARGET (docs/SECURITY.md)
 fuzz TARGET SECONDS:
