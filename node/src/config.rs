@@ -317,6 +317,12 @@ impl Config {
             None => FileConfig::default(),
         };
         let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+        if !(1..=crate::cluster::ids::MAX_NODE_ID).contains(&node_id) {
+            bail!(
+                "--node-id {node_id} is out of range: node ids are 1 to {} (message ids carry the node id in 10 bits)",
+                crate::cluster::ids::MAX_NODE_ID
+            );
+        }
         let init_nodes = match args.init_nodes.or(file.init_nodes) {
             Some(s) => s
                 .split(',')
@@ -329,6 +335,12 @@ impl Config {
         for (id, _) in &init_nodes {
             if !seen.insert(*id) {
                 bail!("--init-nodes lists node {id} twice");
+            }
+            if !(1..=crate::cluster::ids::MAX_NODE_ID).contains(id) {
+                bail!(
+                    "--init-nodes lists node {id}: node ids are 1 to {}",
+                    crate::cluster::ids::MAX_NODE_ID
+                );
             }
         }
         let channel_replicas = args.channel_replicas.or(file.channel_replicas).unwrap_or(3);
@@ -452,6 +464,25 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./wukong-data/2"));
         assert_eq!(c.channel_replicas, 3);
         assert_eq!(c.channel_idle_timeout, std::time::Duration::from_secs(60));
+    }
+
+    /// Message ids carry the node id in 10 bits: ids that do not fit are refused at start-up.
+    #[test]
+    fn node_ids_must_fit_in_a_message_id() {
+        for (id, init) in [(0, None), (1024, None), (2, Some("2@a:1,5000@b:2"))] {
+            let args = Args {
+                node_id: Some(id),
+                init_nodes: init.map(String::from),
+                ..Default::default()
+            };
+            let err = Config::from_args(args).expect_err("out of range").to_string();
+            assert!(err.contains("node ids are 1 to 1023"), "{err}");
+        }
+        let args = Args {
+            node_id: Some(1023),
+            ..Default::default()
+        };
+        assert!(Config::from_args(args).is_ok());
     }
 
     #[test]

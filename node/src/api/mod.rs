@@ -315,7 +315,7 @@ fn prepare(node: &Node, req: &SendReq) -> Result<(ChannelKey, NewMessage), NodeE
         },
         timestamp: 0,
         payload,
-    });
+    })?;
     Ok((key, msg))
 }
 

@@ -15,6 +15,7 @@
 //! does so and the others learn the membership from it.
 
 mod failure;
+pub mod ids;
 mod ops;
 mod quiet;
 mod repair;
@@ -85,7 +86,7 @@ pub struct Inner {
     hints: Mutex<HashMap<GroupId, NodeId>>,
     /// Channel records read from the local metadata, so a send costs no LMDB read.
     channel_cache: route::ChannelCache,
-    ids: route::IdGen,
+    ids: ids::IdGen,
     /// A `--seed` node waits here until the cluster admits it.
     joining: AtomicBool,
     /// Replica sets of finished migrations waiting for the next metadata write (they go as
@@ -238,6 +239,10 @@ impl Node {
         }
         transport.set_addr(cfg.node_id, &cluster_addr);
         let meta = new_raft_group(cfg.node_id, META_GROUP, &store, &transport, Fence::default()).await?;
+        let reserved_ids = store
+            .read(|r| r.get_decoded::<u64>(Table::Local, ids::RESERVATION_KEY))
+            .await?
+            .unwrap_or(0);
         tokio::spawn(watch_role_changes(
             META_GROUP,
             std::sync::Weak::new(),
@@ -255,7 +260,7 @@ impl Node {
             hints: Default::default(),
             channel_cache: Default::default(),
             hibernated: Default::default(),
-            ids: route::IdGen::new(cfg.node_id),
+            ids: ids::IdGen::resume(cfg.node_id, reserved_ids),
             joining: AtomicBool::new(false),
             idle_timeout: cfg.channel_idle_timeout,
             max_active: cfg.max_active_channels,
@@ -308,6 +313,8 @@ impl Node {
                 }
             }
         }
+        node.reserve_ids().await?;
+        tokio::spawn(node.clone().keep_ids_reserved());
         tokio::spawn(node.clone().maintain_membership());
         tokio::spawn(node.clone().hibernate_idle_groups());
         tokio::spawn(node.clone().quiet_idle_groups());
@@ -317,6 +324,27 @@ impl Node {
             tokio::spawn(node.clone().announce(seed_id, cfg.auto_join));
         }
         Ok(node)
+    }
+
+    /// Store the next message-id reservation durably, then let ids use it (`ids` module doc).
+    async fn reserve_ids(&self) -> Result<()> {
+        let until = self.ids.wanted_reservation();
+        self.store
+            .write(move |w| w.put(Table::Local, ids::RESERVATION_KEY, &encode(&until)))
+            .await?;
+        self.ids.reserve(until);
+        Ok(())
+    }
+
+    /// Keep the message-id reservation ahead of the clock.
+    async fn keep_ids_reserved(self) {
+        let mut every = tokio::time::interval(ids::RESERVE_EVERY);
+        loop {
+            every.tick().await;
+            if let Err(e) = self.reserve_ids().await {
+                tracing::warn!(error = %e, "renewing the message-id reservation");
+            }
+        }
     }
 
     pub fn is_joining(&self) -> bool {

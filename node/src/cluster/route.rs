@@ -21,41 +21,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// must not eat the whole request deadline while the others elect a new one.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// Snowflake-style message ids: 41 bits of milliseconds since 2024-01-01, 10 bits of node id,
-/// 12 bits of sequence. Unique across the cluster as long as node ids differ mod 1024 and the
-/// clock does not step back across a restart.
-pub struct IdGen {
-    node: u64,
-    /// (millisecond, sequence) of the last id; std mutex, a few instructions long.
-    last: Mutex<(u64, u64)>,
-}
-
-const EPOCH_MS: u64 = 1_704_067_200_000;
-
-impl IdGen {
-    pub fn new(node: NodeId) -> IdGen {
-        IdGen {
-            node: node & 0x3FF,
-            last: Mutex::new((0, 0)),
-        }
-    }
-
-    pub fn next(&self) -> u64 {
-        let now = now_ms().saturating_sub(EPOCH_MS);
-        let mut last = self.last.lock().expect("id lock poisoned");
-        let (ms, seq) = if now > last.0 {
-            (now, 0)
-        } else if last.1 < 0xFFF {
-            (last.0, last.1 + 1)
-        } else {
-            // 4096 ids in one millisecond: borrow the next millisecond.
-            (last.0 + 1, 0)
-        };
-        *last = (ms, seq);
-        (ms << 22) | (self.node << 12) | seq
-    }
-}
-
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -242,14 +207,17 @@ impl Node {
     }
 
     /// Fix ids and timestamps for new messages (before any attempt, so retries reuse them).
-    pub fn new_message(&self, mut m: NewMessage) -> NewMessage {
-        m.message_id = self.ids.next();
+    pub fn new_message(&self, mut m: NewMessage) -> Result<NewMessage> {
+        m.message_id = self.ids.next().map_err(|_| NodeError::Overloaded {
+            what: "new messages (message ids wait for their durable reservation)".into(),
+            retry_after: 1,
+        })?;
         m.timestamp = now_ms() / 1000;
         if m.client_msg_no.is_empty() {
             // WuKongIM generates a uuid-like key with a trailing "0"; ours is unique per id.
             m.client_msg_no = format!("{:016x}{:016x}0", m.message_id, now_ms());
         }
-        m
+        Ok(m)
     }
 
     /// Append messages to a channel through its leader; answers once they are committed.
@@ -302,23 +270,6 @@ impl Node {
             }
             Ok(other) => Err(NodeError::Internal(format!("unexpected reply {other:?}"))),
             Err(e) => Err(NodeError::Unavailable(e.to_string())),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_are_unique_and_increasing() {
-        let g = IdGen::new(7);
-        let mut prev = 0;
-        for _ in 0..20_000 {
-            let id = g.next();
-            assert!(id > prev);
-            assert_eq!((id >> 12) & 0x3FF, 7);
-            prev = id;
         }
     }
 }
