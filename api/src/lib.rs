@@ -9,8 +9,10 @@
 //! `https://` endpoints.
 
 pub mod client;
+mod error_code;
 pub mod snapshot;
 mod types;
 
 pub use client::{Client, ClientError, install_crypto_provider};
+pub use error_code::ErrorCode;
 pub use types::*;
