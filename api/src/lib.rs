@@ -10,9 +10,11 @@
 
 pub mod client;
 mod error_code;
+mod replicas;
 pub mod snapshot;
 mod types;
 
 pub use client::{Client, ClientError, install_crypto_provider};
 pub use error_code::ErrorCode;
+pub use replicas::{Agreement, Divergence};
 pub use types::*;

@@ -553,8 +553,8 @@ pub enum ChannelCommand {
     /// One channel's replicas: role (`*` leader), last and applied index, lag in entries and
     /// ms since the last ack, message seq and checksum.
     ///
-    /// Replicas at the same applied index must have the same checksum; a mismatch is flagged
-    /// `!! CHECKSUM MISMATCH` and exits 1.
+    /// Replicas at the same message seq hold the same messages and must have the same checksum;
+    /// a mismatch is flagged `!! CHECKSUM MISMATCH` and exits 1.
     Show {
         /// Channel id (person channels: the fake id `a@b`, as `channel list` shows it).
         channel_id: String,

@@ -74,9 +74,7 @@ pub fn key(channel_id: &str, channel_type: u8) -> String {
 
 /// A replica is lagging when it is offline or the leader sees it behind.
 fn is_lagging(c: &ChannelReplicas) -> bool {
-    c.replicas
-        .iter()
-        .any(|r| !r.online || r.lag.is_some_and(|l| l > 0))
+    c.replicas.iter().any(|r| !r.online) || c.max_lag().is_some_and(|l| l > 0)
 }
 
 /// `wkctl channel list`: exit 1 when some channel's status could not be read.
