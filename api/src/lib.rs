@@ -10,11 +10,13 @@
 
 pub mod client;
 mod error_code;
+mod ready;
 mod replicas;
 pub mod snapshot;
 mod types;
 
 pub use client::{Client, ClientError, install_crypto_provider};
 pub use error_code::ErrorCode;
+pub use ready::ReadyLine;
 pub use replicas::{Agreement, Divergence};
 pub use types::*;

@@ -37,17 +37,15 @@ pub fn wknode_cmd(log: &Path) -> Command {
 
 /// Spawn a `wknode_cmd`: the receiver gets its ready line, and a thread keeps draining its
 /// stdout afterwards.
-pub fn spawn_ready(cmd: &mut Command) -> (Child, mpsc::Receiver<serde_json::Value>) {
+pub fn spawn_ready(cmd: &mut Command) -> (Child, mpsc::Receiver<wk_api::ReadyLine>) {
     let mut child = cmd.spawn().expect("spawn wknode");
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["event"] == "ready"
-            {
-                let _ = tx.send(v);
+            if let Ok(ready) = wk_api::ReadyLine::parse(&line) {
+                let _ = tx.send(ready);
             }
         }
     });

@@ -74,7 +74,7 @@ impl LocalCluster {
     fn spawn(
         &mut self,
         id: u64,
-    ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<crate::cmd::local::Ready>>> {
+    ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<wk_api::ReadyLine>>> {
         let plan = self
             .plans
             .get(&id)
