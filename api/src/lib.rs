@@ -7,6 +7,10 @@
 //! xxhash for the snapshot file's checksum (`snapshot`: the file format the node writes, `wkctl`
 //! saves and inspects and `wknode --restore` reads) and rustls for the crypto provider of
 //! `https://` endpoints.
+//!
+//! It also holds the rules the node, `wkctl`, the dashboard and the tests all apply, each
+//! written once: the error codes ([`ErrorCode`]), the node's ready line ([`ReadyLine`]) and how
+//! to read a channel's replica view ([`ChannelReplicas::agreement`] and its neighbours).
 
 pub mod client;
 mod error_code;

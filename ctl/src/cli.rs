@@ -81,10 +81,10 @@ pub enum Command {
     /// The sync backlog left by scale-out: show it, drain it.
     #[command(subcommand)]
     Backlog(BacklogCommand),
-    /// Load generators and drills that measure throughput, latency and failover (issue 7).
+    /// Load generators and drills that measure throughput, latency and failover.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Failure drills under a probe workload, with a safety verdict (issue 5); see `drill --help`.
+    /// Failure drills under a probe workload, with a safety verdict; see `drill --help`.
     #[command(subcommand)]
     Drill(crate::cmd::drill::DrillCommand),
     /// Back up one node's data to a file, inspect a file, restore a file into a new data dir.

@@ -1,4 +1,4 @@
-//! `wkctl bench send|failover`: the project's own load generator (issue 7).
+//! `wkctl bench send|failover`: the project's own load generator.
 //!
 //! - `send` measures durable-write throughput and latency: every acknowledgement it counts
 //!   came after the node's quorum fsync. By default (`--route leader`) each channel's requests
