@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::ErrorCode;
 use crate::types::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,14 @@ impl ClientError {
             ClientError::Decode { .. } => "decode",
             ClientError::BadEndpoint(_) => "bad_endpoint",
             ClientError::Tls(_) => "tls",
+        }
+    }
+
+    /// The node's [`ErrorCode`] when the node answered with one.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api(e) => e.error_code(),
+            _ => None,
         }
     }
 }

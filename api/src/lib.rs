@@ -7,10 +7,20 @@
 //! xxhash for the snapshot file's checksum (`snapshot`: the file format the node writes, `wkctl`
 //! saves and inspects and `wknode --restore` reads) and rustls for the crypto provider of
 //! `https://` endpoints.
+//!
+//! It also holds the rules the node, `wkctl`, the dashboard and the tests all apply, each
+//! written once: the error codes ([`ErrorCode`]), the node's ready line ([`ReadyLine`]) and how
+//! to read a channel's replica view ([`ChannelReplicas::agreement`] and its neighbours).
 
 pub mod client;
+mod error_code;
+mod ready;
+mod replicas;
 pub mod snapshot;
 mod types;
 
 pub use client::{Client, ClientError, install_crypto_provider};
+pub use error_code::ErrorCode;
+pub use ready::ReadyLine;
+pub use replicas::{Agreement, Divergence};
 pub use types::*;

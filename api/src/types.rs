@@ -21,12 +21,20 @@ pub const PULL_MODE_UP: u8 = 1;
 pub struct ApiError {
     pub status: u16,
     pub msg: String,
-    /// Stable machine-readable reason, e.g. `bad_request`, `channel_not_found`, `unavailable`.
+    /// Stable machine-readable reason: an [`ErrorCode`](crate::ErrorCode)'s string from a node,
+    /// kept as text so a body from anything else (a proxy) still decodes.
     #[serde(default)]
     pub code: String,
     /// With 503 `overloaded`: seconds to wait before retrying (also the `Retry-After` header).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// The [`ErrorCode`](crate::ErrorCode) of `code`; `None` if it is not one.
+    pub fn error_code(&self) -> Option<crate::ErrorCode> {
+        crate::ErrorCode::parse(&self.code)
+    }
 }
 
 /// `{"status":200}`: WuKongIM's answer to writes that return no data.

@@ -81,10 +81,10 @@ pub enum Command {
     /// The sync backlog left by scale-out: show it, drain it.
     #[command(subcommand)]
     Backlog(BacklogCommand),
-    /// Load generators and drills that measure throughput, latency and failover (issue 7).
+    /// Load generators and drills that measure throughput, latency and failover.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Failure drills under a probe workload, with a safety verdict (issue 5); see `drill --help`.
+    /// Failure drills under a probe workload, with a safety verdict; see `drill --help`.
     #[command(subcommand)]
     Drill(crate::cmd::drill::DrillCommand),
     /// Back up one node's data to a file, inspect a file, restore a file into a new data dir.
@@ -556,8 +556,8 @@ pub enum ChannelCommand {
     /// One channel's replicas: role (`*` leader), last and applied index, lag in entries and
     /// ms since the last ack, message seq and checksum.
     ///
-    /// Replicas at the same applied index must have the same checksum; a mismatch is flagged
-    /// `!! CHECKSUM MISMATCH` and exits 1.
+    /// Replicas at the same message seq hold the same messages and must have the same checksum;
+    /// a mismatch is flagged `!! CHECKSUM MISMATCH` and exits 1.
     Show {
         /// Channel id (person channels: the fake id `a@b`, as `channel list` shows it).
         channel_id: String,

@@ -5,12 +5,10 @@
 //! Colour is never the only signal: checks carry `✓ ok` / `✗ FAIL`, the leader carries `*`,
 //! an offline replica `(down)`.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 use wk_api::{
-    ChannelConfig, ChannelReplicas, ChannelVerify, EvacuateResp, NodeStatus, NodesResp, RemoveNodeResp,
-    ReplicaStatus,
+    Agreement, ChannelConfig, ChannelReplicas, ChannelVerify, EvacuateResp, NodeStatus, NodesResp,
+    RemoveNodeResp,
 };
 
 use crate::output::{Align, Table};
@@ -140,11 +138,6 @@ pub fn replicas_cell(c: &ChannelReplicas) -> String {
         .join(",")
 }
 
-/// The largest lag the leader reports, `-` when none is known (no leader).
-pub fn max_lag(c: &ChannelReplicas) -> Option<u64> {
-    c.replicas.iter().filter_map(|r| r.lag).max()
-}
-
 fn leader_term(c: &ChannelReplicas) -> Option<u64> {
     let leader = c.leader?;
     c.replicas.iter().find(|r| r.node_id == leader).map(|r| r.term)
@@ -226,7 +219,7 @@ pub fn channel_list_text(l: &ChannelListing, listed: usize) -> String {
             opt(c.leader),
             replicas_cell(c),
             opt(applied),
-            opt(max_lag(c)),
+            opt(c.max_lag()),
         ]);
     }
     let mut out = t.render();
@@ -239,32 +232,24 @@ pub fn channel_list_text(l: &ChannelListing, listed: usize) -> String {
     out
 }
 
-/// Replicas that applied the same log prefix (same applied index) must have the same checksum.
-/// Returns one line per applied index whose online replicas disagree. Applied index 0 is not
-/// compared: a replica whose group is just starting (e.g. woken from hibernation) reports 0
-/// before it has loaded its state, next to the checksum of what it stored.
+/// One line per message seq at which online replicas report different checksums
+/// ([`ChannelReplicas::agreement`]).
 pub fn checksum_mismatches(c: &ChannelReplicas) -> Vec<String> {
-    let mut by_applied: BTreeMap<u64, Vec<&ReplicaStatus>> = BTreeMap::new();
-    for r in c
-        .replicas
+    let Agreement::Diverged(diverged) = c.agreement() else {
+        return Vec::new();
+    };
+    diverged
         .iter()
-        .filter(|r| r.online && r.applied_index > 0 && !r.checksum.is_empty())
-    {
-        by_applied.entry(r.applied_index).or_default().push(r);
-    }
-    let mut out = Vec::new();
-    for (applied, rs) in by_applied {
-        let first = &rs[0].checksum;
-        if rs.iter().any(|r| &r.checksum != first) {
-            let who = rs
+        .map(|d| {
+            let who = d
+                .replicas
                 .iter()
-                .map(|r| format!("node {} {}", r.node_id, r.checksum))
+                .map(|(node, sum)| format!("node {node} {sum}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            out.push(format!("applied index {applied}: {who}"));
-        }
-    }
-    out
+            format!("seq {}: {who}", d.seq)
+        })
+        .collect()
 }
 
 pub fn channel_show_text(c: &ChannelReplicas) -> String {
@@ -314,17 +299,16 @@ pub fn channel_show_text(c: &ChannelReplicas) -> String {
     out.push_str(&t.render());
     let mismatches = checksum_mismatches(c);
     if mismatches.is_empty() {
-        let online: Vec<&ReplicaStatus> = c.replicas.iter().filter(|r| r.online).collect();
-        let top = online.iter().map(|r| r.applied_index).max().unwrap_or(0);
-        let caught_up: Vec<u64> = online
+        let top = c.top_seq();
+        let online = c.replicas.iter().filter(|r| r.online).count();
+        let caught_up = c
+            .replicas
             .iter()
-            .filter(|r| r.applied_index == top)
-            .map(|r| r.node_id)
-            .collect();
-        let behind = online.len() - caught_up.len();
+            .filter(|r| r.online && r.message_seq == top)
+            .count();
+        let behind = online - caught_up;
         out.push_str(&format!(
-            "checksums agree: {} of {} replicas at applied index {top}{}\n",
-            caught_up.len(),
+            "checksums agree: {caught_up} of {} replicas at seq {top}{}\n",
             c.replicas.len(),
             if behind > 0 {
                 format!(" ({behind} behind, not compared)")
@@ -541,7 +525,7 @@ pub fn remove_text(r: &RemoveNodeResp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wk_api::{ReplicaMove, ReplicaVerify, Role};
+    use wk_api::{ReplicaMove, ReplicaStatus, ReplicaVerify, Role};
 
     fn verified(node_id: u64, checksum: &str, corrupt: Option<&str>) -> ReplicaVerify {
         ReplicaVerify {
@@ -636,10 +620,9 @@ mod tests {
                 1  leader*   yes        4    12       12    0       0   10  00000000000000aa\n   \
                 2  follower  yes        4    12       12    0      40   10  00000000000000aa\n   \
                 3  unknown   NO         4     0        0    -       -    0  -\n\
-             checksums agree: 2 of 3 replicas at applied index 12\n"
+             checksums agree: 2 of 3 replicas at seq 10\n"
         );
         assert_eq!(replicas_cell(&c), "1*,2,3(down)");
-        assert_eq!(max_lag(&c), Some(0));
     }
 
     #[test]
@@ -651,23 +634,29 @@ mod tests {
         ]);
         assert_eq!(
             checksum_mismatches(&c),
-            vec!["applied index 12: node 1 aa, node 2 bb".to_string()]
+            vec!["seq 10: node 1 aa, node 2 bb".to_string()]
         );
-        assert!(channel_show_text(&c).ends_with(
-            "!! CHECKSUM MISMATCH among caught-up replicas, applied index 12: node 1 aa, node 2 bb\n"
-        ));
-        // Different applied indexes are not compared, nor replicas that report nothing applied.
-        let c0 = channel(vec![
-            replica(1, Role::Learner, 0, "aa"),
-            replica(2, Role::Learner, 0, "bb"),
-        ]);
-        assert!(checksum_mismatches(&c0).is_empty());
+        assert!(
+            channel_show_text(&c)
+                .ends_with("!! CHECKSUM MISMATCH among caught-up replicas, seq 10: node 1 aa, node 2 bb\n")
+        );
+        // Replicas at different seqs are not compared.
         let c = channel(vec![
             replica(1, Role::Leader, 12, "aa"),
             replica(2, Role::Follower, 11, "bb"),
         ]);
         assert!(checksum_mismatches(&c).is_empty());
-        assert!(channel_show_text(&c).ends_with("at applied index 12 (1 behind, not compared)\n"));
+        assert!(channel_show_text(&c).ends_with("at seq 10 (1 behind, not compared)\n"));
+        // The same messages agree whatever the log indexes (a blank or membership entry).
+        let c = channel(vec![
+            replica(1, Role::Leader, 13, "aa"),
+            ReplicaStatus {
+                message_seq: 11,
+                ..replica(2, Role::Follower, 12, "aa")
+            },
+        ]);
+        assert!(checksum_mismatches(&c).is_empty());
+        assert!(channel_show_text(&c).ends_with("checksums agree: 2 of 2 replicas at seq 11\n"));
     }
 
     #[test]

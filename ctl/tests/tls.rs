@@ -58,9 +58,8 @@ fn start_node(dir: &Path, ca: &Path, cert: &Path, key: &Path, extra: &[&str]) ->
     let ready = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the node printed its ready line");
-    assert_eq!(ready["tls"], true, "{ready}");
-    let addr = ready["http_addr"].as_str().expect("http_addr").to_string();
-    (node, addr)
+    assert!(ready.tls, "{ready:?}");
+    (node, ready.http_addr)
 }
 
 fn wkctl(args: &[&str], tls_ca_env: Option<&Path>) -> Output {

@@ -1,7 +1,8 @@
 //! The node's error type at its boundaries (HTTP and forwarded requests). Variants say what
-//! the caller must do; each maps to an HTTP status and a stable `code`.
+//! the caller must do; each maps to an HTTP status and a stable [`ErrorCode`].
 
 use serde::{Deserialize, Serialize};
+use wk_api::ErrorCode;
 
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
 pub enum NodeError {
@@ -37,21 +38,6 @@ pub enum NodeError {
     Overloaded { what: String, retry_after: u64 },
 }
 
-/// Every stable `code` an HTTP error answer may carry (`NodeError::code`, plus `not_found` for
-/// an unknown endpoint); the metrics count error answers by these.
-pub const CODES: [&str; 10] = [
-    "bad_request",
-    "payload_too_large",
-    "forbidden",
-    "unauthorized",
-    "channel_not_found",
-    "not_leader",
-    "unavailable",
-    "storage",
-    "internal",
-    "not_found",
-];
-
 impl NodeError {
     pub fn status(&self) -> u16 {
         match self {
@@ -68,19 +54,20 @@ impl NodeError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    /// The stable `code` of the answer; exhaustive, so a new variant must choose one.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            NodeError::BadRequest(_) => "bad_request",
-            NodeError::PayloadTooLarge(_) => "payload_too_large",
-            NodeError::Forbidden(_) => "forbidden",
-            NodeError::Unauthorized(_) => "unauthorized",
-            NodeError::ChannelNotFound(_) => "channel_not_found",
-            NodeError::NotLeader { .. } => "not_leader",
-            NodeError::Unavailable(_) => "unavailable",
-            NodeError::Corrupt(_) => "corrupt",
-            NodeError::Storage(_) => "storage",
-            NodeError::Internal(_) => "internal",
-            NodeError::Overloaded { .. } => "overloaded",
+            NodeError::BadRequest(_) => ErrorCode::BadRequest,
+            NodeError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            NodeError::Forbidden(_) => ErrorCode::Forbidden,
+            NodeError::Unauthorized(_) => ErrorCode::Unauthorized,
+            NodeError::ChannelNotFound(_) => ErrorCode::ChannelNotFound,
+            NodeError::NotLeader { .. } => ErrorCode::NotLeader,
+            NodeError::Unavailable(_) => ErrorCode::Unavailable,
+            NodeError::Corrupt(_) => ErrorCode::Corrupt,
+            NodeError::Storage(_) => ErrorCode::Storage,
+            NodeError::Internal(_) => ErrorCode::Internal,
+            NodeError::Overloaded { .. } => ErrorCode::Overloaded,
         }
     }
 
@@ -88,7 +75,7 @@ impl NodeError {
         wk_api::ApiError {
             status: self.status(),
             msg: self.to_string(),
-            code: self.code().to_string(),
+            code: self.code().as_str().into(),
             retry_after: match self {
                 NodeError::Overloaded { retry_after, .. } => Some(*retry_after),
                 _ => None,
@@ -107,26 +94,3 @@ impl From<crate::store::StoreError> for NodeError {
 }
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_code_is_listed() {
-        let all = [
-            NodeError::BadRequest(String::new()),
-            NodeError::PayloadTooLarge(String::new()),
-            NodeError::Forbidden(String::new()),
-            NodeError::Unauthorized(String::new()),
-            NodeError::ChannelNotFound(String::new()),
-            NodeError::NotLeader { leader_hint: None },
-            NodeError::Unavailable(String::new()),
-            NodeError::Storage(String::new()),
-            NodeError::Internal(String::new()),
-        ];
-        for e in all {
-            assert!(CODES.contains(&e.code()), "{} is not in CODES", e.code());
-        }
-    }
-}

@@ -55,14 +55,13 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let server = api::limits::serve(http_listener, app, &cfg.limits, tls, shutdown_signal());
     println!(
         "{}",
-        serde_json::to_string(&Ready {
-            event: "ready",
-            node_id: node.id,
-            http_addr: &http_addr,
-            cluster_addr: &cluster_addr,
-            tls: cfg.tls.is_some(),
-            insecure: cfg.insecure,
-        })?
+        serde_json::to_string(&wk_api::ReadyLine::new(
+            node.id,
+            &http_addr,
+            &cluster_addr,
+            cfg.tls.is_some(),
+            cfg.insecure
+        ))?
     );
     tracing::info!(node_id = node.id, %http_addr, %cluster_addr, tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), "serving");
     server.await;
@@ -106,19 +105,6 @@ fn check_exposure(cfg: &config::Config) -> anyhow::Result<()> {
         tracing::info!(cert = %tls.files.cert.display(), ca = %tls.files.ca.display(), "TLS on: HTTPS, and mutual TLS between nodes");
     }
     Ok(())
-}
-
-/// The one line a node prints on stdout once it serves HTTP; tools and tests key on it.
-#[derive(serde::Serialize)]
-struct Ready<'a> {
-    event: &'static str,
-    node_id: u64,
-    http_addr: &'a str,
-    cluster_addr: &'a str,
-    /// HTTPS on `http_addr` and mutual TLS on `cluster_addr`.
-    tls: bool,
-    /// Started with `--insecure`.
-    insecure: bool,
 }
 
 async fn shutdown_signal() {

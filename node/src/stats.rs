@@ -9,6 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use wk_api::ErrorCode;
+
 /// Upper bounds (seconds) of the latency histograms: 0.5 ms to 10 s, roughly x2.5 apart.
 pub const LATENCY_BOUNDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -134,23 +136,17 @@ pub static SEND: ByOutcome = ByOutcome::new();
 /// `POST /channel/messagesync`, likewise.
 pub static SYNC: ByOutcome = ByOutcome::new();
 
-/// Error answers by stable `code`, in the order of `crate::error::CODES`.
-static HTTP_ERRORS: [AtomicU64; crate::error::CODES.len()] =
-    [const { AtomicU64::new(0) }; crate::error::CODES.len()];
+/// Error answers by code, indexed like `ErrorCode::ALL`.
+static HTTP_ERRORS: [AtomicU64; ErrorCode::ALL.len()] = [const { AtomicU64::new(0) }; ErrorCode::ALL.len()];
 
-/// Count one error answer; an unknown code (a bug) is counted as `internal`.
-pub fn http_error(code: &str) {
-    let i = crate::error::CODES
-        .iter()
-        .position(|c| *c == code)
-        .or_else(|| crate::error::CODES.iter().position(|c| *c == "internal"))
-        .expect("`internal` is a code");
-    HTTP_ERRORS[i].fetch_add(1, Ordering::Relaxed);
+/// Count one error answer.
+pub fn http_error(code: ErrorCode) {
+    HTTP_ERRORS[code as usize].fetch_add(1, Ordering::Relaxed);
 }
 
 /// (code, error answers so far) for every code, answered or not.
-pub fn http_errors() -> Vec<(&'static str, u64)> {
-    crate::error::CODES
+pub fn http_errors() -> Vec<(ErrorCode, u64)> {
+    ErrorCode::ALL
         .iter()
         .zip(&HTTP_ERRORS)
         .map(|(c, n)| (*c, n.load(Ordering::Relaxed)))

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, b64, retry, unb64, wait_until};
 use wk_api::{
-    CHANNEL_TYPE_GROUP, CHANNEL_TYPE_PERSON, ChannelRef, ChannelReplicas, ChannelReq, Client, Message,
-    MessageHeader, PULL_MODE_UP, Role, SendReq, SendResp, SyncReq, UserTokenReq,
+    Agreement, CHANNEL_TYPE_GROUP, CHANNEL_TYPE_PERSON, ChannelRef, ChannelReplicas, ChannelReq, Client,
+    Message, MessageHeader, PULL_MODE_UP, Role, SendReq, SendResp, SyncReq, UserTokenReq,
 };
 
 fn send_req(from: &str, channel_id: &str, channel_type: u8, client_msg_no: &str, payload: &[u8]) -> SendReq {
@@ -160,23 +160,18 @@ fn check_channel(node: &str, channel_id: &str, got: &[Message], acks: &[Ack]) {
     }
 }
 
-/// A replica set is converged when all `n` replicas are online, at most one leads (an idle
-/// group may be hibernating on every replica), and all report the same log position, seq and
-/// checksum, with the seq at `want_seq`.
+/// A replica set is converged when its `n` replicas agree (`ChannelReplicas::agreement`) at
+/// `want_seq`, at most one leads (an idle group may be hibernating on every replica), and all
+/// report the same log position.
 fn converged(r: &ChannelReplicas, n: usize, want_seq: u64) -> Result<(), String> {
     let first = r.replicas.first().ok_or("no replicas")?;
     let leaders = r.replicas.iter().filter(|x| x.role == Role::Leader).count();
-    let same = r.replicas.iter().all(|x| {
-        x.online
-            && (x.last_log_index, x.applied_index, x.message_seq, &x.checksum)
-                == (
-                    first.last_log_index,
-                    first.applied_index,
-                    first.message_seq,
-                    &first.checksum,
-                )
-    });
-    if r.replicas.len() == n && leaders <= 1 && same && first.message_seq == want_seq {
+    let same_log = r
+        .replicas
+        .iter()
+        .all(|x| (x.last_log_index, x.applied_index) == (first.last_log_index, first.applied_index));
+    let agree = r.agreement() == Agreement::Agree { seq: want_seq };
+    if r.replicas.len() == n && leaders <= 1 && agree && same_log {
         Ok(())
     } else {
         let brief: Vec<String> = r

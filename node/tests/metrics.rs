@@ -457,6 +457,10 @@ async fn a_live_cluster_exports_sane_metrics() {
         s.get("wukong_http_errors_total", &[("code", "storage")]),
         Some(0.0)
     );
+    for code in wk_api::ErrorCode::ALL {
+        let n = s.get("wukong_http_errors_total", &[("code", code.as_str())]);
+        assert!(n.is_some(), "no wukong_http_errors_total series for {code}");
+    }
     for n in &cluster.nodes {
         let s = scrape(&http, n).await;
         let commits = s.value("wukong_store_commits_total");

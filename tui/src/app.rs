@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
-use wk_api::{ChannelReplicas, NodeStatus, NodesResp, Role};
+use wk_api::{Agreement, ChannelReplicas, NodeStatus, NodesResp, Role};
 
 use crate::drill::{AFFECTED_MAX, DrillKind, DrillPlan, DrillReport};
 use crate::event::Key;
@@ -238,21 +238,12 @@ impl ChannelRow {
 
     /// The highest message seq any online replica applied.
     pub fn seq(&self) -> Option<u64> {
-        self.status.as_ref().map(|s| {
-            s.replicas
-                .iter()
-                .filter(|r| r.online)
-                .map(|r| r.message_seq)
-                .max()
-                .unwrap_or(0)
-        })
+        self.status.as_ref().map(ChannelReplicas::top_seq)
     }
 
     /// The largest lag (entries) of any replica, as the leader reports it.
     pub fn max_lag(&self) -> Option<u64> {
-        self.status
-            .as_ref()
-            .and_then(|s| s.replicas.iter().filter_map(|r| r.lag).max())
+        self.status.as_ref().and_then(ChannelReplicas::max_lag)
     }
 
     pub fn health(&self) -> ChannelHealth {
@@ -262,17 +253,11 @@ impl ChannelRow {
         let Some(s) = &self.status else {
             return ChannelHealth::Unpolled;
         };
-        // Same messages applied (same seq) but different running checksums: divergence.
-        let mut by_seq: HashMap<u64, &str> = HashMap::new();
-        for r in s.replicas.iter().filter(|r| r.online && !r.checksum.is_empty()) {
-            if let Some(c) = by_seq.insert(r.message_seq, &r.checksum)
-                && c != r.checksum
-            {
-                return ChannelHealth::Diverged;
-            }
+        if let Agreement::Diverged(_) = s.agreement() {
+            return ChannelHealth::Diverged;
         }
         if s.leader.is_none() {
-            return if is_hibernated(s) {
+            return if s.is_hibernated() {
                 ChannelHealth::Hibernated
             } else {
                 ChannelHealth::NoLeader
@@ -290,17 +275,6 @@ impl ChannelRow {
             ChannelHealth::Ok
         }
     }
-}
-
-/// No leader, and no replica that answered runs the group: all report role `hibernated`
-/// (nodes since the role existed), `unknown` (older nodes), or are uninitialized learners at
-/// term 0 (never started: created, no message yet). Idle, not failing.
-pub fn is_hibernated(s: &ChannelReplicas) -> bool {
-    s.leader.is_none()
-        && s.replicas.iter().any(|r| r.online)
-        && s.replicas.iter().filter(|r| r.online).all(|r| {
-            matches!(r.role, Role::Hibernated | Role::Unknown) || (r.role == Role::Learner && r.term == 0)
-        })
 }
 
 /// Settings fixed for the dashboard's lifetime.
@@ -650,7 +624,7 @@ impl App {
             if let Some(old_leader) = old_leader
                 && old_leader != rep.leader
             {
-                leader_changes.push((key.clone(), old_leader, rep.leader, is_hibernated(&rep)));
+                leader_changes.push((key.clone(), old_leader, rep.leader, rep.is_hibernated()));
             }
             row.error = None;
             row.status = Some(rep);

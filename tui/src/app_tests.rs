@@ -275,7 +275,7 @@ fn channel_leader_changes_removals_and_health() {
         r.replicas.iter_mut().for_each(|x| x.role = Role::Unknown);
         r
     };
-    assert!(is_hibernated(&idle));
+    assert!(idle.is_hibernated());
     // What nodes report today: role `hibernated` on every replica that answers.
     let asleep = {
         let mut r = idle.clone();
@@ -285,7 +285,7 @@ fn channel_leader_changes_removals_and_health() {
             .for_each(|x| x.role = Role::Hibernated);
         r
     };
-    assert!(is_hibernated(&asleep), "{asleep:?}");
+    assert!(asleep.is_hibernated(), "{asleep:?}");
     app.update(snapshot(&clock, 5500, n(), list(&["g1", "g2"]), vec![idle]));
     assert_eq!(row(&app, "g1").health(), ChannelHealth::Hibernated);
     assert_eq!(

@@ -250,7 +250,7 @@ async fn measure_drill(client: &Client, plan: &DrillPlan) -> DrillReport {
         Ok(Ok(_)) => {}
         // A crashing node may drop the connection before it answers.
         Ok(Err(ClientError::Unreachable(_))) | Err(_) if req == wk_api::DrillReq::Crash => {}
-        Ok(Err(ClientError::Api(e))) if e.code == "forbidden" => {
+        Ok(Err(ClientError::Api(e))) if e.error_code() == Some(wk_api::ErrorCode::Forbidden) => {
             report.error = Some(format!(
                 "node {node} refuses drills (start it with --allow-drills)"
             ));

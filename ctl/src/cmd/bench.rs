@@ -1,4 +1,4 @@
-//! `wkctl bench send|failover`: the project's own load generator (issue 7).
+//! `wkctl bench send|failover`: the project's own load generator.
 //!
 //! - `send` measures durable-write throughput and latency: every acknowledgement it counts
 //!   came after the node's quorum fsync. By default (`--route leader`) each channel's requests
@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client, ClientError, MessageHeader, SendBatchReq, SendReq};
+use wk_api::{
+    Agreement, CHANNEL_TYPE_GROUP, ChannelReq, Client, ClientError, MessageHeader, SendBatchReq, SendReq,
+};
 
 use super::local::TempCluster;
 use super::probe::{
@@ -808,11 +810,8 @@ async fn failover_inner(global: &GlobalArgs, args: BenchFailoverArgs) -> anyhow:
                     .channel_replicas(FAILOVER_CHANNEL, CHANNEL_TYPE_GROUP)
                     .await
                     .ok()?;
-                let first = r.replicas.first()?;
                 let agree = r.replicas.len() as u64 == args.nodes.min(3)
-                    && r.replicas.iter().all(|x| {
-                        x.online && x.checksum == first.checksum && x.message_seq == first.message_seq
-                    });
+                    && matches!(r.agreement(), Agreement::Agree { .. });
                 agree.then_some(())
             },
         )

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::task::JoinSet;
-use wk_api::{ChannelInfo, ChannelReplicas, Client, ClientError};
+use wk_api::{ChannelInfo, ChannelReplicas, Client, ClientError, ErrorCode};
 
 use crate::Outcome;
 use crate::cli::{ChannelListArgs, GlobalArgs, OutputFormat, TransferArgs};
@@ -74,9 +74,7 @@ pub fn key(channel_id: &str, channel_type: u8) -> String {
 
 /// A replica is lagging when it is offline or the leader sees it behind.
 fn is_lagging(c: &ChannelReplicas) -> bool {
-    c.replicas
-        .iter()
-        .any(|r| !r.online || r.lag.is_some_and(|l| l > 0))
+    c.replicas.iter().any(|r| !r.online) || c.max_lag().is_some_and(|l| l > 0)
 }
 
 /// `wkctl channel list`: exit 1 when some channel's status could not be read.
@@ -179,7 +177,12 @@ pub async fn transfer_leader(global: &GlobalArgs, args: TransferArgs) -> anyhow:
     {
         Ok(c) => c,
         // The node could not complete it in time: report where the leader is now.
-        Err(ClientError::Api(e)) if e.code == "unavailable" || e.code == "not_leader" => {
+        Err(ClientError::Api(e))
+            if matches!(
+                e.error_code(),
+                Some(ErrorCode::Unavailable | ErrorCode::NotLeader)
+            ) =>
+        {
             eprintln!("wkctl: transfer did not complete: {} ({})", e.msg, e.code);
             client
                 .channel_config(&args.channel_id, args.channel_type)

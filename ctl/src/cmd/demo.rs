@@ -25,9 +25,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
-use wk_api::Client;
+use wk_api::{Client, ReadyLine};
 
-use super::local::{NodePlan, Nodes, Ready, STOP_GRACE, find_wknode, init_nodes, wait_ready};
+use super::local::{NodePlan, Nodes, STOP_GRACE, find_wknode, init_nodes, wait_ready};
 use crate::Outcome;
 use crate::cli::{DemoArgs, GlobalArgs};
 use crate::output;
@@ -152,7 +152,7 @@ impl Shutdown {
 }
 
 /// What to print once every node is ready: addresses and copy-paste examples.
-fn banner(args: &DemoArgs, ready: &[(NodePlan, Ready)], next: Option<&ScaleOut>) -> String {
+fn banner(args: &DemoArgs, ready: &[(NodePlan, ReadyLine)], next: Option<&ScaleOut>) -> String {
     let mut s = format!(
         "WuKong HA demo: {} node(s), data under {} (each node logs to <id>/wknode.log)\n\n",
         ready.len(),
@@ -342,7 +342,7 @@ struct Demo {
 
 /// The dashboard's launcher asks the demo loop (which owns the children) to start the next
 /// node; the reply is its plan and its ready line to come.
-type LaunchReply = oneshot::Sender<anyhow::Result<(NodePlan, oneshot::Receiver<anyhow::Result<Ready>>)>>;
+type LaunchReply = oneshot::Sender<anyhow::Result<(NodePlan, oneshot::Receiver<anyhow::Result<ReadyLine>>)>>;
 
 /// A [`wk_tui::scale::Launcher`] that goes through `tx` to the demo loop and waits for the
 /// new node's ready line.
@@ -375,7 +375,7 @@ fn launcher(tx: mpsc::Sender<LaunchReply>, ready_timeout: Duration) -> wk_tui::s
 fn launch_next(
     next: &mut Option<ScaleOut>,
     nodes: &mut Nodes,
-) -> anyhow::Result<(NodePlan, oneshot::Receiver<anyhow::Result<Ready>>)> {
+) -> anyhow::Result<(NodePlan, oneshot::Receiver<anyhow::Result<ReadyLine>>)> {
     let n = next
         .as_ref()
         .context("no ports left for another node (lower --base-http-port/--base-cluster-port)")?

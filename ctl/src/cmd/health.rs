@@ -135,12 +135,12 @@ pub fn evaluate(
         if c.leader.is_none() {
             continue;
         }
+        worst = worst.max(c.max_lag().unwrap_or(0));
         for r in &c.replicas {
-            if let Some(l) = r.lag {
-                worst = worst.max(l);
-                if l > max_lag {
-                    lagging.push(format!("{key}: node {} is {l} entries behind", r.node_id));
-                }
+            if let Some(l) = r.lag
+                && l > max_lag
+            {
+                lagging.push(format!("{key}: node {} is {l} entries behind", r.node_id));
             }
         }
     }

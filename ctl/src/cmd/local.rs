@@ -20,8 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
 use tokio::sync::oneshot;
+use wk_api::ReadyLine;
 
 /// How long stopping waits for a node to exit after SIGTERM before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -40,15 +40,6 @@ impl NodePlan {
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("wknode.log")
     }
-}
-
-/// The addresses a node reports in its ready line (what it actually bound).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Ready {
-    pub event: String,
-    pub node_id: u64,
-    pub http_addr: String,
-    pub cluster_addr: String,
 }
 
 /// The `--init-nodes` value shared by every node: `1@127.0.0.1:11110,2@127.0.0.1:11111,...`.
@@ -132,9 +123,9 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 /// the node's log.
 pub async fn wait_ready(
     plan: &NodePlan,
-    rx: oneshot::Receiver<anyhow::Result<Ready>>,
+    rx: oneshot::Receiver<anyhow::Result<ReadyLine>>,
     timeout: Duration,
-) -> anyhow::Result<Ready> {
+) -> anyhow::Result<ReadyLine> {
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(Ok(r))) => Ok(r),
         Ok(Ok(Err(e))) => Err(e.context(log_tail(&plan.log_path(), 20))),
@@ -176,7 +167,7 @@ impl Nodes {
         bin: &Path,
         plan: &NodePlan,
         args: &[String],
-    ) -> anyhow::Result<oneshot::Receiver<anyhow::Result<Ready>>> {
+    ) -> anyhow::Result<oneshot::Receiver<anyhow::Result<ReadyLine>>> {
         fs::create_dir_all(&plan.dir).with_context(|| format!("creating {}", plan.dir.display()))?;
         let log_path = plan.log_path();
         let log = OpenOptions::new()
@@ -238,10 +229,10 @@ impl Nodes {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     if let Some(tx) = tx.take_if(|_| line.trim_start().starts_with('{')) {
-                        let ready = serde_json::from_str::<Ready>(&line)
+                        let ready = ReadyLine::parse(&line)
                             .map_err(|e| anyhow::anyhow!("node {id} printed a bad ready line ({e}): {line}"))
                             .and_then(|r| {
-                                if r.event != "ready" || r.node_id != id {
+                                if r.node_id != id {
                                     bail!("node {id} printed an unexpected first line: {line}");
                                 }
                                 Ok(r)

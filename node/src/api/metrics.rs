@@ -574,7 +574,7 @@ fn request_families(out: &mut Exposition) {
         "HTTP error answers by stable error code (the `code` of the JSON body).",
     );
     for (code, n) in stats::http_errors() {
-        out.sample("wukong_http_errors_total", &[("code", code)], n as f64);
+        out.sample("wukong_http_errors_total", &[("code", code.as_str())], n as f64);
     }
 }
 
@@ -982,6 +982,35 @@ mod tests {
                     wukong_h_seconds_sum{outcome=\"ok\"} 2.25\n\
                     wukong_h_seconds_count{outcome=\"ok\"} 4\n";
         assert_eq!(e.finish(), want);
+    }
+
+    /// The error counter of `code` in the rendered request families.
+    fn errors_counted(code: &str) -> Option<u64> {
+        let mut e = Exposition::default();
+        request_families(&mut e);
+        let prefix = format!("wukong_http_errors_total{{code=\"{code}\"}} ");
+        let text = e.finish();
+        let line = text.lines().find(|l| l.starts_with(&prefix))?;
+        Some(line[prefix.len()..].parse().expect("a count"))
+    }
+
+    #[test]
+    fn every_error_code_has_its_own_counter() {
+        for &code in wk_api::ErrorCode::ALL {
+            assert!(errors_counted(code.as_str()).is_some(), "no counter for {code}");
+        }
+        // Other tests in this process may count errors too: compare before and after.
+        let before = errors_counted("overloaded").expect("an overloaded counter");
+        let answer = crate::api::ApiErr(crate::error::NodeError::Overloaded {
+            what: "requests".into(),
+            retry_after: 1,
+        });
+        let _ = axum::response::IntoResponse::into_response(answer);
+        let after = errors_counted("overloaded").expect("an overloaded counter");
+        assert!(
+            after > before,
+            "an overloaded answer counted as overloaded: {before} -> {after}"
+        );
     }
 
     #[test]

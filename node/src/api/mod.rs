@@ -73,7 +73,7 @@ pub fn router(
         )
         .route("/cluster/channels/{id}/{ty}/verify", get(cluster_channel_verify))
         .fallback(|| async {
-            ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, "not_found")
+            ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, ErrorCode::NotFound)
         })
         .layer(axum::Extension(security))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -91,12 +91,12 @@ pub fn router(
 pub struct ApiErr(pub NodeError);
 
 impl ApiErr {
-    fn with_status(self, status: u16, code: &str) -> Response {
+    fn with_status(self, status: u16, code: ErrorCode) -> Response {
         crate::stats::http_error(code);
         let body = ApiError {
             status,
             msg: self.0.to_string(),
-            code: code.into(),
+            code: code.as_str().into(),
             retry_after: None,
         };
         (
@@ -116,7 +116,7 @@ impl From<NodeError> for ApiErr {
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         let body = self.0.to_api();
-        crate::stats::http_error(&body.code);
+        crate::stats::http_error(self.0.code());
         if body.status >= 500 && body.retry_after.is_none() {
             tracing::warn!(error = %self.0, "request failed");
         }
@@ -149,7 +149,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         let read = tokio::time::timeout(deadline, axum::body::Bytes::from_request(req, state));
         let Ok(bytes) = read.await else {
             let msg = format!("request body not received within {deadline:?}");
-            return Err(ApiErr(NodeError::BadRequest(msg)).with_status(408, "request_timeout"));
+            return Err(ApiErr(NodeError::BadRequest(msg)).with_status(408, ErrorCode::RequestTimeout));
         };
         let bytes = bytes.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use wk_api::{
-    CHANNEL_TYPE_GROUP, ChannelRef, ChannelReplicas, ChannelReq, Client, Message, MessageHeader,
+    Agreement, CHANNEL_TYPE_GROUP, ChannelRef, ChannelReplicas, ChannelReq, Client, Message, MessageHeader,
     PULL_MODE_UP, Role, SendBatchReq, SendReq, SendResp, SyncReq, UserTokenReq,
 };
 
@@ -488,35 +488,21 @@ pub fn check_messages(channel_id: &str, got: &[Message], acks: &[Ack]) -> Result
     Ok(())
 }
 
-/// The replicas are exactly `want` (any order), all online, one leader, every replica at lag 0
-/// with the same log position, seq and checksum, and the seq is `want_seq`.
+/// The replicas are exactly `want` (any order) and agree (`ChannelReplicas::agreement`) at seq
+/// `want_seq`; and the group settled: one leader with every replica at lag 0 and the same log
+/// position, or hibernated (it may hibernate before a follower received its last blank or
+/// membership entry, so log positions are compared only while it runs).
 pub fn replicas_agree(r: &ChannelReplicas, want: &[u64], want_seq: u64) -> Result<(), String> {
     let ids: Vec<u64> = sorted(&r.replicas.iter().map(|x| x.node_id).collect::<Vec<_>>());
     let first = r.replicas.first().ok_or("no replicas")?;
     let leaders = r.replicas.iter().filter(|x| x.role == Role::Leader).count();
-    let same = r.replicas.iter().all(|x| {
-        x.online
-            && x.lag == Some(0)
-            && (x.last_log_index, x.applied_index, x.message_seq, &x.checksum)
-                == (
-                    first.last_log_index,
-                    first.applied_index,
-                    first.message_seq,
-                    &first.checksum,
-                )
-    });
-    if ids == sorted(want) && leaders == 1 && same && first.message_seq == want_seq {
-        return Ok(());
-    }
-    // A group may hibernate before a follower received its last entries (a blank or membership
-    // entry after a migration): the log indices then differ until it wakes, but the messages
-    // must already agree.
-    let hibernated = r.replicas.iter().all(|x| x.role == Role::Hibernated);
-    let same_data = r
-        .replicas
-        .iter()
-        .all(|x| x.online && (x.message_seq, &x.checksum) == (first.message_seq, &first.checksum));
-    if ids == sorted(want) && hibernated && same_data && first.message_seq == want_seq {
+    let caught_up = leaders == 1
+        && r.replicas.iter().all(|x| {
+            x.lag == Some(0)
+                && (x.last_log_index, x.applied_index) == (first.last_log_index, first.applied_index)
+        });
+    let agree = r.agreement() == Agreement::Agree { seq: want_seq };
+    if ids == sorted(want) && agree && (caught_up || r.is_hibernated()) {
         return Ok(());
     }
     let brief: Vec<String> = r

@@ -33,7 +33,7 @@ pub fn replica_spans(row: &ChannelRow) -> Vec<Span<'static>> {
         let ids: Vec<String> = row.replicas.iter().map(|r| r.to_string()).collect();
         return vec![Span::styled(ids.join("  "), DIM)];
     };
-    if crate::app::is_hibernated(st) {
+    if st.is_hibernated() {
         let ids: Vec<String> = st
             .replicas
             .iter()

@@ -1,5 +1,5 @@
 //! `wkctl bench catchup`: how long a fresh node needs to hold the metadata and an active
-//! channel (issue 7; the peer harness's "fresh 4th member" figure).
+//! channel (the peer harness's "fresh 4th member" figure).
 //!
 //! The local cluster runs with `--channel-replicas <nodes + 1>`, so every channel is placed
 //! on every node, the joining one included: the filled channel must move to the new node,

@@ -1,5 +1,5 @@
 //! `wkctl bench drain`: how fast the sync backlog drains after a scale-out, and what that does
-//! to foreground writes (issue 7: ">= 1,000 channels/s (20 messages each) while foreground
+//! to foreground writes (the target: ">= 1,000 channels/s (20 messages each) while foreground
 //! sends keep their p99").
 //!
 //! Phases on a local 3-node cluster with a short `--channel-idle-timeout`:

@@ -1,5 +1,5 @@
 //! `wkctl bench failover --active N`: with N channels awake, kill the node that leads the
-//! most of them (SIGKILL) and time until every channel it led has a new leader (issue 7:
+//! most of them (SIGKILL) and time until every channel it led has a new leader (the target:
 //! "with 1,000 active channels on the killed node, every one of them has a new leader within
 //! 1 s").
 //!

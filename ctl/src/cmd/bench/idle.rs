@@ -1,4 +1,4 @@
-//! `wkctl bench idle`: what many channels cost at rest (issue 7: 100,000 channels, 1,000
+//! `wkctl bench idle`: what many channels cost at rest (the target: 100,000 channels, 1,000
 //! active: CPU% and RSS per node, first send to a hibernated channel).
 //!
 //! Phases on a local cluster whose nodes run with `--channel-idle-timeout <--idle-timeout>`:

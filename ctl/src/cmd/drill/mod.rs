@@ -1,4 +1,4 @@
-//! `wkctl drill ...`: failover drills (issue 5). Each verb builds a one-step `Scenario`,
+//! `wkctl drill ...`: failover drills. Each verb builds a one-step `Scenario`,
 //! `drill run FILE` reads one from TOML, `drill soak` runs a seeded random mix of the shipped
 //! scenarios; `runner` executes them against a local cluster it starts (every fault) or a
 //! remote one (`--remote`: HTTP drills only), `check` judges the history and `report` renders

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use wk_api::{CHANNEL_TYPE_GROUP, ChannelConfig, Client, DrillReq, JoinReq};
+use wk_api::{Agreement, CHANNEL_TYPE_GROUP, ChannelConfig, ChannelReplicas, Client, DrillReq, JoinReq};
 
 use super::check::{self, pct, window};
 use super::report::{
@@ -439,34 +439,16 @@ async fn drive(
         let deadline = Instant::now() + w.converge_timeout.0;
         loop {
             let r = settle_client.channel_replicas(&ch, CHANNEL_TYPE_GROUP).await;
-            let done = match &r {
-                Ok(r) => {
-                    let first = r.replicas.first();
-                    first.is_some()
-                        && r.replicas.iter().all(|x| {
-                            x.online
-                                && first.is_some_and(|f| {
-                                    f.message_seq == x.message_seq && f.checksum == x.checksum
-                                })
-                        })
-                }
-                Err(_) => false,
-            };
-            if done {
+            let agreement = r.as_ref().map(ChannelReplicas::agreement);
+            if let Ok(Agreement::Agree { .. }) = agreement {
                 break;
             }
             if Instant::now() >= deadline {
+                if let Ok(Agreement::Diverged(d)) = &agreement {
+                    mismatches += d.len() as u64;
+                }
                 match r {
                     Ok(r) => {
-                        let mut by_seq: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-                        for x in r.replicas.iter().filter(|x| x.online) {
-                            by_seq
-                                .entry(x.message_seq)
-                                .or_default()
-                                .insert(x.checksum.clone());
-                        }
-                        let bad = by_seq.values().filter(|c| c.len() > 1).count() as u64;
-                        mismatches += bad;
                         run.problems.push(format!(
                             "{ch}: replicas did not agree within {}: {}",
                             humantime::format_duration(w.converge_timeout.0),
@@ -652,8 +634,7 @@ async fn catch_up(run: &Run, id: u64) -> Option<f64> {
             continue;
         };
         if r.replicas.iter().any(|x| x.node_id == id) {
-            let top = r.replicas.iter().map(|x| x.message_seq).max().unwrap_or(0);
-            targets.push((ch.clone(), top));
+            targets.push((ch.clone(), r.top_seq()));
         }
     }
     let deadline = started + Duration::from_secs(30);

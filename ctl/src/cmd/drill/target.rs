@@ -74,7 +74,7 @@ impl LocalCluster {
     fn spawn(
         &mut self,
         id: u64,
-    ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<crate::cmd::local::Ready>>> {
+    ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<wk_api::ReadyLine>>> {
         let plan = self
             .plans
             .get(&id)
@@ -261,7 +261,7 @@ impl Target {
         let one = admin.only(&ep).with_context(|| ep.clone())?;
         match one.drill(req).await {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == "forbidden" => bail!(
+            Err(e) if e.error_code() == Some(wk_api::ErrorCode::Forbidden) => bail!(
                 "node {id} refused the drill ({e}); start the nodes with --allow-drills (and pass \
                  --admin-token if they have one)"
             ),
