@@ -242,16 +242,20 @@ async fn health_and_cluster_views_on_one_node() {
 
     // A replica view reads what the writer has committed; the send was answered inside that
     // commit's transaction, so the view shows it within one commit.
-    let reps = wait_until("the replica view to show seq 3", Duration::from_secs(5), || async {
-        let reps = c
-            .channel_replicas("g-views", CHANNEL_TYPE_GROUP)
-            .await
-            .map_err(|e| e.to_string())?;
-        match reps.replicas.first() {
-            Some(r) if r.message_seq == 3 => Ok(reps),
-            _ => Err(format!("{reps:?}")),
-        }
-    })
+    let reps = wait_until(
+        "the replica view to show seq 3",
+        Duration::from_secs(5),
+        || async {
+            let reps = c
+                .channel_replicas("g-views", CHANNEL_TYPE_GROUP)
+                .await
+                .map_err(|e| e.to_string())?;
+            match reps.replicas.first() {
+                Some(r) if r.message_seq == 3 => Ok(reps),
+                _ => Err(format!("{reps:?}")),
+            }
+        },
+    )
     .await;
     assert_eq!(reps.channel_id, "g-views");
     assert_eq!(reps.group_id, cfg.group_id);

@@ -1,10 +1,14 @@
 //! One Raft group's log and vote, stored in the node's shared LMDB environment.
 //!
 //! `append` returns at once and completes its `IOFlushed` callback when the writer thread
-//! has committed the batch holding it; in between, the entries sit in `pending` so readers
-//! see them (openraft requires appended entries to be readable when `append` returns).
-//! Votes, truncations and purges wait for their commit before returning; since the writer
-//! commits in submission order, every write of a group is durable in the order it was made.
+//! has committed the batch holding it. The entries stay in memory, in the group's **tail**:
+//! until they are durable (openraft requires appended entries to be readable when `append`
+//! returns) and then as a cache of the newest entries, which replication reads right after
+//! the append, often after the commit: without it, each of those reads was an LMDB read on
+//! a blocking thread. The tail keeps every entry not yet durable, plus durable ones up to
+//! [`TAIL_ENTRIES`] and [`TAIL_BYTES`]. Votes, truncations and purges wait for their commit
+//! before returning; since the writer commits in submission order, every write of a group
+//! is durable in the order it was made.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -30,6 +34,10 @@ const MAX_PAYLOAD_BYTES: usize = 16 << 20;
 const UNMEASURED_ENTRIES: u64 = 64;
 /// Entries a capped read takes from the log at a time (at most 1 GiB of 4 MiB sendbatches).
 const READ_CHUNK: u64 = 256;
+/// Durable entries the tail keeps at most (entries not yet durable are always kept).
+const TAIL_ENTRIES: usize = 64;
+/// Bytes of durable entries the tail keeps at most.
+const TAIL_BYTES: usize = 256 << 10;
 
 fn raft_key(g: GroupId, tag: u8) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -43,9 +51,74 @@ pub struct LogStore {
     group: GroupId,
     store: Store,
     fence: Fence,
-    /// Appended but not yet committed entries, by index. A std mutex: held only to copy or
-    /// edit the map, never across an `.await`.
-    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    /// The newest entries (module doc). A std mutex: held only to copy or edit the map,
+    /// never across an `.await`.
+    tail: Arc<Mutex<Tail>>,
+}
+
+/// The newest entries of the log, by index.
+#[derive(Default)]
+struct Tail {
+    entries: BTreeMap<u64, TailEntry>,
+    /// Bytes of the durable entries held.
+    durable_bytes: usize,
+}
+
+struct TailEntry {
+    entry: Entry,
+    /// Its row's size, for the byte cap.
+    bytes: usize,
+    /// Committed by the writer: LMDB has it, so the tail may drop it.
+    durable: bool,
+}
+
+impl Tail {
+    /// Mark `ids` durable where the tail still holds those very entries (a truncation and a
+    /// new append may have replaced one), then drop the oldest durable entries over the caps.
+    fn flushed(&mut self, ids: &[LogId]) {
+        for id in ids {
+            if let Some(t) = self.entries.get_mut(&id.index())
+                && t.entry.log_id() == *id
+                && !t.durable
+            {
+                t.durable = true;
+                self.durable_bytes += t.bytes;
+            }
+        }
+        let durable = self.entries.values().filter(|t| t.durable).count();
+        let mut over = durable.saturating_sub(TAIL_ENTRIES);
+        while over > 0 || self.durable_bytes > TAIL_BYTES {
+            let Some(oldest) = self.entries.first_entry() else {
+                break;
+            };
+            if !oldest.get().durable {
+                break;
+            }
+            self.durable_bytes -= oldest.remove().bytes;
+            over = over.saturating_sub(1);
+        }
+    }
+
+    /// Drop the entries from `from` on (a truncation).
+    fn truncate(&mut self, from: u64) {
+        let dropped = self.entries.split_off(&from);
+        self.forget(dropped);
+    }
+
+    /// Drop the entries up to `upto` (a purge).
+    fn purge(&mut self, upto: u64) {
+        let kept = self.entries.split_off(&upto.saturating_add(1));
+        let dropped = std::mem::replace(&mut self.entries, kept);
+        self.forget(dropped);
+    }
+
+    fn forget(&mut self, dropped: BTreeMap<u64, TailEntry>) {
+        self.durable_bytes -= dropped
+            .values()
+            .filter(|t| t.durable)
+            .map(|t| t.bytes)
+            .sum::<usize>();
+    }
 }
 
 impl LogStore {
@@ -54,13 +127,16 @@ impl LogStore {
             group,
             store,
             fence,
-            pending: Default::default(),
+            tail: Default::default(),
         }
     }
 
-    fn pending_range(&self, lo: u64, hi_excl: u64) -> BTreeMap<u64, Entry> {
-        let pending = self.pending.lock().expect("pending lock poisoned");
-        pending.range(lo..hi_excl).map(|(k, v)| (*k, v.clone())).collect()
+    fn tail_range(&self, lo: u64, hi_excl: u64) -> BTreeMap<u64, Entry> {
+        let tail = self.tail.lock().expect("tail lock poisoned");
+        tail.entries
+            .range(lo..hi_excl)
+            .map(|(k, t)| (*k, t.entry.clone()))
+            .collect()
     }
 }
 
@@ -102,16 +178,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if lo >= hi_excl {
             return Ok(Vec::new());
         }
-        // Snapshot pending first: an entry that commits meanwhile is then found in LMDB.
-        let mut entries = self.pending_range(lo, hi_excl);
-        // Replication usually asks for what was just appended: all still pending.
-        let pending_covers = entries.keys().next() == Some(&lo)
+        // Copy the tail first: an entry it drops meanwhile is then found in LMDB.
+        let mut entries = self.tail_range(lo, hi_excl);
+        // Replication usually asks for what was just appended: all in the tail.
+        let tail_covers = entries.keys().next() == Some(&lo)
             && entries
                 .keys()
                 .next_back()
                 .is_some_and(|last| last + 1 == hi_excl || hi_excl == u64::MAX)
             && entries.len() as u64 == entries.keys().next_back().map_or(0, |l| l - lo + 1);
-        if pending_covers {
+        if tail_covers {
             return Ok(entries.into_values().collect());
         }
         let g = self.group;
@@ -185,14 +261,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let g = self.group;
         let (last, purged) =
             crate::integrity::check(g, self.store.read(move |r| stored_log_state(r, g)).await)?;
-        let pending_last = self
-            .pending
+        let tail_last = self
+            .tail
             .lock()
-            .expect("pending lock poisoned")
+            .expect("tail lock poisoned")
+            .entries
             .values()
             .next_back()
-            .map(|e| e.log_id());
-        let last_log_id = match (last, pending_last) {
+            .map(|t| t.entry.log_id());
+        let last_log_id = match (last, tail_last) {
             (Some(a), Some(b)) => Some(if b.index() >= a.index() { b } else { a }),
             (a, b) => a.or(b),
         };
@@ -235,12 +312,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .collect();
         let ids: Vec<LogId> = entries.iter().map(|e| e.log_id()).collect();
         {
-            let mut pending = self.pending.lock().expect("pending lock poisoned");
-            for e in entries {
-                pending.insert(e.index(), e);
+            let mut tail = self.tail.lock().expect("tail lock poisoned");
+            // Entries from the first appended index on are replaced (openraft truncates first).
+            if let Some(first) = ids.first() {
+                tail.truncate(first.index());
+            }
+            for (e, (_, row)) in entries.into_iter().zip(&rows) {
+                tail.entries.insert(
+                    e.index(),
+                    TailEntry {
+                        entry: e,
+                        bytes: row.len(),
+                        durable: false,
+                    },
+                );
             }
         }
-        let (pending, fence) = (self.pending.clone(), self.fence.clone());
+        let (tail, fence) = (self.tail.clone(), self.fence.clone());
         self.store.submit(
             move |w| {
                 fence.check(g)?;
@@ -250,14 +338,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Ok(())
             },
             move |res| {
-                {
-                    let mut p = pending.lock().expect("pending lock poisoned");
-                    for id in &ids {
-                        // A later truncate+append may have replaced it; keep that one.
-                        if p.get(&id.index()).map(|e| e.log_id()) == Some(*id) {
-                            p.remove(&id.index());
-                        }
-                    }
+                if res.is_ok() {
+                    tail.lock().expect("tail lock poisoned").flushed(&ids);
                 }
                 callback.io_completed(res.map_err(io::Error::from));
             },
@@ -268,10 +350,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let (g, fence) = (self.group, self.fence.clone());
         let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
-        self.pending
-            .lock()
-            .expect("pending lock poisoned")
-            .retain(|idx, _| *idx < from);
+        self.tail.lock().expect("tail lock poisoned").truncate(from);
         self.store
             .write(move |w| {
                 fence.check(g)?;
@@ -289,6 +368,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let (g, fence) = (self.group, self.fence.clone());
         let upto = log_id.index();
         let marker = encode(&log_id);
+        self.tail.lock().expect("tail lock poisoned").purge(upto);
         self.store
             .write(move |w| {
                 fence.check(g)?;
@@ -374,6 +454,49 @@ mod tests {
         assert_eq!(log.read_vote().await.expect("read"), None, "no vote row");
         let kept = log.limited_get_log_entries(1, 4).await.expect("read");
         assert_eq!(kept.len(), 3, "the truncation wrote nothing");
+    }
+
+    /// Appends through the log store: the tail answers reads before and after the commit,
+    /// keeps at most `TAIL_ENTRIES` durable entries, and a truncation plus a new append
+    /// replaces what it held; LMDB answers for what the tail dropped.
+    #[tokio::test]
+    async fn the_tail_holds_the_newest_entries_and_follows_truncations() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = LogStore::new(5, Store::open(dir.path()).expect("open"), Fence::default());
+        for i in 1..=100 {
+            log.append([entry(i, 10)], IOFlushed::noop())
+                .await
+                .expect("append");
+        }
+        // The writer commits in order: once the vote is durable, so is every append.
+        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+        let tail = log
+            .tail
+            .lock()
+            .expect("lock")
+            .entries
+            .keys()
+            .copied()
+            .collect::<Vec<_>>();
+        assert_eq!(tail, (37..=100).collect::<Vec<_>>(), "the newest 64");
+        let all = log.try_get_log_entries(1..=100).await.expect("read");
+        assert_eq!(
+            all.iter().map(|e| e.index()).collect::<Vec<_>>(),
+            (1..=100).collect::<Vec<_>>()
+        );
+        // A new leader truncates 91.. and appends another entry 91 (another term).
+        log.truncate_after(Some(all[89].log_id()))
+            .await
+            .expect("truncate");
+        let replaced = Entry::new_blank(openraft::testing::log_id::<TypeConfig>(2, 1, 91));
+        log.append([replaced.clone()], IOFlushed::noop())
+            .await
+            .expect("append");
+        let got = log.try_get_log_entries(89..).await.expect("read");
+        assert_eq!(
+            got.iter().map(|e| e.log_id()).collect::<Vec<_>>(),
+            vec![all[88].log_id(), all[89].log_id(), replaced.log_id()]
+        );
     }
 
     #[tokio::test]
