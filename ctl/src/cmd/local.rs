@@ -49,6 +49,12 @@ pub struct Ready {
     pub node_id: u64,
     pub http_addr: String,
     pub cluster_addr: String,
+    /// The client gateway's TCP address (WuKongIM's binary protocol); None when off.
+    #[serde(default)]
+    pub tcp_addr: Option<String>,
+    /// The client gateway's WebSocket address (what the JS SDK connects to); None when off.
+    #[serde(default)]
+    pub ws_addr: Option<String>,
 }
 
 /// The `--init-nodes` value shared by every node: `1@127.0.0.1:11110,2@127.0.0.1:11111,...`.
@@ -197,6 +203,10 @@ impl Nodes {
             .args(args)
             // The log is a file, not a terminal: no colour escapes in it.
             .env("NO_COLOR", "1")
+            // Client gateways on free ports, so local clusters never collide on WuKongIM's
+            // 5100/5200; the ready line says where they are (`args` may still set them).
+            .env("WK_TCP_ADDR", "127.0.0.1:0")
+            .env("WK_WS_ADDR", "127.0.0.1:0")
             // Local clusters serve plain HTTP on loopback. wkctl's own `WK_TLS_CA` (its
             // `--tls-ca`) means the same to wknode, which refuses it without a cert and key.
             .env_remove("WK_TLS_CA")
