@@ -176,17 +176,7 @@ async fn run(
 
     let in_flight = Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT));
     loop {
-        let bytes = tokio::select! {
-            r = timeout(IDLE_TIMEOUT, reader.read()) => match r {
-                Err(_) => return End::Idle,
-                Ok(Ok(Some(b))) => b,
-                Ok(Ok(None)) => return End::Eof,
-                Ok(Err(e)) => return End::Io(e),
-            },
-            _ = closed.cancelled() => return End::Closed,
-            _ = shared.shutdown.cancelled() => return End::Shutdown,
-        };
-        decoder.extend(&bytes);
+        // Packets already buffered first: a client may pipeline packets behind its CONNECT.
         loop {
             let packet = match decoder.next_packet(v) {
                 Ok(Some(p)) => p,
@@ -228,6 +218,17 @@ async fn run(
                 }
             }
         }
+        let bytes = tokio::select! {
+            r = timeout(IDLE_TIMEOUT, reader.read()) => match r {
+                Err(_) => return End::Idle,
+                Ok(Ok(Some(b))) => b,
+                Ok(Ok(None)) => return End::Eof,
+                Ok(Err(e)) => return End::Io(e),
+            },
+            _ = closed.cancelled() => return End::Closed,
+            _ = shared.shutdown.cancelled() => return End::Shutdown,
+        };
+        decoder.extend(&bytes);
     }
 }
 
