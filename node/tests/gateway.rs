@@ -298,6 +298,29 @@ async fn tcp_and_websocket_clients_send_through_any_node() {
         synced(&cluster, "bob", "alice", CHANNEL_TYPE_PERSON).await,
         vec![(1, text.to_vec())]
     );
+    tracing::info!("--- two SENDs in one WebSocket message (JS SDK 1.3 batches them)");
+    let mut both = encode_frame(
+        &Packet::Send(ws.seal(2, "cmn-ws-2", "bob", CHANNEL_TYPE_PERSON, text)),
+        ws.v,
+    )
+    .expect("encode");
+    both.extend(
+        encode_frame(
+            &Packet::Send(ws.seal(3, "cmn-ws-3", "bob", CHANNEL_TYPE_PERSON, text)),
+            ws.v,
+        )
+        .expect("encode"),
+    );
+    ws.write_raw(&both).await;
+    let mut acks = Vec::new();
+    for _ in 0..2 {
+        match ws.recv().await {
+            Some(Packet::Sendack(a)) => acks.push((a.client_seq, a.reason_code)),
+            other => panic!("want SENDACK, got {other:?}"),
+        }
+    }
+    acks.sort_by_key(|a| a.0);
+    assert_eq!(acks, vec![(2, ReasonCode::Success), (3, ReasonCode::Success)]);
     // The TCP connection was not kicked: a slave login (level 0) on another device.
     let (_, seq, _) = tcp
         .send(tcp.seal(3, "cmn-2", "g1", CHANNEL_TYPE_GROUP, text))
