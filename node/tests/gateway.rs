@@ -604,3 +604,31 @@ async fn garbage_and_connect_floods_leave_the_node_up() {
         "witness and late are open"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_can_be_off_and_silent_connections_time_out() {
+    let cluster = Cluster::start_with(1, &["--tcp-addr", "off"]).await;
+    assert_eq!(
+        cluster.node(1).gateway.0,
+        None,
+        "the ready line says the TCP gateway is off"
+    );
+    let route: wk_api::RouteResp = reqwest::get(cluster.node(1).url("/route?uid=ivy"))
+        .await
+        .expect("GET /route")
+        .json()
+        .await
+        .expect("route JSON");
+    assert_eq!(route.tcp_addr, "");
+    assert_eq!(route.ws_addr, format!("ws://{}", ws_of(&cluster, 1)));
+
+    tracing::info!("--- a connection that never sends CONNECT is closed after the CONNECT timeout");
+    let started = std::time::Instant::now();
+    let mut silent = ImClient::ws(&ws_of(&cluster, 1)).await;
+    assert_eq!(silent.recv().await, None);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        "closed after {took:?}, want about 4 s"
+    );
+}
