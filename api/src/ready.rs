@@ -14,6 +14,12 @@ pub struct ReadyLine {
     pub http_addr: String,
     /// The cluster transport address, as bound or advertised.
     pub cluster_addr: String,
+    /// The client gateway's bound TCP address (WuKongIM's binary protocol); None when off.
+    #[serde(default)]
+    pub tcp_addr: Option<String>,
+    /// The client gateway's bound WebSocket address (what the JS SDK connects to); None when off.
+    #[serde(default)]
+    pub ws_addr: Option<String>,
     /// HTTPS on `http_addr` and mutual TLS on `cluster_addr`.
     #[serde(default)]
     pub tls: bool,
@@ -33,8 +39,23 @@ impl ReadyLine {
             node_id,
             http_addr: http_addr.into(),
             cluster_addr: cluster_addr.into(),
+            tcp_addr: None,
+            ws_addr: None,
             tls,
             insecure,
+        }
+    }
+
+    /// The same line with the client gateway's bound addresses.
+    pub fn with_gateway(
+        self,
+        tcp: Option<impl std::fmt::Display>,
+        ws: Option<impl std::fmt::Display>,
+    ) -> ReadyLine {
+        ReadyLine {
+            tcp_addr: tcp.map(|a| a.to_string()),
+            ws_addr: ws.map(|a| a.to_string()),
+            ..self
         }
     }
 

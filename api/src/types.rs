@@ -533,3 +533,24 @@ pub enum DrillReq {
     /// End every running fault now.
     Heal,
 }
+
+/// `GET /route?uid=U`: where a client connects, WuKongIM's shape. The answering node's own
+/// client gateway: any node accepts any user.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteResp {
+    /// `HOST:PORT` of the binary protocol over TCP; empty when that listener is off.
+    pub tcp_addr: String,
+    /// `ws://HOST:PORT` of the binary protocol over WebSocket; empty when that listener is off.
+    pub ws_addr: String,
+    /// `wss://...`: always empty (no TLS on the gateway yet); the JS demo falls back to `ws_addr`.
+    pub wss_addr: String,
+}
+
+/// One answer of `POST /route/batch` (body: a JSON array of uids): the uids that connect to
+/// these addresses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteBatchItem {
+    pub uids: Vec<String>,
+    #[serde(flatten)]
+    pub route: RouteResp,
+}

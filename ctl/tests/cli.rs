@@ -263,9 +263,10 @@ done
 echo $$ > "$dir/pid"
 echo "$init" > "$dir/init"
 echo "$drills" > "$dir/drills"
+echo "$WK_TCP_ADDR $WK_WS_ADDR" > "$dir/gateway"
 echo "fake node $id starting" >&2
 trap 'echo "fake node $id got SIGTERM" >&2; exit 0' TERM
-printf '{"event":"ready","node_id":%s,"http_addr":"%s","cluster_addr":"%s"}\n' "$id" "$http" "$cl"
+printf '{"event":"ready","node_id":%s,"http_addr":"%s","cluster_addr":"%s","tcp_addr":"127.0.0.1:510%s","ws_addr":"127.0.0.1:520%s"}\n' "$id" "$http" "$cl" "$id" "$id"
 while :; do sleep 0.05; done
 "#;
 
@@ -324,6 +325,15 @@ fn demo_starts_nodes_and_stops_every_one_on_sigterm() {
             banner.contains(&format!("node {id}  http http://127.0.0.1:")),
             "banner:\n{banner}"
         );
+        // wkctl asks for gateways on free ports and prints where they are.
+        assert!(
+            banner.contains(&format!(
+                "IM clients: ws://127.0.0.1:520{id}  tcp 127.0.0.1:510{id}"
+            )),
+            "banner:\n{banner}"
+        );
+        let asked = std::fs::read_to_string(data.join(id.to_string()).join("gateway")).expect("gateway env");
+        assert_eq!(asked.trim(), "127.0.0.1:0 127.0.0.1:0");
     }
     assert!(
         banner.contains("/message/send") && banner.contains("/channel/messagesync"),

@@ -254,6 +254,13 @@ pub fn describe(cfg: &Config) -> String {
     );
     let _ = writeln!(
         s,
+        "  IM client gateway  TCP {}, WebSocket {} (users' tokens; at most {} connections)",
+        cfg.gateway.tcp_addr.as_deref().unwrap_or("off"),
+        cfg.gateway.ws_addr.as_deref().unwrap_or("off"),
+        cfg.gateway.max_connections,
+    );
+    let _ = writeln!(
+        s,
         "  cluster transport  {} (cluster secret {})",
         cfg.cluster_addr,
         set(&cfg.cluster_secret)
@@ -424,6 +431,7 @@ mod tests {
             "all interfaces",
             "client token set",
             "cluster secret set",
+            "IM client gateway  TCP 127.0.0.1:5100, WebSocket 127.0.0.1:5200",
             "ok:",
         ] {
             assert!(text.contains(want), "{want:?} missing in:\n{text}");

@@ -38,6 +38,26 @@ pub struct Args {
     /// wildcard IP (0.0.0.0, [::]) replaced by --cluster-addr's host].
     #[arg(long, env = "WK_HTTP_ADVERTISE")]
     pub http_advertise: Option<String>,
+    /// Client gateway: WuKongIM's binary protocol over TCP for the IM SDKs ("off" disables it;
+    /// port 0 picks a free port) [default: 127.0.0.1:5100].
+    #[arg(long, env = "WK_TCP_ADDR")]
+    pub tcp_addr: Option<String>,
+    /// Client gateway: the same protocol over WebSocket, binary messages ("off" disables it;
+    /// port 0 picks a free port) [default: 127.0.0.1:5200].
+    #[arg(long, env = "WK_WS_ADDR")]
+    pub ws_addr: Option<String>,
+    /// The TCP gateway address `/route` hands to clients, HOST:PORT [default: the bound
+    /// --tcp-addr, with a wildcard IP replaced by --cluster-addr's host].
+    #[arg(long, env = "WK_TCP_ADVERTISE")]
+    pub tcp_advertise: Option<String>,
+    /// The WebSocket gateway address `/route` hands to clients (as ws://HOST:PORT), HOST:PORT
+    /// [default: the bound --ws-addr, with a wildcard IP replaced by --cluster-addr's host].
+    #[arg(long, env = "WK_WS_ADVERTISE")]
+    pub ws_advertise: Option<String>,
+    /// Most open client connections (TCP and WebSocket together); more are closed at once
+    /// [default: 10000].
+    #[arg(long, env = "WK_MAX_CLIENT_CONNECTIONS")]
+    pub max_client_connections: Option<usize>,
     /// Cluster transport listen address [default: 127.0.0.1:11110].
     #[arg(long, env = "WK_CLUSTER_ADDR")]
     pub cluster_addr: Option<String>,
@@ -146,6 +166,11 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     http_addr: Option<String>,
     http_advertise: Option<String>,
+    tcp_addr: Option<String>,
+    ws_addr: Option<String>,
+    tcp_advertise: Option<String>,
+    ws_advertise: Option<String>,
+    max_client_connections: Option<usize>,
     cluster_addr: Option<String>,
     init_nodes: Option<String>,
     seed: Option<String>,
@@ -196,6 +221,23 @@ pub struct Config {
     pub tls: Option<crate::tls::Tls>,
     /// What one node accepts from HTTP clients at once (`api::limits`).
     pub limits: HttpLimits,
+    /// The client gateway's listeners and limits (`gateway`).
+    pub gateway: GatewayConfig,
+}
+
+/// Where the client gateway listens and what it accepts.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// TCP listen address; None: `--tcp-addr off`.
+    pub tcp_addr: Option<String>,
+    /// WebSocket listen address; None: `--ws-addr off`.
+    pub ws_addr: Option<String>,
+    /// `--tcp-advertise`, if given (see `advertised_http`, which applies to these too).
+    pub tcp_advertise: Option<String>,
+    /// `--ws-advertise`, if given.
+    pub ws_advertise: Option<String>,
+    /// Most open client connections, both listeners together.
+    pub max_connections: usize,
 }
 
 /// Bounds on what HTTP clients can make a node hold: connections, requests and sends in
@@ -276,6 +318,28 @@ fn tls_files(
             )
         }
     }
+}
+
+/// A listen address that may be `off`: None when off.
+fn listen_addr(flag: &str, value: Option<String>, default: &str) -> anyhow::Result<Option<String>> {
+    let value = value.unwrap_or_else(|| default.to_string());
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match value.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => Ok(Some(value)),
+        _ => bail!("{flag} {value:?}: must be HOST:PORT or off"),
+    }
+}
+
+/// An advertised address: HOST:PORT.
+fn advertise(flag: &str, value: Option<String>) -> anyhow::Result<Option<String>> {
+    value
+        .map(|a| match a.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(a),
+            _ => Err(anyhow::anyhow!("{flag} {a:?}: must be HOST:PORT")),
+        })
+        .transpose()
 }
 
 /// The HTTP address the node registers for itself: `--http-advertise` if given, else the bound
@@ -389,6 +453,17 @@ impl Config {
         )?
         .map(crate::tls::Tls::load)
         .transpose()?;
+        let gateway = GatewayConfig {
+            tcp_addr: listen_addr("--tcp-addr", args.tcp_addr.or(file.tcp_addr), "127.0.0.1:5100")?,
+            ws_addr: listen_addr("--ws-addr", args.ws_addr.or(file.ws_addr), "127.0.0.1:5200")?,
+            tcp_advertise: advertise("--tcp-advertise", args.tcp_advertise.or(file.tcp_advertise))?,
+            ws_advertise: advertise("--ws-advertise", args.ws_advertise.or(file.ws_advertise))?,
+            max_connections: args
+                .max_client_connections
+                .or(file.max_client_connections)
+                .unwrap_or(10_000)
+                .max(1),
+        };
         Ok(Config {
             node_id,
             data_dir: args
@@ -399,14 +474,7 @@ impl Config {
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| "127.0.0.1:5001".into()),
-            http_advertise: args
-                .http_advertise
-                .or(file.http_advertise)
-                .map(|a| match a.rsplit_once(':') {
-                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(a),
-                    _ => Err(anyhow::anyhow!("--http-advertise {a:?}: must be HOST:PORT")),
-                })
-                .transpose()?,
+            http_advertise: advertise("--http-advertise", args.http_advertise.or(file.http_advertise))?,
             cluster_addr: args
                 .cluster_addr
                 .or(file.cluster_addr)
@@ -435,6 +503,7 @@ impl Config {
             insecure: args.insecure || file.insecure.unwrap_or(false),
             tls,
             limits,
+            gateway,
         })
     }
 }
@@ -515,6 +584,40 @@ mod tests {
             advertised_http(any, "10.0.0.1:11110", Some("im.example.com:443")),
             "im.example.com:443"
         );
+    }
+
+    #[test]
+    fn gateway_addresses_default_to_wukongims_ports_and_can_be_off() {
+        let c = Config::from_args(Args::default()).expect("defaults");
+        assert_eq!(c.gateway.tcp_addr.as_deref(), Some("127.0.0.1:5100"));
+        assert_eq!(c.gateway.ws_addr.as_deref(), Some("127.0.0.1:5200"));
+        let c = Config::from_args(Args {
+            tcp_addr: Some("off".into()),
+            ws_addr: Some("0.0.0.0:0".into()),
+            ..Default::default()
+        })
+        .expect("off and port 0");
+        assert_eq!(c.gateway.tcp_addr, None);
+        assert_eq!(c.gateway.ws_addr.as_deref(), Some("0.0.0.0:0"));
+        for (args, flag) in [
+            (
+                Args {
+                    tcp_addr: Some("nowhere".into()),
+                    ..Default::default()
+                },
+                "--tcp-addr",
+            ),
+            (
+                Args {
+                    ws_advertise: Some("im.example.com".into()),
+                    ..Default::default()
+                },
+                "--ws-advertise",
+            ),
+        ] {
+            let err = format!("{:#}", Config::from_args(args).expect_err(flag));
+            assert!(err.contains(flag), "{err}");
+        }
     }
 
     #[test]

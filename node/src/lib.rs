@@ -4,8 +4,9 @@
 //! plumbing shared by all groups (`raft`), the pure apply logic of the metadata group
 //! (`meta`) and of channel groups (`channel`), the runtime that starts groups and routes
 //! requests to their leaders (`cluster`), the WuKongIM-compatible HTTP API (`api`), the
-//! counters and histograms behind `/metrics` (`stats`), backup/restore (`snapshot`), and the
-//! optional TLS of both listeners (`tls`).
+//! counters and histograms behind `/metrics` (`stats`), backup/restore (`snapshot`), the
+//! optional TLS of the HTTP and cluster listeners (`tls`), and the client gateway that
+//! speaks WuKongIM's binary protocol to the IM SDKs on TCP and WebSocket (`gateway`).
 //! Depends on the shared wire types (`wk-api`) but nothing in `ctl` or `tui`.
 //!
 //! A message's path: HTTP `/message/send` on any node -> `cluster::route` finds the channel
@@ -19,6 +20,7 @@ pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod integrity;
 pub mod meta;
 pub mod raft;
@@ -39,6 +41,7 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(&cfg.http_addr)
         .await
         .with_context(|| format!("bind HTTP address {}", cfg.http_addr))?;
+    let gateway_listeners = gateway::Listeners::bind(&cfg.gateway).await?;
     let cluster_addr = cluster_listener.local_addr()?.to_string();
     // The configured cluster address, not the bound one: it may be a DNS name (Kubernetes).
     let http_addr = config::advertised_http(
@@ -50,23 +53,28 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let node = cluster::Node::start(&cfg, http_addr.clone(), cluster_addr.clone()).await?;
     let serve_transport = tokio::spawn(node.transport.clone().serve(cluster_listener));
 
-    let app = app(&cfg, &node);
+    let gateway = gateway::Gateway::start(gateway_listeners, node.clone(), &cfg.gateway);
+    let app = app(&cfg, &node).layer(axum::Extension(gateway.route(&cfg)));
     let tls = cfg.tls.as_ref().map(|t| t.http_acceptor());
     let server = api::limits::serve(http_listener, app, &cfg.limits, tls, shutdown_signal());
     println!(
         "{}",
-        serde_json::to_string(&wk_api::ReadyLine::new(
-            node.id,
-            &http_addr,
-            &cluster_addr,
-            cfg.tls.is_some(),
-            cfg.insecure
-        ))?
+        serde_json::to_string(
+            &wk_api::ReadyLine::new(
+                node.id,
+                &http_addr,
+                &cluster_addr,
+                cfg.tls.is_some(),
+                cfg.insecure
+            )
+            .with_gateway(gateway.tcp_addr(), gateway.ws_addr())
+        )?
     );
-    tracing::info!(node_id = node.id, %http_addr, %cluster_addr, tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), "serving");
+    tracing::info!(node_id = node.id, %http_addr, %cluster_addr, tcp_addr = ?gateway.tcp_addr(), ws_addr = ?gateway.ws_addr(), tls = cfg.tls.is_some(), data_dir = %cfg.data_dir.display(), "serving");
     server.await;
 
     tracing::info!("shutting down");
+    gateway.shutdown().await;
     serve_transport.abort();
     node.shutdown().await;
     Ok(())

@@ -187,6 +187,25 @@ impl StoreStats {
     }
 }
 
+/// What the client gateway (`crate::gateway`) counted.
+pub struct GatewayStats {
+    /// Client connections open now (TCP and WebSocket, authenticated or not).
+    pub connections: AtomicU64,
+    /// Packets decoded from clients.
+    pub packets_in: AtomicU64,
+    /// Packets written to clients.
+    pub packets_out: AtomicU64,
+    /// Connections closed at accept by `--max-client-connections`.
+    pub refused: AtomicU64,
+}
+
+pub static GATEWAY: GatewayStats = GatewayStats {
+    connections: AtomicU64::new(0),
+    packets_in: AtomicU64::new(0),
+    packets_out: AtomicU64::new(0),
+    refused: AtomicU64::new(0),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

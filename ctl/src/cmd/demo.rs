@@ -166,6 +166,12 @@ fn banner(args: &DemoArgs, ready: &[(NodePlan, ReadyLine)], next: Option<&ScaleO
             r.cluster_addr,
             plan.dir.display()
         ));
+        if let Some(ws) = &r.ws_addr {
+            s.push_str(&format!(
+                "          IM clients: ws://{ws}  tcp {}\n",
+                r.tcp_addr.as_deref().unwrap_or("off")
+            ));
+        }
     }
     let first = ready
         .first()

@@ -188,6 +188,10 @@ impl Nodes {
             .args(args)
             // The log is a file, not a terminal: no colour escapes in it.
             .env("NO_COLOR", "1")
+            // Client gateways on free ports, so local clusters never collide on WuKongIM's
+            // 5100/5200; the ready line says where they are (`args` may still set them).
+            .env("WK_TCP_ADDR", "127.0.0.1:0")
+            .env("WK_WS_ADDR", "127.0.0.1:0")
             // Local clusters serve plain HTTP on loopback. wkctl's own `WK_TLS_CA` (its
             // `--tls-ca`) means the same to wknode, which refuses it without a cert and key.
             .env_remove("WK_TLS_CA")

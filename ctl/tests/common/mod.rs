@@ -40,7 +40,10 @@ pub fn wknode_cmd(log: &Path) -> Command {
             cmd.env_remove(k);
         }
     }
+    // Client gateways on free ports: tests run many nodes at once.
     cmd.env("RUST_LOG", "info")
+        .env("WK_TCP_ADDR", "127.0.0.1:0")
+        .env("WK_WS_ADDR", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).expect("log file"));

@@ -158,6 +158,7 @@ pub async fn render(node: &Node) -> String {
     backlog_families(backlog, &mut out);
     request_families(&mut out);
     store_families(&mut out);
+    gateway_families(&mut out);
     if let Some(p) = process {
         p.write(&mut out);
     }
@@ -575,6 +576,38 @@ fn request_families(out: &mut Exposition) {
     );
     for (code, n) in stats::http_errors() {
         out.sample("wukong_http_errors_total", &[("code", code.as_str())], n as f64);
+    }
+}
+
+/// What the client gateway counted (`stats::GATEWAY`).
+fn gateway_families(out: &mut Exposition) {
+    let g = &stats::GATEWAY;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    out.family(
+        "wukong_gateway_connections",
+        Kind::Gauge,
+        "Client connections (TCP and WebSocket) open on this node's gateway.",
+    );
+    out.sample("wukong_gateway_connections", &[], load(&g.connections));
+    for (name, help, n) in [
+        (
+            "wukong_gateway_packets_in_total",
+            "Packets decoded from client connections.",
+            &g.packets_in,
+        ),
+        (
+            "wukong_gateway_packets_out_total",
+            "Packets written to client connections.",
+            &g.packets_out,
+        ),
+        (
+            "wukong_gateway_refused_total",
+            "Client connections closed at accept by --max-client-connections.",
+            &g.refused,
+        ),
+    ] {
+        out.family(name, Kind::Counter, help);
+        out.sample(name, &[], load(n));
     }
 }
 

@@ -6,7 +6,8 @@
 mod auth;
 pub mod limits;
 mod metrics;
-mod validate;
+mod route;
+pub(crate) mod validate;
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
@@ -53,6 +54,8 @@ pub fn router(
         .route("/message/sendbatch", post(send_batch))
         .route("/channel/messagesync", post(message_sync))
         .route("/channel/max_message_seq", post(max_seq_post).get(max_seq_get))
+        .route("/route", get(route::route))
+        .route("/route/batch", post(route::route_batch))
         .route("/cluster/nodes", get(cluster_nodes))
         .route("/cluster/channels", get(cluster_channels))
         .route("/cluster/join", post(cluster_join))
@@ -281,46 +284,92 @@ async fn channel_info(State(node): State<Node>, Body(req): Body<ChannelRef>) -> 
     }
 }
 
+/// One message as its sender hands it in, before any check: what `/message/send` carries
+/// (payload base64-decoded) and what the client gateway's SEND carries (payload decrypted).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Empty: a system message.
+    pub from_uid: String,
+    /// For person channels the other party's uid.
+    pub channel_id: String,
+    pub channel_type: u8,
+    /// The idempotency key (generated when empty).
+    pub client_msg_no: String,
+    pub header: Header,
+    /// The plaintext payload.
+    pub payload: Vec<u8>,
+}
+
 /// Validate a send and build its message; `Err` is the client's mistake.
 fn prepare(node: &Node, req: &SendReq) -> Result<(ChannelKey, NewMessage), NodeError> {
-    let from_uid = if req.from_uid.is_empty() {
+    let payload = decode_payload(&req.payload)?;
+    prepare_outgoing(
+        node,
+        Outgoing {
+            from_uid: req.from_uid.clone(),
+            channel_id: req.channel_id.clone(),
+            channel_type: req.channel_type,
+            client_msg_no: req.client_msg_no.clone(),
+            header: Header {
+                no_persist: req.header.no_persist,
+                red_dot: req.header.red_dot,
+                sync_once: req.header.sync_once,
+            },
+            payload,
+        },
+    )
+}
+
+/// The checks and the channel key of one message, whatever surface it came in on.
+fn prepare_outgoing(node: &Node, m: Outgoing) -> Result<(ChannelKey, NewMessage), NodeError> {
+    let from_uid = if m.from_uid.is_empty() {
         channel::SYSTEM_UID.to_string()
     } else {
-        req.from_uid.clone()
+        m.from_uid
     };
     check_id("from_uid", &from_uid)?;
-    check_id("channel_id", &req.channel_id)?;
-    check_type(req.channel_type)?;
-    check_len("client_msg_no", &req.client_msg_no, MAX_CLIENT_MSG_NO)?;
-    let payload = decode_payload(&req.payload)?;
-    let key = if req.channel_type == CHANNEL_TYPE_PERSON {
+    check_id("channel_id", &m.channel_id)?;
+    check_type(m.channel_type)?;
+    check_len("client_msg_no", &m.client_msg_no, MAX_CLIENT_MSG_NO)?;
+    if m.payload.is_empty() {
+        return Err(NodeError::BadRequest("payload must not be empty".into()));
+    }
+    if m.payload.len() > MAX_PAYLOAD {
+        return Err(NodeError::PayloadTooLarge(format!(
+            "payload over {MAX_PAYLOAD} bytes"
+        )));
+    }
+    let key = if m.channel_type == CHANNEL_TYPE_PERSON {
         ChannelKey {
-            channel_id: channel::person_channel_id(&from_uid, &req.channel_id),
+            channel_id: channel::person_channel_id(&from_uid, &m.channel_id),
             channel_type: CHANNEL_TYPE_PERSON,
         }
     } else {
         ChannelKey {
-            channel_id: req.channel_id.clone(),
-            channel_type: req.channel_type,
+            channel_id: m.channel_id,
+            channel_type: m.channel_type,
         }
     };
     let msg = node.new_message(NewMessage {
         message_id: 0,
-        client_msg_no: req.client_msg_no.clone(),
+        client_msg_no: m.client_msg_no,
         from_uid,
-        header: Header {
-            no_persist: req.header.no_persist,
-            red_dot: req.header.red_dot,
-            sync_once: req.header.sync_once,
-        },
+        header: m.header,
         timestamp: 0,
-        payload,
+        payload: m.payload,
     })?;
     Ok((key, msg))
 }
 
-async fn send(State(node): State<Node>, Body(req): Body<SendReq>) -> ApiResult<SendResp> {
-    let (key, msg) = prepare(&node, &req)?;
+/// Store one message: validation, the channel (created on first use), its leader, the
+/// `(from_uid, client_msg_no)` dedup. Answers after the quorum commit. `/message/send` and the
+/// client gateway's SEND both come through here, so they cannot drift apart.
+pub async fn send_message(node: &Node, m: Outgoing) -> Result<SendResp, NodeError> {
+    let (key, msg) = prepare_outgoing(node, m)?;
+    send_prepared(node, key, msg).await
+}
+
+async fn send_prepared(node: &Node, key: ChannelKey, msg: NewMessage) -> Result<SendResp, NodeError> {
     let rec = node
         .resolve_channel(&key, true)
         .await?
@@ -330,11 +379,16 @@ async fn send(State(node): State<Node>, Body(req): Body<SendReq>) -> ApiResult<S
     let s = sent
         .first()
         .ok_or_else(|| NodeError::Internal("empty send result".into()))?;
-    Ok(Json(SendResp {
+    Ok(SendResp {
         message_id: s.message_id,
         message_seq: s.message_seq,
         client_msg_no,
-    }))
+    })
+}
+
+async fn send(State(node): State<Node>, Body(req): Body<SendReq>) -> ApiResult<SendResp> {
+    let (key, msg) = prepare(&node, &req)?;
+    Ok(Json(send_prepared(&node, key, msg).await?))
 }
 
 async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> ApiResult<SendBatchResp> {

@@ -209,6 +209,9 @@ pub struct Node {
     pub log_path: PathBuf,
     /// With TLS: the CA file its clients trust (they use https); None: plain http.
     pub tls_ca: Option<PathBuf>,
+    /// The client gateway's TCP and WebSocket addresses from the last ready line (port 0:
+    /// they change on a restart).
+    pub gateway: (Option<String>, Option<String>),
     /// Arguments after the ones above (`--init-nodes`, `--channel-replicas`, extra flags).
     args: Vec<String>,
     /// The running process; `None` after `kill`/`stop` until `spawn`.
@@ -229,6 +232,7 @@ impl Node {
             cluster_addr,
             log_path: root.join(format!("node-{id}.log")),
             tls_ca: None,
+            gateway: (None, None),
             data_dir,
             args,
             child: None,
@@ -286,6 +290,10 @@ impl Node {
                 cmd.env_remove(k);
             }
         }
+        // Client gateways on free ports (tests run many nodes at once; the defaults 5100 and
+        // 5200 would collide). A test's own --tcp-addr/--ws-addr flags win over these.
+        cmd.env("WK_TCP_ADDR", "127.0.0.1:0")
+            .env("WK_WS_ADDR", "127.0.0.1:0");
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", node_bin()));
@@ -331,6 +339,7 @@ impl Node {
                             break format!("ready line {line} does not match (id, http, cluster) {want:?}");
                         }
                         self.child = Some(child);
+                        self.gateway = (ready.tcp_addr.clone(), ready.ws_addr.clone());
                         return Ok(ready);
                     }
                     None => {

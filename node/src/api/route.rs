@@ -1,0 +1,43 @@
+//! `GET /route` and `POST /route/batch`: where an IM client connects, answered like WuKongIM
+//! (`{tcp_addr, ws_addr, wss_addr}`). Every node's gateway accepts every user, so the answer is
+//! this node's own gateway addresses, whoever asks; they come in as an `Extension` set by
+//! `crate::run` once the listeners are bound (a router without one answers empty addresses).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Extension, Query};
+use wk_api::{RouteBatchItem, RouteResp};
+
+use super::validate::{MAX_SUBSCRIBERS_PER_CALL, check_id};
+use super::{ApiErr, ApiResult, Body};
+use crate::error::NodeError;
+
+/// `GET /route?uid=U` (`intranet=1` is accepted and answered the same: one address per node).
+pub async fn route(
+    addrs: Option<Extension<RouteResp>>,
+    q: Result<Query<BTreeMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<RouteResp> {
+    let Query(q) = q.map_err(|e| NodeError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    if let Some(uid) = q.get("uid") {
+        check_id("uid", uid)?;
+    }
+    Ok(Json(addrs.map(|Extension(a)| a).unwrap_or_default()))
+}
+
+/// `POST /route/batch` with a JSON array of uids: one item holding them all.
+pub async fn route_batch(
+    addrs: Option<Extension<RouteResp>>,
+    Body(uids): Body<Vec<String>>,
+) -> ApiResult<Vec<RouteBatchItem>> {
+    if uids.len() > MAX_SUBSCRIBERS_PER_CALL {
+        return Err(ApiErr(NodeError::BadRequest(format!(
+            "at most {MAX_SUBSCRIBERS_PER_CALL} uids per call"
+        ))));
+    }
+    for uid in &uids {
+        check_id("uid", uid)?;
+    }
+    let route = addrs.map(|Extension(a)| a).unwrap_or_default();
+    Ok(Json(vec![RouteBatchItem { uids, route }]))
+}
