@@ -15,6 +15,7 @@ bench OUT="target/bench":
     mkdir -p {{OUT}}
     -./target/release/wkctl --output json bench send --local --inflight 64 --channels 64 --size 100 --duration 10s > {{OUT}}/send-conc.json
     -./target/release/wkctl --output json bench send --local --mode seq --channels 64 --size 100 --duration 10s > {{OUT}}/send-seq.json
+    -./target/release/wkctl --output json bench send --local --inflight 64 --channels 64 --size 100 --duration 300s --messages 200000 > {{OUT}}/disk.json
     -./target/release/wkctl --output json bench failover --rounds 3 > {{OUT}}/failover.json
     -./target/release/wkctl --output json bench failover --active 1000 --rounds 1 > {{OUT}}/failover-active.json
     -./target/release/wkctl --output json bench catchup --messages 50000 --users 50000 > {{OUT}}/catchup.json

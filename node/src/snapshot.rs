@@ -260,6 +260,8 @@ async fn write_restored(
             let (mut r, _) =
                 SnapshotReader::open(io::BufReader::new(file)).map_err(|e| corrupt(e.to_string()))?;
             let mut counts = (0u64, 0u64, 0u64);
+            // The newest message id restored: the node's first ids must come after it.
+            let mut newest_id = 0u64;
             while let Some(row) = r.next_row().map_err(|e| corrupt(e.to_string()))? {
                 let t = Table::from_name(&row.table)
                     .filter(|t| TABLES.contains(t) || [Table::Msgs, Table::Dedup].contains(t))
@@ -269,7 +271,7 @@ async fn write_restored(
                     Table::Channels => counts.1 += 1,
                     Table::Msgs => {
                         counts.2 += 1;
-                        restore_dedup(w, &row.key, &row.value)?;
+                        newest_id = newest_id.max(restore_dedup(w, &row.key, &row.value)?);
                     }
                     _ => {}
                 }
@@ -279,6 +281,11 @@ async fn write_restored(
             }
             w.put(Table::Local, b"node_id", &encode(&node_id))?;
             w.put(Table::Local, b"format", &encode(&FORMAT_VERSION))?;
+            w.put(
+                Table::Local,
+                crate::cluster::ids::RESERVATION_KEY,
+                &encode(&crate::cluster::ids::IdGen::millis_of(newest_id)),
+            )?;
             Ok(counts)
         })
         .await
@@ -288,7 +295,8 @@ async fn write_restored(
 }
 
 /// The dedup row of a restored message (`msgs` row `key`, `row`): its seq joins the list.
-fn restore_dedup(w: &mut impl KvWrite, key: &[u8], row: &[u8]) -> crate::store::Result<()> {
+/// Returns the message's id.
+fn restore_dedup(w: &mut impl KvWrite, key: &[u8], row: &[u8]) -> crate::store::Result<u64> {
     let m: StoredMessage = crate::integrity::decode(Table::Msgs, key, row)?;
     let g = keys::u64_suffix(&key[..8.min(key.len())]).ok_or_else(|| crate::store::StoreError::Corrupt {
         table: Table::Msgs,
@@ -297,7 +305,8 @@ fn restore_dedup(w: &mut impl KvWrite, key: &[u8], row: &[u8]) -> crate::store::
     let dedup = keys::dedup(g, &m.from_uid, &m.client_msg_no);
     let mut seqs: Vec<u64> = w.get_decoded(Table::Dedup, &dedup)?.unwrap_or_default();
     seqs.push(m.message_seq);
-    w.put(Table::Dedup, &dedup, &encode(&seqs))
+    w.put(Table::Dedup, &dedup, &encode(&seqs))?;
+    Ok(m.message_id)
 }
 
 /// A channel group's state as data format 2 stored it.

@@ -82,6 +82,10 @@ pub struct SendReport {
     /// included) and per replica, in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_bytes_per_msg: Option<f64>,
+    /// With `--local`: the nodes' CPU time (user + system, all nodes summed) per acknowledged
+    /// message, warm-up included, in ms: the peer harness's "server CPU per write".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_ms_per_msg: Option<f64>,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -163,8 +167,11 @@ pub fn send_text(p: &SendParams, r: &SendReport) -> String {
         format!("{:.3}", r.lat.max_ms),
     ]);
     s.push_str(&t.render());
+    if let Some(c) = r.server_cpu_ms_per_msg {
+        s.push_str(&format!("\nserver CPU: {c:.3} ms per message (all nodes)\n"));
+    }
     if let Some(d) = r.disk_bytes_per_msg {
-        s.push_str(&format!("\ndisk: {d:.0} bytes per message per replica\n"));
+        s.push_str(&format!("disk: {d:.0} bytes per message per replica\n"));
     }
     s
 }
@@ -539,6 +546,7 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
     }
 
     let disk_before = cluster.as_ref().map(|c| data_bytes(&c.plan));
+    let cpu_before = cluster.as_ref().map(cpu_ticks);
     let start = Instant::now();
     let load = Arc::new(Load {
         clients,
@@ -622,12 +630,21 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
         }
         _ => None,
     };
+    let server_cpu_ms_per_msg = match (&cluster, cpu_before) {
+        (Some(c), Some(before)) => {
+            let ticks = cpu_ticks(c).saturating_sub(before) as f64;
+            let acked = load.acked_all.load(Ordering::Relaxed).max(1) as f64;
+            Some(ticks / idle::clock_ticks_per_s() * 1000.0 / acked)
+        }
+        _ => None,
+    };
     let report = SendReport {
         ops,
         ops_per_s: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
         errors,
         lat: summarize(&hist),
         disk_bytes_per_msg,
+        server_cpu_ms_per_msg,
     };
     if let Some(e) = first_error {
         eprintln!("wkctl: {errors} error(s); the first: {e}");
@@ -658,6 +675,16 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
     } else {
         Outcome::Ok
     })
+}
+
+/// CPU ticks (user + system) of every node of `c` so far.
+fn cpu_ticks(c: &super::local::TempCluster) -> u64 {
+    c.plan
+        .iter()
+        .filter_map(|p| c.pid(p.id))
+        .filter_map(|pid| idle::proc_usage(pid).ok())
+        .map(|(ticks, _)| ticks)
+        .sum()
 }
 
 /// Bytes the nodes' LMDB files take on disk (allocated blocks, so a sparse file counts only
@@ -924,6 +951,7 @@ mod tests {
                 max_ms: 3.0,
             },
             disk_bytes_per_msg: None,
+            server_cpu_ms_per_msg: None,
         };
         let text = send_json(&r);
         assert_eq!(
@@ -974,6 +1002,7 @@ mod tests {
                 max_ms: 20.125,
             },
             disk_bytes_per_msg: None,
+            server_cpu_ms_per_msg: None,
         };
         assert_eq!(
             send_text(&p, &r),

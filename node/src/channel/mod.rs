@@ -211,6 +211,14 @@ pub fn apply(
     index: u64,
     cmd: &ChannelCmd,
 ) -> Result<ChannelResp> {
+    // The entry's log row must be there: it is the message store. The writer commits the
+    // append before (or with) the apply; should the append alone have failed, applying would
+    // record seqs that point at nothing.
+    if kv.get(Table::Log, &keys::group_u64(g, index))?.is_none() {
+        return Err(crate::store::StoreError::Lmdb(format!(
+            "group {g}: applying entry {index}, whose log row is not written"
+        )));
+    }
     match cmd {
         ChannelCmd::Send(msgs) => apply_send(kv, g, state, index, msgs),
     }

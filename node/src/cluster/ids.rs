@@ -66,11 +66,17 @@ impl IdGen {
         }
     }
 
-    /// The reservation to store next: [`RESERVE_AHEAD`] past the clock, and past every id
-    /// given out.
+    /// The reservation to store next: [`RESERVE_AHEAD`] past the clock and past every id
+    /// given out, and never below the current one (a stored value that went down would let a
+    /// restart repeat ids given out under the higher one).
     pub fn wanted_reservation(&self) -> u64 {
         let st = self.state.lock().expect("id lock poisoned");
-        now_ms().saturating_sub(EPOCH_MS).max(st.ms) + RESERVE_AHEAD.as_millis() as u64
+        (now_ms().saturating_sub(EPOCH_MS).max(st.ms) + RESERVE_AHEAD.as_millis() as u64).max(st.reserved)
+    }
+
+    /// The millisecond part of message id `id` (what a reservation must pass).
+    pub fn millis_of(id: u64) -> u64 {
+        id >> 22
     }
 
     /// The reservation `until` is durable: ids may use milliseconds up to it.
@@ -137,6 +143,15 @@ mod tests {
             "{after} repeats or precedes an old id"
         );
         assert!(after >> 22 > reserved, "ids start past the old reservation");
+    }
+
+    /// A clock that stepped back does not lower the reservation to store.
+    #[test]
+    fn the_reservation_never_goes_down() {
+        let g = running(2, 0);
+        let far = g.wanted_reservation() + 3_600_000;
+        g.reserve(far);
+        assert!(g.wanted_reservation() >= far);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod verify;
 use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +63,9 @@ pub struct Inner {
     pub transport: Arc<Transport>,
     /// The metadata group, replicated to every node.
     pub meta: Raft,
+    /// The metadata group's applied index, as its state machine sets it before answering a
+    /// write (openraft's metrics lag it): local metadata reads key their caches on it.
+    meta_applied: Arc<AtomicU64>,
     /// Live channel groups. std mutex: held only to find, insert or remove a slot.
     groups: Mutex<HashMap<GroupId, Arc<GroupSlot>>>,
     /// Groups this process stopped by hibernation (their wake-up campaigns at once). std mutex:
@@ -151,6 +154,7 @@ fn new_raft_group(
     store: &Store,
     transport: &Arc<Transport>,
     fence: Fence,
+    applied: Arc<AtomicU64>,
 ) -> impl std::future::Future<Output = Result<Raft>> {
     let (store, transport) = (store.clone(), transport.clone());
     async move {
@@ -160,7 +164,7 @@ fn new_raft_group(
             raft_config(g),
             network,
             LogStore::new(g, store.clone(), fence.clone()),
-            StateMachine::new(g, store, fence),
+            StateMachine::new(g, store, fence, applied),
         )
         .await
         .map_err(|e| match crate::integrity::corrupt(g) {
@@ -238,7 +242,16 @@ impl Node {
             transport.set_addr(*id, addr);
         }
         transport.set_addr(cfg.node_id, &cluster_addr);
-        let meta = new_raft_group(cfg.node_id, META_GROUP, &store, &transport, Fence::default()).await?;
+        let meta_applied = Arc::new(AtomicU64::new(0));
+        let meta = new_raft_group(
+            cfg.node_id,
+            META_GROUP,
+            &store,
+            &transport,
+            Fence::default(),
+            meta_applied.clone(),
+        )
+        .await?;
         let reserved_ids = store
             .read(|r| r.get_decoded::<u64>(Table::Local, ids::RESERVATION_KEY))
             .await?
@@ -256,6 +269,7 @@ impl Node {
             store,
             transport: transport.clone(),
             meta: meta.clone(),
+            meta_applied,
             groups: Default::default(),
             hints: Default::default(),
             channel_cache: Default::default(),
@@ -387,7 +401,14 @@ impl Node {
                 .raft
                 .get_or_try_init(|| {
                     started = true;
-                    new_raft_group(self.id, g, &self.store, &self.transport, slot.fence.clone())
+                    new_raft_group(
+                        self.id,
+                        g,
+                        &self.store,
+                        &self.transport,
+                        slot.fence.clone(),
+                        Default::default(),
+                    )
                 })
                 .await
             {

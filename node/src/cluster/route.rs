@@ -65,14 +65,11 @@ impl ChannelCache {
 }
 
 impl Node {
-    /// The metadata group's applied index on this node.
+    /// The metadata group's applied index on this node, as its state machine set it before
+    /// answering (openraft's metrics report it later: a cache keyed on those served a record
+    /// older than a write already answered).
     fn meta_applied(&self) -> u64 {
-        self.meta
-            .metrics()
-            .borrow_watched()
-            .last_applied
-            .as_ref()
-            .map_or(0, |l| l.index)
+        self.meta_applied.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Serve `rpc` on the leader of group `g`, trying `replicas` until `deadline`.

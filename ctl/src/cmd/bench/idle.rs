@@ -103,7 +103,7 @@ pub fn idle_text(r: &IdleReport) -> String {
 }
 
 /// CPU ticks (utime + stime) and RSS in KiB of a process, from `/proc`.
-fn proc_usage(pid: u32) -> anyhow::Result<(u64, u64)> {
+pub(super) fn proc_usage(pid: u32) -> anyhow::Result<(u64, u64)> {
     let stat =
         std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces; the fields after it are plain numbers.
@@ -131,7 +131,7 @@ fn proc_usage(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((ticks, rss_kb))
 }
 
-fn clock_ticks_per_s() -> f64 {
+pub(super) fn clock_ticks_per_s() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }

@@ -1,7 +1,7 @@
 //! `wkctl bench report OURS [--peers DIR]`: one markdown table of our bench JSON next to the
 //! peer harness's etcd and NATS figures, with ratios (what `just bench-peers` prints).
 //!
-//! Ours: `OURS/send-conc.json`, `send-seq.json` (`bench send --output json`),
+//! Ours: `OURS/send-conc.json`, `send-seq.json`, `disk.json` (`bench send --output json`),
 //! `failover.json`, `catchup.json`, and optionally `failover-active.json`, `idle.json`,
 //! `drain.json`; a missing file leaves its row empty. Peers: `DIR/results.jsonl` (one JSON
 //! object per phase, `sys` and `phase` fields, `../shared/peers/run-all.sh`) and
@@ -21,6 +21,8 @@ use crate::output;
 pub struct Inputs {
     pub send_conc: Value,
     pub send_seq: Value,
+    /// `bench send --messages 200000`: its `disk_bytes_per_msg`.
+    pub disk: Value,
     pub failover: Value,
     pub catchup: Value,
     pub failover_active: Value,
@@ -70,6 +72,7 @@ impl Inputs {
         let mut i = Inputs {
             send_conc: read_json(&ours.join("send-conc.json")),
             send_seq: read_json(&ours.join("send-seq.json")),
+            disk: read_json(&ours.join("disk.json")),
             failover: read_json(&ours.join("failover.json")),
             catchup: read_json(&ours.join("catchup.json")),
             failover_active: read_json(&ours.join("failover-active.json")),
@@ -160,6 +163,37 @@ pub fn markdown(i: &Inputs) -> String {
             );
         }
     }
+    // NATS with one stream per channel: the analogue of one Raft group per channel.
+    for (label, path) in [
+        ("ops/s (higher is better)", &["ops_per_s"][..]),
+        ("p99 ms (lower is better)", &["lat", "p99_ms"][..]),
+    ] {
+        row(
+            &format!("64 in flight, NATS column = 64 R3 streams: {label}"),
+            at(&i.send_conc, path),
+            None,
+            peer("nats", "conc-streams64", path),
+            if path.len() == 1 { 0 } else { 3 },
+        );
+    }
+    let peer_cpu = |sys, mode| {
+        let r = i.peer(sys, "throughput", Some(mode))?;
+        Some(num(&r["server_cpu_s"])? * 1000.0 / num(&r["ops"])?)
+    };
+    row(
+        "64 in flight: server CPU ms per write, 3 nodes summed (lower is better)",
+        at(&i.send_conc, &["server_cpu_ms_per_msg"]),
+        peer_cpu("etcd", "conc"),
+        peer_cpu("nats", "conc"),
+        3,
+    );
+    row(
+        "disk bytes per 100-byte message per replica, 200k messages (lower is better)",
+        at(&i.disk, &["disk_bytes_per_msg"]),
+        None,
+        None,
+        0,
+    );
     row(
         "failover window median ms (lower is better)",
         at(&i.failover, &["window_ms", "median"]),
