@@ -809,26 +809,7 @@ fn snapshot_save_and_restore() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds"));
 
     phase("start node 7 alone on it: a new one-node cluster");
-    let ports = free_ports(2);
-    let http = format!("127.0.0.1:{}", ports[0]);
-    let log = dir.path().join("node-7.log");
-    let mut cmd = wknode_cmd(&log);
-    cmd.args(["--node-id", "7", "--data-dir"]).arg(&data).args([
-        "--http-addr",
-        &http,
-        "--cluster-addr",
-        &format!("127.0.0.1:{}", ports[1]),
-    ]);
-    let (child, _ready) = spawn_ready(&mut cmd);
-    let restored = Cluster {
-        nodes: vec![NodeProc {
-            id: 7,
-            http: http.clone(),
-            child: Some(child),
-            log,
-        }],
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
+    let (restored, http) = start_restored(7, &data, dir.path());
     let seven = Client::new(std::slice::from_ref(&http), Duration::from_secs(10)).expect("client");
     wait_for(
         "node 7 to lead its one-node cluster",
@@ -906,6 +887,34 @@ fn snapshot_save_and_restore() {
     drop(restored);
 }
 
+/// Starts node `id` alone on the restored data dir `data` (logs under `logs`): a new
+/// one-node cluster. Returns it and its HTTP address.
+fn start_restored(id: u64, data: &std::path::Path, logs: &std::path::Path) -> (Cluster, String) {
+    let ports = free_ports(2);
+    let http = format!("127.0.0.1:{}", ports[0]);
+    let log = logs.join(format!("node-{id}.log"));
+    let mut cmd = wknode_cmd(&log);
+    cmd.args(["--node-id", &id.to_string(), "--data-dir"])
+        .arg(data)
+        .args([
+            "--http-addr",
+            &http,
+            "--cluster-addr",
+            &format!("127.0.0.1:{}", ports[1]),
+        ]);
+    let (child, _ready) = spawn_ready(&mut cmd);
+    let cluster = Cluster {
+        nodes: vec![NodeProc {
+            id,
+            http: http.clone(),
+            child: Some(child),
+            log,
+        }],
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    (cluster, http)
+}
+
 /// The upgrade path from a data dir of format 2 (messages stored twice, before the log became
 /// the message store): a snapshot saved by that build (testdata/snapshots/format2.snap: a
 /// group channel g1 with 5 messages, one a batch with a retried client_msg_no, and a person
@@ -933,26 +942,7 @@ fn a_format_2_snapshot_restores() {
     assert!(stdout(&out).contains("6 messages"), "{}", stdout(&out));
 
     phase("start node 4 on it; every old message is served as it was");
-    let ports = free_ports(2);
-    let http = format!("127.0.0.1:{}", ports[0]);
-    let log = dir.path().join("node-4.log");
-    let mut cmd = wknode_cmd(&log);
-    cmd.args(["--node-id", "4", "--data-dir"]).arg(&data).args([
-        "--http-addr",
-        &http,
-        "--cluster-addr",
-        &format!("127.0.0.1:{}", ports[1]),
-    ]);
-    let (child, _ready) = spawn_ready(&mut cmd);
-    let _node = Cluster {
-        nodes: vec![NodeProc {
-            id: 4,
-            http: http.clone(),
-            child: Some(child),
-            log,
-        }],
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
+    let (_node, http) = start_restored(4, &data, dir.path());
     let four = Client::new(std::slice::from_ref(&http), Duration::from_secs(10)).expect("client");
     let sync = |channel: &str, channel_type: u8| {
         let req = wk_api::SyncReq {
