@@ -214,7 +214,7 @@ pub fn apply(
     // The entry's log row must be there: it is the message store. The writer commits the
     // append before (or with) the apply; should the append alone have failed, applying would
     // record seqs that point at nothing.
-    if kv.get(Table::Log, &keys::group_u64(g, index))?.is_none() {
+    if !kv.contains(Table::Log, &keys::group_u64(g, index))? {
         return Err(crate::store::StoreError::Lmdb(format!(
             "group {g}: applying entry {index}, whose log row is not written"
         )));

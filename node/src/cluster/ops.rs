@@ -16,7 +16,7 @@ use openraft::async_runtime::WatchReceiver;
 use wk_api::{ChannelConfig, DrillReq, EvacuateResp, RemoveNodeResp, ReplicaMove};
 
 use super::Node;
-use super::rpc::{AppReply, AppRpc};
+use super::rpc::AppRpc;
 use crate::error::{NodeError, Result};
 use crate::meta::{self, ChannelRecord, MetaCmd};
 use crate::raft::{META_GROUP, NodeId};
@@ -33,19 +33,15 @@ impl Node {
             )));
         }
         let deadline = Instant::now() + TRANSFER_WAIT;
-        match self
-            .route(
-                rec.group_id,
-                &rec.replicas,
-                AppRpc::TransferLeader(rec.clone(), to),
-                deadline,
-            )
-            .await?
-        {
-            AppReply::Done => Ok(self.channel_config(rec).await),
-            AppReply::Err(e) => Err(e),
-            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
-        }
+        self.route(
+            rec.group_id,
+            &rec.replicas,
+            AppRpc::TransferLeader(rec.clone(), to),
+            deadline,
+        )
+        .await?
+        .typed::<()>()?;
+        Ok(self.channel_config(rec).await)
     }
 
     /// On the channel leader: hand leadership to `to` and wait until it has it.
@@ -110,14 +106,10 @@ impl Node {
     }
 
     async fn groups_led_by(&self, node: NodeId) -> Result<Vec<ChannelRecord>> {
-        let groups = match self
+        let groups: Vec<crate::raft::GroupId> = self
             .ask(node, AppRpc::ActiveGroups, Duration::from_secs(2))
             .await?
-        {
-            AppReply::Groups(g) => g,
-            AppReply::Err(e) => return Err(e),
-            other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
-        };
+            .typed()?;
         Ok(self
             .store
             .read(move |kv| {
@@ -194,19 +186,14 @@ impl Node {
             .collect();
         if resp.stuck.is_empty() {
             let deadline = Instant::now() + Duration::from_secs(30);
-            match self
-                .route(
-                    META_GROUP,
-                    &self.meta_voters(),
-                    AppRpc::RemoveMember(node),
-                    deadline,
-                )
-                .await?
-            {
-                AppReply::Done => {}
-                AppReply::Err(e) => return Err(e),
-                other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
-            }
+            self.route(
+                META_GROUP,
+                &self.meta_voters(),
+                AppRpc::RemoveMember(node),
+                deadline,
+            )
+            .await?
+            .typed::<()>()?;
             self.meta_write(MetaCmd::UnregisterNode(node)).await?;
             self.meta_write(MetaCmd::SetDecommissioned { node, on: false })
                 .await?;

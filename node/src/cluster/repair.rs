@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::WatchReceiver;
 
 use super::Node;
-use super::rpc::{AppReply, AppRpc};
+use super::rpc::AppRpc;
 use crate::error::{NodeError, Result};
 use crate::meta::{self, ChannelRecord};
 use crate::raft::{GroupId, META_GROUP, NodeId};
@@ -98,17 +98,13 @@ impl Node {
         }
         tracing::warn!(channel = %rec.key, group = g, "asking the channel leader to replace this corrupt replica");
         let deadline = Instant::now() + REPAIR_TIMEOUT;
-        match self
+        let r: Option<ChannelRecord> = self
             .route(g, &healthy, AppRpc::Repair(rec.clone(), self.id), deadline)
             .await?
-        {
-            AppReply::Channel(Some(r)) => {
-                tracing::info!(channel = %rec.key, replicas = ?r.replicas, "corrupt replica replaced by a fresh copy");
-                Ok(())
-            }
-            AppReply::Err(e) => Err(e),
-            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
-        }
+            .typed()?;
+        let r = r.ok_or_else(|| NodeError::Internal("a repair answered no record".into()))?;
+        tracing::info!(channel = %rec.key, replicas = ?r.replicas, "corrupt replica replaced by a fresh copy");
+        Ok(())
     }
 
     /// Steps 2 and 3 of the module doc, on the channel leader: replace `bad`'s copy.
@@ -146,23 +142,14 @@ impl Node {
         // did not arrive it is still marked corrupt (so nothing of the group runs there) and
         // is asked again. An unmarked replica is never asked: a fresh copy may already run
         // there, and deleting rows under a running group would tear its state.
-        let status = match self
+        let status: super::status::GroupStatus = self
             .ask(bad, AppRpc::GroupStatus(reduced.clone()), Duration::from_secs(5))
             .await?
-        {
-            AppReply::GroupStatus(s) => s,
-            AppReply::Err(e) => return Err(e),
-            other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
-        };
+            .typed()?;
         if status.corrupt.is_some() {
-            match self
-                .ask(bad, AppRpc::DropGroup(rec.group_id), Duration::from_secs(5))
+            self.ask(bad, AppRpc::DropGroup(rec.group_id), Duration::from_secs(5))
                 .await?
-            {
-                AppReply::Done => {}
-                AppReply::Err(e) => return Err(e),
-                other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
-            }
+                .typed::<()>()?;
         }
         tracing::info!(channel = %rec.key, node = bad, "re-adding the replica as a fresh learner");
         self.migrate_local(&reduced, full, false).await

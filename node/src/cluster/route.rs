@@ -155,14 +155,9 @@ impl Node {
 
     pub async fn meta_write(&self, cmd: MetaCmd) -> Result<MetaResp> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        match self
-            .route(META_GROUP, &self.meta_voters(), AppRpc::MetaWrite(cmd), deadline)
+        self.route(META_GROUP, &self.meta_voters(), AppRpc::MetaWrite(cmd), deadline)
             .await?
-        {
-            AppReply::Meta(m) => Ok(m),
-            AppReply::Err(e) => Err(e),
-            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
-        }
+            .typed()
     }
 
     /// The channel's record: from the local copy of the metadata, else from the metadata
@@ -188,19 +183,14 @@ impl Node {
             };
         }
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        match self
-            .route(
-                META_GROUP,
-                &self.meta_voters(),
-                AppRpc::GetChannel(key.clone()),
-                deadline,
-            )
-            .await?
-        {
-            AppReply::Channel(rec) => Ok(rec),
-            AppReply::Err(e) => Err(e),
-            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
-        }
+        self.route(
+            META_GROUP,
+            &self.meta_voters(),
+            AppRpc::GetChannel(key.clone()),
+            deadline,
+        )
+        .await?
+        .typed()
     }
 
     /// Fix ids and timestamps for new messages (before any attempt, so retries reuse them).
@@ -220,36 +210,26 @@ impl Node {
     /// Append messages to a channel through its leader; answers once they are committed.
     pub async fn send(&self, rec: &ChannelRecord, msgs: Vec<NewMessage>) -> Result<Vec<Sent>> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        match self
-            .route(
-                rec.group_id,
-                &rec.replicas,
-                AppRpc::Send(rec.clone(), msgs),
-                deadline,
-            )
-            .await?
-        {
-            AppReply::Sent(s) => Ok(s),
-            AppReply::Err(e) => Err(e),
-            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
-        }
+        self.route(
+            rec.group_id,
+            &rec.replicas,
+            AppRpc::Send(rec.clone(), msgs),
+            deadline,
+        )
+        .await?
+        .typed()
     }
 
     pub async fn sync(&self, rec: &ChannelRecord, q: SyncQuery) -> Result<SyncResult> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        match self
-            .route(
-                rec.group_id,
-                &rec.replicas,
-                AppRpc::Sync(rec.clone(), q),
-                deadline,
-            )
-            .await?
-        {
-            AppReply::Synced(s) => Ok(s),
-            AppReply::Err(e) => Err(e),
-            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
-        }
+        self.route(
+            rec.group_id,
+            &rec.replicas,
+            AppRpc::Sync(rec.clone(), q),
+            deadline,
+        )
+        .await?
+        .typed()
     }
 
     /// Ask `target` (or this node) an app request, for status probes.

@@ -102,6 +102,61 @@ pub enum AppReply {
     Err(NodeError),
 }
 
+impl AppReply {
+    /// The answer as the type the request expects: `Err` is the remote's error, a reply of
+    /// another kind an internal error (a bug, or a peer of another version).
+    pub fn typed<T: FromReply>(self) -> Result<T, NodeError> {
+        match self {
+            AppReply::Err(e) => Err(e),
+            other => T::from_reply(other)
+                .map_err(|other| NodeError::Internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+/// A type an [`AppReply`] variant carries.
+pub trait FromReply: Sized {
+    /// `Err` gives back a reply of another kind.
+    fn from_reply(r: AppReply) -> Result<Self, AppReply>;
+}
+
+macro_rules! from_reply {
+    ($($variant:ident($t:ty)),* $(,)?) => {$(
+        impl FromReply for $t {
+            fn from_reply(r: AppReply) -> Result<Self, AppReply> {
+                match r {
+                    AppReply::$variant(v) => Ok(v),
+                    other => Err(other),
+                }
+            }
+        }
+    )*};
+}
+
+from_reply!(
+    Meta(MetaResp),
+    Channel(Option<ChannelRecord>),
+    Sent(Vec<Sent>),
+    Synced(SyncResult),
+    NodeStatus(LocalNodeStatus),
+    GroupStatus(GroupStatus),
+    Joined(wk_api::JoinResp),
+    Groups(Vec<GroupId>),
+    Sizes(Vec<(GroupId, u64, u64)>),
+    Drain(Option<wk_api::DrainStatus>),
+    Verified(super::verify::LocalVerify),
+);
+
+/// [`AppReply::Done`].
+impl FromReply for () {
+    fn from_reply(r: AppReply) -> Result<Self, AppReply> {
+        match r {
+            AppReply::Done => Ok(()),
+            other => Err(other),
+        }
+    }
+}
+
 /// How long a follower waits for an election to finish before telling the caller to retry.
 const LEADER_WAIT: Duration = Duration::from_millis(1500);
 

@@ -82,14 +82,9 @@ impl Node {
     pub async fn join(&self, node: NodeRecord) -> Result<JoinResp> {
         // Longer than the leader's own catch-up wait, so its reason comes back, not a timeout.
         let deadline = Instant::now() + JOIN_TIMEOUT + Duration::from_secs(5);
-        match self
-            .route(META_GROUP, &self.meta_voters(), AppRpc::Join(node), deadline)
+        self.route(META_GROUP, &self.meta_voters(), AppRpc::Join(node), deadline)
             .await?
-        {
-            AppReply::Joined(r) => Ok(r),
-            AppReply::Err(e) => Err(e),
-            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
-        }
+            .typed()
     }
 
     /// On the metadata leader: learner, catch-up, voter if the odd-count rule allows, then
@@ -217,7 +212,7 @@ impl Node {
     /// Move a channel to `desired`, through its leader.
     pub async fn migrate(&self, rec: &ChannelRecord, desired: Vec<NodeId>) -> Result<ChannelRecord> {
         let deadline = Instant::now() + MIGRATE_TIMEOUT;
-        match self
+        let migrated: Option<ChannelRecord> = self
             .route(
                 rec.group_id,
                 &rec.replicas,
@@ -225,14 +220,9 @@ impl Node {
                 deadline,
             )
             .await?
-        {
-            AppReply::Channel(Some(r)) => Ok(r),
-            AppReply::Err(e) => {
-                tracing::warn!(channel = %rec.key, error = %e, "migration failed");
-                Err(e)
-            }
-            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
-        }
+            .typed()
+            .inspect_err(|e| tracing::warn!(channel = %rec.key, error = %e, "migration failed"))?;
+        migrated.ok_or_else(|| NodeError::Internal("a migration answered no record".into()))
     }
 
     /// On the channel leader: the migration steps (see the module doc).

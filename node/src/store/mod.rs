@@ -141,6 +141,10 @@ pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// Read access shared by read and write transactions.
 pub trait KvRead {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Whether `key` has a row, without copying its value.
+    fn contains(&self, t: Table, key: &[u8]) -> Result<bool> {
+        Ok(self.get(t, key)?.is_some())
+    }
     /// Entries with `from <= key < to`, ascending (or descending with `rev`), at most `limit`.
     fn range(
         &self,
@@ -251,6 +255,9 @@ pub struct WriteTxn<'a, 'b> {
 impl KvRead for WriteTxn<'_, '_> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.dbs.of(t).get(self.txn, key)?.map(|v| v.to_vec()))
+    }
+    fn contains(&self, t: Table, key: &[u8]) -> Result<bool> {
+        Ok(self.dbs.of(t).get(self.txn, key)?.is_some())
     }
     fn range(
         &self,
