@@ -85,23 +85,6 @@ pub struct SyncResult {
     pub more: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum AppReply {
-    Meta(MetaResp),
-    Channel(Option<ChannelRecord>),
-    Sent(Vec<Sent>),
-    Synced(SyncResult),
-    NodeStatus(LocalNodeStatus),
-    GroupStatus(GroupStatus),
-    Joined(wk_api::JoinResp),
-    Groups(Vec<GroupId>),
-    Sizes(Vec<(GroupId, u64, u64)>),
-    Drain(Option<wk_api::DrainStatus>),
-    Verified(super::verify::LocalVerify),
-    Done,
-    Err(NodeError),
-}
-
 impl AppReply {
     /// The answer as the type the request expects: `Err` is the remote's error, a reply of
     /// another kind an internal error (a bug, or a peer of another version).
@@ -120,20 +103,32 @@ pub trait FromReply: Sized {
     fn from_reply(r: AppReply) -> Result<Self, AppReply>;
 }
 
-macro_rules! from_reply {
-    ($($variant:ident($t:ty)),* $(,)?) => {$(
-        impl FromReply for $t {
-            fn from_reply(r: AppReply) -> Result<Self, AppReply> {
-                match r {
-                    AppReply::$variant(v) => Ok(v),
-                    other => Err(other),
+/// Defines [`AppReply`] from one list of (variant, carried type), with a [`FromReply`] impl
+/// per variant, so the answers and their types are written once.
+macro_rules! app_replies {
+    ($($variant:ident($t:ty)),* $(,)?) => {
+        /// The answer to an [`AppRpc`]: one variant per kind of answer, plus `Done` and `Err`.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        pub enum AppReply {
+            $($variant($t),)*
+            Done,
+            Err(NodeError),
+        }
+
+        $(
+            impl FromReply for $t {
+                fn from_reply(r: AppReply) -> Result<Self, AppReply> {
+                    match r {
+                        AppReply::$variant(v) => Ok(v),
+                        other => Err(other),
+                    }
                 }
             }
-        }
-    )*};
+        )*
+    };
 }
 
-from_reply!(
+app_replies!(
     Meta(MetaResp),
     Channel(Option<ChannelRecord>),
     Sent(Vec<Sent>),
