@@ -60,7 +60,8 @@ pub struct LogStore {
 #[derive(Default)]
 struct Tail {
     entries: BTreeMap<u64, TailEntry>,
-    /// Bytes of the durable entries held.
+    /// Durable entries held, and their bytes.
+    durable: usize,
     durable_bytes: usize,
 }
 
@@ -82,20 +83,19 @@ impl Tail {
                 && !t.durable
             {
                 t.durable = true;
+                self.durable += 1;
                 self.durable_bytes += t.bytes;
             }
         }
-        let durable = self.entries.values().filter(|t| t.durable).count();
-        let mut over = durable.saturating_sub(TAIL_ENTRIES);
-        while over > 0 || self.durable_bytes > TAIL_BYTES {
+        while self.durable > TAIL_ENTRIES || self.durable_bytes > TAIL_BYTES {
             let Some(oldest) = self.entries.first_entry() else {
                 break;
             };
             if !oldest.get().durable {
                 break;
             }
+            self.durable -= 1;
             self.durable_bytes -= oldest.remove().bytes;
-            over = over.saturating_sub(1);
         }
     }
 
@@ -113,11 +113,10 @@ impl Tail {
     }
 
     fn forget(&mut self, dropped: BTreeMap<u64, TailEntry>) {
-        self.durable_bytes -= dropped
-            .values()
-            .filter(|t| t.durable)
-            .map(|t| t.bytes)
-            .sum::<usize>();
+        for t in dropped.values().filter(|t| t.durable) {
+            self.durable -= 1;
+            self.durable_bytes -= t.bytes;
+        }
     }
 }
 

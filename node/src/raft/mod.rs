@@ -123,10 +123,14 @@ pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::st
 /// and heartbeats per write. Channel groups: 500 ms heartbeats, 1.5-3 s elections (at 100 ms
 /// and 0.4-0.8 s the timers cost about 15 % of the write throughput). The metadata group:
 /// 250 ms and 1-2 s; it never goes quiet, so its ticks are a fixed cost of every node.
+/// Channel groups leave a commit advance to the next append or heartbeat
+/// (`commit_only_append`, vendor/PATCHES.md): a follower applies later, a write costs two
+/// fewer round trips. The metadata group tells followers at once: every node answers from its
+/// own applied metadata.
 pub fn raft_config(g: GroupId) -> Arc<openraft::Config> {
     // Built and validated once each: every group start (a wake-up) asks for one.
-    static META: LazyLock<Arc<openraft::Config>> = LazyLock::new(|| build_config(250, 1000, 2000));
-    static CHANNEL: LazyLock<Arc<openraft::Config>> = LazyLock::new(|| build_config(500, 1500, 3000));
+    static META: LazyLock<Arc<openraft::Config>> = LazyLock::new(|| build_config(250, 1000, 2000, true));
+    static CHANNEL: LazyLock<Arc<openraft::Config>> = LazyLock::new(|| build_config(500, 1500, 3000, false));
     if g == META_GROUP {
         META.clone()
     } else {
@@ -138,6 +142,7 @@ fn build_config(
     heartbeat_interval: u64,
     election_timeout_min: u64,
     election_timeout_max: u64,
+    commit_only_append: bool,
 ) -> Arc<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "wukong".into(),
@@ -156,6 +161,7 @@ fn build_config(
         // without entries its followers hold and give the same (term, index) to a different
         // entry. Found by the leader-kill drill: replicas with equal seqs, different checksums.
         enable_leader_restore: Some(false),
+        commit_only_append: Some(commit_only_append),
         ..Default::default()
     };
     Arc::new(config.validate().expect("the static raft config is valid"))
