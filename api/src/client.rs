@@ -361,6 +361,11 @@ impl Client {
         self.post(&["channel", "max_message_seq"], req).await
     }
 
+    /// `GET /route?uid=`: the answering node's client gateway addresses.
+    pub async fn route(&self, uid: &str) -> Result<RouteResp, ClientError> {
+        self.get(&["route"], &[("uid", uid.to_string())]).await
+    }
+
     pub async fn nodes(&self) -> Result<NodesResp, ClientError> {
         self.get(&["cluster", "nodes"], &[]).await
     }

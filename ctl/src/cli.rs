@@ -300,6 +300,15 @@ pub enum BenchCommand {
     /// them hibernate, joins a 4th node (the hibernated channels whose placement now includes
     /// it form the sync backlog), then drains the backlog at full speed.
     Drain(BenchDrainArgs),
+    /// Live delivery through the client gateway: IM clients of WuKongIM's binary protocol
+    /// connected over every node, one sender per group, every member receiving.
+    ///
+    /// Runs its own local cluster: registers `--clients` users, creates `--groups` groups of
+    /// `--members` users, connects every user over TCP (spread round-robin over the nodes),
+    /// then each group's first member sends as fast as it goes (`--inflight` SENDs waiting for
+    /// their SENDACK) or at `--rate` messages/s in all. Reports deliveries/s (RECVs received)
+    /// and send-to-receive latency for receivers on the channel leader's node and on others.
+    Deliver(BenchDeliverArgs),
     /// Compares our bench JSON with the peer harness's run (etcd, NATS) in one markdown table.
     ///
     /// Reads `<ours>/{send-conc,send-seq,failover,catchup}.json` (what `just bench-peers`
@@ -388,6 +397,37 @@ pub struct BenchDrainArgs {
     /// Requests in flight while creating and filling channels.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub inflight: u64,
+    /// The `wknode` binary; by default the one next to `wkctl`, else on PATH.
+    #[arg(long, env = "WK_WKNODE")]
+    pub wknode: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDeliverArgs {
+    /// Connected clients (one user each).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub clients: u64,
+    /// Groups; group k holds users k x members .. (k + 1) x members - 1 (mod clients).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub groups: u64,
+    /// Members per group.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub members: u64,
+    /// Messages per second over all groups; 0: as fast as it goes.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// SENDs each sender keeps waiting for their SENDACK.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub inflight: u64,
+    /// Payload bytes per message (at least 8: the send time travels in it).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(8..=1_000_000))]
+    pub size: u32,
+    /// Measured time, after a 1 s warm-up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Cluster size.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub nodes: u64,
     /// The `wknode` binary; by default the one next to `wkctl`, else on PATH.
     #[arg(long, env = "WK_WKNODE")]
     pub wknode: Option<PathBuf>,

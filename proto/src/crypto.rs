@@ -194,6 +194,22 @@ impl Session {
         recv.payload = self.encrypt(plaintext);
         recv.msg_key = self.msg_key(&recv_sign(recv));
     }
+
+    /// The client's side of [`Session::open_send`]: fills a SEND's `payload` with `plaintext`
+    /// encrypted for this connection, then its `msg_key`; set every other field first.
+    pub fn seal_send(&self, send: &mut SendPacket, plaintext: &[u8]) {
+        send.payload = self.encrypt(plaintext);
+        send.msg_key = self.msg_key(&send_sign(send));
+    }
+
+    /// The client's side of [`Session::seal_recv`]: a RECV's plaintext, its `msg_key` checked
+    /// first.
+    pub fn open_recv(&self, recv: &RecvPacket) -> Result<Vec<u8>, ProtoError> {
+        if self.msg_key(&recv_sign(recv)) != recv.msg_key {
+            return Err(ProtoError::BadMsgKey);
+        }
+        self.decrypt(&recv.payload)
+    }
 }
 
 impl std::fmt::Debug for Session {

@@ -121,6 +121,23 @@ fn recv_msg_key_vector_and_sealed_bytes() {
 }
 
 #[test]
+fn the_client_side_seals_the_vector_send_and_opens_the_vector_recv() {
+    let session = session();
+    let mut sealed = vectors::send();
+    sealed.payload.clear();
+    sealed.msg_key.clear();
+    session.seal_send(&mut sealed, vectors::PLAINTEXT.as_bytes());
+    assert_eq!(sealed, vectors::send());
+    assert_eq!(
+        session.open_recv(&vectors::recv()),
+        Ok(vectors::PLAINTEXT.as_bytes().to_vec())
+    );
+    let mut tampered = vectors::recv();
+    tampered.message_seq += 1;
+    assert_eq!(session.open_recv(&tampered), Err(ProtoError::BadMsgKey));
+}
+
+#[test]
 fn bad_payloads_are_errors() {
     let session = session();
     assert_eq!(session.decrypt(b"not base64!"), Err(ProtoError::BadBase64));

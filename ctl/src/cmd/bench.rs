@@ -22,6 +22,7 @@
 //! as `cmd::local` requires; the writer and the load workers are tokio tasks that do HTTP only.
 
 pub mod catchup;
+pub mod deliver;
 pub mod drain;
 mod failover_active;
 mod fill;
