@@ -170,26 +170,42 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
         if tasks.len() >= SETUP_INFLIGHT {
             tasks.join_next().await.context("setup task")???;
         }
-        let (c, req) = (admin.clone(), UserTokenReq {
-            uid: uid(i),
-            token: token(i),
-            device_flag: u8::from(DeviceFlag::App),
-            device_level: 1,
+        let (c, req) = (
+            admin.clone(),
+            UserTokenReq {
+                uid: uid(i),
+                token: token(i),
+                device_flag: u8::from(DeviceFlag::App),
+                device_level: 1,
+            },
+        );
+        tasks.spawn(async move {
+            retry("POST /user/token", Duration::from_secs(30), || c.user_token(&req))
+                .await
+                .map(drop)
         });
-        tasks.spawn(async move { retry("POST /user/token", Duration::from_secs(30), || c.user_token(&req)).await.map(drop) });
     }
     let members = |k: u64| (0..args.members).map(move |m| (k * args.members + m) % args.clients);
     for k in 0..args.groups {
         if tasks.len() >= SETUP_INFLIGHT {
             tasks.join_next().await.context("setup task")???;
         }
-        let (c, req) = (admin.clone(), ChannelReq {
-            channel_id: format!("{PREFIX}{k}"),
-            channel_type: CHANNEL_TYPE_GROUP,
-            subscribers: members(k).map(uid).collect(),
-            reset: 0,
+        let (c, req) = (
+            admin.clone(),
+            ChannelReq {
+                channel_id: format!("{PREFIX}{k}"),
+                channel_type: CHANNEL_TYPE_GROUP,
+                subscribers: members(k).map(uid).collect(),
+                reset: 0,
+            },
+        );
+        tasks.spawn(async move {
+            retry("POST /channel", Duration::from_secs(30), || {
+                c.channel_create(&req)
+            })
+            .await
+            .map(drop)
         });
-        tasks.spawn(async move { retry("POST /channel", Duration::from_secs(30), || c.channel_create(&req)).await.map(drop) });
     }
     while let Some(r) = tasks.join_next().await {
         r.context("setup task")??;
@@ -197,7 +213,10 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
 
     let mut gateways = Vec::new();
     for (node, c) in (1u64..).zip(&per_node) {
-        let route = c.route("dl").await.with_context(|| format!("GET /route of node {node}"))?;
+        let route = c
+            .route("dl")
+            .await
+            .with_context(|| format!("GET /route of node {node}"))?;
         if route.tcp_addr.is_empty() {
             bail!("node {node} has no TCP gateway (--tcp-addr off?)");
         }
@@ -216,7 +235,9 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
         let (node, addr) = gateways[(i % gateways.len() as u64) as usize].clone();
         let (u, t) = (uid(i), token(i));
         connecting.spawn(async move {
-            let c = connect(&addr, node, &u, &t, v).await.with_context(|| format!("{u} on node {node}"))?;
+            let c = connect(&addr, node, &u, &t, v)
+                .await
+                .with_context(|| format!("{u} on node {node}"))?;
             anyhow::Ok((i, c))
         });
     }
@@ -233,7 +254,9 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
         v,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let senders: HashMap<u64, u64> = (0..args.groups).map(|k| ((k * args.members) % args.clients, k)).collect();
+    let senders: HashMap<u64, u64> = (0..args.groups)
+        .map(|k| ((k * args.members) % args.clients, k))
+        .collect();
     let tag = run_tag();
     let mut readers = JoinSet::new();
     let mut sending = JoinSet::new();
@@ -278,7 +301,10 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
         leaders.push(config.leader.unwrap_or(0));
     }
     let _ = ctx.leaders.set(leaders);
-    eprintln!("wkctl: measuring for {}", humantime::format_duration(args.duration));
+    eprintln!(
+        "wkctl: measuring for {}",
+        humantime::format_duration(args.duration)
+    );
     tokio::time::sleep_until((ctx.window.1 + TAIL).into()).await;
     let _ = stop_tx.send(true);
     while sending.join_next().await.is_some() {}
@@ -309,7 +335,11 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
         send_errors,
         deliveries,
         deliveries_per_s: deliveries as f64 / secs,
-        deliveries_per_send: if sends == 0 { 0.0 } else { deliveries as f64 / sends as f64 },
+        deliveries_per_send: if sends == 0 {
+            0.0
+        } else {
+            deliveries as f64 / sends as f64
+        },
         leader_node: Receivers {
             deliveries: leader.len(),
             lat: summarize(&leader),
@@ -330,7 +360,9 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
 
 /// CONNECT as `uid` and wait for a successful CONNACK.
 async fn connect(addr: &str, node: u64, uid: &str, token: &str, v: ProtoVersion) -> anyhow::Result<Conn> {
-    let mut tcp = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+    let mut tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
     tcp.set_nodelay(true)?;
     let keys = KeyPair::generate()?;
     let connect = Packet::Connect(ConnectPacket {
@@ -431,7 +463,9 @@ async fn send_loop(mut s: SendLoop) {
             payload: Vec::new(),
         };
         s.session.seal_send(&mut send, &plaintext);
-        let Ok(frame) = encode_frame(&Packet::Send(send), s.ctx.v) else { return };
+        let Ok(frame) = encode_frame(&Packet::Send(send), s.ctx.v) else {
+            return;
+        };
         if s.out.send(frame).is_err() {
             return;
         }
@@ -503,12 +537,21 @@ fn record(r: &ReadLoop, recv: &RecvPacket, now: Instant, counted: &mut Counted) 
     if !r.ctx.in_window(now) {
         return;
     }
-    let Ok(plaintext) = r.session.open_recv(recv) else { return };
-    let Some(sent_us) = plaintext.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes) else {
+    let Ok(plaintext) = r.session.open_recv(recv) else {
+        return;
+    };
+    let Some(sent_us) = plaintext
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+    else {
         return;
     };
     let now_us = u64::try_from(now.duration_since(r.ctx.start).as_micros()).unwrap_or(u64::MAX);
-    let group = recv.channel_id.strip_prefix(PREFIX).and_then(|k| k.parse::<usize>().ok());
+    let group = recv
+        .channel_id
+        .strip_prefix(PREFIX)
+        .and_then(|k| k.parse::<usize>().ok());
     let on_leader = r
         .ctx
         .leaders
@@ -516,7 +559,11 @@ fn record(r: &ReadLoop, recv: &RecvPacket, now: Instant, counted: &mut Counted) 
         .zip(group)
         .and_then(|(l, k)| l.get(k))
         .is_some_and(|&leader| leader == r.node);
-    let h = if on_leader { &mut counted.leader } else { &mut counted.other };
+    let h = if on_leader {
+        &mut counted.leader
+    } else {
+        &mut counted.other
+    };
     h.get_or_insert_with(new_histogram)
         .saturating_record(now_us.saturating_sub(sent_us).max(1));
 }
