@@ -1,4 +1,4 @@
-//! The scripted failover suite (issue 5): one test per scenario in `testdata/drills/`, each
+//! The scripted failover suite: one test per scenario in `testdata/drills/`, each
 //! running `wkctl drill run <scenario> --output json` as an operator would, on its own local
 //! cluster of real `wknode` processes (found next to `wkctl`: `cargo test --workspace` builds
 //! it), and asserting the safety verdict: nothing acknowledged lost, duplicated, reordered,

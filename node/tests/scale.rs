@@ -1,4 +1,4 @@
-//! Scale-out against real `wknode` processes (issue 3): join, the sync backlog, the drain,
+//! Scale-out against real `wknode` processes: join, the sync backlog, the drain,
 //! hibernation.
 //!
 //! - `join_migrates_active_and_backlogs_idle`: 3 nodes with users, channels and messages; a
