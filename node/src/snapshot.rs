@@ -6,9 +6,9 @@
 //! internals); this module decides which rows go in and how they come back.
 //!
 //! What a snapshot holds: the metadata tables (users with tokens, channels with subscribers,
-//! group ids, node records, counters) and, for every channel this node replicates, its state
-//! (last seq, running checksum) and its messages as `msgs` rows (read out of the Raft log,
-//! where they live: `channel` module doc). Not the Raft logs or votes, nor the dedup rows:
+//! sender blacklists and whitelists, group ids, node records, counters) and, for every channel
+//! this node replicates, its state (last seq, running checksum) and its messages as `msgs`
+//! rows (read out of the Raft log, where they live: `channel` module doc). Not the Raft logs or votes, nor the dedup rows:
 //! the messages are complete without them, the logs belong to the old cluster, and a restore
 //! rebuilds the dedup rows from the messages.
 //!
@@ -46,12 +46,13 @@ use crate::raft::state_machine::SmState;
 use crate::store::{KvWrite, Store, Table, decode, encode, keys};
 
 /// The tables a snapshot carries as they are, in file order; the `msgs` rows follow.
-const TABLES: [Table; 6] = [
+const TABLES: [Table; 7] = [
     Table::Users,
     Table::Channels,
     Table::Groups,
     Table::Nodes,
     Table::Vars,
+    Table::Lists,
     Table::Sm,
 ];
 /// Messages read per page when a snapshot writes a channel's messages.

@@ -36,7 +36,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::error::{NodeError, Result};
-use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord};
+use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord, SenderLists};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Router, Transport};
 use crate::raft::state_machine::StateMachine;
@@ -87,8 +87,10 @@ pub struct Inner {
     drill_generation: std::sync::atomic::AtomicU64,
     /// Last node seen leading each group, to route without asking around.
     hints: Mutex<HashMap<GroupId, NodeId>>,
-    /// Channel records read from the local metadata, so a send costs no LMDB read.
-    channel_cache: route::ChannelCache,
+    /// Channel records and sender lists read from the local metadata, so a send costs no
+    /// LMDB read.
+    channel_cache: route::MetaCache<ChannelRecord>,
+    lists_cache: route::MetaCache<SenderLists>,
     ids: ids::IdGen,
     /// A `--seed` node waits here until the cluster admits it.
     joining: AtomicBool,
@@ -273,6 +275,7 @@ impl Node {
             groups: Default::default(),
             hints: Default::default(),
             channel_cache: Default::default(),
+            lists_cache: Default::default(),
             hibernated: Default::default(),
             ids: ids::IdGen::resume(cfg.node_id, reserved_ids),
             joining: AtomicBool::new(false),

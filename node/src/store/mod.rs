@@ -67,9 +67,11 @@ pub enum Table {
     Local,
     /// Where a channel's messages sit in its log: group ++ first seq -> `channel::Span`.
     Spans,
+    /// A channel's sender blacklist and whitelist (`meta::SenderLists`): channel key.
+    Lists,
 }
 
-const TABLES: [(Table, &str); 12] = [
+const TABLES: [(Table, &str); 13] = [
     (Table::Log, "log"),
     (Table::Raft, "raft"),
     (Table::Sm, "sm"),
@@ -82,6 +84,7 @@ const TABLES: [(Table, &str); 12] = [
     (Table::Dedup, "dedup"),
     (Table::Local, "local"),
     (Table::Spans, "spans"),
+    (Table::Lists, "lists"),
 ];
 
 impl Table {
