@@ -268,6 +268,14 @@ pub struct NodeStatus {
     pub id: u64,
     pub http_addr: String,
     pub cluster_addr: String,
+    /// Its client gateway for TCP clients, `HOST:PORT`, as its `/route` answers (empty: off,
+    /// or not registered yet).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tcp_addr: String,
+    /// Its client gateway for WebSocket clients, `ws://HOST:PORT` (empty: off, or not
+    /// registered yet).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ws_addr: String,
     /// Whether the node answered the status request just now.
     pub online: bool,
     /// Its role in the metadata group.

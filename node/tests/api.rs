@@ -1116,7 +1116,7 @@ async fn three_nodes_serve_the_api_from_every_node() {
     let c = cluster.client();
     let clients: Vec<Client> = cluster.nodes.iter().map(|n| n.client()).collect();
 
-    tracing::info!("--- /cluster/nodes from every node");
+    tracing::info!("--- /cluster/nodes from every node, with each node's addresses");
     for (i, nc) in clients.iter().enumerate() {
         let nodes = wait_until(
             &format!("node {} to see 3 online nodes and one meta leader", i + 1),
@@ -1131,7 +1131,9 @@ async fn three_nodes_serve_the_api_from_every_node() {
                     .collect();
                 // Addresses are registered after the ready line, so they are waited for too.
                 if r.nodes.len() == 3
-                    && r.nodes.iter().all(|n| n.online && !n.http_addr.is_empty())
+                    && r.nodes
+                        .iter()
+                        .all(|n| n.online && !n.http_addr.is_empty() && !n.ws_addr.is_empty())
                     && leaders.len() == 1
                     && r.meta_leader == Some(leaders[0])
                 {
@@ -1147,6 +1149,13 @@ async fn three_nodes_serve_the_api_from_every_node() {
             assert_eq!(
                 (&n.http_addr, &n.cluster_addr),
                 (&want.http_addr, &want.cluster_addr),
+                "{n:?}"
+            );
+            let (tcp, ws) = &want.gateway;
+            let ws = ws.as_ref().map(|a| format!("ws://{a}"));
+            assert_eq!(
+                (Some(&n.tcp_addr), ws.as_ref()),
+                (tcp.as_ref(), Some(&n.ws_addr)),
                 "{n:?}"
             );
         }

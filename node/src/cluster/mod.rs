@@ -57,6 +57,9 @@ pub struct Inner {
     pub id: NodeId,
     pub http_addr: String,
     pub cluster_addr: String,
+    /// The client gateway's advertised addresses, set once it listens (`set_gateway`);
+    /// registered in the metadata like `http_addr`, for `/cluster/nodes`.
+    gateway: std::sync::OnceLock<meta::GatewayRecord>,
     /// Replicas per channel (capped by the number of nodes).
     pub replication: usize,
     pub store: Store,
@@ -275,6 +278,7 @@ impl Node {
             groups: Default::default(),
             hints: Default::default(),
             channel_cache: Default::default(),
+            gateway: Default::default(),
             lists_cache: Default::default(),
             hibernated: Default::default(),
             ids: ids::IdGen::resume(cfg.node_id, reserved_ids),
@@ -362,6 +366,15 @@ impl Node {
                 tracing::warn!(error = %e, "renewing the message-id reservation");
             }
         }
+    }
+
+    /// The gateway's advertised addresses, once it listens: registered in the metadata by the
+    /// membership task. Later calls change nothing.
+    pub fn set_gateway(&self, route: &wk_api::RouteResp) {
+        let _ = self.gateway.set(meta::GatewayRecord {
+            tcp_addr: route.tcp_addr.clone(),
+            ws_addr: route.ws_addr.clone(),
+        });
     }
 
     pub fn is_joining(&self) -> bool {
@@ -642,7 +655,8 @@ impl Node {
     }
 
     /// Keep the address book in step with the metadata group, and register this node's
-    /// HTTP address there once a leader exists.
+    /// HTTP address (and, once the gateway listens, its gateway addresses) there once a
+    /// leader exists.
     async fn maintain_membership(self) {
         let mut metrics = self.meta.metrics();
         let mut registered = false;
@@ -675,6 +689,21 @@ impl Node {
                     && let Err(e) = self.meta_write(MetaCmd::RegisterNode(me)).await
                 {
                     tracing::debug!(error = %e, "registering this node's addresses; will retry");
+                }
+            }
+            if let Some(gateway) = self.gateway.get() {
+                let id = self.id;
+                let stored = self.store.read(move |r| meta::gateways(r)).await;
+                let gateway_registered = stored.is_ok_and(|g| g.get(&id) == Some(gateway));
+                registered &= gateway_registered;
+                if !gateway_registered && in_cluster {
+                    let cmd = MetaCmd::SetGateway {
+                        node: id,
+                        gateway: gateway.clone(),
+                    };
+                    if let Err(e) = self.meta_write(cmd).await {
+                        tracing::debug!(error = %e, "registering this node's gateway; will retry");
+                    }
                 }
             }
             // Metrics change on every heartbeat: look at most every 200 ms.

@@ -139,6 +139,16 @@ pub struct SenderLists {
     pub whitelist: BTreeSet<String>,
 }
 
+/// Where a node's client gateway listens, as `/route` answers it (empty: that listener is off).
+/// Kept apart from `NodeRecord`, whose encoding is in every existing metadata log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRecord {
+    /// `HOST:PORT` for TCP clients.
+    pub tcp_addr: String,
+    /// `ws://HOST:PORT` for WebSocket clients.
+    pub ws_addr: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub id: u64,
@@ -200,6 +210,11 @@ pub enum MetaCmd {
         list: SenderList,
         edit: ListEdit,
         uids: Vec<String>,
+    },
+    /// A node's client gateway addresses (it registers them as it does its `NodeRecord`).
+    SetGateway {
+        node: u64,
+        gateway: GatewayRecord,
     },
 }
 
@@ -296,6 +311,11 @@ pub fn apply(kv: &mut impl KvWrite, members: &BTreeSet<u64>, cmd: &MetaCmd) -> R
         }
         MetaCmd::UnregisterNode(id) => {
             kv.delete(Table::Nodes, &keys::group(*id))?;
+            kv.delete(Table::Gateways, &keys::group(*id))?;
+            Ok(MetaResp::Done)
+        }
+        MetaCmd::SetGateway { node, gateway } => {
+            kv.put(Table::Gateways, &keys::group(*node), &encode(gateway))?;
             Ok(MetaResp::Done)
         }
         MetaCmd::SetDrain { rate_milli } => {
@@ -377,6 +397,20 @@ pub fn nodes(kv: &impl KvRead) -> Result<Vec<NodeRecord>> {
         .collect()
 }
 
+/// Every registered node's gateway addresses, by node id.
+pub fn gateways(kv: &impl KvRead) -> Result<BTreeMap<u64, GatewayRecord>> {
+    kv.range(Table::Gateways, &[], &[0xFF; 9], usize::MAX, false)?
+        .iter()
+        .map(|(k, v)| {
+            let id = keys::u64_suffix(k).ok_or_else(|| crate::store::StoreError::Corrupt {
+                table: Table::Gateways,
+                reason: "a key that is not a node id".into(),
+            })?;
+            Ok((id, crate::store::decode(Table::Gateways, v)?))
+        })
+        .collect()
+}
+
 /// Channels in key order, starting after `after` (exclusive), at most `limit`.
 pub fn channels(kv: &impl KvRead, after: Option<&ChannelKey>, limit: usize) -> Result<Vec<ChannelRecord>> {
     let from = match after {
@@ -394,13 +428,14 @@ pub fn channels(kv: &impl KvRead, after: Option<&ChannelKey>, limit: usize) -> R
 }
 
 /// The tables the metadata group owns, for snapshots.
-pub const TABLES: [Table; 6] = [
+pub const TABLES: [Table; 7] = [
     Table::Users,
     Table::Channels,
     Table::Groups,
     Table::Nodes,
     Table::Vars,
     Table::Lists,
+    Table::Gateways,
 ];
 
 #[cfg(test)]

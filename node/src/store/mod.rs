@@ -69,9 +69,11 @@ pub enum Table {
     Spans,
     /// A channel's sender blacklist and whitelist (`meta::SenderLists`): channel key.
     Lists,
+    /// Where each node's client gateway listens (`meta::GatewayRecord`): node id.
+    Gateways,
 }
 
-const TABLES: [(Table, &str); 13] = [
+const TABLES: [(Table, &str); 14] = [
     (Table::Log, "log"),
     (Table::Raft, "raft"),
     (Table::Sm, "sm"),
@@ -85,6 +87,7 @@ const TABLES: [(Table, &str); 13] = [
     (Table::Local, "local"),
     (Table::Spans, "spans"),
     (Table::Lists, "lists"),
+    (Table::Gateways, "gateways"),
 ];
 
 impl Table {
