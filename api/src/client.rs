@@ -341,6 +341,12 @@ impl Client {
         self.post(&["channel", "subscriber_remove"], req).await
     }
 
+    /// `/channel/{endpoint}` for a sender list: `endpoint` is one of `blacklist_add`,
+    /// `blacklist_remove`, `blacklist_set`, `whitelist_add`, `whitelist_remove`, `whitelist_set`.
+    pub async fn sender_list(&self, endpoint: &str, req: &SenderListReq) -> Result<Ok200, ClientError> {
+        self.post(&["channel", endpoint], req).await
+    }
+
     pub async fn channel_info(&self, req: &ChannelRef) -> Result<ChannelInfo, ClientError> {
         self.post(&["channel", "info"], req).await
     }

@@ -55,6 +55,14 @@ error_codes! {
     NotFound = "not_found",
     /// The request body did not arrive within the node's body timeout (408).
     RequestTimeout = "request_timeout",
+    /// The sender does not subscribe to the group it sends to (403; SENDACK
+    /// SubscriberNotExist).
+    NotSubscriber = "not_subscriber",
+    /// The sender is on the channel's blacklist, or a person's (403; SENDACK InBlacklist).
+    InBlacklist = "in_blacklist",
+    /// The channel's (or a person's) whitelist is not empty and lacks the sender (403; SENDACK
+    /// NotInWhitelist).
+    NotInWhitelist = "not_in_whitelist",
 }
 
 impl ErrorCode {

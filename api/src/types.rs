@@ -85,6 +85,17 @@ pub struct SubscribersReq {
     pub reset: u8,
 }
 
+/// `POST /channel/blacklist_add|remove|set` and `/channel/whitelist_add|remove|set`
+/// (WuKongIM's): a channel's sender lists. For a person channel (type 1) `channel_id` is a uid
+/// and the lists are that user's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SenderListReq {
+    pub channel_id: String,
+    pub channel_type: u8,
+    #[serde(default)]
+    pub uids: Vec<String>,
+}
+
 /// `POST /channel/info`: read a channel's metadata (ours; WuKongIM has no such read).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChannelRef {
@@ -257,6 +268,14 @@ pub struct NodeStatus {
     pub id: u64,
     pub http_addr: String,
     pub cluster_addr: String,
+    /// Its client gateway for TCP clients, `HOST:PORT`, as its `/route` answers (empty: off,
+    /// or not registered yet).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tcp_addr: String,
+    /// Its client gateway for WebSocket clients, `ws://HOST:PORT` (empty: off, or not
+    /// registered yet).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ws_addr: String,
     /// Whether the node answered the status request just now.
     pub online: bool,
     /// Its role in the metadata group.

@@ -222,7 +222,9 @@ pub enum MessageCommand {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Sender uid.
+    /// Sender uid: it must subscribe to the group (person channels: not be on the receiver's
+    /// blacklist). Empty (`--from ''`) sends a system message, which passes every check and
+    /// creates a group not created yet.
     #[arg(long = "from")]
     pub from_uid: String,
     /// Channel id (for person channels: the receiver's uid).

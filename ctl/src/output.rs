@@ -294,6 +294,8 @@ mod tests {
         NodeStatus {
             id,
             http_addr: format!("127.0.0.1:500{id}"),
+            tcp_addr: String::new(),
+            ws_addr: String::new(),
             cluster_addr: format!("127.0.0.1:1111{}", id - 1),
             online,
             role,

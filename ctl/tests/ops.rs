@@ -333,6 +333,14 @@ fn write_messages(client: &Client, prefix: &str, channels: usize, per_channel: u
     let rt = runtime();
     (0..channels)
         .map(|c| {
+            let create = wk_api::ChannelReq {
+                channel_id: format!("{prefix}{c}"),
+                channel_type: 2,
+                subscribers: vec!["ops".into()],
+                reset: 0,
+            };
+            rt.block_on(client.channel_create(&create))
+                .expect("create channel");
             (0..per_channel)
                 .map(|m| {
                     let req = wk_api::SendReq {
@@ -669,13 +677,26 @@ fn snapshot_save_and_restore() {
         };
         rt.block_on(client.user_token(&req)).expect("user token");
     }
-    let subs = wk_api::ChannelReq {
+    for c in 0..4 {
+        let subs = wk_api::ChannelReq {
+            channel_id: format!("snap-{c}"),
+            channel_type: 2,
+            subscribers: if c == 0 {
+                vec!["ops".into(), "user-0".into(), "user-1".into()]
+            } else {
+                vec!["ops".into()]
+            },
+            reset: 0,
+        };
+        rt.block_on(client.channel_create(&subs)).expect("channel");
+    }
+    let banned = wk_api::SenderListReq {
         channel_id: "snap-0".into(),
         channel_type: 2,
-        subscribers: vec!["user-0".into(), "user-1".into()],
-        reset: 0,
+        uids: vec!["user-1".into()],
     };
-    rt.block_on(client.channel_create(&subs)).expect("channel");
+    rt.block_on(client.sender_list("blacklist_add", &banned))
+        .expect("blacklist");
     // One batch per channel (one Raft entry each): as many messages as one at a time, in seconds.
     let ids: Vec<Vec<u64>> = (0..4)
         .map(|c| {
@@ -731,6 +752,7 @@ fn snapshot_save_and_restore() {
     assert_eq!(table(&saved, "dedup"), 0, "a restore rebuilds them: {saved:?}");
     assert_eq!(table(&saved, "users"), 5, "{saved:?}");
     assert_eq!(table(&saved, "channels"), 4, "{saved:?}");
+    assert_eq!(table(&saved, "lists"), 1, "{saved:?}");
     assert!(!dir.path().join("backup.snap.part").exists());
 
     phase("snapshot status: text and JSON");
@@ -850,7 +872,7 @@ fn snapshot_save_and_restore() {
             login_uid: String::new(),
         }))
         .expect("channel info");
-    assert_eq!(info.subscribers, vec!["user-0".to_string(), "user-1".to_string()]);
+    assert_eq!(info.subscribers, ["ops", "user-0", "user-1"]);
     assert_eq!(info.replicas, vec![7]);
     let out = wkctl(
         &http,
@@ -864,9 +886,26 @@ fn snapshot_save_and_restore() {
     );
     expect_code(&out, 0);
     let again: wk_api::snapshot::SnapshotStatus = json(&out);
-    for t in ["users", "channels", "groups", "msgs", "dedup"] {
+    for t in ["users", "channels", "groups", "lists", "msgs", "dedup"] {
         assert_eq!(table(&again, t), table(&saved, t), "table {t}");
     }
+    phase("the restored blacklist still refuses");
+    let banned_send = wk_api::SendReq {
+        header: Default::default(),
+        client_msg_no: "banned".into(),
+        from_uid: "user-1".into(),
+        channel_id: "snap-0".into(),
+        channel_type: 2,
+        payload: "aGVsbG8=".into(),
+    };
+    let refused = rt
+        .block_on(seven.send(&banned_send))
+        .expect_err("user-1 is blacklisted");
+    assert_eq!(
+        refused.error_code(),
+        Some(wk_api::ErrorCode::InBlacklist),
+        "{refused}"
+    );
 
     phase("the restored channels take new messages after the old ones; a retry is deduplicated");
     let retry = wk_api::SendReq {

@@ -36,6 +36,16 @@ pub enum NodeError {
     /// This node has as much in flight as it accepts (`what`); retry after `retry_after` s.
     #[error("overloaded: too many {what} in flight; retry in {retry_after}s")]
     Overloaded { what: String, retry_after: u64 },
+    // New variants go last: peers exchange this enum (postcard encodes the variant index).
+    /// The sender may not send there (`meta::permit`): add it to the group first.
+    #[error("{0} is not a subscriber of the channel")]
+    NotSubscriber(String),
+    /// The sender may not send there while on the blacklist.
+    #[error("{0} is on the channel's blacklist")]
+    InBlacklist(String),
+    /// The sender may not send there unless added to the whitelist.
+    #[error("{0} is not on the channel's whitelist")]
+    NotInWhitelist(String),
 }
 
 impl NodeError {
@@ -46,6 +56,7 @@ impl NodeError {
             NodeError::Forbidden(_) => 403,
             NodeError::Unauthorized(_) => 401,
             NodeError::ChannelNotFound(_) => 404,
+            NodeError::NotSubscriber(_) | NodeError::InBlacklist(_) | NodeError::NotInWhitelist(_) => 403,
             NodeError::NotLeader { .. }
             | NodeError::Unavailable(_)
             | NodeError::Corrupt(_)
@@ -62,6 +73,9 @@ impl NodeError {
             NodeError::Forbidden(_) => ErrorCode::Forbidden,
             NodeError::Unauthorized(_) => ErrorCode::Unauthorized,
             NodeError::ChannelNotFound(_) => ErrorCode::ChannelNotFound,
+            NodeError::NotSubscriber(_) => ErrorCode::NotSubscriber,
+            NodeError::InBlacklist(_) => ErrorCode::InBlacklist,
+            NodeError::NotInWhitelist(_) => ErrorCode::NotInWhitelist,
             NodeError::NotLeader { .. } => ErrorCode::NotLeader,
             NodeError::Unavailable(_) => ErrorCode::Unavailable,
             NodeError::Corrupt(_) => ErrorCode::Corrupt,

@@ -54,7 +54,9 @@ pub async fn run(cfg: config::Config) -> anyhow::Result<()> {
     let serve_transport = tokio::spawn(node.transport.clone().serve(cluster_listener));
 
     let gateway = gateway::Gateway::start(gateway_listeners, node.clone(), &cfg.gateway);
-    let app = app(&cfg, &node).layer(axum::Extension(gateway.route(&cfg)));
+    let route = gateway.route(&cfg);
+    node.set_gateway(&route);
+    let app = app(&cfg, &node).layer(axum::Extension(route));
     let tls = cfg.tls.as_ref().map(|t| t.http_acceptor());
     let server = api::limits::serve(http_listener, app, &cfg.limits, tls, shutdown_signal());
     println!(

@@ -6,9 +6,9 @@
 //! internals); this module decides which rows go in and how they come back.
 //!
 //! What a snapshot holds: the metadata tables (users with tokens, channels with subscribers,
-//! group ids, node records, counters) and, for every channel this node replicates, its state
-//! (last seq, running checksum) and its messages as `msgs` rows (read out of the Raft log,
-//! where they live: `channel` module doc). Not the Raft logs or votes, nor the dedup rows:
+//! sender blacklists and whitelists, group ids, node and gateway records, counters) and, for every channel
+//! this node replicates, its state (last seq, running checksum) and its messages as `msgs`
+//! rows (read out of the Raft log, where they live: `channel` module doc). Not the Raft logs or votes, nor the dedup rows:
 //! the messages are complete without them, the logs belong to the old cluster, and a restore
 //! rebuilds the dedup rows from the messages.
 //!
@@ -23,7 +23,7 @@
 //!   messages become archived rows (`ChannelState::archived`), since its new log starts empty;
 //! - a snapshot of data format 2 (dedup rows keyed by the whole client_msg_no, a shorter
 //!   channel state) is read too: that is the upgrade path from a format-2 data dir;
-//! - the old node records, a drain in progress and the decommission set are dropped.
+//! - the old node and gateway records, a drain in progress and the decommission set are dropped.
 //!
 //! Invariant: the read transaction lives on one blocking thread for the whole stream and never
 //! crosses an `.await`; a bounded channel carries the bytes to the HTTP body, so a slow reader
@@ -46,12 +46,14 @@ use crate::raft::state_machine::SmState;
 use crate::store::{KvWrite, Store, Table, decode, encode, keys};
 
 /// The tables a snapshot carries as they are, in file order; the `msgs` rows follow.
-const TABLES: [Table; 6] = [
+const TABLES: [Table; 8] = [
     Table::Users,
     Table::Channels,
     Table::Groups,
     Table::Nodes,
+    Table::Gateways,
     Table::Vars,
+    Table::Lists,
     Table::Sm,
 ];
 /// Messages read per page when a snapshot writes a channel's messages.
@@ -339,8 +341,8 @@ fn restored_value(
             rec.replicas = vec![node_id];
             Some(encode(&rec))
         }
-        // The node registers its own record when it starts.
-        Table::Nodes => None,
+        // The node registers its own records when it starts.
+        Table::Nodes | Table::Gateways => None,
         Table::Vars => crate::meta::var_survives_restore(key).then_some(value),
         Table::Sm if key == keys::group(META_GROUP) => None,
         Table::Sm => {

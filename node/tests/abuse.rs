@@ -243,10 +243,20 @@ async fn a_flooded_node_sheds_load_and_the_others_keep_serving() {
     let rss_before = vm_rss_kib(pid);
 
     for f in ["f0", "f1"] {
-        let req = send_req(f, 0);
+        let create = ChannelReq {
+            channel_id: f.into(),
+            ..create.clone()
+        };
         retry("create the flooded channels", Duration::from_secs(30), || {
-            c.send(&req)
+            c.channel_create(&create)
         })
+        .await;
+        let req = send_req(f, 0);
+        retry(
+            "first send to the flooded channels",
+            Duration::from_secs(30),
+            || c.send(&req),
+        )
         .await;
     }
 

@@ -1,8 +1,9 @@
 //! The HTTP API end to end against real `wknode` processes: every endpoint's happy path, the
 //! error answer to every kind of bad input, and idempotent sends.
 //!
-//! Most tests use a one-node cluster (fast, and every request is served locally); the last one
-//! checks that a three-node cluster serves the same API from every node.
+//! Most tests use a one-node cluster (fast, and every request is served locally); the last two
+//! check that a three-node cluster serves the same API from every node, and applies the send
+//! permissions (membership, blacklists, whitelists) on every node.
 
 mod common;
 
@@ -12,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{Cluster, api_error, b64, retry, unb64, wait_until};
 use wk_api::{
     Agreement, CHANNEL_TYPE_GROUP, CHANNEL_TYPE_PERSON, ChannelRef, ChannelReq, Client, MessageHeader,
-    PULL_MODE_DOWN, PULL_MODE_UP, Role, SendBatchReq, SendReq, SendResp, SubscribersReq, SyncReq, SyncResp,
-    UserTokenReq,
+    PULL_MODE_DOWN, PULL_MODE_UP, Role, SendBatchReq, SendReq, SendResp, SenderListReq, SubscribersReq,
+    SyncReq, SyncResp, UserTokenReq,
 };
 
 fn send_req(from: &str, channel_id: &str, channel_type: u8, client_msg_no: &str, payload: &[u8]) -> SendReq {
@@ -398,8 +399,8 @@ async fn users_channels_and_subscribers() {
         .await
         .expect("info of a channel without subscribers");
     assert!(info.subscribers.is_empty());
-    // The channel still exists: messages can still be sent to it.
-    send_ok(&c, &send_req("x", "g1", CHANNEL_TYPE_GROUP, "after-empty", b"hi")).await;
+    // The channel still exists: a system message (no from_uid) can still be sent to it.
+    send_ok(&c, &send_req("", "g1", CHANNEL_TYPE_GROUP, "after-empty", b"hi")).await;
 
     tracing::info!("--- a channel with no subscribers at creation");
     c.channel_create(&group("g-empty", &[]))
@@ -643,10 +644,10 @@ async fn send_and_sync() {
     assert_eq!(ok(1).message_seq, 11);
     // Checked at the end (with the sync table), so the phases below still run when it is off.
     let batch_wrong = match (&resp.results[2].ok, &resp.results[2].error) {
-        // WuKongIM v2 creates a channel on its first message.
-        (Some(ok), None) if ok.message_seq == 1 => None,
+        // A group must be created before its members send to it.
+        (None, Some(e)) if e.code == "channel_not_found" => None,
         (ok, err) => Some(format!(
-            "sendbatch item to a group never created: want it created with seq 1, got ok {ok:?} error {err:?}"
+            "sendbatch item to a group never created: want channel_not_found, got ok {ok:?} error {err:?}"
         )),
     };
     assert_eq!(ok(3).message_seq, 3);
@@ -1075,11 +1076,16 @@ async fn bad_input_gets_4xx_with_a_code() {
     assert_eq!(seq, 1 + accepted, "nothing was stored by any bad request");
 
     tracing::info!("--- typed client: errors come back as API errors with codes");
-    // As in WuKongIM v2, the first message to a group creates it.
+    // A member's send to a group never created is refused; a system message creates it.
+    let e = api_error(
+        c.send(&send_req("u1", "auto-typed-send", CHANNEL_TYPE_GROUP, "x", b"x"))
+            .await,
+    );
+    assert_eq!((e.status, e.code.as_str()), (404, "channel_not_found"));
     let created = c
-        .send(&send_req("u1", "auto-typed-send", CHANNEL_TYPE_GROUP, "x", b"x"))
+        .send(&send_req("", "auto-typed-send", CHANNEL_TYPE_GROUP, "x", b"x"))
         .await
-        .expect("a send creates the channel");
+        .expect("a system message creates the channel");
     assert_eq!(created.message_seq, 1);
     let e = api_error(c.send(&send_req("u1", "g", 0, "x", b"x")).await);
     assert_eq!((e.status, e.code.as_str()), (400, "bad_request"));
@@ -1110,7 +1116,7 @@ async fn three_nodes_serve_the_api_from_every_node() {
     let c = cluster.client();
     let clients: Vec<Client> = cluster.nodes.iter().map(|n| n.client()).collect();
 
-    tracing::info!("--- /cluster/nodes from every node");
+    tracing::info!("--- /cluster/nodes from every node, with each node's addresses");
     for (i, nc) in clients.iter().enumerate() {
         let nodes = wait_until(
             &format!("node {} to see 3 online nodes and one meta leader", i + 1),
@@ -1125,7 +1131,9 @@ async fn three_nodes_serve_the_api_from_every_node() {
                     .collect();
                 // Addresses are registered after the ready line, so they are waited for too.
                 if r.nodes.len() == 3
-                    && r.nodes.iter().all(|n| n.online && !n.http_addr.is_empty())
+                    && r.nodes
+                        .iter()
+                        .all(|n| n.online && !n.http_addr.is_empty() && !n.ws_addr.is_empty())
                     && leaders.len() == 1
                     && r.meta_leader == Some(leaders[0])
                 {
@@ -1141,6 +1149,13 @@ async fn three_nodes_serve_the_api_from_every_node() {
             assert_eq!(
                 (&n.http_addr, &n.cluster_addr),
                 (&want.http_addr, &want.cluster_addr),
+                "{n:?}"
+            );
+            let (tcp, ws) = &want.gateway;
+            let ws = ws.as_ref().map(|a| format!("ws://{a}"));
+            assert_eq!(
+                (Some(&n.tcp_addr), ws.as_ref()),
+                (tcp.as_ref(), Some(&n.ws_addr)),
                 "{n:?}"
             );
         }
@@ -1256,4 +1271,159 @@ async fn three_nodes_serve_the_api_from_every_node() {
         let e = api_error(nc.channel_info(&group_ref(&format!("nope-3n-{i}"))).await);
         assert_eq!(e.code, "channel_not_found", "node {}", i + 1);
     }
+}
+
+fn list(channel_id: &str, channel_type: u8, uids: &[&str]) -> SenderListReq {
+    SenderListReq {
+        channel_id: channel_id.into(),
+        channel_type,
+        uids: uids.iter().map(|u| u.to_string()).collect(),
+    }
+}
+
+/// Waits until `c` answers `req` with the error `code`: the node serving a send decides from its
+/// own copy of the metadata, which applies a change made through another node a moment later.
+async fn wait_refused(c: &Client, req: &SendReq, code: &str) {
+    let what = format!("{} -> {} refused with {code}", req.from_uid, req.channel_id);
+    wait_until(&what, Duration::from_secs(10), || async {
+        match c.send(req).await {
+            Err(e) if e.code() == code => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// Waits until `c` stores `req` (after a change that allows it reached `c`'s node).
+async fn wait_sent(c: &Client, req: &SendReq) -> SendResp {
+    let what = format!("{} -> {} accepted", req.from_uid, req.channel_id);
+    wait_until(&what, Duration::from_secs(10), || async {
+        c.send(req).await.map_err(|e| e.to_string())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sends_need_membership_and_obey_the_sender_lists_on_every_node() {
+    let cluster = Cluster::start(3).await;
+    // Metadata is written through node 1 and sends go through node 2: its copy decides.
+    let admin = cluster.node(1).client();
+    let via = cluster.node(2).client();
+    let send = |from: &str, to: &str, ty: u8, no: &str| send_req(from, to, ty, no, b"x");
+
+    tracing::info!("--- a group must exist, and its sender subscribe to it");
+    let e = api_error(via.send(&send("a", "g-perm", CHANNEL_TYPE_GROUP, "m0")).await);
+    assert_eq!((e.status, e.code.as_str()), (404, "channel_not_found"), "{e:?}");
+    let create = group("g-perm", &["a", "b", "c"]);
+    retry("create g-perm", Duration::from_secs(30), || {
+        admin.channel_create(&create)
+    })
+    .await;
+    wait_sent(&via, &send("a", "g-perm", CHANNEL_TYPE_GROUP, "m1")).await;
+    let e = api_error(via.send(&send("z", "g-perm", CHANNEL_TYPE_GROUP, "m2")).await);
+    assert_eq!((e.status, e.code.as_str()), (403, "not_subscriber"), "{e:?}");
+    admin
+        .subscriber_remove(&subs("g-perm", &["c"], 0))
+        .await
+        .expect("remove c");
+    wait_refused(
+        &via,
+        &send("c", "g-perm", CHANNEL_TYPE_GROUP, "m3"),
+        "not_subscriber",
+    )
+    .await;
+
+    tracing::info!("--- the blacklist refuses even a subscriber, until removed");
+    admin
+        .sender_list("blacklist_add", &list("g-perm", CHANNEL_TYPE_GROUP, &["b"]))
+        .await
+        .expect("blacklist_add");
+    let b = send("b", "g-perm", CHANNEL_TYPE_GROUP, "m4");
+    wait_refused(&via, &b, "in_blacklist").await;
+    let e = api_error(via.send(&b).await);
+    assert_eq!(e.status, 403, "{e:?}");
+    admin
+        .sender_list("blacklist_remove", &list("g-perm", CHANNEL_TYPE_GROUP, &["b"]))
+        .await
+        .expect("blacklist_remove");
+    wait_sent(&via, &b).await;
+
+    tracing::info!("--- a non-empty whitelist admits only its uids; an empty one everybody");
+    admin
+        .sender_list("whitelist_set", &list("g-perm", CHANNEL_TYPE_GROUP, &["a"]))
+        .await
+        .expect("whitelist_set");
+    let b = send("b", "g-perm", CHANNEL_TYPE_GROUP, "m5");
+    wait_refused(&via, &b, "not_in_whitelist").await;
+    send_ok(&via, &send("a", "g-perm", CHANNEL_TYPE_GROUP, "m6")).await;
+    admin
+        .sender_list("whitelist_set", &list("g-perm", CHANNEL_TYPE_GROUP, &[]))
+        .await
+        .expect("whitelist_set to empty");
+    wait_sent(&via, &b).await;
+
+    tracing::info!("--- sendbatch checks each item's sender");
+    let batch = SendBatchReq {
+        messages: vec![
+            send("a", "g-perm", CHANNEL_TYPE_GROUP, "b1"),
+            send("z", "g-perm", CHANNEL_TYPE_GROUP, "b2"),
+            send("a", "nope-perm", CHANNEL_TYPE_GROUP, "b3"),
+        ],
+    };
+    let r = via.send_batch(&batch).await.expect("sendbatch");
+    let codes: Vec<Option<&str>> = r
+        .results
+        .iter()
+        .map(|i| i.error.as_ref().map(|e| e.code.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        [None, Some("not_subscriber"), Some("channel_not_found")],
+        "{r:?}"
+    );
+
+    tracing::info!("--- person channels need no channel; the recipient's own lists decide");
+    send_ok(&via, &send("alice", "bob", CHANNEL_TYPE_PERSON, "p1")).await;
+    admin
+        .sender_list("blacklist_add", &list("bob", CHANNEL_TYPE_PERSON, &["alice"]))
+        .await
+        .expect("bob blacklists alice");
+    wait_refused(
+        &via,
+        &send("alice", "bob", CHANNEL_TYPE_PERSON, "p2"),
+        "in_blacklist",
+    )
+    .await;
+    // Only bob's list: bob may still write to alice, and others to bob.
+    send_ok(&via, &send("bob", "alice", CHANNEL_TYPE_PERSON, "p3")).await;
+    send_ok(&via, &send("carol", "bob", CHANNEL_TYPE_PERSON, "p4")).await;
+    admin
+        .sender_list("whitelist_add", &list("bob", CHANNEL_TYPE_PERSON, &["carol"]))
+        .await
+        .expect("bob whitelists carol");
+    wait_refused(
+        &via,
+        &send("dave", "bob", CHANNEL_TYPE_PERSON, "p5"),
+        "not_in_whitelist",
+    )
+    .await;
+    send_ok(&via, &send("carol", "bob", CHANNEL_TYPE_PERSON, "p6")).await;
+
+    tracing::info!("--- system messages (no from_uid) pass every check, and create a group");
+    send_ok(&via, &send("", "g-perm", CHANNEL_TYPE_GROUP, "s1")).await;
+    send_ok(&via, &send("", "bob", CHANNEL_TYPE_PERSON, "s2")).await;
+    let created = send_ok(&via, &send("", "g-perm-new", CHANNEL_TYPE_GROUP, "s3")).await;
+    assert_eq!(created.message_seq, 1);
+
+    tracing::info!("--- a refused send stored nothing");
+    let synced = via
+        .sync(&sync_req("a", "g-perm", CHANNEL_TYPE_GROUP, 0, 100, PULL_MODE_UP))
+        .await
+        .expect("sync g-perm");
+    // (A send that raced a list change to node 2 may have been stored before it was refused;
+    // z was never allowed.)
+    let senders: Vec<&str> = synced.messages.iter().map(|m| m.from_uid.as_str()).collect();
+    assert!(!senders.contains(&"z"), "{senders:?}");
+    assert_eq!(senders.first(), Some(&"a"), "{senders:?}");
+    assert_eq!(senders.last(), Some(&""), "{senders:?}");
 }

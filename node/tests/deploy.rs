@@ -308,6 +308,19 @@ fn compose_file_uses_real_flags_and_agrees_with_itself() {
                 .any(|x| x.as_str() == Some("http://127.0.0.1:5001/health"))
         }));
         assert_eq!(str_of(s, &["build", "dockerfile"]), "deploy/Dockerfile");
+        let ports: Vec<&str> = path(s, &["ports"])
+            .as_sequence()
+            .expect("ports list")
+            .iter()
+            .filter_map(|p| p.as_str())
+            .collect();
+        for (published, advertised) in [(":5100", "WK_TCP_ADVERTISE"), (":5200", "WK_WS_ADVERTISE")] {
+            let host = str_of(s, &["environment", advertised]);
+            assert!(
+                ports.contains(&format!("{host}{published}").as_str()),
+                "wk{id}: the gateway port {published} is published where {advertised} says: {ports:?}"
+            );
+        }
     }
     let wk4 = path(compose, &["services", "wk4"]);
     assert_eq!(path(wk4, &["profiles"]).as_sequence().map(|p| p.len()), Some(1));

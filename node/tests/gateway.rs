@@ -5,7 +5,8 @@
 //! What is checked: CONNECT against the token `/user/token` stored, the handshake and
 //! `msg_key`, SEND stored through the same path as `/message/send` and acked after the commit
 //! (read back over HTTP `/channel/messagesync`), dedup on `client_msg_no`, PING/PONG, refusals
-//! (bad token, empty key), the master-device kick, `/route`, and that bad input (bad msg_key,
+//! (bad token, empty key; a SEND to a group the sender is not in or that was never created, or
+//! to a person who blacklisted it), the master-device kick, `/route`, and that bad input (bad msg_key,
 //! garbage, truncated packets, a CONNECT flood past `--max-client-connections`) only ever
 //! affects its own connection.
 
@@ -631,4 +632,61 @@ async fn a_listener_can_be_off_and_silent_connections_time_out() {
         took >= Duration::from_secs(3) && took < Duration::from_secs(8),
         "closed after {took:?}, want about 4 s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_the_sender_may_not_make_gets_its_reason() {
+    let cluster = Cluster::start(1).await;
+    set_token(&cluster, "mallory", "t", 0).await;
+    let c = cluster.client();
+    c.channel_create(&ChannelReq {
+        channel_id: "members-only".into(),
+        channel_type: CHANNEL_TYPE_GROUP,
+        subscribers: vec!["alice".into()],
+        reset: 0,
+    })
+    .await
+    .expect("create group");
+    c.sender_list(
+        "blacklist_add",
+        &wk_api::SenderListReq {
+            channel_id: "bob".into(),
+            channel_type: CHANNEL_TYPE_PERSON,
+            uids: vec!["mallory".into()],
+        },
+    )
+    .await
+    .expect("bob blacklists mallory");
+    let mut im = ImClient::tcp(&tcp_of(&cluster, 1)).await;
+    assert_eq!(
+        im.connect("mallory", "t", "m1", 4).await.reason_code,
+        ReasonCode::Success
+    );
+
+    tracing::info!("--- a group it is not in, a group never created, a person who blacklisted it");
+    let cases = [
+        ("members-only", CHANNEL_TYPE_GROUP, ReasonCode::SubscriberNotExist),
+        (
+            "nope-never-created",
+            CHANNEL_TYPE_GROUP,
+            ReasonCode::ChannelNotExist,
+        ),
+        ("bob", CHANNEL_TYPE_PERSON, ReasonCode::InBlacklist),
+    ];
+    for (i, (to, ty, want)) in cases.into_iter().enumerate() {
+        let seq = i as u32 + 1;
+        let (id, message_seq, reason) = im.send(im.seal(seq, &format!("r{seq}"), to, ty, b"{}")).await;
+        assert_eq!((id, message_seq, reason), (0, 0, want), "SEND to {to}");
+    }
+
+    tracing::info!("--- nothing was stored, and the connection still sends where it may");
+    assert!(
+        synced(&cluster, "alice", "members-only", CHANNEL_TYPE_GROUP)
+            .await
+            .is_empty()
+    );
+    let (_, seq, reason) = im
+        .send(im.seal(9, "ok", "carol", CHANNEL_TYPE_PERSON, b"{\"type\":1}"))
+        .await;
+    assert_eq!((seq, reason), (1, ReasonCode::Success));
 }

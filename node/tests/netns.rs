@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{b64, wait_until};
-use wk_api::{CHANNEL_TYPE_GROUP, Client, SendReq, SyncReq};
+use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client, SendReq, SyncReq};
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -180,6 +180,13 @@ async fn minority_partition_by_link_down_loses_nothing() {
         }
     };
     for ch in channels {
+        let create = ChannelReq {
+            channel_id: ch.to_string(),
+            channel_type: CHANNEL_TYPE_GROUP,
+            subscribers: vec!["w".into()],
+            reset: 0,
+        };
+        clients[0].channel_create(&create).await.expect("create channel");
         first(&clients[0], ch, format!("{ch}-seed"))
             .await
             .expect("first send");

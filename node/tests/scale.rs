@@ -718,6 +718,16 @@ async fn hibernated_channels_wake_up() {
     let mut leader_of: BTreeMap<String, u64> = BTreeMap::new();
     for case in cases {
         let ch = format!("h-{case}");
+        let create = wk_api::ChannelReq {
+            channel_id: ch.clone(),
+            channel_type: CHANNEL_TYPE_GROUP,
+            subscribers: vec!["hu0".into()],
+            reset: 0,
+        };
+        retry(&format!("create {ch}"), Duration::from_secs(20), || {
+            c.channel_create(&create)
+        })
+        .await;
         let mut v = Vec::new();
         for seq in 1..=MESSAGES {
             let payload = format!("{ch} {seq}").into_bytes();

@@ -45,6 +45,8 @@ pub fn node(id: u64, role: Role, online: bool, term: u64, led: u64, replicated: 
     NodeStatus {
         id,
         http_addr: format!("127.0.0.1:500{id}"),
+        tcp_addr: String::new(),
+        ws_addr: String::new(),
         cluster_addr: format!("127.0.0.1:1111{}", id - 1),
         online,
         role,

@@ -195,7 +195,8 @@ const DRILL_PATIENCE: Duration = Duration::from_secs(30);
 const DRILL_STEP: Duration = Duration::from_millis(100);
 /// Each probe write or leader check gives up after this long.
 const DRILL_CALL: Duration = Duration::from_secs(1);
-/// The probe writes as this user.
+/// Prefix of the probe's client_msg_nos (it writes system messages, so they alone keep its
+/// writes apart).
 const PROBE_UID: &str = "wk-top-probe";
 
 /// Performs `plan` and measures it: see the module doc. Never panics; every failure ends up
@@ -276,7 +277,8 @@ async fn measure_drill(client: &Client, plan: &DrillPlan) -> DrillReport {
             let req = wk_api::SendReq {
                 header: Default::default(),
                 client_msg_no: format!("{PROBE_UID}-{}-{seq}", start.elapsed().as_nanos()),
-                from_uid: PROBE_UID.into(),
+                // A system message: the probe is no member of the channel it writes to.
+                from_uid: String::new(),
                 channel_id: k.id.clone(),
                 channel_type: k.ty,
                 payload: "cHJvYmU=".into(),

@@ -264,6 +264,8 @@ mod tests {
         NodeStatus {
             id,
             http_addr: String::new(),
+            tcp_addr: String::new(),
+            ws_addr: String::new(),
             cluster_addr: String::new(),
             online,
             role,

@@ -26,7 +26,8 @@ use crate::channel::{self, ChannelKey, Header, NewMessage, StoredMessage};
 use crate::cluster::Node;
 use crate::cluster::rpc::SyncQuery;
 use crate::error::NodeError;
-use crate::meta::{self, ChannelRecord, MetaCmd};
+use crate::meta::permit::{self, Refusal};
+use crate::meta::{self, ChannelRecord, ListEdit, MetaCmd, SenderList};
 pub use auth::Auth;
 use validate::*;
 
@@ -50,6 +51,30 @@ pub fn router(
         .route("/channel/subscriber_add", post(subscriber_add))
         .route("/channel/subscriber_remove", post(subscriber_remove))
         .route("/channel/info", post(channel_info))
+        .route(
+            "/channel/blacklist_add",
+            list_route(SenderList::Blacklist, ListEdit::Add),
+        )
+        .route(
+            "/channel/blacklist_remove",
+            list_route(SenderList::Blacklist, ListEdit::Remove),
+        )
+        .route(
+            "/channel/blacklist_set",
+            list_route(SenderList::Blacklist, ListEdit::Set),
+        )
+        .route(
+            "/channel/whitelist_add",
+            list_route(SenderList::Whitelist, ListEdit::Add),
+        )
+        .route(
+            "/channel/whitelist_remove",
+            list_route(SenderList::Whitelist, ListEdit::Remove),
+        )
+        .route(
+            "/channel/whitelist_set",
+            list_route(SenderList::Whitelist, ListEdit::Set),
+        )
         .route("/message/send", post(send))
         .route("/message/sendbatch", post(send_batch))
         .route("/channel/messagesync", post(message_sync))
@@ -214,21 +239,21 @@ fn group_key(channel_id: &str, channel_type: u8) -> Result<ChannelKey, ApiErr> {
     })
 }
 
-fn check_subscribers(subs: &[String]) -> Result<(), ApiErr> {
-    if subs.len() > MAX_SUBSCRIBERS_PER_CALL {
-        return Err(NodeError::BadRequest(format!(
-            "at most {MAX_SUBSCRIBERS_PER_CALL} subscribers per call"
-        ))
-        .into());
+/// A call's list of uids (`subscribers`, `uids`).
+fn check_uids(name: &str, uids: &[String]) -> Result<(), ApiErr> {
+    if uids.len() > MAX_SUBSCRIBERS_PER_CALL {
+        return Err(
+            NodeError::BadRequest(format!("at most {MAX_SUBSCRIBERS_PER_CALL} {name} per call")).into(),
+        );
     }
-    for s in subs {
-        check_id("subscriber", s)?;
+    for u in uids {
+        check_id(name, u)?;
     }
     Ok(())
 }
 
 async fn upsert(node: &Node, key: ChannelKey, subscribers: Vec<String>, reset: bool) -> ApiResult<Ok200> {
-    check_subscribers(&subscribers)?;
+    check_uids("subscribers", &subscribers)?;
     node.meta_write(MetaCmd::UpsertChannel {
         key,
         subscribers,
@@ -257,13 +282,41 @@ async fn subscriber_remove(State(node): State<Node>, Body(req): Body<Subscribers
     if req.subscribers.is_empty() {
         return Err(NodeError::BadRequest("subscribers must not be empty".into()).into());
     }
-    check_subscribers(&req.subscribers)?;
+    check_uids("subscribers", &req.subscribers)?;
     node.meta_write(MetaCmd::RemoveSubscribers {
         key,
         subscribers: req.subscribers,
     })
     .await?;
     Ok(Json(Ok200::default()))
+}
+
+/// One of WuKongIM's `/channel/blacklist_*` and `/channel/whitelist_*` endpoints. The channel
+/// need not exist; a person channel's lists (`channel_id` a uid) are that user's.
+fn list_route(list: SenderList, edit: ListEdit) -> axum::routing::MethodRouter<Node> {
+    post(
+        move |State(node): State<Node>, Body(req): Body<SenderListReq>| async move {
+            check_id("channel_id", &req.channel_id)?;
+            check_type(req.channel_type)?;
+            // As WuKongIM: only `_set` takes an empty list (it clears).
+            if edit != ListEdit::Set && req.uids.is_empty() {
+                return Err(ApiErr(NodeError::BadRequest("uids must not be empty".into())));
+            }
+            check_uids("uids", &req.uids)?;
+            let key = ChannelKey {
+                channel_id: req.channel_id,
+                channel_type: req.channel_type,
+            };
+            let cmd = MetaCmd::EditSenderList {
+                key,
+                list,
+                edit,
+                uids: req.uids,
+            };
+            node.meta_write(cmd).await?;
+            Ok(Json(Ok200::default()))
+        },
+    )
 }
 
 fn info_of(rec: &ChannelRecord) -> ChannelInfo {
@@ -300,8 +353,17 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
 }
 
+/// One validated message and where it goes.
+struct Prepared {
+    /// The channel it is stored in (person channels: the `a@b` key).
+    key: ChannelKey,
+    /// Person channels: the recipient, whose own lists decide who may send to them.
+    recipient: Option<String>,
+    msg: NewMessage,
+}
+
 /// Validate a send and build its message; `Err` is the client's mistake.
-fn prepare(node: &Node, req: &SendReq) -> Result<(ChannelKey, NewMessage), NodeError> {
+fn prepare(node: &Node, req: &SendReq) -> Result<Prepared, NodeError> {
     let payload = decode_payload(&req.payload)?;
     prepare_outgoing(
         node,
@@ -321,7 +383,7 @@ fn prepare(node: &Node, req: &SendReq) -> Result<(ChannelKey, NewMessage), NodeE
 }
 
 /// The checks and the channel key of one message, whatever surface it came in on.
-fn prepare_outgoing(node: &Node, m: Outgoing) -> Result<(ChannelKey, NewMessage), NodeError> {
+fn prepare_outgoing(node: &Node, m: Outgoing) -> Result<Prepared, NodeError> {
     let from_uid = if m.from_uid.is_empty() {
         channel::SYSTEM_UID.to_string()
     } else {
@@ -339,16 +401,18 @@ fn prepare_outgoing(node: &Node, m: Outgoing) -> Result<(ChannelKey, NewMessage)
             "payload over {MAX_PAYLOAD} bytes"
         )));
     }
-    let key = if m.channel_type == CHANNEL_TYPE_PERSON {
-        ChannelKey {
+    let (key, recipient) = if m.channel_type == CHANNEL_TYPE_PERSON {
+        let key = ChannelKey {
             channel_id: channel::person_channel_id(&from_uid, &m.channel_id),
             channel_type: CHANNEL_TYPE_PERSON,
-        }
+        };
+        (key, Some(m.channel_id))
     } else {
-        ChannelKey {
+        let key = ChannelKey {
             channel_id: m.channel_id,
             channel_type: m.channel_type,
-        }
+        };
+        (key, None)
     };
     let msg = node.new_message(NewMessage {
         message_id: 0,
@@ -358,24 +422,58 @@ fn prepare_outgoing(node: &Node, m: Outgoing) -> Result<(ChannelKey, NewMessage)
         timestamp: 0,
         payload: m.payload,
     })?;
-    Ok((key, msg))
+    Ok(Prepared { key, recipient, msg })
 }
 
-/// Store one message: validation, the channel (created on first use), its leader, the
+/// Refuse a message its sender may not send (`meta::permit`). Reads this node's copy of the
+/// metadata (cached); a group this node does not know yet is asked of the metadata leader
+/// (`resolve_channel`), so a channel just created elsewhere is found.
+async fn admit(node: &Node, p: &Prepared) -> Result<(), NodeError> {
+    let from = p.msg.from_uid.as_str();
+    let verdict = match &p.recipient {
+        Some(to) => {
+            let theirs = ChannelKey {
+                channel_id: to.clone(),
+                channel_type: CHANNEL_TYPE_PERSON,
+            };
+            let lists = node.sender_lists(&theirs).await?;
+            permit::may_send(from, permit::Target::Person { recipient: &lists })
+        }
+        None => {
+            let lists = node.sender_lists(&p.key).await?;
+            let rec = node.resolve_channel(&p.key, false).await?;
+            let target = permit::Target::Group {
+                subscribers: rec.as_ref().map(|r| &r.subscribers),
+                lists: &lists,
+            };
+            permit::may_send(from, target)
+        }
+    };
+    verdict.map_err(|r| match r {
+        Refusal::ChannelNotExist => NodeError::ChannelNotFound(p.key.to_string()),
+        Refusal::SubscriberNotExist => NodeError::NotSubscriber(from.into()),
+        Refusal::InBlacklist => NodeError::InBlacklist(from.into()),
+        Refusal::NotInWhitelist => NodeError::NotInWhitelist(from.into()),
+    })
+}
+
+/// Store one message: validation, the sender's permission (`admit`), the channel (person
+/// channels and system messages create it on first use), its leader, the
 /// `(from_uid, client_msg_no)` dedup. Answers after the quorum commit. `/message/send` and the
 /// client gateway's SEND both come through here, so they cannot drift apart.
 pub async fn send_message(node: &Node, m: Outgoing) -> Result<SendResp, NodeError> {
-    let (key, msg) = prepare_outgoing(node, m)?;
-    send_prepared(node, key, msg).await
+    let p = prepare_outgoing(node, m)?;
+    send_prepared(node, p).await
 }
 
-async fn send_prepared(node: &Node, key: ChannelKey, msg: NewMessage) -> Result<SendResp, NodeError> {
+async fn send_prepared(node: &Node, p: Prepared) -> Result<SendResp, NodeError> {
+    admit(node, &p).await?;
     let rec = node
-        .resolve_channel(&key, true)
+        .resolve_channel(&p.key, true)
         .await?
-        .ok_or_else(|| NodeError::ChannelNotFound(key.to_string()))?;
-    let client_msg_no = msg.client_msg_no.clone();
-    let sent = node.send(&rec, vec![msg]).await?;
+        .ok_or_else(|| NodeError::ChannelNotFound(p.key.to_string()))?;
+    let client_msg_no = p.msg.client_msg_no.clone();
+    let sent = node.send(&rec, vec![p.msg]).await?;
     let s = sent
         .first()
         .ok_or_else(|| NodeError::Internal("empty send result".into()))?;
@@ -387,8 +485,8 @@ async fn send_prepared(node: &Node, key: ChannelKey, msg: NewMessage) -> Result<
 }
 
 async fn send(State(node): State<Node>, Body(req): Body<SendReq>) -> ApiResult<SendResp> {
-    let (key, msg) = prepare(&node, &req)?;
-    Ok(Json(send_prepared(&node, key, msg).await?))
+    let p = prepare(&node, &req)?;
+    Ok(Json(send_prepared(&node, p).await?))
 }
 
 async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> ApiResult<SendBatchResp> {
@@ -396,38 +494,50 @@ async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> 
         return Err(NodeError::BadRequest(format!("at most {MAX_BATCH} messages per batch")).into());
     }
     let mut results: Vec<Option<SendBatchItem>> = vec![None; req.messages.len()];
+    let failed = |e: &NodeError| SendBatchItem {
+        ok: None,
+        error: Some(e.to_api()),
+    };
     // Valid messages grouped by channel, in request order, so each channel gets one entry.
-    let mut by_channel: BTreeMap<ChannelKey, Vec<(usize, NewMessage)>> = BTreeMap::new();
+    let mut by_channel: BTreeMap<ChannelKey, Vec<(usize, Prepared)>> = BTreeMap::new();
     for (i, m) in req.messages.iter().enumerate() {
         match prepare(&node, m) {
-            Ok((key, msg)) => by_channel.entry(key).or_default().push((i, msg)),
-            Err(e) => {
-                results[i] = Some(SendBatchItem {
-                    ok: None,
-                    error: Some(e.to_api()),
-                })
-            }
+            Ok(p) => by_channel.entry(p.key.clone()).or_default().push((i, p)),
+            Err(e) => results[i] = Some(failed(&e)),
         }
     }
     let node_ref = &node;
     let outcomes = futures::future::join_all(by_channel.into_iter().map(|(key, items)| async move {
-        let rec = node_ref
-            .resolve_channel(&key, true)
-            .await
-            .and_then(|r| r.ok_or_else(|| NodeError::ChannelNotFound(key.to_string())));
-        let sent = match rec {
-            Ok(rec) => {
-                node_ref
-                    .send(&rec, items.iter().map(|(_, m)| m.clone()).collect())
-                    .await
+        // Each message's sender is checked; the refused ones fail alone.
+        let mut refused = Vec::new();
+        let mut admitted = Vec::with_capacity(items.len());
+        for (i, p) in items {
+            match admit(node_ref, &p).await {
+                Ok(()) => admitted.push((i, p.msg)),
+                Err(e) => refused.push((i, e)),
             }
-            Err(e) => Err(e),
+        }
+        let sent = if admitted.is_empty() {
+            Ok(Vec::new())
+        } else {
+            match node_ref.resolve_channel(&key, true).await {
+                Ok(Some(rec)) => {
+                    node_ref
+                        .send(&rec, admitted.iter().map(|(_, m)| m.clone()).collect())
+                        .await
+                }
+                Ok(None) => Err(NodeError::ChannelNotFound(key.to_string())),
+                Err(e) => Err(e),
+            }
         };
-        (items, sent)
+        (refused, admitted, sent)
     }))
     .await;
-    for (items, sent) in outcomes {
-        for (n, (i, msg)) in items.into_iter().enumerate() {
+    for (refused, admitted, sent) in outcomes {
+        for (i, e) in refused {
+            results[i] = Some(failed(&e));
+        }
+        for (n, (i, msg)) in admitted.into_iter().enumerate() {
             results[i] = Some(match &sent {
                 Ok(s) => match s.get(n) {
                     Some(s) => SendBatchItem {
@@ -438,15 +548,9 @@ async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> 
                         }),
                         error: None,
                     },
-                    None => SendBatchItem {
-                        ok: None,
-                        error: Some(NodeError::Internal("short send result".into()).to_api()),
-                    },
+                    None => failed(&NodeError::Internal("short send result".into())),
                 },
-                Err(e) => SendBatchItem {
-                    ok: None,
-                    error: Some(e.to_api()),
-                },
+                Err(e) => failed(e),
             });
         }
     }

@@ -36,7 +36,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::error::{NodeError, Result};
-use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord};
+use crate::meta::{self, ChannelRecord, MetaCmd, NodeRecord, SenderLists};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Router, Transport};
 use crate::raft::state_machine::StateMachine;
@@ -57,6 +57,9 @@ pub struct Inner {
     pub id: NodeId,
     pub http_addr: String,
     pub cluster_addr: String,
+    /// The client gateway's advertised addresses, set once it listens (`set_gateway`);
+    /// registered in the metadata like `http_addr`, for `/cluster/nodes`.
+    gateway: std::sync::OnceLock<meta::GatewayRecord>,
     /// Replicas per channel (capped by the number of nodes).
     pub replication: usize,
     pub store: Store,
@@ -87,8 +90,10 @@ pub struct Inner {
     drill_generation: std::sync::atomic::AtomicU64,
     /// Last node seen leading each group, to route without asking around.
     hints: Mutex<HashMap<GroupId, NodeId>>,
-    /// Channel records read from the local metadata, so a send costs no LMDB read.
-    channel_cache: route::ChannelCache,
+    /// Channel records and sender lists read from the local metadata, so a send costs no
+    /// LMDB read.
+    channel_cache: route::MetaCache<ChannelRecord>,
+    lists_cache: route::MetaCache<SenderLists>,
     ids: ids::IdGen,
     /// A `--seed` node waits here until the cluster admits it.
     joining: AtomicBool,
@@ -273,6 +278,8 @@ impl Node {
             groups: Default::default(),
             hints: Default::default(),
             channel_cache: Default::default(),
+            gateway: Default::default(),
+            lists_cache: Default::default(),
             hibernated: Default::default(),
             ids: ids::IdGen::resume(cfg.node_id, reserved_ids),
             joining: AtomicBool::new(false),
@@ -359,6 +366,15 @@ impl Node {
                 tracing::warn!(error = %e, "renewing the message-id reservation");
             }
         }
+    }
+
+    /// The gateway's advertised addresses, once it listens: registered in the metadata by the
+    /// membership task. Later calls change nothing.
+    pub fn set_gateway(&self, route: &wk_api::RouteResp) {
+        let _ = self.gateway.set(meta::GatewayRecord {
+            tcp_addr: route.tcp_addr.clone(),
+            ws_addr: route.ws_addr.clone(),
+        });
     }
 
     pub fn is_joining(&self) -> bool {
@@ -639,7 +655,8 @@ impl Node {
     }
 
     /// Keep the address book in step with the metadata group, and register this node's
-    /// HTTP address there once a leader exists.
+    /// HTTP address (and, once the gateway listens, its gateway addresses) there once a
+    /// leader exists.
     async fn maintain_membership(self) {
         let mut metrics = self.meta.metrics();
         let mut registered = false;
@@ -672,6 +689,21 @@ impl Node {
                     && let Err(e) = self.meta_write(MetaCmd::RegisterNode(me)).await
                 {
                     tracing::debug!(error = %e, "registering this node's addresses; will retry");
+                }
+            }
+            if let Some(gateway) = self.gateway.get() {
+                let id = self.id;
+                let stored = self.store.read(move |r| meta::gateways(r)).await;
+                let gateway_registered = stored.is_ok_and(|g| g.get(&id) == Some(gateway));
+                registered &= gateway_registered;
+                if !gateway_registered && in_cluster {
+                    let cmd = MetaCmd::SetGateway {
+                        node: id,
+                        gateway: gateway.clone(),
+                    };
+                    if let Err(e) = self.meta_write(cmd).await {
+                        tracing::debug!(error = %e, "registering this node's gateway; will retry");
+                    }
                 }
             }
             // Metrics change on every heartbeat: look at most every 200 ms.

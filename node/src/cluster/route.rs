@@ -11,7 +11,7 @@ use super::Node;
 use super::rpc::{AppReply, AppRpc, SyncQuery, SyncResult};
 use crate::channel::{ChannelKey, NewMessage, Sent};
 use crate::error::{NodeError, Result};
-use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp};
+use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp, SenderLists};
 use crate::raft::network::{CallError, Reply, Rpc};
 use crate::raft::{GroupId, META_GROUP, NodeId};
 
@@ -28,22 +28,30 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Channel records of the local metadata copy, valid while the metadata group's applied index
-/// stays where it was when they were read. Any metadata change empties it: it exists for the
-/// steady state, where every send would otherwise cost an LMDB read off the runtime.
-#[derive(Default)]
-pub(super) struct ChannelCache {
-    /// (applied index the records were read at or after, records). std mutex: a lookup or an
+/// Rows of the local metadata copy (channel records, sender lists), valid while the metadata
+/// group's applied index stays where it was when they were read. Any metadata change empties
+/// it: it exists for the steady state, where every send would otherwise cost LMDB reads off
+/// the runtime.
+pub(super) struct MetaCache<V> {
+    /// (applied index the values were read at or after, values). std mutex: a lookup or an
     /// insert, nothing slow under it.
-    inner: Mutex<(u64, HashMap<ChannelKey, ChannelRecord>)>,
+    inner: Mutex<(u64, HashMap<ChannelKey, V>)>,
 }
 
-/// Past this many records the cache starts over (it holds the channels in use, not all).
-const CHANNEL_CACHE_MAX: usize = 100_000;
+impl<V> Default for MetaCache<V> {
+    fn default() -> Self {
+        MetaCache {
+            inner: Mutex::new((0, HashMap::new())),
+        }
+    }
+}
 
-impl ChannelCache {
-    fn get(&self, key: &ChannelKey, applied: u64) -> Option<ChannelRecord> {
-        let mut inner = self.inner.lock().expect("channel cache lock poisoned");
+/// Past this many values a cache starts over (it holds the channels in use, not all).
+const META_CACHE_MAX: usize = 100_000;
+
+impl<V: Clone> MetaCache<V> {
+    fn get(&self, key: &ChannelKey, applied: u64) -> Option<V> {
+        let mut inner = self.inner.lock().expect("metadata cache lock poisoned");
         if inner.0 != applied {
             *inner = (applied, HashMap::new());
             return None;
@@ -51,16 +59,16 @@ impl ChannelCache {
         inner.1.get(key).cloned()
     }
 
-    /// Remember `rec`, read after the metadata had applied `applied`.
-    fn put(&self, rec: &ChannelRecord, applied: u64) {
-        let mut inner = self.inner.lock().expect("channel cache lock poisoned");
+    /// Remember `value` for `key`, read after the metadata had applied `applied`.
+    fn put(&self, key: &ChannelKey, value: &V, applied: u64) {
+        let mut inner = self.inner.lock().expect("metadata cache lock poisoned");
         if inner.0 != applied {
             return;
         }
-        if inner.1.len() >= CHANNEL_CACHE_MAX {
+        if inner.1.len() >= META_CACHE_MAX {
             inner.1.clear();
         }
-        inner.1.insert(rec.key.clone(), rec.clone());
+        inner.1.insert(key.clone(), value.clone());
     }
 }
 
@@ -169,7 +177,7 @@ impl Node {
         }
         let k = key.clone();
         if let Some(rec) = self.store.read(move |r| meta::get_channel(r, &k)).await? {
-            self.channel_cache.put(&rec, applied);
+            self.channel_cache.put(key, &rec, applied);
             return Ok(Some(rec));
         }
         if create {
@@ -191,6 +199,18 @@ impl Node {
         )
         .await?
         .typed()
+    }
+
+    /// A channel's sender lists, from the local copy of the metadata only (`meta::permit`).
+    pub async fn sender_lists(&self, key: &ChannelKey) -> Result<SenderLists> {
+        let applied = self.meta_applied();
+        if let Some(lists) = self.lists_cache.get(key, applied) {
+            return Ok(lists);
+        }
+        let k = key.clone();
+        let lists = self.store.read(move |r| meta::sender_lists(r, &k)).await?;
+        self.lists_cache.put(key, &lists, applied);
+        Ok(lists)
     }
 
     /// Fix ids and timestamps for new messages (before any attempt, so retries reuse them).

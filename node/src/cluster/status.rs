@@ -165,7 +165,10 @@ impl Node {
 
     /// Every node of the metadata membership (and every registered node), probed now.
     pub async fn cluster_nodes(&self) -> Result<NodesResp> {
-        let registered = self.store.read(|r| meta::nodes(r)).await?;
+        let (registered, gateways) = self
+            .store
+            .read(|r| Ok((meta::nodes(r)?, meta::gateways(r)?)))
+            .await?;
         let membership = self.meta.metrics().borrow_watched().membership_config.clone();
         let mut ids: Vec<NodeId> = membership.membership().nodes().map(|(id, _)| *id).collect();
         ids.extend(registered.iter().map(|n| n.id));
@@ -180,9 +183,12 @@ impl Node {
                 Ok(AppReply::NodeStatus(s)) => Some(s),
                 _ => None,
             };
+            let gateway = gateways.get(id).cloned().unwrap_or_default();
             nodes.push(NodeStatus {
                 id: *id,
                 http_addr: rec.map(|r| r.http_addr.clone()).unwrap_or_default(),
+                tcp_addr: gateway.tcp_addr,
+                ws_addr: gateway.ws_addr,
                 cluster_addr: rec
                     .map(|r| r.cluster_addr.clone())
                     .or_else(|| self.transport.addr_of(*id))

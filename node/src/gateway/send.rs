@@ -80,6 +80,9 @@ async fn store(
 pub(super) fn reason_of(e: &NodeError) -> ReasonCode {
     match e {
         NodeError::ChannelNotFound(_) => ReasonCode::ChannelNotExist,
+        NodeError::NotSubscriber(_) => ReasonCode::SubscriberNotExist,
+        NodeError::InBlacklist(_) => ReasonCode::InBlacklist,
+        NodeError::NotInWhitelist(_) => ReasonCode::NotInWhitelist,
         NodeError::BadRequest(_) | NodeError::PayloadTooLarge(_) => ReasonCode::NotAllowSend,
         NodeError::Forbidden(_) | NodeError::Unauthorized(_) => ReasonCode::NotAllowSend,
         NodeError::Overloaded { .. } => ReasonCode::RateLimit,

@@ -149,3 +149,31 @@ fn replica_sets_are_recorded_one_by_one_or_in_a_batch() {
     }
     assert_eq!(get_channel(&kv, &key("missing")).expect("read"), None);
 }
+
+#[test]
+fn sender_lists_add_remove_set_and_vanish_when_empty() {
+    let mut kv = MemKv::default();
+    let members: BTreeSet<u64> = [1].into();
+    let edit = |kv: &mut MemKv, list, edit, uids: &[&str]| {
+        let cmd = MetaCmd::EditSenderList {
+            key: key("g"),
+            list,
+            edit,
+            uids: uids.iter().map(|u| u.to_string()).collect(),
+        };
+        assert_eq!(apply(kv, &members, &cmd).expect("apply"), MetaResp::Done);
+        sender_lists(kv, &key("g")).expect("read")
+    };
+    let l = edit(&mut kv, SenderList::Blacklist, ListEdit::Add, &["a", "b"]);
+    assert_eq!(l.blacklist, ["a".to_string(), "b".into()].into());
+    assert!(l.whitelist.is_empty());
+    let l = edit(&mut kv, SenderList::Whitelist, ListEdit::Set, &["c"]);
+    assert_eq!(l.whitelist, ["c".to_string()].into());
+    let l = edit(&mut kv, SenderList::Blacklist, ListEdit::Remove, &["a", "zz"]);
+    assert_eq!(l.blacklist, ["b".to_string()].into());
+    edit(&mut kv, SenderList::Blacklist, ListEdit::Set, &[]);
+    edit(&mut kv, SenderList::Whitelist, ListEdit::Remove, &["c"]);
+    // Both empty: no row is left, and the channel was never created by any of it.
+    assert_eq!(kv.get(Table::Lists, &key("g").to_bytes()).expect("get"), None);
+    assert_eq!(get_channel(&kv, &key("g")).expect("get"), None);
+}

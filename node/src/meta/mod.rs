@@ -1,5 +1,6 @@
 //! Metadata state machine: pure apply logic for the cluster-wide metadata group (users and
-//! tokens, channels and subscribers, each channel's Raft group id and replica set, nodes).
+//! tokens, channels and subscribers, channels' sender blacklists and whitelists, each channel's
+//! Raft group id and replica set, nodes). Who may send where is decided from these by `permit`.
 //!
 //! Invariants:
 //! - Channel group ids are allocated from a counter in this state machine, so every node
@@ -7,6 +8,7 @@
 //! - A channel's replica set is computed by `placement` from the metadata group's membership
 //!   at the point in the log where the channel is created, so it is the same on every node.
 
+pub mod permit;
 pub mod placement;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -110,6 +112,43 @@ pub struct ChannelRecord {
     pub replicas: Vec<u64>,
 }
 
+/// WuKongIM's two sender lists of a channel (`/channel/blacklist_*`, `/channel/whitelist_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SenderList {
+    /// Its uids may not send to the channel.
+    Blacklist,
+    /// When not empty, only its uids may send to the channel.
+    Whitelist,
+}
+
+/// How an `EditSenderList` changes a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListEdit {
+    Add,
+    Remove,
+    /// Replace the list (an empty `uids` clears it).
+    Set,
+}
+
+/// A channel's sender lists; stored only while one is not empty. A person channel's lists
+/// (key: a uid with type 1, as in WuKongIM) are that user's: who may not, or who alone may,
+/// send to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SenderLists {
+    pub blacklist: BTreeSet<String>,
+    pub whitelist: BTreeSet<String>,
+}
+
+/// Where a node's client gateway listens, as `/route` answers it (empty: that listener is off).
+/// Kept apart from `NodeRecord`, whose encoding is in every existing metadata log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRecord {
+    /// `HOST:PORT` for TCP clients.
+    pub tcp_addr: String,
+    /// `ws://HOST:PORT` for WebSocket clients.
+    pub ws_addr: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub id: u64,
@@ -163,6 +202,19 @@ pub enum MetaCmd {
     /// metadata write was in flight (one Raft write and one fsync for all of them).
     SetReplicasBatch {
         updates: Vec<(ChannelKey, Vec<u64>)>,
+    },
+    /// Change a channel's blacklist or whitelist; the channel need not exist (WuKongIM keeps
+    /// lists apart from channels, and person channels have none).
+    EditSenderList {
+        key: ChannelKey,
+        list: SenderList,
+        edit: ListEdit,
+        uids: Vec<String>,
+    },
+    /// A node's client gateway addresses (it registers them as it does its `NodeRecord`).
+    SetGateway {
+        node: u64,
+        gateway: GatewayRecord,
     },
 }
 
@@ -259,12 +311,44 @@ pub fn apply(kv: &mut impl KvWrite, members: &BTreeSet<u64>, cmd: &MetaCmd) -> R
         }
         MetaCmd::UnregisterNode(id) => {
             kv.delete(Table::Nodes, &keys::group(*id))?;
+            kv.delete(Table::Gateways, &keys::group(*id))?;
+            Ok(MetaResp::Done)
+        }
+        MetaCmd::SetGateway { node, gateway } => {
+            kv.put(Table::Gateways, &keys::group(*node), &encode(gateway))?;
             Ok(MetaResp::Done)
         }
         MetaCmd::SetDrain { rate_milli } => {
             match rate_milli {
                 Some(r) => kv.put(Table::Vars, DRAIN, &encode(r))?,
                 None => kv.delete(Table::Vars, DRAIN)?,
+            }
+            Ok(MetaResp::Done)
+        }
+        MetaCmd::EditSenderList {
+            key,
+            list,
+            edit,
+            uids,
+        } => {
+            let mut lists = sender_lists(kv, key)?;
+            let set = match list {
+                SenderList::Blacklist => &mut lists.blacklist,
+                SenderList::Whitelist => &mut lists.whitelist,
+            };
+            match edit {
+                ListEdit::Add => set.extend(uids.iter().cloned()),
+                ListEdit::Remove => {
+                    for u in uids {
+                        set.remove(u);
+                    }
+                }
+                ListEdit::Set => *set = uids.iter().cloned().collect(),
+            }
+            if lists == SenderLists::default() {
+                kv.delete(Table::Lists, &key.to_bytes())?;
+            } else {
+                kv.put(Table::Lists, &key.to_bytes(), &encode(&lists))?;
             }
             Ok(MetaResp::Done)
         }
@@ -297,6 +381,11 @@ pub fn get_channel(kv: &impl KvRead, key: &ChannelKey) -> Result<Option<ChannelR
     kv.get_decoded(Table::Channels, &key.to_bytes())
 }
 
+/// A channel's sender lists (empty when none were set).
+pub fn sender_lists(kv: &impl KvRead, key: &ChannelKey) -> Result<SenderLists> {
+    Ok(kv.get_decoded(Table::Lists, &key.to_bytes())?.unwrap_or_default())
+}
+
 pub fn get_user(kv: &impl KvRead, uid: &str) -> Result<Option<User>> {
     kv.get_decoded(Table::Users, uid.as_bytes())
 }
@@ -305,6 +394,20 @@ pub fn nodes(kv: &impl KvRead) -> Result<Vec<NodeRecord>> {
     kv.range(Table::Nodes, &[], &[0xFF; 9], usize::MAX, false)?
         .iter()
         .map(|(_, v)| crate::store::decode(Table::Nodes, v))
+        .collect()
+}
+
+/// Every registered node's gateway addresses, by node id.
+pub fn gateways(kv: &impl KvRead) -> Result<BTreeMap<u64, GatewayRecord>> {
+    kv.range(Table::Gateways, &[], &[0xFF; 9], usize::MAX, false)?
+        .iter()
+        .map(|(k, v)| {
+            let id = keys::u64_suffix(k).ok_or_else(|| crate::store::StoreError::Corrupt {
+                table: Table::Gateways,
+                reason: "a key that is not a node id".into(),
+            })?;
+            Ok((id, crate::store::decode(Table::Gateways, v)?))
+        })
         .collect()
 }
 
@@ -325,12 +428,14 @@ pub fn channels(kv: &impl KvRead, after: Option<&ChannelKey>, limit: usize) -> R
 }
 
 /// The tables the metadata group owns, for snapshots.
-pub const TABLES: [Table; 5] = [
+pub const TABLES: [Table; 7] = [
     Table::Users,
     Table::Channels,
     Table::Groups,
     Table::Nodes,
     Table::Vars,
+    Table::Lists,
+    Table::Gateways,
 ];
 
 #[cfg(test)]

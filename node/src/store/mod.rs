@@ -67,9 +67,13 @@ pub enum Table {
     Local,
     /// Where a channel's messages sit in its log: group ++ first seq -> `channel::Span`.
     Spans,
+    /// A channel's sender blacklist and whitelist (`meta::SenderLists`): channel key.
+    Lists,
+    /// Where each node's client gateway listens (`meta::GatewayRecord`): node id.
+    Gateways,
 }
 
-const TABLES: [(Table, &str); 12] = [
+const TABLES: [(Table, &str); 14] = [
     (Table::Log, "log"),
     (Table::Raft, "raft"),
     (Table::Sm, "sm"),
@@ -82,6 +86,8 @@ const TABLES: [(Table, &str); 12] = [
     (Table::Dedup, "dedup"),
     (Table::Local, "local"),
     (Table::Spans, "spans"),
+    (Table::Lists, "lists"),
+    (Table::Gateways, "gateways"),
 ];
 
 impl Table {
