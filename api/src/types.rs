@@ -546,6 +546,17 @@ pub struct RouteResp {
     pub wss_addr: String,
 }
 
+/// One item of `POST /user/onlinestatus` (body: a JSON array of uids), WuKongIM's shape: one per
+/// (uid, device flag) with a connection somewhere in the cluster; offline uids are left out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OnlineStatus {
+    pub uid: String,
+    /// 0 app, 1 web, 2 pc.
+    pub device_flag: u8,
+    /// Always 1 (only online devices are listed).
+    pub online: u8,
+}
+
 /// One answer of `POST /route/batch` (body: a JSON array of uids): the uids that connect to
 /// these addresses.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -56,6 +56,7 @@ pub fn router(
         .route("/channel/max_message_seq", post(max_seq_post).get(max_seq_get))
         .route("/route", get(route::route))
         .route("/route/batch", post(route::route_batch))
+        .route("/user/onlinestatus", post(route::online_status))
         .route("/cluster/nodes", get(cluster_nodes))
         .route("/cluster/channels", get(cluster_channels))
         .route("/cluster/join", post(cluster_join))
@@ -298,6 +299,8 @@ pub struct Outgoing {
     pub header: Header,
     /// The plaintext payload.
     pub payload: Vec<u8>,
+    /// The client connection it came from (none over HTTP): it gets no RECV of it.
+    pub origin: Option<crate::gateway::deliver::ConnRef>,
 }
 
 /// Validate a send and build its message; `Err` is the client's mistake.
@@ -316,6 +319,7 @@ fn prepare(node: &Node, req: &SendReq) -> Result<(ChannelKey, NewMessage), NodeE
                 sync_once: req.header.sync_once,
             },
             payload,
+            origin: None,
         },
     )
 }
@@ -365,17 +369,23 @@ fn prepare_outgoing(node: &Node, m: Outgoing) -> Result<(ChannelKey, NewMessage)
 /// `(from_uid, client_msg_no)` dedup. Answers after the quorum commit. `/message/send` and the
 /// client gateway's SEND both come through here, so they cannot drift apart.
 pub async fn send_message(node: &Node, m: Outgoing) -> Result<SendResp, NodeError> {
+    let origin = m.origin;
     let (key, msg) = prepare_outgoing(node, m)?;
-    send_prepared(node, key, msg).await
+    send_prepared(node, key, msg, origin).await
 }
 
-async fn send_prepared(node: &Node, key: ChannelKey, msg: NewMessage) -> Result<SendResp, NodeError> {
+async fn send_prepared(
+    node: &Node,
+    key: ChannelKey,
+    msg: NewMessage,
+    origin: Option<crate::gateway::deliver::ConnRef>,
+) -> Result<SendResp, NodeError> {
     let rec = node
         .resolve_channel(&key, true)
         .await?
         .ok_or_else(|| NodeError::ChannelNotFound(key.to_string()))?;
     let client_msg_no = msg.client_msg_no.clone();
-    let sent = node.send(&rec, vec![msg]).await?;
+    let sent = node.send(&rec, vec![msg], origin).await?;
     let s = sent
         .first()
         .ok_or_else(|| NodeError::Internal("empty send result".into()))?;
@@ -388,7 +398,7 @@ async fn send_prepared(node: &Node, key: ChannelKey, msg: NewMessage) -> Result<
 
 async fn send(State(node): State<Node>, Body(req): Body<SendReq>) -> ApiResult<SendResp> {
     let (key, msg) = prepare(&node, &req)?;
-    Ok(Json(send_prepared(&node, key, msg).await?))
+    Ok(Json(send_prepared(&node, key, msg, None).await?))
 }
 
 async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> ApiResult<SendBatchResp> {
@@ -418,7 +428,7 @@ async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> 
         let sent = match rec {
             Ok(rec) => {
                 node_ref
-                    .send(&rec, items.iter().map(|(_, m)| m.clone()).collect())
+                    .send(&rec, items.iter().map(|(_, m)| m.clone()).collect(), None)
                     .await
             }
             Err(e) => Err(e),
