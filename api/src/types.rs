@@ -266,6 +266,9 @@ pub struct NodeStatus {
     pub applied_index: u64,
     pub channels_led: u64,
     pub channels_replicated: u64,
+    /// Authenticated client connections (IM SDKs) on its gateway; 0 from nodes that predate it.
+    #[serde(default)]
+    pub connections: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -163,6 +163,7 @@ pub fn nodes_text(resp: &NodesResp) -> String {
         ("APPLIED", Align::Right),
         ("LED", Align::Right),
         ("REPLICATED", Align::Right),
+        ("CONNS", Align::Right),
     ]);
     let mut nodes = resp.nodes.clone();
     nodes.sort_by_key(|n| n.id);
@@ -178,6 +179,7 @@ pub fn nodes_text(resp: &NodesResp) -> String {
             n.applied_index.to_string(),
             n.channels_led.to_string(),
             n.channels_replicated.to_string(),
+            n.connections.to_string(),
         ]);
     }
     format!(
@@ -219,8 +221,8 @@ pub fn nodes_line(resp: &NodesResp) -> String {
             "OFFLINE".into()
         };
         line.push_str(&format!(
-            " | {} {} t{} applied {} led {}",
-            n.id, role, n.term, n.applied_index, n.channels_led
+            " | {} {} t{} applied {} led {} conns {}",
+            n.id, role, n.term, n.applied_index, n.channels_led, n.connections
         ));
     }
     line
@@ -302,6 +304,7 @@ mod tests {
             applied_index: if online { 120 } else { 7 },
             channels_led: id,
             channels_replicated: 10,
+            connections: 5 * id,
         }
     }
 

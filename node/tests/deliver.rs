@@ -6,7 +6,7 @@
 //! (msg_key checked, payload decrypted); the sending connection gets none, the sender's other
 //! device does (RedDot cleared); person channels show the other user's uid; a channel's
 //! messages arrive in seq order; RECVACK is accepted; `/user/onlinestatus` follows connects,
-//! disconnects and a SIGKILLed node.
+//! disconnects and a SIGKILLed node; `/cluster/nodes` counts the connections per node.
 
 mod common;
 
@@ -109,6 +109,9 @@ async fn messages_reach_every_device_on_every_node() {
     );
     let everyone = ["alice", "bob", "carol", "dave"];
     wait_online(&cluster, &everyone, &["alice", "bob", "carol"]).await;
+    let nodes = cluster.client().nodes().await.expect("/cluster/nodes");
+    let conns: Vec<(u64, u64)> = nodes.nodes.iter().map(|n| (n.id, n.connections)).collect();
+    assert_eq!(conns, vec![(1, 1), (2, 2), (3, 1)], "connections per node");
 
     tracing::info!("--- a group SEND reaches the other members and alice's other device, not the sender");
     let text = br#"{"type":1,"content":"hello team"}"#;

@@ -40,12 +40,22 @@ async fn the_official_js_sdk_talks_across_nodes_and_a_leader_kill() {
     let bundle = cluster.dir().join("sdk.bundle.mjs");
     let out = Command::new(&esbuild)
         .current_dir(&dir)
-        .args(["entry.mjs", "--bundle", "--platform=node", "--format=esm", "--log-level=warning"])
+        .args([
+            "entry.mjs",
+            "--bundle",
+            "--platform=node",
+            "--format=esm",
+            "--log-level=warning",
+        ])
         .arg(format!("--outfile={}", bundle.display()))
         .output()
         .await
         .expect("run esbuild");
-    assert!(out.status.success(), "esbuild: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "esbuild: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let nodes: Vec<serde_json::Value> = (1..=3)
         .map(|id| {
