@@ -117,11 +117,6 @@ impl Gateway {
         }
     }
 
-    /// Connections on this node now.
-    pub fn connections(&self) -> usize {
-        self.shared.registry.len()
-    }
-
     /// Stop accepting, close every connection, and wait (a little) for their tasks.
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
