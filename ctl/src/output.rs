@@ -338,10 +338,10 @@ mod tests {
         assert_eq!(
             nodes_text(&resp),
             "meta leader: 1   health: ok (3/3 nodes online)\n\
-             ID  HTTP            CLUSTER          ONLINE  ROLE      TERM  LAST  APPLIED  LED  REPLICATED\n \
-              1  127.0.0.1:5001  127.0.0.1:11110  yes     leader*      3   120      120    1          10\n \
-              2  127.0.0.1:5002  127.0.0.1:11111  yes     follower     3   120      120    2          10\n \
-              3  127.0.0.1:5003  127.0.0.1:11112  yes     follower     3   120      120    3          10\n"
+             ID  HTTP            CLUSTER          ONLINE  ROLE      TERM  LAST  APPLIED  LED  REPLICATED  CONNS\n \
+              1  127.0.0.1:5001  127.0.0.1:11110  yes     leader*      3   120      120    1          10      5\n \
+              2  127.0.0.1:5002  127.0.0.1:11111  yes     follower     3   120      120    2          10     10\n \
+              3  127.0.0.1:5003  127.0.0.1:11112  yes     follower     3   120      120    3          10     15\n"
         );
         let header = |tls, insecure| {
             let resp = NodesResp {
@@ -420,7 +420,7 @@ mod tests {
         assert_eq!(
             nodes_line(&resp),
             "leader 1 | DEGRADED (1/2 nodes online; node 2 offline) \
-             | 1 leader* t3 applied 120 led 1 | 2 OFFLINE t3 applied 7 led 2"
+             | 1 leader* t3 applied 120 led 1 conns 5 | 2 OFFLINE t3 applied 7 led 2 conns 10"
         );
     }
 

@@ -10,7 +10,8 @@
 //! - Each RECV is sealed with the receiving connection's own session (payload and msg_key)
 //!   and encoded for its protocol version. Person channels show the other party's uid.
 //! - Pushing never waits: a connection whose outbox is full is closed (`Outbox::try_push`).
-//! - A connection keeps at most `MAX_UNACKED` retry entries (the oldest go first); each is
+//! - A connection keeps at most `MAX_UNACKED` retry entries of at most `MAX_UNACKED_BYTES`
+//!   together (the oldest go first); each is
 //!   pushed again every `RETRY_AFTER`, at most `MAX_RETRIES` times, until its RECVACK.
 //!   NoPersist messages get none.
 
@@ -30,6 +31,8 @@ use crate::stats::GATEWAY;
 
 /// Un-acked RECVs kept per connection.
 pub const MAX_UNACKED: usize = 256;
+/// Bytes of un-acked RECV frames kept per connection (a payload may be up to 1 MiB).
+pub const MAX_UNACKED_BYTES: usize = 4 << 20;
 /// How long a RECV waits for its RECVACK before it is pushed again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Pushes of one RECV after the first.
@@ -145,21 +148,32 @@ struct Unacked {
     retries: u8,
 }
 
+/// The entries and the bytes of their frames.
+#[derive(Debug, Default)]
+struct Entries {
+    queue: VecDeque<Unacked>,
+    bytes: usize,
+}
+
 /// A connection's un-acked RECVs, oldest first.
 #[derive(Debug, Default)]
 pub struct Retries {
     /// std mutex: a push, a remove or a scan, never across `.await`.
-    entries: Mutex<VecDeque<Unacked>>,
+    entries: Mutex<Entries>,
 }
 
 impl Retries {
     fn track(&self, message_id: u64, frame: Vec<u8>) {
-        let mut e = self.entries.lock().expect("retries lock poisoned");
-        if e.len() >= MAX_UNACKED {
-            e.pop_front();
+        let mut guard = self.entries.lock().expect("retries lock poisoned");
+        let e = &mut *guard;
+        e.bytes += frame.len();
+        while e.queue.len() >= MAX_UNACKED || (e.bytes > MAX_UNACKED_BYTES && !e.queue.is_empty()) {
+            if let Some(old) = e.queue.pop_front() {
+                e.bytes -= old.frame.len();
+            }
             GATEWAY.retries_dropped.fetch_add(1, Ordering::Relaxed);
         }
-        e.push_back(Unacked {
+        e.queue.push_back(Unacked {
             message_id,
             frame,
             due: Instant::now() + RETRY_AFTER,
@@ -170,30 +184,40 @@ impl Retries {
     /// RECVACK of `message_id`.
     pub fn ack(&self, message_id: i64) {
         let Ok(id) = u64::try_from(message_id) else { return };
-        let mut e = self.entries.lock().expect("retries lock poisoned");
-        if let Some(i) = e.iter().position(|u| u.message_id == id) {
-            e.remove(i);
+        let mut guard = self.entries.lock().expect("retries lock poisoned");
+        let e = &mut *guard;
+        if let Some(i) = e.queue.iter().position(|u| u.message_id == id)
+            && let Some(u) = e.queue.remove(i)
+        {
+            e.bytes -= u.frame.len();
         }
     }
 
     /// The frames due again at `now` (their entries rescheduled, or dropped after the last).
     fn due(&self, now: Instant) -> Vec<Vec<u8>> {
-        let mut e = self.entries.lock().expect("retries lock poisoned");
+        let mut guard = self.entries.lock().expect("retries lock poisoned");
+        let e = &mut *guard;
         let mut frames = Vec::new();
-        e.retain_mut(|u| {
+        let mut freed = 0;
+        e.queue.retain_mut(|u| {
             if u.due > now {
                 return true;
             }
             frames.push(u.frame.clone());
             u.retries += 1;
             u.due = now + RETRY_AFTER;
-            u.retries < MAX_RETRIES
+            let keep = u.retries < MAX_RETRIES;
+            if !keep {
+                freed += u.frame.len();
+            }
+            keep
         });
+        e.bytes -= freed;
         frames
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("retries lock poisoned").len()
+        self.entries.lock().expect("retries lock poisoned").queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -235,5 +259,12 @@ mod tests {
             assert_eq!(r.due(later).len(), MAX_UNACKED - 1);
         }
         assert!(r.is_empty());
+        // Big frames: the byte bound holds before the count does.
+        for id in 0..8 {
+            r.track(id, vec![0; MAX_UNACKED_BYTES / 4]);
+        }
+        assert_eq!(r.len(), 4);
+        r.ack(7);
+        assert_eq!(r.len(), 3);
     }
 }
