@@ -16,7 +16,8 @@
 //!   detection time.
 //! - When the live set changes, owners drop the uids they no longer own and every node
 //!   announces all its users to their (new) owners; every `REFRESH` it does so anyway, which
-//!   repairs announcements lost to a peer that was briefly unreachable.
+//!   repairs announcements lost to a peer that was briefly unreachable. An entry not announced
+//!   again within `STALE` is dropped (its node restarted unnoticed, or stopped announcing).
 //! - One task per node sends the announcements, reading the registry when it sends: updates
 //!   of one uid are never reordered.
 
@@ -35,6 +36,8 @@ use crate::raft::NodeId;
 const TICK: Duration = Duration::from_millis(200);
 /// Every node announces all its users this often, whatever changed.
 const REFRESH: Duration = Duration::from_secs(5);
+/// An owner forgets an entry its node has not announced for this long (three refreshes).
+const STALE: Duration = Duration::from_secs(15);
 /// Deadline of one announcement or lookup to a peer.
 const PEER_TTL: Duration = Duration::from_secs(2);
 
@@ -49,11 +52,19 @@ pub struct Announcement {
 /// Where one uid is online: (node, device flags of its connections there).
 pub type Located = (String, Vec<(NodeId, Vec<u8>)>);
 
+/// What an owner knows of one uid on one node.
+struct Entry {
+    /// Device flags of the uid's connections there.
+    flags: Vec<u8>,
+    /// When the node last announced it.
+    seen: Instant,
+}
+
 /// This node's part of the directory, and its pending announcements.
 #[derive(Default)]
 pub struct Presence {
     /// The uids this node owns. std mutex: a map lookup or edit, never across `.await`.
-    owned: Mutex<HashMap<String, BTreeMap<NodeId, Vec<u8>>>>,
+    owned: Mutex<HashMap<String, BTreeMap<NodeId, Entry>>>,
     /// Local uids whose connections changed since they were last announced. std mutex, same.
     dirty: Mutex<HashSet<String>>,
     /// Wakes the announcing task.
@@ -80,6 +91,7 @@ impl Presence {
 
     /// Record an announcement (this node owns its uids).
     pub fn apply(&self, a: Announcement) {
+        let seen = Instant::now();
         let mut owned = self.owned.lock().expect("owned lock poisoned");
         for (uid, flags) in a.users {
             if flags.is_empty() {
@@ -90,7 +102,10 @@ impl Presence {
                     }
                 }
             } else {
-                owned.entry(uid).or_default().insert(a.node, flags);
+                owned
+                    .entry(uid)
+                    .or_default()
+                    .insert(a.node, Entry { flags, seen });
             }
         }
     }
@@ -100,9 +115,12 @@ impl Presence {
         let owned = self.owned.lock().expect("owned lock poisoned");
         uids.iter()
             .filter_map(|u| {
-                owned
-                    .get(u)
-                    .map(|nodes| (u.clone(), nodes.iter().map(|(n, f)| (*n, f.clone())).collect()))
+                owned.get(u).map(|nodes| {
+                    (
+                        u.clone(),
+                        nodes.iter().map(|(n, e)| (*n, e.flags.clone())).collect(),
+                    )
+                })
             })
             .collect()
     }
@@ -116,11 +134,12 @@ impl Presence {
         });
     }
 
-    /// Keep only the entries of live nodes for uids `me` owns among `live`.
-    fn retain_owned(&self, me: NodeId, live: &BTreeSet<NodeId>) {
+    /// Keep only the entries of live nodes, announced since `STALE` before `now`, for uids
+    /// `me` owns among `live`.
+    fn retain_owned(&self, me: NodeId, live: &BTreeSet<NodeId>, now: Instant) {
         let mut owned = self.owned.lock().expect("owned lock poisoned");
         owned.retain(|uid, nodes| {
-            nodes.retain(|n, _| live.contains(n));
+            nodes.retain(|n, e| live.contains(n) && now.saturating_duration_since(e.seen) < STALE);
             !nodes.is_empty() && owner(uid, live) == Some(me)
         });
     }
@@ -150,10 +169,8 @@ impl Node {
                 std::mem::take(&mut *self.presence.dirty.lock().expect("dirty lock poisoned"));
             let now_live = self.live_nodes();
             if now_live != live || refreshed.elapsed() >= REFRESH {
-                if now_live != live {
-                    self.presence.retain_owned(self.id, &now_live);
-                    live = now_live;
-                }
+                live = now_live;
+                self.presence.retain_owned(self.id, &live, Instant::now());
                 refreshed = Instant::now();
                 uids.extend(self.registry.uids());
             }
@@ -256,6 +273,12 @@ mod tests {
             vec![("a".to_string(), vec![(1, vec![1])])]
         );
         assert!(p.lookup(&uids(&["b"])).is_empty());
+        // An entry its node stopped announcing goes after STALE.
+        let live: BTreeSet<NodeId> = [1].into();
+        p.retain_owned(1, &live, Instant::now());
+        assert_eq!(p.lookup(&uids(&["a"])).len(), 1);
+        p.retain_owned(1, &live, Instant::now() + STALE);
+        assert!(p.lookup(&uids(&["a"])).is_empty());
     }
 
     #[test]
