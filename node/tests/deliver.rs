@@ -6,7 +6,8 @@
 //! (msg_key checked, payload decrypted); the sending connection gets none, the sender's other
 //! device does (RedDot cleared); person channels show the other user's uid; a channel's
 //! messages arrive in seq order; RECVACK is accepted; `/user/onlinestatus` follows connects,
-//! disconnects and a SIGKILLed node; `/cluster/nodes` counts the connections per node.
+//! disconnects and a SIGKILLed node; `/cluster/nodes` counts the connections per node; the
+//! delivery metrics count.
 
 mod common;
 
@@ -14,9 +15,11 @@ use std::time::Duration;
 
 use common::im::{ImClient, set_token, tcp_of, ws_of};
 use common::{Cluster, b64, wait_until};
-use wk_api::{CHANNEL_TYPE_GROUP, CHANNEL_TYPE_PERSON, ChannelReq, OnlineStatus, SendBatchReq, SendReq};
+use wk_api::{
+    CHANNEL_TYPE_GROUP, CHANNEL_TYPE_PERSON, ChannelReq, OnlineStatus, SendBatchReq, SendReq, UserTokenReq,
+};
 use wk_proto::packet::RecvPacket;
-use wk_proto::{Packet, ReasonCode};
+use wk_proto::{DeviceFlag, Packet, ReasonCode};
 
 /// How long the presence directory may take to show a change.
 const PRESENCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,9 +31,10 @@ async fn online(client: &wk_api::Client, uids: &[&str]) -> Vec<(String, u8)> {
     list.into_iter().map(|s| (s.uid, s.device_flag)).collect()
 }
 
-/// Wait until `/user/onlinestatus` (asked of a running node) lists exactly `want` (web devices).
-async fn wait_online(cluster: &Cluster, uids: &[&str], want: &[&str]) {
-    let want: Vec<(String, u8)> = want.iter().map(|u| (u.to_string(), 1)).collect();
+/// Wait until `/user/onlinestatus` (asked of a running node) lists exactly `want`
+/// (uid, device flag).
+async fn wait_online(cluster: &Cluster, uids: &[&str], want: &[(&str, u8)]) {
+    let want: Vec<(String, u8)> = want.iter().map(|(u, f)| (u.to_string(), *f)).collect();
     wait_until(&format!("online: {want:?}"), PRESENCE_TIMEOUT, || async {
         let got = online(&cluster.client_running(), uids).await;
         if got == want {
@@ -71,8 +75,19 @@ fn http_send(from: &str, channel_id: &str, channel_type: u8, text: &str) -> Send
 async fn messages_reach_every_device_on_every_node() {
     common::init_tracing();
     let mut cluster = Cluster::start(3).await;
-    // Level 0: alice's two devices of one flag stay connected side by side.
+    // Level 0: alice's two devices stay connected side by side; one is a web, one an app
+    // device, so /user/onlinestatus shows when both nodes announced her.
     set_token(&cluster, "alice", "tok-a", 0).await;
+    cluster
+        .client()
+        .user_token(&UserTokenReq {
+            uid: "alice".into(),
+            token: "tok-a".into(),
+            device_flag: 0,
+            device_level: 0,
+        })
+        .await
+        .expect("/user/token");
     set_token(&cluster, "bob", "tok-b", 1).await;
     set_token(&cluster, "carol", "tok-c", 1).await;
     cluster
@@ -93,6 +108,7 @@ async fn messages_reach_every_device_on_every_node() {
         ReasonCode::Success
     );
     let mut alice2 = ImClient::ws(&ws_of(&cluster, 2)).await;
+    alice2.device_flag = DeviceFlag::App;
     assert_eq!(
         alice2.connect("alice", "tok-a", "a2", 2).await.reason_code,
         ReasonCode::Success
@@ -108,7 +124,12 @@ async fn messages_reach_every_device_on_every_node() {
         ReasonCode::Success
     );
     let everyone = ["alice", "bob", "carol", "dave"];
-    wait_online(&cluster, &everyone, &["alice", "bob", "carol"]).await;
+    wait_online(
+        &cluster,
+        &everyone,
+        &[("alice", 0), ("alice", 1), ("bob", 1), ("carol", 1)],
+    )
+    .await;
     let nodes = cluster.client().nodes().await.expect("/cluster/nodes");
     let conns: Vec<(u64, u64)> = nodes.nodes.iter().map(|n| (n.id, n.connections)).collect();
     assert_eq!(conns, vec![(1, 1), (2, 2), (3, 1)], "connections per node");
@@ -219,11 +240,37 @@ async fn messages_reach_every_device_on_every_node() {
         c.expect_quiet().await;
     }
 
+    tracing::info!("--- the metrics count the pushes and their latency");
+    let (mut recvs, mut pushes) = (0.0, 0.0);
+    for id in 1..=3 {
+        let text = reqwest::get(cluster.node(id).url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        recvs += value("wukong_gateway_recvs_total");
+        pushes += value("wukong_push_duration_seconds_count");
+    }
+    // Every RECV read above: 3 + 2 + 2 + 4 + 2 + 3 * BURST.
+    assert_eq!(
+        recvs,
+        f64::from(13 + 3 * BURST),
+        "wukong_gateway_recvs_total summed over nodes"
+    );
+    assert!(pushes > 0.0, "wukong_push_duration_seconds observed");
+
     tracing::info!("--- a disconnect and a SIGKILLed node leave the directory");
     drop(carol);
-    wait_online(&cluster, &everyone, &["alice", "bob"]).await;
+    wait_online(&cluster, &everyone, &[("alice", 0), ("alice", 1), ("bob", 1)]).await;
     cluster.node_mut(3).kill().await;
-    wait_online(&cluster, &everyone, &["alice"]).await;
+    // Both of alice's entries, though her owner may have changed with the live set.
+    wait_online(&cluster, &everyone, &[("alice", 0), ("alice", 1)]).await;
     // Delivery goes on for the survivors.
     cluster
         .client_running()

@@ -125,13 +125,16 @@ impl Presence {
             .collect()
     }
 
-    /// `node` is down: its users are offline.
+    /// `node` is down: its users are offline, and the uids it owned have new owners, which
+    /// learn them from the announcements this wakes (until then they miss those users).
     pub fn node_down(&self, node: NodeId) {
         let mut owned = self.owned.lock().expect("owned lock poisoned");
         owned.retain(|_, nodes| {
             nodes.remove(&node);
             !nodes.is_empty()
         });
+        drop(owned);
+        self.wake.notify_one();
     }
 
     /// Keep only the entries of live nodes, announced since `STALE` before `now`, for uids

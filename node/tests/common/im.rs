@@ -33,6 +33,8 @@ pub struct ImClient {
     pub keys: KeyPair,
     /// Set by a successful `connect`.
     pub session: Option<Session>,
+    /// What `connect` sends (Web unless changed before).
+    pub device_flag: DeviceFlag,
 }
 
 impl ImClient {
@@ -60,6 +62,7 @@ impl ImClient {
             v: ProtoVersion::V2,
             keys: KeyPair::generate().expect("randomness"),
             session: None,
+            device_flag: DeviceFlag::Web,
         }
     }
 
@@ -117,7 +120,7 @@ impl ImClient {
     pub async fn connect(&mut self, uid: &str, token: &str, device_id: &str, version: u8) -> ConnackPacket {
         let connect = ConnectPacket {
             version,
-            device_flag: DeviceFlag::Web,
+            device_flag: self.device_flag,
             device_id: device_id.into(),
             uid: uid.into(),
             token: token.into(),
