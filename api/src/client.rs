@@ -347,6 +347,10 @@ impl Client {
         self.post(&["channel", endpoint], req).await
     }
 
+    pub async fn online_status(&self, uids: &[String]) -> Result<Vec<OnlineStatus>, ClientError> {
+        self.post(&["user", "onlinestatus"], &uids).await
+    }
+
     pub async fn channel_info(&self, req: &ChannelRef) -> Result<ChannelInfo, ClientError> {
         self.post(&["channel", "info"], req).await
     }

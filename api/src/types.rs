@@ -285,6 +285,9 @@ pub struct NodeStatus {
     pub applied_index: u64,
     pub channels_led: u64,
     pub channels_replicated: u64,
+    /// Authenticated client connections (IM SDKs) on its gateway; 0 from nodes that predate it.
+    #[serde(default)]
+    pub connections: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -563,6 +566,17 @@ pub struct RouteResp {
     pub ws_addr: String,
     /// `wss://...`: always empty (no TLS on the gateway yet); the JS demo falls back to `ws_addr`.
     pub wss_addr: String,
+}
+
+/// One item of `POST /user/onlinestatus` (body: a JSON array of uids), WuKongIM's shape: one per
+/// (uid, device flag) with a connection somewhere in the cluster; offline uids are left out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OnlineStatus {
+    pub uid: String,
+    /// 0 app, 1 web, 2 pc.
+    pub device_flag: u8,
+    /// Always 1 (only online devices are listed).
+    pub online: u8,
 }
 
 /// One answer of `POST /route/batch` (body: a JSON array of uids): the uids that connect to

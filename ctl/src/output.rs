@@ -163,6 +163,7 @@ pub fn nodes_text(resp: &NodesResp) -> String {
         ("APPLIED", Align::Right),
         ("LED", Align::Right),
         ("REPLICATED", Align::Right),
+        ("CONNS", Align::Right),
     ]);
     let mut nodes = resp.nodes.clone();
     nodes.sort_by_key(|n| n.id);
@@ -178,6 +179,7 @@ pub fn nodes_text(resp: &NodesResp) -> String {
             n.applied_index.to_string(),
             n.channels_led.to_string(),
             n.channels_replicated.to_string(),
+            n.connections.to_string(),
         ]);
     }
     format!(
@@ -219,8 +221,8 @@ pub fn nodes_line(resp: &NodesResp) -> String {
             "OFFLINE".into()
         };
         line.push_str(&format!(
-            " | {} {} t{} applied {} led {}",
-            n.id, role, n.term, n.applied_index, n.channels_led
+            " | {} {} t{} applied {} led {} conns {}",
+            n.id, role, n.term, n.applied_index, n.channels_led, n.connections
         ));
     }
     line
@@ -304,6 +306,7 @@ mod tests {
             applied_index: if online { 120 } else { 7 },
             channels_led: id,
             channels_replicated: 10,
+            connections: 5 * id,
         }
     }
 
@@ -337,10 +340,10 @@ mod tests {
         assert_eq!(
             nodes_text(&resp),
             "meta leader: 1   health: ok (3/3 nodes online)\n\
-             ID  HTTP            CLUSTER          ONLINE  ROLE      TERM  LAST  APPLIED  LED  REPLICATED\n \
-              1  127.0.0.1:5001  127.0.0.1:11110  yes     leader*      3   120      120    1          10\n \
-              2  127.0.0.1:5002  127.0.0.1:11111  yes     follower     3   120      120    2          10\n \
-              3  127.0.0.1:5003  127.0.0.1:11112  yes     follower     3   120      120    3          10\n"
+             ID  HTTP            CLUSTER          ONLINE  ROLE      TERM  LAST  APPLIED  LED  REPLICATED  CONNS\n \
+              1  127.0.0.1:5001  127.0.0.1:11110  yes     leader*      3   120      120    1          10      5\n \
+              2  127.0.0.1:5002  127.0.0.1:11111  yes     follower     3   120      120    2          10     10\n \
+              3  127.0.0.1:5003  127.0.0.1:11112  yes     follower     3   120      120    3          10     15\n"
         );
         let header = |tls, insecure| {
             let resp = NodesResp {
@@ -419,7 +422,7 @@ mod tests {
         assert_eq!(
             nodes_line(&resp),
             "leader 1 | DEGRADED (1/2 nodes online; node 2 offline) \
-             | 1 leader* t3 applied 120 led 1 | 2 OFFLINE t3 applied 7 led 2"
+             | 1 leader* t3 applied 120 led 1 conns 5 | 2 OFFLINE t3 applied 7 led 2 conns 10"
         );
     }
 

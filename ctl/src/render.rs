@@ -93,6 +93,7 @@ pub fn node_list_text(resp: &NodesResp) -> String {
         ("META_ROLE", Align::Left),
         ("LED", Align::Right),
         ("REPLICATED", Align::Right),
+        ("CONNS", Align::Right),
     ]);
     let mut nodes = resp.nodes.clone();
     nodes.sort_by_key(|n| n.id);
@@ -105,6 +106,7 @@ pub fn node_list_text(resp: &NodesResp) -> String {
             meta_role(n, resp.meta_leader),
             n.channels_led.to_string(),
             n.channels_replicated.to_string(),
+            n.connections.to_string(),
         ]);
     }
     t.render()
@@ -146,7 +148,7 @@ fn leader_term(c: &ChannelReplicas) -> Option<u64> {
 pub fn node_show_text(d: &NodeDetail) -> String {
     let n = &d.node;
     let mut out = format!(
-        "node {}\n  http      {}\n  cluster   {}\n  online    {}\n  metadata  {}{} (term {}, last index {}, applied {})\n  channels  leads {}, replicates {}\n",
+        "node {}\n  http      {}\n  cluster   {}\n  online    {}\n  metadata  {}{} (term {}, last index {}, applied {})\n  channels  leads {}, replicates {}\n  clients   {} connected\n",
         n.id,
         n.http_addr,
         n.cluster_addr,
@@ -158,6 +160,7 @@ pub fn node_show_text(d: &NodeDetail) -> String {
         n.applied_index,
         n.channels_led,
         n.channels_replicated,
+        n.connections,
     );
     if d.channels.is_empty() {
         out.push_str("\n(the node replicates no channel)\n");

@@ -197,6 +197,15 @@ pub struct GatewayStats {
     pub packets_out: AtomicU64,
     /// Connections closed at accept by `--max-client-connections`.
     pub refused: AtomicU64,
+    /// RECVs queued to this node's connections.
+    pub recvs: AtomicU64,
+    /// RECVs pushed again for want of a RECVACK.
+    pub retries: AtomicU64,
+    /// Retry entries dropped because the connection had `MAX_UNACKED` already.
+    pub retries_dropped: AtomicU64,
+    /// On a channel leader: seconds from the commit of a message to its RECVs being queued on
+    /// every node that has a recipient (one observation per delivery batch and node).
+    pub push_seconds: Histogram<{ LATENCY_BOUNDS.len() }>,
 }
 
 pub static GATEWAY: GatewayStats = GatewayStats {
@@ -204,6 +213,10 @@ pub static GATEWAY: GatewayStats = GatewayStats {
     packets_in: AtomicU64::new(0),
     packets_out: AtomicU64::new(0),
     refused: AtomicU64::new(0),
+    recvs: AtomicU64::new(0),
+    retries: AtomicU64::new(0),
+    retries_dropped: AtomicU64::new(0),
+    push_seconds: Histogram::new(&LATENCY_BOUNDS),
 };
 
 #[cfg(test)]

@@ -14,199 +14,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::im::{ImClient, Io, set_token, tcp_of, ws_of};
 use common::{Cluster, unb64, wait_until};
-use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use wk_api::{CHANNEL_TYPE_GROUP, CHANNEL_TYPE_PERSON, ChannelReq, SyncReq, UserTokenReq};
-use wk_proto::packet::{ConnackPacket, ConnectPacket, SendPacket};
-use wk_proto::{
-    ChannelType, Decoder, DeviceFlag, Flags, KeyPair, Packet, ProtoVersion, ReasonCode, Session, Setting,
-    encode_frame,
-};
-
-/// How long the test client waits for any one packet.
-const RECV_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A client connection, TCP or WebSocket.
-enum Io {
-    Tcp(TcpStream),
-    Ws(Box<WebSocketStream<TcpStream>>),
-}
-
-/// A minimal IM client: what an SDK does, step by step.
-struct ImClient {
-    io: Io,
-    decoder: Decoder,
-    v: ProtoVersion,
-    keys: KeyPair,
-    /// Set by a successful `connect`.
-    session: Option<Session>,
-}
-
-impl ImClient {
-    async fn tcp(addr: &str) -> ImClient {
-        let s = TcpStream::connect(addr)
-            .await
-            .expect("connect to the TCP gateway");
-        ImClient::new(Io::Tcp(s))
-    }
-
-    async fn ws(addr: &str) -> ImClient {
-        let s = TcpStream::connect(addr)
-            .await
-            .expect("connect to the WebSocket gateway");
-        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), s)
-            .await
-            .expect("WebSocket handshake");
-        ImClient::new(Io::Ws(Box::new(ws)))
-    }
-
-    fn new(io: Io) -> ImClient {
-        ImClient {
-            io,
-            decoder: Decoder::new(),
-            v: ProtoVersion::V2,
-            keys: KeyPair::generate().expect("randomness"),
-            session: None,
-        }
-    }
-
-    async fn write_raw(&mut self, bytes: &[u8]) {
-        match &mut self.io {
-            Io::Tcp(s) => s.write_all(bytes).await.expect("write"),
-            Io::Ws(s) => s.send(Message::binary(bytes.to_vec())).await.expect("write"),
-        }
-    }
-
-    async fn send_packet(&mut self, p: &Packet) {
-        let frame = encode_frame(p, self.v).expect("encode");
-        self.write_raw(&frame).await;
-    }
-
-    /// The next packet, None once the server closed the connection.
-    async fn recv(&mut self) -> Option<Packet> {
-        tokio::time::timeout(RECV_TIMEOUT, self.recv_inner())
-            .await
-            .expect("a packet or a close within the timeout")
-    }
-
-    async fn recv_inner(&mut self) -> Option<Packet> {
-        loop {
-            if let Some(p) = self
-                .decoder
-                .next_packet(self.v)
-                .expect("the server sends valid frames")
-            {
-                return Some(p);
-            }
-            let bytes = match &mut self.io {
-                Io::Tcp(s) => {
-                    let mut buf = vec![0; 4096];
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return None,
-                        Ok(n) => buf[..n].to_vec(),
-                    }
-                }
-                Io::Ws(s) => match s.next().await {
-                    Some(Ok(Message::Binary(b))) => {
-                        // One packet per message (SPEC §1.5): the decoder holds nothing else.
-                        assert_eq!(self.decoder.buffered(), 0, "a packet spans WebSocket messages");
-                        b.to_vec()
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                    Some(Ok(other)) => panic!("unexpected WebSocket message {other:?}"),
-                },
-            };
-            self.decoder.extend(&bytes);
-        }
-    }
-
-    /// CONNECT and its CONNACK; on success the session is derived.
-    async fn connect(&mut self, uid: &str, token: &str, device_id: &str, version: u8) -> ConnackPacket {
-        let connect = ConnectPacket {
-            version,
-            device_flag: DeviceFlag::Web,
-            device_id: device_id.into(),
-            uid: uid.into(),
-            token: token.into(),
-            client_timestamp: 1_700_000_000_000,
-            client_key: self.keys.public_key_base64(),
-        };
-        self.send_packet(&Packet::Connect(connect)).await;
-        self.v = ProtoVersion::negotiate(version);
-        let Some(Packet::Connack(ack)) = self.recv().await else {
-            panic!("no CONNACK");
-        };
-        if ack.reason_code == ReasonCode::Success {
-            self.session = Some(self.keys.session(&ack.server_key, &ack.salt).expect("session"));
-        }
-        ack
-    }
-
-    /// A SEND of `plaintext` encrypted and signed for this connection.
-    fn seal(
-        &self,
-        client_seq: u32,
-        client_msg_no: &str,
-        channel_id: &str,
-        channel_type: u8,
-        plaintext: &[u8],
-    ) -> SendPacket {
-        let session = self.session.as_ref().expect("connected");
-        let mut p = SendPacket {
-            flags: Flags::default().with_red_dot(true),
-            setting: Setting(0),
-            client_seq,
-            client_msg_no: client_msg_no.into(),
-            stream_no: None,
-            channel_id: channel_id.into(),
-            channel_type: ChannelType::from(channel_type),
-            expire: 0,
-            msg_key: String::new(),
-            topic: None,
-            payload: session.encrypt(plaintext),
-        };
-        p.msg_key = session.msg_key(&wk_proto::crypto::send_sign(&p));
-        p
-    }
-
-    /// SEND and wait for its SENDACK: (message_id, message_seq, reason).
-    async fn send(&mut self, p: SendPacket) -> (i64, u32, ReasonCode) {
-        let seq = p.client_seq;
-        self.send_packet(&Packet::Send(p)).await;
-        match self.recv().await {
-            Some(Packet::Sendack(a)) => {
-                assert_eq!(a.client_seq, seq, "SENDACK for another SEND");
-                (a.message_id, a.message_seq, a.reason_code)
-            }
-            other => panic!("want SENDACK, got {other:?}"),
-        }
-    }
-}
-
-async fn set_token(cluster: &Cluster, uid: &str, token: &str, level: u8) {
-    cluster
-        .client()
-        .user_token(&UserTokenReq {
-            uid: uid.into(),
-            token: token.into(),
-            device_flag: 1,
-            device_level: level,
-        })
-        .await
-        .expect("/user/token");
-}
-
-fn tcp_of(cluster: &Cluster, id: u64) -> String {
-    cluster.node(id).gateway.0.clone().expect("TCP gateway on")
-}
-
-fn ws_of(cluster: &Cluster, id: u64) -> String {
-    cluster.node(id).gateway.1.clone().expect("WebSocket gateway on")
-}
+use wk_api::{CHANNEL_TYPE_GROUP, CHANNEL_TYPE_PERSON, ChannelReq, SyncReq};
+use wk_proto::packet::ConnectPacket;
+use wk_proto::{DeviceFlag, Packet, ProtoVersion, ReasonCode, encode_frame};
 
 /// The payloads of a channel as `login_uid` syncs them over HTTP, with their seqs.
 async fn synced(
@@ -322,7 +136,11 @@ async fn tcp_and_websocket_clients_send_through_any_node() {
     }
     acks.sort_by_key(|a| a.0);
     assert_eq!(acks, vec![(2, ReasonCode::Success), (3, ReasonCode::Success)]);
-    // The TCP connection was not kicked: a slave login (level 0) on another device.
+    // The TCP connection was not kicked: a slave login (level 0) on another device. It got
+    // alice's three person messages as her other device (`deliver.rs` checks delivery).
+    for want in 1..=3 {
+        assert_eq!(tcp.expect_recv(true).await.0.message_seq, want);
+    }
     let (_, seq, _) = tcp
         .send(tcp.seal(3, "cmn-2", "g1", CHANNEL_TYPE_GROUP, text))
         .await;
@@ -444,6 +262,7 @@ async fn a_bad_msg_key_is_refused_on_that_connection_only() {
         .send(good.seal(1, "y1", "dave", CHANNEL_TYPE_PERSON, b"{\"type\":1}"))
         .await;
     assert_eq!((seq, reason), (1, ReasonCode::Success));
+    assert_eq!(bad.expect_recv(true).await.0.client_msg_no, "y1");
     let (_, seq, reason) = bad
         .send(bad.seal(3, "x3", "erin", CHANNEL_TYPE_PERSON, b"{\"type\":1}"))
         .await;

@@ -55,6 +55,7 @@ pub fn node(id: u64, role: Role, online: bool, term: u64, led: u64, replicated: 
         applied_index: 100 + id,
         channels_led: led,
         channels_replicated: replicated,
+        connections: 10 * id,
     }
 }
 

@@ -274,6 +274,7 @@ mod tests {
             applied_index: 9,
             channels_led: 0,
             channels_replicated: 0,
+            connections: 0,
         }
     }
 

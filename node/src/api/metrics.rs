@@ -605,10 +605,31 @@ fn gateway_families(out: &mut Exposition) {
             "Client connections closed at accept by --max-client-connections.",
             &g.refused,
         ),
+        (
+            "wukong_gateway_recvs_total",
+            "RECVs (message pushes) queued to client connections of this node.",
+            &g.recvs,
+        ),
+        (
+            "wukong_gateway_recv_retries_total",
+            "RECVs pushed again because no RECVACK came within the retry interval.",
+            &g.retries,
+        ),
+        (
+            "wukong_gateway_recv_retries_dropped_total",
+            "Retry entries dropped because the connection had too many un-acked RECVs.",
+            &g.retries_dropped,
+        ),
     ] {
         out.family(name, Kind::Counter, help);
         out.sample(name, &[], load(n));
     }
+    out.family(
+        "wukong_push_duration_seconds",
+        Kind::Histogram,
+        "On a channel leader: from a message's commit to its RECVs being queued on a node with recipients.",
+    );
+    out.histogram("wukong_push_duration_seconds", &[], &g.push_seconds.view());
 }
 
 /// What the LMDB writer thread counted (`stats::STORE`).

@@ -81,6 +81,7 @@ pub fn router(
         .route("/channel/max_message_seq", post(max_seq_post).get(max_seq_get))
         .route("/route", get(route::route))
         .route("/route/batch", post(route::route_batch))
+        .route("/user/onlinestatus", post(route::online_status))
         .route("/cluster/nodes", get(cluster_nodes))
         .route("/cluster/channels", get(cluster_channels))
         .route("/cluster/join", post(cluster_join))
@@ -351,6 +352,8 @@ pub struct Outgoing {
     pub header: Header,
     /// The plaintext payload.
     pub payload: Vec<u8>,
+    /// The client connection it came from (none over HTTP): it gets no RECV of it.
+    pub origin: Option<crate::gateway::deliver::ConnRef>,
 }
 
 /// One validated message and where it goes.
@@ -378,6 +381,7 @@ fn prepare(node: &Node, req: &SendReq) -> Result<Prepared, NodeError> {
                 sync_once: req.header.sync_once,
             },
             payload,
+            origin: None,
         },
     )
 }
@@ -462,18 +466,23 @@ async fn admit(node: &Node, p: &Prepared) -> Result<(), NodeError> {
 /// `(from_uid, client_msg_no)` dedup. Answers after the quorum commit. `/message/send` and the
 /// client gateway's SEND both come through here, so they cannot drift apart.
 pub async fn send_message(node: &Node, m: Outgoing) -> Result<SendResp, NodeError> {
+    let origin = m.origin;
     let p = prepare_outgoing(node, m)?;
-    send_prepared(node, p).await
+    send_prepared(node, p, origin).await
 }
 
-async fn send_prepared(node: &Node, p: Prepared) -> Result<SendResp, NodeError> {
+async fn send_prepared(
+    node: &Node,
+    p: Prepared,
+    origin: Option<crate::gateway::deliver::ConnRef>,
+) -> Result<SendResp, NodeError> {
     admit(node, &p).await?;
     let rec = node
         .resolve_channel(&p.key, true)
         .await?
         .ok_or_else(|| NodeError::ChannelNotFound(p.key.to_string()))?;
     let client_msg_no = p.msg.client_msg_no.clone();
-    let sent = node.send(&rec, vec![p.msg]).await?;
+    let sent = node.send(&rec, vec![p.msg], origin).await?;
     let s = sent
         .first()
         .ok_or_else(|| NodeError::Internal("empty send result".into()))?;
@@ -486,7 +495,7 @@ async fn send_prepared(node: &Node, p: Prepared) -> Result<SendResp, NodeError> 
 
 async fn send(State(node): State<Node>, Body(req): Body<SendReq>) -> ApiResult<SendResp> {
     let p = prepare(&node, &req)?;
-    Ok(Json(send_prepared(&node, p).await?))
+    Ok(Json(send_prepared(&node, p, None).await?))
 }
 
 async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> ApiResult<SendBatchResp> {
@@ -523,7 +532,7 @@ async fn send_batch(State(node): State<Node>, Body(req): Body<SendBatchReq>) -> 
             match node_ref.resolve_channel(&key, true).await {
                 Ok(Some(rec)) => {
                     node_ref
-                        .send(&rec, admitted.iter().map(|(_, m)| m.clone()).collect())
+                        .send(&rec, admitted.iter().map(|(_, m)| m.clone()).collect(), None)
                         .await
                 }
                 Ok(None) => Err(NodeError::ChannelNotFound(key.to_string())),

@@ -21,6 +21,8 @@
 //! - **Cut-off nodes stay quiet.** A node that sees no quorum of voters up is the one cut off;
 //!   it does not campaign (a term it cannot win would only disturb the others on heal).
 //!
+//! The presence directory forgets the peer's users at once (`presence`).
+//!
 //! Hibernated groups are not running and need nothing: the next request starts them with an
 //! election.
 
@@ -41,6 +43,7 @@ const GIVE_UP: Duration = Duration::from_secs(3);
 impl Node {
     /// The transport declared `peer` down: replace it in every group here that it leads.
     pub(super) fn peer_down(&self, peer: NodeId) {
+        self.presence.node_down(peer);
         let groups = std::iter::once((META_GROUP, self.meta.clone())).chain(self.live_groups());
         let mut led = 0;
         for (g, raft) in groups {

@@ -15,8 +15,10 @@
 //! does so and the others learn the membership from it.
 
 mod failure;
+mod fanout;
 pub mod ids;
 mod ops;
+pub mod presence;
 mod quiet;
 mod repair;
 mod route;
@@ -103,6 +105,13 @@ pub struct Inner {
     /// Held while this node's batch of replica sets is being written: one batch in flight,
     /// the next one collects meanwhile.
     replica_flush: tokio::sync::Mutex<()>,
+    /// The client connections of this node by uid (the gateway adds and removes them;
+    /// deliveries push to them).
+    pub registry: Arc<crate::gateway::Registry>,
+    /// This node's part of the presence directory (`presence`).
+    pub presence: presence::Presence,
+    /// Per-channel delivery queues while this node leads channels (`fanout`).
+    fanout: fanout::Fanout,
 }
 
 /// A running (or starting) channel group.
@@ -292,6 +301,9 @@ impl Node {
             drill_generation: Default::default(),
             replica_updates: Default::default(),
             replica_flush: Default::default(),
+            registry: Default::default(),
+            presence: Default::default(),
+            fanout: Default::default(),
         }));
         transport.set_handler(Arc::new(node.clone()));
         let on_down = node.clone();
@@ -341,6 +353,7 @@ impl Node {
         tokio::spawn(node.clone().quiet_idle_groups());
         tokio::spawn(node.clone().run_drain());
         tokio::spawn(node.clone().repair_corrupt());
+        tokio::spawn(node.clone().announce_presence());
         if let (true, Some((seed_id, _))) = (node.is_joining(), cfg.seed.clone()) {
             tokio::spawn(node.clone().announce(seed_id, cfg.auto_join));
         }

@@ -227,13 +227,19 @@ impl Node {
         Ok(m)
     }
 
-    /// Append messages to a channel through its leader; answers once they are committed.
-    pub async fn send(&self, rec: &ChannelRecord, msgs: Vec<NewMessage>) -> Result<Vec<Sent>> {
+    /// Append messages to a channel through its leader; answers once they are committed (the
+    /// leader then pushes them to every connection of the subscribers but `origin`).
+    pub async fn send(
+        &self,
+        rec: &ChannelRecord,
+        msgs: Vec<NewMessage>,
+        origin: Option<crate::gateway::deliver::ConnRef>,
+    ) -> Result<Vec<Sent>> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         self.route(
             rec.group_id,
             &rec.replicas,
-            AppRpc::Send(rec.clone(), msgs),
+            AppRpc::Send(rec.clone(), msgs, origin),
             deadline,
         )
         .await?

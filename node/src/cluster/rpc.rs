@@ -11,9 +11,11 @@ use openraft::error::{ClientWriteError, ForwardReason, LinearizableReadError, Ra
 use serde::{Deserialize, Serialize};
 
 use super::Node;
+use super::presence::{self, Located};
 use super::status::{GroupStatus, LocalNodeStatus};
 use crate::channel::{self, ChannelCmd, ChannelKey, NewMessage, Sent, StoredMessage};
 use crate::error::NodeError;
+use crate::gateway::deliver::{self, ConnRef, Delivery};
 use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp, NodeRecord};
 use crate::raft::network::{Handler, Reply, Rpc};
 use crate::raft::{GroupId, NodeId, Raft, Request, Response, TypeConfig};
@@ -24,8 +26,9 @@ pub enum AppRpc {
     MetaWrite(MetaCmd),
     /// Linearizable read of a channel record (served by the metadata leader).
     GetChannel(ChannelKey),
-    /// Append messages to a channel (served by its leader).
-    Send(ChannelRecord, Vec<NewMessage>),
+    /// Append messages to a channel (served by its leader, which then pushes them to the
+    /// subscribers' connections, except the sending one).
+    Send(ChannelRecord, Vec<NewMessage>, Option<ConnRef>),
     /// Linearizable read of a channel's messages (served by its leader).
     Sync(ChannelRecord, SyncQuery),
     NodeStatus,
@@ -57,6 +60,14 @@ pub enum AppRpc {
     Repair(ChannelRecord, NodeId),
     /// The groups' leader stopped their ticks (`cluster::quiet`): stop them here too.
     Quiet(Vec<GroupId>),
+    /// The device flags of users' connections on a node, for the uids this node owns in the
+    /// presence directory (`cluster::presence`).
+    Presence(presence::Announcement),
+    /// Where these uids (owned here) are online.
+    Locate(Vec<String>),
+    /// Push committed messages to this node's connections of the listed users
+    /// (`cluster::fanout`, `gateway::deliver`).
+    Deliver(Delivery),
 }
 
 impl AppRpc {
@@ -140,6 +151,7 @@ app_replies!(
     Sizes(Vec<(GroupId, u64, u64)>),
     Drain(Option<wk_api::DrainStatus>),
     Verified(super::verify::LocalVerify),
+    Located(Vec<Located>),
 );
 
 /// [`AppReply::Done`].
@@ -307,7 +319,7 @@ impl Node {
                 }
                 AppReply::Channel(self.store.read(move |r| meta::get_channel(r, &key)).await?)
             }
-            AppRpc::Send(rec, msgs) => {
+            AppRpc::Send(rec, msgs, origin) => {
                 let mut raft = self.replica_group(&rec).await?;
                 if raft.is_leader() && self.migrate_if_backlogged(&rec).await {
                     // The migration may have moved this replica away: serve from the new set.
@@ -319,9 +331,14 @@ impl Node {
                         _ => return Err(NodeError::NotLeader { leader_hint: None }),
                     }
                 }
+                // Kept for the push after the commit (the log entry takes the originals).
+                let pushed = msgs.clone();
                 match raft.client_write(Request::Channel(ChannelCmd::Send(msgs))).await {
                     Ok(r) => match r.data {
-                        Response::Channel(channel::ChannelResp::Sent(sent)) => AppReply::Sent(sent),
+                        Response::Channel(channel::ChannelResp::Sent(sent)) => {
+                            self.submit_delivery(rec.group_id, &rec.key, &pushed, &sent, origin);
+                            AppReply::Sent(sent)
+                        }
                         other => return Err(NodeError::Internal(format!("channel answered {other:?}"))),
                     },
                     Err(e) => return Err(write_err(&raft, e).await),
@@ -426,6 +443,15 @@ impl Node {
             }
             AppRpc::Verify(g, upto) => AppReply::Verified(self.verify_local(g, upto).await?),
             AppRpc::Repair(rec, bad) => AppReply::Channel(Some(self.repair_local(&rec, bad).await?)),
+            AppRpc::Presence(a) => {
+                self.presence.apply(a);
+                AppReply::Done
+            }
+            AppRpc::Locate(uids) => AppReply::Located(self.presence.lookup(&uids)),
+            AppRpc::Deliver(d) => {
+                deliver::push(&self.registry, self.id, &d);
+                AppReply::Done
+            }
         })
     }
 

@@ -68,6 +68,8 @@ pub struct LocalNodeStatus {
     pub meta: RaftView,
     pub channels_led: u64,
     pub channels_replicated: u64,
+    /// Authenticated client connections on this node's gateway.
+    pub connections: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +92,7 @@ impl Node {
         Ok(LocalNodeStatus {
             meta: raft_view(&self.meta),
             channels_led,
+            connections: self.registry.len() as u64,
             channels_replicated,
         })
     }
@@ -200,6 +203,7 @@ impl Node {
                 applied_index: status.as_ref().map(|s| s.meta.applied_index).unwrap_or(0),
                 channels_led: status.as_ref().map(|s| s.channels_led).unwrap_or(0),
                 channels_replicated: status.as_ref().map(|s| s.channels_replicated).unwrap_or(0),
+                connections: status.as_ref().map(|s| s.connections).unwrap_or(0),
             });
         }
         let meta_leader = nodes

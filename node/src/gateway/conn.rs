@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use wk_proto::packet::{DisconnectPacket, SendPacket};
 use wk_proto::{Decoder, Packet, ProtoError, ProtoVersion, ReasonCode, encode_frame};
 
-use super::registry::{Conn, Eviction, Outbound, Outbox, Registry};
+use super::registry::{Conn, Eviction, Outbound, Outbox};
 use super::transport::{Reader, Transport, Writer};
 use super::{CONNECT_TIMEOUT, IDLE_TIMEOUT, MAX_SENDS_IN_FLIGHT, OUTBOX_CAPACITY, Shared, connect, send};
 use crate::stats::GATEWAY;
@@ -63,16 +63,18 @@ impl Drop for Open {
     }
 }
 
-/// Keeps an authenticated connection in the registry while it lives.
+/// Keeps an authenticated connection in the registry (and its uid in the presence directory)
+/// while it lives.
 struct Registered {
-    registry: Arc<Registry>,
+    node: crate::cluster::Node,
     uid: Arc<str>,
     id: u64,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.registry.remove(&self.uid, self.id);
+        self.node.registry.remove(&self.uid, self.id);
+        self.node.presence.changed(&self.uid);
     }
 }
 
@@ -140,6 +142,7 @@ async fn run(
         return End::Closed;
     }
     let id = shared.registry.next_id();
+    let retries = Arc::new(super::deliver::Retries::default());
     let conn = Conn {
         id,
         device_flag: c.device_flag,
@@ -148,8 +151,11 @@ async fn run(
         version: v,
         session: session.clone(),
         outbox: outbox.clone(),
+        retries: retries.clone(),
     };
-    for (old, why) in shared.registry.register(&uid, conn) {
+    let evicted = shared.registry.register(&uid, conn);
+    shared.node.presence.changed(&uid);
+    for (old, why) in evicted {
         tracing::info!(
             uid = &*uid,
             kicked = old.id,
@@ -169,7 +175,7 @@ async fn run(
         old.outbox.close();
     }
     let _registered = Registered {
-        registry: shared.registry.clone(),
+        node: shared.node.clone(),
         uid: uid.clone(),
         id,
     };
@@ -197,8 +203,15 @@ async fn run(
                         p = in_flight.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                         _ = closed.cancelled() => return End::Closed,
                     };
-                    let work =
-                        answer_send(shared.clone(), uid.clone(), session.clone(), v, outbox.clone(), s);
+                    let work = answer_send(
+                        shared.clone(),
+                        uid.clone(),
+                        id,
+                        session.clone(),
+                        v,
+                        outbox.clone(),
+                        s,
+                    );
                     let shutdown = shared.shutdown.clone();
                     shared.tasks.spawn(async move {
                         tokio::select! {
@@ -208,9 +221,9 @@ async fn run(
                         drop(permit);
                     });
                 }
-                // No per-connection retries are kept yet, so there is nothing to clear; SUB is
-                // ignored, as WuKongIM v2 does.
-                Packet::Recvack(_) | Packet::Sub(_) => {}
+                Packet::Recvack(a) => retries.ack(a.message_id),
+                // Ignored, as WuKongIM v2 does.
+                Packet::Sub(_) => {}
                 Packet::Disconnect(_) => return End::ClientDisconnect,
                 Packet::Connect(_) => return End::Protocol("a second CONNECT".into()),
                 other => {
@@ -236,12 +249,13 @@ async fn run(
 async fn answer_send(
     shared: Arc<Shared>,
     uid: Arc<str>,
+    conn: u64,
     session: Arc<wk_proto::Session>,
     v: ProtoVersion,
     outbox: Outbox,
     s: SendPacket,
 ) {
-    let ack = send::handle(&shared.node, &uid, &session, s).await;
+    let ack = send::handle(&shared.node, &uid, conn, &session, s).await;
     if let Some(f) = encode(&Packet::Sendack(ack), v) {
         outbox.push(f).await;
     }

@@ -4,7 +4,8 @@
 //! Owns: the two listeners and the cap on open connections (`listener`), the byte transports
 //! (`transport`), one task per connection (`conn`), CONNECT authentication (`connect`), SEND
 //! (`send`, through the same `api::send_message` as HTTP `/message/send`), and the node's
-//! registry of authenticated connections by uid (`registry`).
+//! registry of authenticated connections by uid (`registry`), and RECV: pushing committed
+//! messages to them, with retries until RECVACK (`deliver`).
 //!
 //! Invariants:
 //! - A connection's first packet is CONNECT, within `CONNECT_TIMEOUT`; nothing else is read
@@ -22,6 +23,7 @@
 
 mod conn;
 mod connect;
+pub mod deliver;
 mod listener;
 pub mod registry;
 mod send;
@@ -47,6 +49,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 pub const OUTBOX_CAPACITY: usize = 256;
 /// SENDs of one connection in flight at once; more wait (the connection's reads pause).
 pub const MAX_SENDS_IN_FLIGHT: usize = 64;
+/// How often the un-acked RECVs of every connection are looked at.
+const RETRY_SCAN: Duration = Duration::from_secs(5);
 
 /// What every connection task shares.
 struct Shared {
@@ -71,13 +75,14 @@ impl Gateway {
     /// Serve the bound `listeners` for `node`.
     pub fn start(listeners: Listeners, node: Node, cfg: &GatewayConfig) -> Gateway {
         let shared = Arc::new(Shared {
+            registry: node.registry.clone(),
             node,
-            registry: Arc::new(Registry::default()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
         let (tcp_addr, ws_addr) = (listeners.tcp_addr(), listeners.ws_addr());
         listeners.serve(&shared, cfg.max_connections);
+        shared.tasks.spawn(retry_unacked(shared.clone()));
         Gateway {
             shared,
             tcp_addr,
@@ -121,6 +126,17 @@ impl Gateway {
             .is_err()
         {
             tracing::warn!("gateway: some connection tasks did not stop within 5 s");
+        }
+    }
+}
+
+/// Push due RECV retries until shutdown (`deliver`).
+async fn retry_unacked(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(RETRY_SCAN);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => deliver::retry_due(&shared.registry),
+            _ = shared.shutdown.cancelled() => return,
         }
     }
 }

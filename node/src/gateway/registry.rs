@@ -9,8 +9,7 @@
 //! - Pushing never blocks the pusher: an outbox is bounded, and a connection whose outbox is
 //!   full is closed instead (one slow client never stalls others).
 //!
-//! A later "deliver RECV to uid U on this node" is `connections_of(U)`, then per connection
-//! seal the payload with its `session`, encode for its `version`, and `try_push`.
+//! Delivery (`deliver`) pushes a RECV to uid U on this node through `connections_of(U)`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +96,8 @@ pub struct Conn {
     /// Its payload cipher.
     pub session: Arc<Session>,
     pub outbox: Outbox,
+    /// Its RECVs waiting for a RECVACK.
+    pub retries: Arc<super::deliver::Retries>,
 }
 
 /// Why an older connection must go when a new one of the same user logs in.
@@ -176,6 +177,30 @@ impl Registry {
         map.get(uid).cloned().unwrap_or_default()
     }
 
+    /// Every authenticated connection on this node.
+    pub fn all(&self) -> Vec<Conn> {
+        let map = self.by_uid.lock().expect("registry lock poisoned");
+        map.values().flatten().cloned().collect()
+    }
+
+    /// The uids with a connection on this node.
+    pub fn uids(&self) -> Vec<String> {
+        let map = self.by_uid.lock().expect("registry lock poisoned");
+        map.keys().cloned().collect()
+    }
+
+    /// The device flags of `uid`'s connections on this node (empty: none).
+    pub fn device_flags_of(&self, uid: &str) -> Vec<u8> {
+        let map = self.by_uid.lock().expect("registry lock poisoned");
+        let mut flags: Vec<u8> = map
+            .get(uid)
+            .map(|l| l.iter().map(|c| u8::from(c.device_flag)).collect())
+            .unwrap_or_default();
+        flags.sort_unstable();
+        flags.dedup();
+        flags
+    }
+
     /// Authenticated connections on this node.
     pub fn len(&self) -> usize {
         let map = self.by_uid.lock().expect("registry lock poisoned");
@@ -218,6 +243,7 @@ mod tests {
             version: ProtoVersion::V2,
             session: Arc::new(Session::new([1; 16], [2; 16])),
             outbox,
+            retries: Default::default(),
         };
         (c, rx)
     }

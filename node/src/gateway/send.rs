@@ -1,11 +1,13 @@
 //! SEND: `msg_key` verified and the payload decrypted with the connection's session, then the
 //! message goes through `api::send_message`, the same path as HTTP `/message/send` (checks,
 //! channel routing, `(from_uid, client_msg_no)` dedup, person channel `a@b` keys). The SENDACK
-//! is built from what that returned, i.e. after the quorum commit.
+//! is built from what that returned, i.e. after the quorum commit. The message carries its
+//! connection, so the leader's push skips that connection (`deliver`).
 
 use wk_proto::packet::{SendPacket, SendackPacket};
 use wk_proto::{ReasonCode, Session};
 
+use super::deliver::ConnRef;
 use crate::api::validate::{check_id, check_type};
 use crate::api::{self, Outgoing};
 use crate::channel::Header;
@@ -13,8 +15,14 @@ use crate::cluster::Node;
 use crate::error::NodeError;
 
 /// The SENDACK for `send` from `uid`.
-pub(super) async fn handle(node: &Node, uid: &str, session: &Session, send: SendPacket) -> SendackPacket {
-    let (message_id, message_seq, reason) = match store(node, uid, session, &send).await {
+pub(super) async fn handle(
+    node: &Node,
+    uid: &str,
+    conn: u64,
+    session: &Session,
+    send: SendPacket,
+) -> SendackPacket {
+    let (message_id, message_seq, reason) = match store(node, uid, conn, session, &send).await {
         Ok(r) => (
             // Snowflake ids are below 2^63 and seqs below 2^32 for any real channel; the SDKs
             // read both unsigned, so never send a negative or wrapped value.
@@ -36,6 +44,7 @@ pub(super) async fn handle(node: &Node, uid: &str, session: &Session, send: Send
 async fn store(
     node: &Node,
     uid: &str,
+    conn: u64,
     session: &Session,
     send: &SendPacket,
 ) -> Result<wk_api::SendResp, ReasonCode> {
@@ -66,6 +75,7 @@ async fn store(
             sync_once: u8::from(flags.sync_once()),
         },
         payload,
+        origin: Some(ConnRef { node: node.id, conn }),
     };
     api::send_message(node, m).await.map_err(|e| {
         let reason = reason_of(&e);

@@ -29,6 +29,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod im;
+
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::future::Future;

@@ -83,10 +83,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         widths.push(Constraint::Length(8));
         header.push("APPLIED");
     }
+    widths.push(Constraint::Length(5));
+    header.push("CONNS");
     widths.push(Constraint::Length(led_w as u16));
     header.push("LED/REP");
     // The bar gets what is left (2 for the highlight symbol, 1 between columns).
-    let used: usize = 2 + widths.len() + 3 + addr_w + 11 + 9 + 5 + if wide { 8 } else { 0 } + led_w;
+    let used: usize = 2 + widths.len() + 3 + addr_w + 11 + 9 + 5 + if wide { 8 } else { 0 } + 5 + led_w;
     let bar_w = inner_w.saturating_sub(used).max(3);
     widths.push(Constraint::Fill(1));
     header.push("CHANNELS");
@@ -121,6 +123,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Line::from(n.applied_index.to_string()).right_aligned(),
             ));
         }
+        cells.push(Cell::from(Line::from(n.connections.to_string()).right_aligned()));
         cells.push(Cell::from(format!(
             "{}/{}",
             n.channels_led, n.channels_replicated
