@@ -21,6 +21,7 @@ bench OUT="target/bench":
     -./target/release/wkctl --output json bench catchup --messages 50000 --users 50000 > {{OUT}}/catchup.json
     -./target/release/wkctl --output json bench drain --channels 1000 --messages 20 > {{OUT}}/drain.json
     -./target/release/wkctl --output json bench idle --channels 100000 --active 1000 > {{OUT}}/idle.json
+    -./target/release/wkctl --output json bench deliver --clients 1000 --groups 10 --members 100 --duration 10s > {{OUT}}/deliver.json
     ./target/release/wkctl bench report {{OUT}}
 
 # The peers (etcd 3.4, NATS 2.9: ../shared/peers, installed from Debian packages when missing),

@@ -4,10 +4,10 @@
 //! message delivered exactly once, live or through messagesync, in seq order; the user of the
 //! dead node reconnecting through `/route` on another node).
 //!
-//! Prerequisites: Node.js 20+ on PATH and `npm ci` run in `node/tests/js_sdk` (`.ci/run` does
-//! it). Without them the test fails under `CI=true` and prints a skip line otherwise. The SDK is
-//! bundled with esbuild into the cluster's temp dir (SPEC §6: its ES modules do not load in Node
-//! as published).
+//! Prerequisites: Node.js 20+ and npm on PATH; the test runs `npm ci` in `node/tests/js_sdk`
+//! when the packages are not there yet. Without them it fails under `CI=true` and prints a
+//! skip line otherwise. The SDK is bundled with esbuild into the cluster's temp dir (SPEC §6:
+//! its ES modules do not load in Node as published).
 
 mod common;
 
@@ -26,9 +26,18 @@ async fn the_official_js_sdk_talks_across_nodes_and_a_leader_kill() {
     common::init_tracing();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js_sdk");
     let esbuild = dir.join("node_modules/.bin/esbuild");
-    if !dir.join("node_modules/wukongimjssdk/package.json").exists() || !esbuild.exists() {
-        skip_or_fail("the JS SDK is not installed: run `npm ci` in node/tests/js_sdk");
-        return;
+    let installed = || dir.join("node_modules/wukongimjssdk/package.json").exists() && esbuild.exists();
+    if !installed() {
+        // The packages pinned by package-lock.json, installed once (`.ci/run` does it first).
+        let npm = Command::new("npm")
+            .current_dir(&dir)
+            .args(["ci", "--no-audit", "--no-fund"])
+            .output()
+            .await;
+        if !npm.is_ok_and(|o| o.status.success()) || !installed() {
+            skip_or_fail("`npm ci` in node/tests/js_sdk failed: npm and the npm registry are needed");
+            return;
+        }
     }
     if Command::new("node").arg("--version").output().await.is_err() {
         skip_or_fail("`node` (Node.js 20+) is not on PATH");
