@@ -17,6 +17,7 @@
 mod failure;
 mod fanout;
 pub mod ids;
+mod messages;
 mod ops;
 pub mod presence;
 mod quiet;

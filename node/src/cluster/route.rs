@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Node;
-use super::rpc::{AppReply, AppRpc, SyncQuery, SyncResult};
-use crate::channel::{ChannelKey, NewMessage, Sent};
+use super::rpc::{AppReply, AppRpc};
+use crate::channel::ChannelKey;
 use crate::error::{NodeError, Result};
 use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp, SenderLists};
 use crate::raft::network::{CallError, Reply, Rpc};
@@ -211,51 +211,6 @@ impl Node {
         let lists = self.store.read(move |r| meta::sender_lists(r, &k)).await?;
         self.lists_cache.put(key, &lists, applied);
         Ok(lists)
-    }
-
-    /// Fix ids and timestamps for new messages (before any attempt, so retries reuse them).
-    pub fn new_message(&self, mut m: NewMessage) -> Result<NewMessage> {
-        m.message_id = self.ids.next().map_err(|_| NodeError::Overloaded {
-            what: "new messages (message ids wait for their durable reservation)".into(),
-            retry_after: 1,
-        })?;
-        m.timestamp = now_ms() / 1000;
-        if m.client_msg_no.is_empty() {
-            // WuKongIM generates a uuid-like key with a trailing "0"; ours is unique per id.
-            m.client_msg_no = format!("{:016x}{:016x}0", m.message_id, now_ms());
-        }
-        Ok(m)
-    }
-
-    /// Append messages to a channel through its leader; answers once they are committed (the
-    /// leader then pushes them to every connection of the subscribers but `origin`).
-    pub async fn send(
-        &self,
-        rec: &ChannelRecord,
-        msgs: Vec<NewMessage>,
-        origin: Option<crate::gateway::deliver::ConnRef>,
-    ) -> Result<Vec<Sent>> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        self.route(
-            rec.group_id,
-            &rec.replicas,
-            AppRpc::Send(rec.clone(), msgs, origin),
-            deadline,
-        )
-        .await?
-        .typed()
-    }
-
-    pub async fn sync(&self, rec: &ChannelRecord, q: SyncQuery) -> Result<SyncResult> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        self.route(
-            rec.group_id,
-            &rec.replicas,
-            AppRpc::Sync(rec.clone(), q),
-            deadline,
-        )
-        .await?
-        .typed()
     }
 
     /// Ask `target` (or this node) an app request, for status probes.

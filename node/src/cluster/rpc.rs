@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::Node;
 use super::presence::{self, Located};
 use super::status::{GroupStatus, LocalNodeStatus};
-use crate::channel::{self, ChannelCmd, ChannelKey, NewMessage, Sent, StoredMessage};
+use crate::channel::{ChannelKey, NewMessage, Sent, StoredMessage};
 use crate::error::NodeError;
 use crate::gateway::deliver::{self, ConnRef, Delivery};
 use crate::meta::{self, ChannelRecord, MetaCmd, MetaResp, NodeRecord};
@@ -319,72 +319,8 @@ impl Node {
                 }
                 AppReply::Channel(self.store.read(move |r| meta::get_channel(r, &key)).await?)
             }
-            AppRpc::Send(rec, msgs, origin) => {
-                let mut raft = self.replica_group(&rec).await?;
-                if raft.is_leader() && self.migrate_if_backlogged(&rec).await {
-                    // The migration may have moved this replica away: serve from the new set.
-                    let key = rec.key.clone();
-                    match self.store.read(move |r| meta::get_channel(r, &key)).await? {
-                        Some(now) if now.replicas.contains(&self.id) => {
-                            raft = self.replica_group(&now).await?
-                        }
-                        _ => return Err(NodeError::NotLeader { leader_hint: None }),
-                    }
-                }
-                // Kept for the push after the commit (the log entry takes the originals).
-                let pushed = msgs.clone();
-                match raft.client_write(Request::Channel(ChannelCmd::Send(msgs))).await {
-                    Ok(r) => match r.data {
-                        Response::Channel(channel::ChannelResp::Sent(sent)) => {
-                            self.submit_delivery(rec.group_id, &rec.key, &pushed, &sent, origin);
-                            AppReply::Sent(sent)
-                        }
-                        other => return Err(NodeError::Internal(format!("channel answered {other:?}"))),
-                    },
-                    Err(e) => return Err(write_err(&raft, e).await),
-                }
-            }
-            AppRpc::Sync(rec, q) => {
-                let mut raft = self.replica_group(&rec).await?;
-                if raft.is_leader() && self.migrate_if_backlogged(&rec).await {
-                    // The migration may have moved this replica away: serve from the new set.
-                    let key = rec.key.clone();
-                    match self.store.read(move |r| meta::get_channel(r, &key)).await? {
-                        Some(now) if now.replicas.contains(&self.id) => {
-                            raft = self.replica_group(&now).await?
-                        }
-                        _ => return Err(NodeError::NotLeader { leader_hint: None }),
-                    }
-                }
-                if let Err(e) = raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                    return Err(read_err(&raft, e).await);
-                }
-                let g = rec.group_id;
-                let read = self
-                    .store
-                    .read(move |r| {
-                        let st = crate::raft::state_machine::load_state(r, g)?.channel;
-                        let last_seq = st.last_seq;
-                        let Some((lo, hi, more)) =
-                            channel::sync_range(last_seq, q.start, q.end, q.limit, q.pull_up)
-                        else {
-                            return Ok(SyncResult {
-                                last_seq,
-                                messages: Vec::new(),
-                                more: false,
-                            });
-                        };
-                        Ok(SyncResult {
-                            last_seq,
-                            messages: channel::read_messages(r, g, &st, lo, hi)?,
-                            more,
-                        })
-                    })
-                    .await;
-                // A row that fails its seal: never served; this replica stops serving the
-                // group and routing tries another.
-                AppReply::Synced(crate::integrity::check(g, read)?)
-            }
+            AppRpc::Send(rec, msgs, origin) => AppReply::Sent(self.append(&rec, msgs, origin).await?),
+            AppRpc::Sync(rec, q) => AppReply::Synced(self.read_range(&rec, q).await?),
             AppRpc::NodeStatus => AppReply::NodeStatus(self.local_status().await?),
             AppRpc::GroupStatus(rec) => AppReply::GroupStatus(self.group_status(&rec).await?),
             AppRpc::Join(node) => AppReply::Joined(self.admit(node).await?),
