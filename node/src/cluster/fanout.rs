@@ -58,7 +58,7 @@ impl Node {
         &self,
         g: GroupId,
         key: &ChannelKey,
-        msgs: &[NewMessage],
+        msgs: Vec<NewMessage>,
         sent: &[Sent],
         origin: Option<ConnRef>,
     ) {
@@ -73,15 +73,15 @@ impl Node {
             next: None,
             running: false,
         });
-        for (m, s) in msgs.iter().zip(sent).filter(|(_, s)| !s.duplicate) {
+        for (m, s) in msgs.into_iter().zip(sent).filter(|(_, s)| !s.duplicate) {
             let message = StoredMessage {
                 message_id: m.message_id,
                 message_seq: s.message_seq,
-                client_msg_no: m.client_msg_no.clone(),
-                from_uid: m.from_uid.clone(),
-                header: m.header.clone(),
+                client_msg_no: m.client_msg_no,
+                from_uid: m.from_uid,
+                header: m.header,
                 timestamp: m.timestamp,
-                payload: m.payload.clone(),
+                payload: m.payload,
             };
             q.pending.push((Pushed { message, origin }, now));
         }

@@ -95,7 +95,7 @@ impl Node {
         match raft.client_write(Request::Channel(ChannelCmd::Send(msgs))).await {
             Ok(r) => match r.data {
                 Response::Channel(channel::ChannelResp::Sent(sent)) => {
-                    self.submit_delivery(rec.group_id, &rec.key, &pushed, &sent, origin);
+                    self.submit_delivery(rec.group_id, &rec.key, pushed, &sent, origin);
                     Ok(sent)
                 }
                 other => Err(NodeError::Internal(format!("channel answered {other:?}"))),

@@ -120,21 +120,17 @@ impl Transport {
             } => (version, node_id, cluster_id, nonce),
             other => return Err(refused(format!("expected Hello, got {other:?}"))),
         };
-        if version != PROTOCOL_VERSION {
-            let reason = format!("protocol version {version}, this node speaks {PROTOCOL_VERSION}");
-            let _ = write_frame(
-                stream,
-                &Frame::Refused {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
-            return Err(refused(format!("node {peer}: {reason}")));
-        }
-        if let (Some(a), Some(b)) = (self.cluster_id(), cluster_id)
-            && a != b
-        {
-            let reason = format!("cluster id {b:016x} is not this cluster ({a:016x})");
+        let mismatch = match (self.cluster_id(), cluster_id) {
+            _ if version != PROTOCOL_VERSION => Some(format!(
+                "protocol version {version}, this node speaks {PROTOCOL_VERSION}"
+            )),
+            (Some(a), Some(b)) if a != b => {
+                Some(format!("cluster id {b:016x} is not this cluster ({a:016x})"))
+            }
+            _ => None,
+        };
+        if let Some(reason) = mismatch {
+            // Told to the peer for its log, then logged here.
             let _ = write_frame(
                 stream,
                 &Frame::Refused {

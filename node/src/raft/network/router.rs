@@ -41,6 +41,26 @@ fn unexpected(target: NodeId, reply: Reply) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::new(&e))
 }
 
+impl Router {
+    /// A vote or pre-vote request; both are answered with a `VoteResponse`.
+    async fn ask_vote(
+        &self,
+        target: NodeId,
+        rpc: Rpc,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .0
+            .call(target, rpc, option.hard_ttl())
+            .await
+            .map_err(rpc_err)?
+        {
+            Reply::Vote(r) => Ok(r),
+            other => Err(unexpected(target, other)),
+        }
+    }
+}
+
 impl GroupRouter<TypeConfig, GroupId> for Router {
     type SnapshotData = SnapshotData;
 
@@ -73,15 +93,7 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .0
-            .call(target, Rpc::Vote(group, rpc), option.hard_ttl())
-            .await
-            .map_err(rpc_err)?
-        {
-            Reply::Vote(r) => Ok(r),
-            other => Err(unexpected(target, other)),
-        }
+        self.ask_vote(target, Rpc::Vote(group, rpc), option).await
     }
 
     async fn pre_vote(
@@ -91,15 +103,7 @@ impl GroupRouter<TypeConfig, GroupId> for Router {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .0
-            .call(target, Rpc::PreVote(group, rpc), option.hard_ttl())
-            .await
-            .map_err(rpc_err)?
-        {
-            Reply::Vote(r) => Ok(r),
-            other => Err(unexpected(target, other)),
-        }
+        self.ask_vote(target, Rpc::PreVote(group, rpc), option).await
     }
 
     async fn full_snapshot(
