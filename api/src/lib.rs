@@ -8,6 +8,8 @@
 //! saves and inspects and `wknode --restore` reads) and rustls for the crypto provider of
 //! `https://` endpoints.
 //!
+//! `ports` picks loopback ports for local clusters that survive node restarts.
+//!
 //! It also holds the rules the node, `wkctl`, the dashboard and the tests all apply, each
 //! written once: the error codes ([`ErrorCode`]), the node's ready line ([`ReadyLine`]) and how
 //! to read a channel's replica view ([`ChannelReplicas::agreement`] and its neighbours).
@@ -16,6 +18,7 @@ pub mod client;
 mod error_code;
 mod ready;
 mod replicas;
+pub mod ports;
 pub mod snapshot;
 mod types;
 

@@ -145,12 +145,9 @@ struct Cluster {
     dir: tempfile::TempDir,
 }
 
-/// `n` distinct free local ports (all held until every one is chosen).
+/// `n` distinct free loopback ports that a restarted node can bind again.
 fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+    wk_api::ports::free_loopback_ports(n).expect("free loopback ports")
 }
 
 fn tail(path: &Path, lines: usize) -> String {

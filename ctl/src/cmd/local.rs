@@ -13,7 +13,6 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,18 +49,12 @@ pub fn init_nodes(plan: &[NodePlan]) -> String {
         .join(",")
 }
 
-/// Lays out `n` nodes under `data_dir` on loopback ports that are free right now (the kernel
-/// picks them; all are held until every one is chosen, so they are distinct). Another process
-/// could take one before the node binds it; the node then fails with a clear bind error.
+/// Lays out `n` nodes under `data_dir` on loopback ports that are free right now and that a
+/// restarted node can bind again (`wk_api::ports`). Another process could take one before the
+/// node binds it; the node then fails with a clear bind error.
 pub fn plan_free_ports(n: u64, data_dir: &Path) -> anyhow::Result<Vec<NodePlan>> {
     let count = usize::try_from(n * 2).context("too many nodes")?;
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind(("127.0.0.1", 0)).context("finding a free loopback port"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let ports = listeners
-        .iter()
-        .map(|l| Ok(l.local_addr().context("reading a bound port")?.port()))
-        .collect::<anyhow::Result<Vec<u16>>>()?;
+    let ports = wk_api::ports::free_loopback_ports(count).context("finding free loopback ports")?;
     Ok((1..=n)
         .zip(ports.chunks(2))
         .map(|(id, p)| NodePlan {

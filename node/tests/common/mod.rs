@@ -35,7 +35,6 @@ use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Once;
@@ -158,16 +157,9 @@ pub fn api_error(res: Result<impl Debug, ClientError>) -> wk_api::ApiError {
     }
 }
 
-/// Reserves `n` distinct free local ports: all listeners are held until every port is chosen,
-/// then released for the nodes to bind.
+/// `n` distinct free loopback ports that a restarted node can bind again (`wk_api::ports`).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr of a bound listener").port())
-        .collect()
+    wk_api::ports::free_loopback_ports(n).expect("free loopback ports")
 }
 
 /// The last `lines` lines of a file, or a note why there are none.
