@@ -348,6 +348,7 @@ impl Node {
             }
         }
         node.reserve_ids().await?;
+        tokio::spawn(node.clone().resume_unapplied());
         tokio::spawn(node.clone().keep_ids_reserved());
         tokio::spawn(node.clone().maintain_membership());
         tokio::spawn(node.clone().hibernate_idle_groups());
@@ -369,6 +370,51 @@ impl Node {
             .await?;
         self.ids.reserve(until);
         Ok(())
+    }
+
+    /// Start every channel group whose stored log runs past its stored `last_applied`. A
+    /// process that stops between two checkpoints loses its latest applies (they are replayed
+    /// from the log: `store` module doc), and a group that nothing wakes would keep serving
+    /// status, verification and migrations from its older state. A started group learns the
+    /// commit index from its leader (or elects one) and applies the rest.
+    async fn resume_unapplied(self) {
+        let behind = self
+            .store
+            .read(|r| {
+                let mut behind = Vec::new();
+                for (k, v) in r.range(Table::Sm, b"", &[0xFF; 9], usize::MAX, false)? {
+                    let Some(g) = crate::store::keys::u64_suffix(&k).filter(|_| k.len() == 8) else {
+                        continue;
+                    };
+                    if g == META_GROUP {
+                        continue;
+                    }
+                    let state: crate::raft::state_machine::SmState = crate::store::decode(Table::Sm, &v)?;
+                    let applied = state.last_applied.map(|l| l.index);
+                    let last = crate::raft::log_store::last_index(r, g)?;
+                    if last > applied {
+                        behind.push(g);
+                    }
+                }
+                Ok(behind)
+            })
+            .await;
+        match behind {
+            Ok(behind) => {
+                if !behind.is_empty() {
+                    tracing::info!(
+                        groups = behind.len(),
+                        "starting the groups whose last applies were lost"
+                    );
+                }
+                for g in behind {
+                    if let Err(e) = self.group(g).await {
+                        tracing::warn!(group = g, error = %e, "starting a group to re-apply its log");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "finding groups with entries to re-apply"),
+        }
     }
 
     /// Keep the message-id reservation ahead of the clock.

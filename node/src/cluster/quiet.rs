@@ -5,8 +5,9 @@
 //! nearly all of a node's ~17 % of a core in those wake-ups.)
 //!
 //! - The leader decides, since it sees the writes: once a group is idle and every replica holds
-//!   its whole log, it stops its own ticks, then tells each follower in one message per peer
-//!   (like hibernation) to stop theirs.
+//!   its whole log, it stops its own ticks, sends one last heartbeat (it carries the commit
+//!   index to the followers), then tells each follower in one message per peer (like
+//!   hibernation) to stop theirs.
 //! - Any use restarts the ticks of the replica it reaches: a client request (`touch`), an
 //!   append carrying entries, the leader's node declared down (`failure`), or becoming the
 //!   leader (a transferred leadership; see `watch_role_changes`).
@@ -114,6 +115,10 @@ impl Node {
                     let _ = self.unquiet(g);
                     continue;
                 }
+                // Followers learn a commit from the next append or heartbeat (channel groups
+                // send no commit-only append), and a quiet leader sends neither: one heartbeat
+                // now carries the last commit to them, or they would not apply the last write.
+                let _ = raft.trigger().heartbeat().await;
                 let m = raft.metrics().borrow_watched().membership_config.clone();
                 for (id, _) in m.membership().nodes().filter(|(id, _)| **id != self.id) {
                     by_peer.entry(*id).or_default().push(g);

@@ -1,7 +1,7 @@
 //! One Raft group's log and vote, stored in the node's shared LMDB environment.
 //!
 //! `append` returns at once and completes its `IOFlushed` callback when the writer thread
-//! has committed the batch holding it. The entries stay in memory, in the group's **tail**:
+//! has made the batch holding it durable (its record in the store's write-ahead log). The entries stay in memory, in the group's **tail**:
 //! until they are durable (openraft requires appended entries to be readable when `append`
 //! returns) and then as a cache of the newest entries, which replication reads right after
 //! the append, often after the commit: without it, each of those reads was an LMDB read on
@@ -157,6 +157,20 @@ pub fn stored_log_state(
         .map(|(k, v)| crate::integrity::decode::<Entry>(Table::Log, k, v).map(|e| e.log_id()))
         .transpose()?;
     Ok((last.or(purged), purged))
+}
+
+/// The index of group `g`'s last stored log entry (not its purge marker).
+pub fn last_index(kv: &impl KvRead, g: GroupId) -> crate::store::Result<Option<u64>> {
+    Ok(kv
+        .range(
+            Table::Log,
+            &keys::group(g),
+            &keys::prefix_end(&keys::group(g)),
+            1,
+            true,
+        )?
+        .first()
+        .and_then(|(k, _)| keys::u64_suffix(k)))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -328,7 +342,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let (tail, fence) = (self.tail.clone(), self.fence.clone());
-        self.store.submit(
+        self.store.submit_logged(
             move |w| {
                 fence.check(g)?;
                 for (key, row) in &rows {

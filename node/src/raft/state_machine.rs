@@ -5,13 +5,12 @@
 //! - The data an entry writes, `last_applied` and the membership are committed in one
 //!   transaction.
 //! - A channel client is answered once its entry is committed (durable on a quorum of logs)
-//!   and has been applied inside the writer's transaction, without waiting for that
-//!   transaction's own fsync: the state machine is a pure function of the log, so a crash
-//!   before the commit re-applies the same entries to the same result. `apply` itself (and so
-//!   openraft's `last_applied`, which channel reads wait on with ReadIndex) completes only
-//!   after the commit, so a read never sees less than what was acknowledged.
-//! - Applies commit without the meta-page flush (`Store::write_replayable`): losing one to an
-//!   OS crash only makes the group re-apply from its log.
+//!   and has been applied inside the writer's transaction: the state machine is a pure
+//!   function of the log, so a crash before the next checkpoint re-applies the same entries to
+//!   the same result. `apply` itself (and so openraft's `last_applied`, which channel reads
+//!   wait on with ReadIndex) completes once the writes are visible to reads (the store's
+//!   overlay), so a read never sees less than what was acknowledged.
+//! - Applies are replayable writes (`Store::write_replayable`): nothing is flushed for them.
 //! - Metadata is read from the local copy without ReadIndex, so metadata writes are answered
 //!   only after their commit (read-your-writes on the node that took the write).
 

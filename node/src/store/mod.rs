@@ -1,44 +1,68 @@
 //! The node's one LMDB environment: the only module that imports heed.
 //!
 //! Every table holds raw bytes; callers own their key encodings (see `keys`). Writes go
-//! through one writer thread that drains every queued operation into a single write
-//! transaction, commits it (one fsync for the appends of many Raft groups), and only then
-//! runs each operation's completion. Operations run directly in that transaction; if one
-//! fails, the transaction is aborted and the batch runs again with each operation in a nested
-//! transaction, so the failed one is rolled back alone without poisoning its batch. (Nested
-//! transactions on every batch cost LMDB a fresh dirty-page list per operation: a profile
-//! showed the writer spending half its time in page faults.) An operation's work may
-//! therefore run more than once; only the last run's writes are committed.
+//! through one writer thread, which drains every queued operation into one batch and runs the
+//! batch in a nested transaction of **one LMDB write transaction that stays open between
+//! checkpoints**. If an operation fails, the batch's nested transaction is aborted and the
+//! batch runs again with each operation in a nested transaction of its own, so the failed one
+//! is rolled back alone. An operation's work may therefore run more than once; only the last
+//! run's writes are kept. What makes a batch's writes durable depends on its operations:
 //!
-//! A batch made only of *replayable* operations (state-machine applies: their result is a pure
-//! function of the Raft log, which is durable on its own) commits with LMDB's `NO_META_SYNC`:
-//! one flush (the data pages) instead of two (data, then the meta page). An OS crash may then
-//! undo that last transaction, never corrupt the file; the next durable commit's flush also
-//! persists it. A process crash loses nothing either way (the page cache survives it).
+//! - [`Store::write`] and [`Store::submit`] (votes, truncations, metadata facts): the batch
+//!   ends with a **checkpoint**, the commit of the open transaction with a full fsync.
+//! - [`Store::submit_logged`] (Raft log appends): the operation's rows go into one record of
+//!   the write-ahead log (`wal`), flushed with one `fdatasync` of a few KiB at the end of the
+//!   file; LMDB gets them at the next checkpoint. A restart replays the log into LMDB first.
+//! - [`Store::write_replayable`] (state-machine applies, a pure function of the Raft log):
+//!   nothing; a restart re-applies from the `last_applied` of the last checkpoint.
+//!
+//! A checkpoint also runs every [`CHECKPOINT_EVERY`] and when the open transaction or the log
+//! grows past its caps. Between checkpoints LMDB's readers would not see the open
+//! transaction's writes, so each batch leaves them in the `overlay`, which every read layers
+//! over LMDB. The commit writes each dirty B-tree page once per checkpoint instead of once per
+//! batch: with one Raft group per channel, a batch touches a leaf of the log, dedup and state
+//! tables for every group in it.
 //!
 //! Invariants:
-//! - Operations commit in submission order; a completion runs only after its data is visible,
-//!   and, unless the op was submitted as replayable, durable.
+//! - Operations take effect in submission order; a completion runs only after its writes are
+//!   visible to every read, and, unless the op was submitted as replayable, durable.
+//! - A checkpoint's commit records the log generation it covers (`Local` row `wal_done`);
+//!   replay applies only a newer generation, so a row the log holds is never laid over a newer
+//!   committed state (a truncation is a checkpoint, so an appended and then truncated entry
+//!   cannot come back).
+//! - A failed checkpoint commit would lose acknowledged writes from the running process's view:
+//!   the node exits, and the restart replays the log and re-applies.
 //! - No heed transaction crosses an `.await`: reads run in `spawn_blocking`, writes on the
 //!   writer thread that opened them (heed #339).
 
 pub mod keys;
 #[cfg(test)]
 pub mod mem;
+mod overlay;
 mod scan;
+mod wal;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
 
 /// Address space reserved for the memory map; the file grows sparsely as data arrives.
 const MAP_SIZE: usize = 256 << 30;
-/// More operations than this wait for the next transaction, bounding commit latency.
+/// More operations than this wait for the next batch, bounding a batch's latency.
 const MAX_BATCH: usize = 4096;
+/// The longest the open write transaction stays uncommitted.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// Bytes of rows in the open transaction (held twice: LMDB's dirty pages and the overlay)
+/// that trigger a checkpoint.
+const CHECKPOINT_BYTES: usize = 32 << 20;
+/// Bytes of one write-ahead log generation that trigger a checkpoint (the file's size).
+const CHECKPOINT_WAL_BYTES: u64 = 64 << 20;
+/// The `Local` row that records the last log generation a checkpoint made durable.
+const WAL_DONE: &[u8] = b"wal_done";
 
 /// The tables of the environment. Keys and values are opaque bytes to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,14 +254,19 @@ fn read_range(
     Ok(out)
 }
 
-/// A read transaction, handed to closures run by [`Store::read`].
+/// A read transaction, handed to closures run by [`Store::read`]: LMDB's last commit with the
+/// overlay's rows on top (`overlay` module doc).
 pub struct ReadTxn<'a> {
+    view: overlay::View,
     txn: RoTxn<'a, WithoutTls>,
     dbs: &'a Dbs,
 }
 
 impl KvRead for ReadTxn<'_> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(row) = self.view.get(t, key) {
+            return Ok(row.map(<[u8]>::to_vec));
+        }
         Ok(self.dbs.of(t).get(&self.txn, key)?.map(|v| v.to_vec()))
     }
     fn range(
@@ -248,7 +277,47 @@ impl KvRead for ReadTxn<'_> {
         limit: usize,
         rev: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        read_range(self.dbs, &self.txn, t, from, to, limit, rev)
+        let over = if self.view.is_empty() {
+            Default::default()
+        } else {
+            self.view.range(t, from, to)
+        };
+        if over.is_empty() {
+            return read_range(self.dbs, &self.txn, t, from, to, limit, rev);
+        }
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let deleted = over.values().filter(|v| v.is_none()).count();
+        let rows = read_range(
+            self.dbs,
+            &self.txn,
+            t,
+            from,
+            to,
+            limit.saturating_add(deleted),
+            rev,
+        )?;
+        Ok(overlay::merge(rows, over, limit, rev))
+    }
+}
+
+/// What a batch's operations wrote, beyond LMDB: rows for the overlay and the log.
+#[derive(Default)]
+struct Recorder {
+    chunk: overlay::Chunk,
+    wal: wal::Rows,
+    /// The running op's rows go into the write-ahead log.
+    logged: bool,
+    /// A range was deleted: the overlay cannot show that, so the batch ends with a checkpoint.
+    ranged: bool,
+}
+
+impl Recorder {
+    fn absorb(&mut self, later: Recorder) {
+        self.chunk.absorb(later.chunk);
+        self.wal.append(later.wal);
+        self.ranged |= later.ranged;
     }
 }
 
@@ -256,6 +325,7 @@ impl KvRead for ReadTxn<'_> {
 pub struct WriteTxn<'a, 'b> {
     txn: &'a mut RwTxn<'b>,
     dbs: &'a Dbs,
+    rec: &'a mut Recorder,
 }
 
 impl KvRead for WriteTxn<'_, '_> {
@@ -280,33 +350,56 @@ impl KvRead for WriteTxn<'_, '_> {
 impl KvWrite for WriteTxn<'_, '_> {
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<()> {
         crate::stats::STORE.put(value.len());
-        Ok(self.dbs.of(t).put(self.txn, key, value)?)
+        self.dbs.of(t).put(self.txn, key, value)?;
+        self.record(t, key, Some(value));
+        Ok(())
     }
     fn delete(&mut self, t: Table, key: &[u8]) -> Result<()> {
         self.dbs.of(t).delete(self.txn, key)?;
+        self.record(t, key, None);
         Ok(())
     }
     fn delete_range(&mut self, t: Table, from: &[u8], to: &[u8]) -> Result<usize> {
         if from >= to {
             return Ok(0);
         }
+        self.rec.ranged = true;
         Ok(self.dbs.of(t).delete_range(self.txn, &bounds(from, to))?)
     }
 }
 
+impl WriteTxn<'_, '_> {
+    fn record(&mut self, t: Table, key: &[u8], value: Option<&[u8]>) {
+        self.rec.chunk.record(t, key, value);
+        if self.rec.logged {
+            self.rec.wal.push(t, key, value);
+        }
+    }
+}
+
+/// How a queued write becomes durable (module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// A checkpoint follows its batch.
+    Checkpoint,
+    /// Its rows go into the write-ahead log.
+    Logged,
+    /// Nothing: the Raft log rebuilds it.
+    Replayable,
+}
+
 /// One queued write: `run` inside the batch transaction (possibly again, after another op of
-/// the batch failed), `finish` after its commit.
+/// the batch failed), `finish` once its writes are visible (and durable, unless replayable).
 trait Op: Send {
     /// Returns whether the op succeeded; on failure its writes must be rolled back.
     fn run(&mut self, txn: &mut WriteTxn<'_, '_>) -> bool;
     fn finish(self: Box<Self>, committed: Result<()>);
-    /// Whether the op may commit without the meta-page flush (module doc).
-    fn replayable(&self) -> bool;
+    fn durability(&self) -> Durability;
 }
 
 struct TypedOp<T, W, D> {
     work: W,
-    replayable: bool,
+    durability: Durability,
     outcome: Option<Result<T>>,
     done: D,
 }
@@ -334,8 +427,8 @@ where
         (self.done)(result);
     }
 
-    fn replayable(&self) -> bool {
-        self.replayable
+    fn durability(&self) -> Durability {
+        self.durability
     }
 }
 
@@ -344,8 +437,10 @@ struct Inner {
     dbs: Dbs,
     /// Feeds the writer thread; `None` once shut down.
     writer: std::sync::Mutex<Option<mpsc::Sender<Box<dyn Op>>>>,
-    /// Extra delay after every commit, for the slow-disk drill (0 = off).
+    /// Extra delay after every batch, for the slow-disk drill (0 = off).
     fsync_delay_ms: std::sync::atomic::AtomicU64,
+    /// The open transaction's writes, for readers.
+    overlay: overlay::Overlay,
 }
 
 /// Cheap-clone handle to the node's LMDB environment.
@@ -384,22 +479,25 @@ impl Store {
                 Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(arr))
             })?
             .unwrap_commit();
+        let dbs = Dbs(dbs);
+        let wal = replay_wal(env, &dbs, dir)?;
         let (tx, rx) = mpsc::channel::<Box<dyn Op>>();
         let inner = Arc::new(Inner {
             env,
-            dbs: Dbs(dbs),
+            dbs,
             writer: std::sync::Mutex::new(Some(tx)),
             fsync_delay_ms: Default::default(),
+            overlay: Default::default(),
         });
         let for_thread = inner.clone();
         std::thread::Builder::new()
             .name("lmdb-writer".into())
-            .spawn(move || writer_loop(&for_thread, rx))
+            .spawn(move || writer_loop(&for_thread, rx, wal))
             .map_err(|e| StoreError::Lmdb(format!("spawn writer: {e}")))?;
         Ok(Store { inner })
     }
 
-    /// Queue `work` for the next write transaction; `done` runs after it committed (or failed).
+    /// Queue `work` for the next batch; `done` runs after its checkpoint (or failure).
     /// `work` may run more than once (see the module doc): it must not consume what it needs
     /// for a second run, and only the last run's writes count.
     pub fn submit<T: Send + 'static>(
@@ -407,9 +505,28 @@ impl Store {
         work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
         done: impl FnOnce(Result<T>) + Send + 'static,
     ) {
+        self.submit_op(work, Durability::Checkpoint, done);
+    }
+
+    /// Like [`Store::submit`], made durable by the write-ahead log instead of a checkpoint: for
+    /// the Raft log's appends. `work` must not delete ranges (that forces a checkpoint).
+    pub fn submit_logged<T: Send + 'static>(
+        &self,
+        work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
+        done: impl FnOnce(Result<T>) + Send + 'static,
+    ) {
+        self.submit_op(work, Durability::Logged, done);
+    }
+
+    fn submit_op<T: Send + 'static>(
+        &self,
+        work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
+        durability: Durability,
+        done: impl FnOnce(Result<T>) + Send + 'static,
+    ) {
         self.enqueue(Box::new(TypedOp {
             work,
-            replayable: false,
+            durability,
             outcome: None,
             done,
         }));
@@ -419,17 +536,12 @@ impl Store {
     async fn write_op<T: Send + 'static>(
         &self,
         work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
-        replayable: bool,
+        durability: Durability,
     ) -> Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.enqueue(Box::new(TypedOp {
-            work,
-            replayable,
-            outcome: None,
-            done: move |r| {
-                let _ = tx.send(r);
-            },
-        }));
+        self.submit_op(work, durability, move |r| {
+            let _ = tx.send(r);
+        });
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -446,21 +558,21 @@ impl Store {
         }
     }
 
-    /// Run `work` in the next write transaction and wait until it is durable.
+    /// Run `work` in the next batch and wait until a checkpoint made it durable.
     pub async fn write<T: Send + 'static>(
         &self,
         work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.write_op(work, false).await
+        self.write_op(work, Durability::Checkpoint).await
     }
 
     /// Like [`Store::write`] for work whose result the Raft log can rebuild (a state-machine
-    /// apply): it returns once the write is visible, possibly before it is durable (module doc).
+    /// apply): it returns once the write is visible, before it is durable (module doc).
     pub async fn write_replayable<T: Send + 'static>(
         &self,
         work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.write_op(work, true).await
+        self.write_op(work, Durability::Replayable).await
     }
 
     /// Run `f` in a read transaction off the async runtime.
@@ -476,29 +588,80 @@ impl Store {
 
     /// Run `f` in a read transaction on the current thread (must not be an async worker).
     pub fn read_blocking<T>(&self, f: impl FnOnce(&ReadTxn<'_>) -> Result<T>) -> Result<T> {
+        // The view first, then the transaction (`overlay` module doc).
+        let view = self.inner.overlay.view();
         let txn = self.inner.env.read_txn()?;
         f(&ReadTxn {
+            view,
             txn,
             dbs: &self.inner.dbs,
         })
     }
 
-    /// Delay every commit by `ms` (slow-disk drill); 0 turns it off.
+    /// Delay every batch by `ms` (slow-disk drill); 0 turns it off.
     pub fn set_fsync_delay(&self, ms: u64) {
         self.inner
             .fsync_delay_ms
             .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Stop accepting writes; queued writes still commit.
+    /// Stop accepting writes; queued writes still commit, and a last checkpoint follows.
     pub fn shutdown(&self) {
         self.inner.writer.lock().expect("writer lock poisoned").take();
     }
 }
 
-fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Box<dyn Op>>) {
-    let mut meta_sync = true;
-    while let Ok(first) = rx.recv() {
+/// Replay the write-ahead log into LMDB (module doc) and open it for writing.
+fn replay_wal(env: &'static Env<WithoutTls>, dbs: &Dbs, dir: &Path) -> Result<wal::Wal> {
+    let local = dbs.of(Table::Local);
+    let done: u64 = {
+        let r = env.read_txn()?;
+        local
+            .get(&r, WAL_DONE)?
+            .map(|v| decode(Table::Local, v))
+            .transpose()?
+            .unwrap_or(0)
+    };
+    let mut wtxn = env.write_txn()?;
+    let lmdb = |e: heed::Error| std::io::Error::other(e.to_string());
+    let (wal, replayed) = wal::Wal::open(dir, done, |row| {
+        let db = dbs.of(row.table);
+        match row.value {
+            Some(v) => db.put(&mut wtxn, row.key, v).map_err(lmdb),
+            None => db.delete(&mut wtxn, row.key).map(|_| ()).map_err(lmdb),
+        }
+    })
+    .map_err(|e| StoreError::Lmdb(format!("replay the write-ahead log in {}: {e}", dir.display())))?;
+    if replayed > done {
+        local.put(&mut wtxn, WAL_DONE, &encode(&replayed))?;
+        wtxn.commit()?;
+    }
+    Ok(wal)
+}
+
+/// The write transaction that stays open between checkpoints.
+struct Open {
+    txn: RwTxn<'static>,
+    since: Instant,
+    ops: usize,
+    bytes: usize,
+}
+
+fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Box<dyn Op>>, mut wal: wal::Wal) {
+    let mut open: Option<Open> = None;
+    loop {
+        let next = match &open {
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(o) => rx.recv_timeout(CHECKPOINT_EVERY.saturating_sub(o.since.elapsed())),
+        };
+        let first = match next {
+            Ok(op) => op,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                checkpoint(inner, &mut open, &mut wal);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -506,24 +669,9 @@ fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Box<dyn Op>>) {
                 Err(_) => break,
             }
         }
-        let want_meta_sync = !batch.iter().all(|op| op.replayable());
-        if want_meta_sync != meta_sync {
-            let mode = if want_meta_sync {
-                heed::FlagSetMode::Disable
-            } else {
-                heed::FlagSetMode::Enable
-            };
-            // SAFETY: only this thread writes, and no write transaction is open. NO_META_SYNC
-            // keeps LMDB consistent (an OS crash may undo the last transaction, which holds
-            // only replayable work); the durable commits turn it off again.
-            match unsafe { inner.env.set_flags(heed::EnvFlags::NO_META_SYNC, mode) } {
-                Ok(()) => meta_sync = want_meta_sync,
-                Err(e) => tracing::error!(error = %e, "switching the meta-page flush"),
-            }
-        }
-        let result = run_batch(inner, &mut batch);
+        let result = write_batch(inner, &mut open, &mut wal, &mut batch);
         if let Err(e) = &result {
-            tracing::error!(error = %e, "write transaction failed");
+            tracing::error!(error = %e, "write batch failed");
         }
         let delay = inner.fsync_delay_ms.load(std::sync::atomic::Ordering::Relaxed);
         if delay > 0 {
@@ -533,18 +681,64 @@ fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Box<dyn Op>>) {
             op.finish(result.clone());
         }
     }
+    checkpoint(inner, &mut open, &mut wal);
 }
 
-/// Run every op of `batch` in one transaction and commit it. Fast path: all ops directly in
-/// the transaction. If one fails, abort and run the batch again, each op in a nested
-/// transaction, so only the failing ones are rolled back.
-fn run_batch(inner: &Inner, batch: &mut [Box<dyn Op>]) -> Result<()> {
-    let mut wtxn = inner.env.write_txn()?;
+/// Run `batch` in the open transaction and make it as durable as its ops ask (module doc).
+fn write_batch(
+    inner: &Inner,
+    open: &mut Option<Open>,
+    wal: &mut wal::Wal,
+    batch: &mut [Box<dyn Op>],
+) -> Result<()> {
+    if open.is_none() {
+        *open = Some(Open {
+            txn: inner.env.write_txn()?,
+            since: Instant::now(),
+            ops: 0,
+            bytes: 0,
+        });
+    }
+    let o = open.as_mut().expect("opened above");
+    let rec = run_batch(inner, &mut o.txn, batch)?;
+    o.ops += batch.len();
+    o.bytes += rec.chunk.bytes;
+    let now = rec.ranged
+        || batch.iter().any(|op| op.durability() == Durability::Checkpoint)
+        || o.bytes > CHECKPOINT_BYTES
+        || wal.len() > CHECKPOINT_WAL_BYTES;
+    if !now && !rec.wal.is_empty() {
+        let started = Instant::now();
+        match wal.append(&rec.wal) {
+            Ok(()) => crate::stats::STORE.commit(started.elapsed(), batch.len(), true),
+            Err(e) => {
+                tracing::error!(error = %e, "writing the write-ahead log; a checkpoint makes the batch durable instead");
+                checkpoint(inner, open, wal);
+                return Ok(());
+            }
+        }
+    }
+    if now {
+        checkpoint(inner, open, wal);
+    } else {
+        inner.overlay.push(rec.chunk);
+    }
+    Ok(())
+}
+
+/// Run every op of `batch` in one nested transaction of `parent`. If one fails, abort it and
+/// run the batch again, each op in a nested transaction of its own, so only the failing ones
+/// are rolled back. Returns what the kept writes recorded.
+fn run_batch(inner: &Inner, parent: &mut RwTxn<'static>, batch: &mut [Box<dyn Op>]) -> Result<Recorder> {
+    let mut rec = Recorder::default();
+    let mut nested = inner.env.nested_write_txn(parent)?;
     let mut all_ok = true;
     for op in batch.iter_mut() {
+        rec.logged = op.durability() == Durability::Logged;
         let mut txn = WriteTxn {
-            txn: &mut wtxn,
+            txn: &mut nested,
             dbs: &inner.dbs,
+            rec: &mut rec,
         };
         if !op.run(&mut txn) {
             all_ok = false;
@@ -552,30 +746,54 @@ fn run_batch(inner: &Inner, batch: &mut [Box<dyn Op>]) -> Result<()> {
         }
     }
     if all_ok {
-        return commit(wtxn, batch.len());
+        nested.commit()?;
+        return Ok(rec);
     }
-    wtxn.abort();
-    let mut wtxn = inner.env.write_txn()?;
+    nested.abort();
+    let mut rec = Recorder::default();
     for op in batch.iter_mut() {
-        let mut nested = inner.env.nested_write_txn(&mut wtxn)?;
+        let mut nested = inner.env.nested_write_txn(parent)?;
+        let mut own = Recorder {
+            logged: op.durability() == Durability::Logged,
+            ..Default::default()
+        };
         if op.run(&mut WriteTxn {
             txn: &mut nested,
             dbs: &inner.dbs,
+            rec: &mut own,
         }) {
             nested.commit()?;
+            rec.absorb(own);
         } else {
             nested.abort();
         }
     }
-    commit(wtxn, batch.len())
+    Ok(rec)
 }
 
-/// Commit a batch's transaction (the fsync), timed for the metrics.
-fn commit(wtxn: RwTxn<'_>, ops: usize) -> Result<()> {
-    let started = std::time::Instant::now();
-    let committed = wtxn.commit();
-    crate::stats::STORE.commit(started.elapsed(), ops, committed.is_ok());
-    Ok(committed?)
+/// Commit the open transaction with a full fsync, recording the log generation it covers, then
+/// clear the overlay and start the log's next generation. A failure here loses writes that were
+/// already acknowledged (or visible): the node exits, and the restart replays the log.
+fn checkpoint(inner: &Inner, open: &mut Option<Open>, wal: &mut wal::Wal) {
+    let Some(mut o) = open.take() else {
+        return;
+    };
+    let started = Instant::now();
+    let committed = inner
+        .dbs
+        .of(Table::Local)
+        .put(&mut o.txn, WAL_DONE, &encode(&wal.generation()))
+        .and_then(|()| o.txn.commit());
+    crate::stats::STORE.commit(started.elapsed(), o.ops, committed.is_ok());
+    if let Err(e) = committed {
+        tracing::error!(error = %e, "LMDB checkpoint failed; exiting so that a restart replays the write-ahead log");
+        eprintln!(
+            "wknode: LMDB checkpoint failed: {e}; exiting so that a restart replays the write-ahead log"
+        );
+        std::process::exit(74);
+    }
+    inner.overlay.clear();
+    wal.restart();
 }
 
 #[cfg(test)]
@@ -589,7 +807,7 @@ mod tests {
         out: mpsc::Sender<(&'static [u8], bool)>,
     ) -> Box<dyn Op> {
         Box::new(TypedOp {
-            replayable: false,
+            durability: Durability::Logged,
             work: move |w: &mut WriteTxn<'_, '_>| {
                 runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 w.put(Table::Vars, key, b"v")?;
@@ -603,6 +821,14 @@ mod tests {
         })
     }
 
+    /// Runs `batch` as the writer would, in a transaction of its own, and commits it.
+    fn run_alone(store: &Store, batch: &mut [Box<dyn Op>]) -> Recorder {
+        let mut parent = store.inner.env.write_txn().expect("write txn");
+        let rec = run_batch(&store.inner, &mut parent, batch).expect("batch");
+        parent.commit().expect("commit");
+        rec
+    }
+
     #[test]
     fn a_failing_op_is_rolled_back_alone() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -614,10 +840,9 @@ mod tests {
             op(b"b", true, runs.clone(), tx.clone()),
             op(b"c", false, runs.clone(), tx.clone()),
         ];
-        let committed = run_batch(&store.inner, &mut batch);
-        assert!(committed.is_ok());
+        let rec = run_alone(&store, &mut batch);
         for o in batch {
-            o.finish(committed.clone());
+            o.finish(Ok(()));
         }
         let mut results: Vec<_> = rx.try_iter().collect();
         results.sort();
@@ -631,6 +856,11 @@ mod tests {
             .read_blocking(|r| Ok([b"a", b"b", b"c"].map(|k| r.get(Table::Vars, k).expect("get").is_some())))
             .expect("read");
         assert_eq!(stored, [true, false, true]);
+        // Only the kept writes reach the overlay and the log.
+        let mut want = wal::Rows::default();
+        want.push(Table::Vars, b"a", Some(b"v"));
+        want.push(Table::Vars, b"c", Some(b"v"));
+        assert_eq!(rec.wal, want);
     }
 
     #[test]
@@ -643,7 +873,92 @@ mod tests {
             op(b"a", false, runs.clone(), tx.clone()),
             op(b"b", false, runs.clone(), tx),
         ];
-        run_batch(&store.inner, &mut batch).expect("commit");
+        run_alone(&store, &mut batch);
         assert_eq!(runs.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    /// What a write returns is what every later read sees, whether the rows sit in the overlay
+    /// (replayable and logged writes) or in LMDB (after a checkpoint).
+    #[tokio::test]
+    async fn reads_see_every_completed_write_before_and_after_its_checkpoint() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let key = |i: u8| [b'k', i];
+        store
+            .write(move |w| {
+                for i in 0..6 {
+                    w.put(Table::Dedup, &key(i), b"old")?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("durable write");
+        store
+            .write_replayable(move |w| {
+                w.delete(Table::Dedup, &key(1))?;
+                w.delete(Table::Dedup, &key(2))?;
+                w.put(Table::Dedup, &key(3), b"new")?;
+                w.put(Table::Dedup, &key(9), b"new")
+            })
+            .await
+            .expect("replayable write");
+        let read = |store: Store| async move {
+            store
+                .read(move |r| {
+                    let first3 = r.range(Table::Dedup, b"", b"z", 3, false)?;
+                    let last2 = r.range(Table::Dedup, b"k", b"z", 2, true)?;
+                    Ok((
+                        r.get(Table::Dedup, &key(1))?,
+                        r.get(Table::Dedup, &key(3))?,
+                        first3,
+                        last2,
+                    ))
+                })
+                .await
+                .expect("read")
+        };
+        let row = |i: u8, v: &[u8]| (key(i).to_vec(), v.to_vec());
+        let want = (
+            None,
+            Some(b"new".to_vec()),
+            vec![row(0, b"old"), row(3, b"new"), row(4, b"old")],
+            vec![row(9, b"new"), row(5, b"old")],
+        );
+        assert_eq!(read(store.clone()).await, want, "from the overlay");
+        store.write(|_| Ok(())).await.expect("checkpoint");
+        assert!(store.inner.overlay.view().is_empty());
+        assert_eq!(read(store.clone()).await, want, "from LMDB");
+    }
+
+    /// Rows of a log generation newer than the last checkpoint's are in LMDB once the store
+    /// opens; an older generation's are not laid over it again.
+    #[tokio::test]
+    async fn opening_replays_only_a_newer_log_generation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut log, done) = wal::Wal::open(dir.path(), 0, |_| Ok(())).expect("open log");
+        assert_eq!(done, 0);
+        let mut rows = wal::Rows::default();
+        rows.push(Table::Log, b"entry", Some(b"appended"));
+        log.append(&rows).expect("append");
+        drop(log);
+        let store = Store::open(dir.path()).expect("open");
+        let get = |store: &Store| {
+            store
+                .read_blocking(|r| r.get(Table::Log, b"entry"))
+                .expect("read")
+        };
+        assert_eq!(get(&store), Some(b"appended".to_vec()));
+        let done: Option<u64> = store
+            .read_blocking(|r| r.get_decoded(Table::Local, WAL_DONE))
+            .expect("read");
+        assert_eq!(done, Some(1), "the replay is recorded as done");
+        // A newer state (a truncation, say) is checkpointed; the old generation is not laid
+        // over it again.
+        store
+            .write(|w| w.put(Table::Log, b"entry", b"truncated"))
+            .await
+            .expect("checkpointed write");
+        replay_wal(store.inner.env, &store.inner.dbs, dir.path()).expect("replay");
+        assert_eq!(get(&store), Some(b"truncated".to_vec()));
     }
 }

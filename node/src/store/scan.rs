@@ -19,16 +19,32 @@ impl Table {
 }
 
 impl ReadTxn<'_> {
-    /// Call `f` on every row of `t` in key order, stopping at its first error.
+    /// Call `f` on every row of `t` in key order (the overlay's rows laid over LMDB's),
+    /// stopping at its first error.
     pub fn for_each<E: From<super::StoreError>>(
         &self,
         t: Table,
         mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
+        let mut over = self.view.all(t).into_iter().peekable();
         let rows = self.dbs.of(t).iter(&self.txn).map_err(super::StoreError::from)?;
         for row in rows {
             let (k, v) = row.map_err(super::StoreError::from)?;
-            f(k, v)?;
+            while let Some((ok, ov)) = over.next_if(|(ok, _)| ok.as_slice() < k) {
+                if let Some(ov) = ov {
+                    f(&ok, &ov)?;
+                }
+            }
+            match over.next_if(|(ok, _)| ok.as_slice() == k) {
+                Some((_, Some(ov))) => f(k, &ov)?,
+                Some((_, None)) => {}
+                None => f(k, v)?,
+            }
+        }
+        for (ok, ov) in over {
+            if let Some(ov) = ov {
+                f(&ok, &ov)?;
+            }
         }
         Ok(())
     }
