@@ -51,7 +51,7 @@ impl Node {
                 led += 1;
                 // A quiet group's own timers are stopped; they are the fallback below.
                 let _ = self.unquiet(g);
-                tokio::spawn(self.clone().replace_leader(g, raft, peer));
+                self.spawn_task(self.clone().replace_leader(g, raft, peer));
             }
         }
         if led > 0 {

@@ -100,6 +100,9 @@ pub struct Inner {
     ids: ids::IdGen,
     /// A `--seed` node waits here until the cluster admits it.
     joining: AtomicBool,
+    /// The node's background tasks (`spawn_task`); `shutdown` aborts them. std mutex: a spawn
+    /// or the abort.
+    tasks: Mutex<tokio::task::JoinSet<()>>,
     /// Replica sets of finished migrations waiting for the next metadata write (they go as
     /// one `SetReplicasBatch`), each with its caller. std mutex: a push or a take.
     replica_updates: Mutex<Vec<scale::ReplicaUpdate>>,
@@ -293,6 +296,7 @@ impl Node {
             hibernated: Default::default(),
             ids: ids::IdGen::resume(cfg.node_id, reserved_ids),
             joining: AtomicBool::new(false),
+            tasks: Default::default(),
             idle_timeout: cfg.channel_idle_timeout,
             max_active: cfg.max_active_channels,
             drain: Default::default(),
@@ -311,7 +315,7 @@ impl Node {
         transport.set_on_down(Box::new(move |peer| on_down.peer_down(peer)));
         let on_silent = node.clone();
         transport.set_on_silent(Box::new(move |peer| on_silent.peer_silent(peer)));
-        tokio::spawn(transport.clone().watch_peers());
+        node.spawn_task(transport.clone().watch_peers());
 
         if !meta.is_initialized().await.context("read metadata state")? {
             let members: BTreeMap<NodeId, Peer> = if !cfg.init_nodes.is_empty() {
@@ -348,18 +352,26 @@ impl Node {
             }
         }
         node.reserve_ids().await?;
-        tokio::spawn(node.clone().resume_unapplied());
-        tokio::spawn(node.clone().keep_ids_reserved());
-        tokio::spawn(node.clone().maintain_membership());
-        tokio::spawn(node.clone().hibernate_idle_groups());
-        tokio::spawn(node.clone().quiet_idle_groups());
-        tokio::spawn(node.clone().run_drain());
-        tokio::spawn(node.clone().repair_corrupt());
-        tokio::spawn(node.clone().announce_presence());
+        node.spawn_task(node.clone().resume_unapplied());
+        node.spawn_task(node.clone().keep_ids_reserved());
+        node.spawn_task(node.clone().maintain_membership());
+        node.spawn_task(node.clone().hibernate_idle_groups());
+        node.spawn_task(node.clone().quiet_idle_groups());
+        node.spawn_task(node.clone().run_drain());
+        node.spawn_task(node.clone().repair_corrupt());
+        node.spawn_task(node.clone().announce_presence());
         if let (true, Some((seed_id, _))) = (node.is_joining(), cfg.seed.clone()) {
-            tokio::spawn(node.clone().announce(seed_id, cfg.auto_join));
+            node.spawn_task(node.clone().announce(seed_id, cfg.auto_join));
         }
         Ok(node)
+    }
+
+    /// Run `task` in the background until it ends or `shutdown` aborts it.
+    pub(crate) fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().expect("tasks lock poisoned");
+        // Forget the tasks that ended (a JoinSet keeps them until joined).
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
     }
 
     /// Store the next message-id reservation durably, then let ids use it (`ids` module doc).
@@ -827,8 +839,9 @@ impl Node {
         }
     }
 
-    /// Stop every Raft group; the store flushes what is queued.
+    /// Stop the background tasks and every Raft group; the store flushes what is queued.
     pub async fn shutdown(&self) {
+        self.tasks.lock().expect("tasks lock poisoned").abort_all();
         for (_, raft) in self.live_groups() {
             let _ = raft.shutdown().await;
         }

@@ -300,7 +300,7 @@ impl Node {
 
     fn heal_after(&self, generation: u64, ms: u64) {
         let node = self.clone();
-        tokio::spawn(async move {
+        self.spawn_task(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             if node.drill_generation.load(Ordering::SeqCst) == generation {
                 node.heal();

@@ -56,7 +56,7 @@ impl Node {
                     continue;
                 }
                 let (node, running) = (self.clone(), running.clone());
-                tokio::spawn(async move {
+                self.spawn_task(async move {
                     if let Err(e) = node.repair_own(g).await {
                         tracing::error!(group = g, error = %e, "repair of the corrupt replica failed; retrying");
                         tokio::time::sleep(RETRY).await;
