@@ -1,5 +1,6 @@
-//! The node runtime: the metadata group, the registry of channel groups, membership and
-//! addresses, and the routing that lets any node serve any request.
+//! The node runtime: the metadata group, starting and stopping channel groups (their registry
+//! is `groups`), membership and addresses, and the routing that lets any node serve any
+//! request.
 //!
 //! Idle channel groups hibernate: the leader of a group with no client reads or writes for
 //! `--channel-idle-timeout` tells the other replicas to stop it and stops it itself. Nothing
@@ -16,6 +17,7 @@
 
 mod failure;
 mod fanout;
+mod groups;
 pub mod ids;
 mod messages;
 mod ops;
@@ -35,7 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::OnceCell;
+use groups::GroupSlot;
 
 use crate::config::Config;
 use crate::error::{NodeError, Result};
@@ -72,11 +74,8 @@ pub struct Inner {
     /// The metadata group's applied index, as its state machine sets it before answering a
     /// write (openraft's metrics lag it): local metadata reads key their caches on it.
     meta_applied: Arc<AtomicU64>,
-    /// Live channel groups. std mutex: held only to find, insert or remove a slot.
-    groups: Mutex<HashMap<GroupId, Arc<GroupSlot>>>,
-    /// Groups this process stopped by hibernation (their wake-up campaigns at once). std mutex:
-    /// one insert or remove at a time.
-    hibernated: Mutex<std::collections::HashSet<GroupId>>,
+    /// The channel groups on this node (`groups`).
+    groups: groups::Groups,
     /// How long a channel may go without client requests before it hibernates.
     pub idle_timeout: Duration,
     /// Most channel groups kept running on this node.
@@ -116,43 +115,6 @@ pub struct Inner {
     pub presence: presence::Presence,
     /// Per-channel delivery queues while this node leads channels (`fanout`).
     fanout: fanout::Fanout,
-}
-
-/// A running (or starting) channel group.
-#[derive(Default)]
-struct GroupSlot {
-    raft: OnceCell<Raft>,
-    /// Milliseconds (unix) of the last client request served for this group here.
-    last_active: std::sync::atomic::AtomicU64,
-    /// Its openraft ticks are stopped (`quiet`).
-    quiet: AtomicBool,
-    /// Closed when the instance stops (`stop_group`): it writes nothing more.
-    fence: Fence,
-    /// Held by `stop_group` while a closed slot stands in for a stopping group: a request for
-    /// the group waits on it, then starts a new instance.
-    stopping: Arc<tokio::sync::Mutex<()>>,
-    /// Held by a migration of the group on its leader (`migrate_local`): a second one (a
-    /// retried send, the drain) waits for it instead of failing on its membership change,
-    /// and the group does not hibernate halfway through.
-    migration: tokio::sync::Mutex<()>,
-}
-
-/// The closed slot `stop_group` put in a group's place: removed (unless a later stop replaced
-/// it) when this drops, then the requests waiting on it go on.
-struct StandIn<'a> {
-    node: &'a Node,
-    g: GroupId,
-    closed: Arc<GroupSlot>,
-    _held: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl Drop for StandIn<'_> {
-    fn drop(&mut self) {
-        let mut groups = self.node.groups.lock().expect("groups lock poisoned");
-        if groups.get(&self.g).is_some_and(|s| Arc::ptr_eq(s, &self.closed)) {
-            groups.remove(&self.g);
-        }
-    }
 }
 
 /// Cheap-clone handle to the node runtime.
@@ -293,7 +255,6 @@ impl Node {
             channel_cache: Default::default(),
             gateway: Default::default(),
             lists_cache: Default::default(),
-            hibernated: Default::default(),
             ids: ids::IdGen::resume(cfg.node_id, reserved_ids),
             joining: AtomicBool::new(false),
             tasks: Default::default(),
@@ -472,13 +433,7 @@ impl Node {
             )));
         }
         let (slot, raft, started) = loop {
-            let slot = self
-                .groups
-                .lock()
-                .expect("groups lock poisoned")
-                .entry(g)
-                .or_default()
-                .clone();
+            let slot = self.groups.slot_or_new(g);
             if slot.fence.is_closed() {
                 // The group is stopping here (`stop_group`): wait until it is done.
                 drop(slot.stopping.lock().await);
@@ -531,7 +486,7 @@ impl Node {
     }
 
     fn slot(&self, g: GroupId) -> Option<Arc<GroupSlot>> {
-        self.groups.lock().expect("groups lock poisoned").get(&g).cloned()
+        self.groups.slot(g)
     }
 
     /// Stop a channel group here; its state stays in LMDB and any request restarts it.
@@ -540,10 +495,7 @@ impl Node {
             return;
         }
         if self.stop_group(g, |_| Ok(())).await.0 {
-            self.hibernated
-                .lock()
-                .expect("hibernated lock poisoned")
-                .insert(g);
+            self.groups.mark_hibernated(g);
             tracing::debug!(group = g, "channel group hibernated");
         }
     }
@@ -578,25 +530,8 @@ impl Node {
         g: GroupId,
         after: impl FnMut(&mut crate::store::WriteTxn<'_, '_>) -> crate::store::Result<T> + Send + 'static,
     ) -> (bool, crate::store::Result<T>) {
-        let closed = Arc::new(GroupSlot::default());
-        closed.fence.close();
-        let held = closed
-            .stopping
-            .clone()
-            .try_lock_owned()
-            .expect("a new slot's stopping lock is free");
-        let old = self
-            .groups
-            .lock()
-            .expect("groups lock poisoned")
-            .insert(g, closed.clone());
-        // Removes the closed slot however this ends, a panic included.
-        let _standing_in = StandIn {
-            node: self,
-            g,
-            closed,
-            _held: held,
-        };
+        // The stand-in removes the closed slot however this ends, a panic included.
+        let (old, _standing_in) = self.groups.stand_in(g);
         let Some(old) = old else {
             return (false, self.store.write(after).await);
         };
@@ -615,8 +550,7 @@ impl Node {
 
     /// Milliseconds (unix) of the last client request for the group here, if it runs.
     pub(super) fn last_active(&self, g: GroupId) -> Option<u64> {
-        let groups = self.groups.lock().expect("groups lock poisoned");
-        groups.get(&g).map(|s| s.last_active.load(Ordering::Relaxed))
+        self.groups.last_active(g)
     }
 
     /// Hibernate one group led here now: stop it here first, then on its other `replicas`
@@ -632,20 +566,12 @@ impl Node {
 
     /// The group's Raft if it runs here (never starts it).
     pub fn live_group(&self, g: GroupId) -> Option<Raft> {
-        self.groups
-            .lock()
-            .expect("groups lock poisoned")
-            .get(&g)
-            .and_then(|s| s.raft.get().cloned())
+        self.groups.live(g)
     }
 
     /// The running channel groups and their Rafts.
     pub fn live_groups(&self) -> Vec<(GroupId, Raft)> {
-        let groups = self.groups.lock().expect("groups lock poisoned");
-        groups
-            .iter()
-            .filter_map(|(g, s)| s.raft.get().map(|r| (*g, r.clone())))
-            .collect()
+        self.groups.all_live()
     }
 
     /// A channel's group on this replica for a client request: started (and an election asked
@@ -677,11 +603,7 @@ impl Node {
                 .await
                 .map_err(|e| NodeError::Unavailable(format!("group {}: {e}", rec.group_id)))?;
         if started && !uninitialized {
-            let slept_here = self
-                .hibernated
-                .lock()
-                .expect("hibernated lock poisoned")
-                .remove(&rec.group_id);
+            let slept_here = self.groups.take_hibernated(rec.group_id);
             // A group this process put to sleep: hibernation is leader-driven and stops every
             // replica, so no leader runs anywhere; campaign at once (a pre-vote would wait out
             // the lease openraft grants a freshly started group: the election timer, ~650 ms).
@@ -798,18 +720,7 @@ impl Node {
         loop {
             tokio::time::sleep(tick).await;
             let now = route::now_ms();
-            let mut led: Vec<(u64, GroupId, Raft)> = {
-                let groups = self.groups.lock().expect("groups lock poisoned");
-                groups
-                    .iter()
-                    .filter(|(_, s)| s.migration.try_lock().is_ok())
-                    .filter_map(|(g, s)| {
-                        s.raft
-                            .get()
-                            .map(|r| (s.last_active.load(Ordering::Relaxed), *g, r.clone()))
-                    })
-                    .collect()
-            };
+            let mut led = self.groups.live_unmigrating();
             let over = led.len().saturating_sub(self.max_active);
             led.retain(|(_, _, r)| r.metrics().borrow_watched().state == openraft::ServerState::Leader);
             led.sort_by_key(|(t, _, _)| *t);

@@ -48,7 +48,7 @@ fn caught_up(raft: &Raft) -> bool {
     }) && m.last_applied.as_ref().map(|l| l.index) == last
 }
 
-impl super::GroupSlot {
+impl super::groups::GroupSlot {
     /// Restart the group's ticks if it was quiet; answers whether it was.
     pub(super) fn unquiet(&self) -> bool {
         match self.raft.get() {
