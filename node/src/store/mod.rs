@@ -705,6 +705,7 @@ fn write_batch(
     o.bytes += rec.chunk.bytes;
     let now = rec.ranged
         || batch.iter().any(|op| op.durability() == Durability::Checkpoint)
+        || o.since.elapsed() >= CHECKPOINT_EVERY
         || o.bytes > CHECKPOINT_BYTES
         || wal.len() > CHECKPOINT_WAL_BYTES;
     if !now && !rec.wal.is_empty() {
