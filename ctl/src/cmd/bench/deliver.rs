@@ -37,9 +37,9 @@ use wk_proto::{
 use super::{LatencySummary, new_histogram, summarize};
 use crate::Outcome;
 use crate::cli::{BenchDeliverArgs, GlobalArgs, OutputFormat};
-use crate::cmd::local::TempCluster;
-use crate::cmd::probe::{interrupted, per_endpoint, retry, run_tag};
 use crate::output;
+use crate::probe::{interrupted, per_endpoint, run_tag};
+use crate::wait::retry;
 
 const PREFIX: &str = "dl-";
 const WARMUP: Duration = Duration::from_secs(1);
@@ -153,8 +153,8 @@ struct Counted {
 
 async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Outcome> {
     eprintln!("wkctl: starting a local {}-node cluster", args.nodes);
-    let cluster = TempCluster::start(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT).await?;
-    let admin = Client::new(&cluster.endpoints, Duration::from_secs(10))
+    let cluster = super::local_cluster(args.wknode.as_deref(), args.nodes, &[]).await?;
+    let admin = Client::new(&cluster.endpoints(), Duration::from_secs(10))
         .context("local endpoints")?
         .with_token(global.admin_token.clone());
     let per_node = per_endpoint(&admin)?;
