@@ -1,6 +1,8 @@
 //! All dashboard state and the one place it changes: [`App::update`]. It does no I/O and
 //! reads no clock: time arrives in actions (`Tick(now)`, a snapshot's `at`/`wall`), so every
-//! state, and every screen rendered from it, is reproducible in tests.
+//! state, and every screen rendered from it, is reproducible in tests. What the state wants
+//! done outside (quit, poll now, run a drill, start a node) `update` returns as [`Effect`]s,
+//! which the run loop performs (gitui's shape).
 //!
 //! Invariants:
 //! - The last good cluster view is kept while polls fail; the screen marks it stale (with its
@@ -49,6 +51,20 @@ pub enum Action {
         text: String,
         done: bool,
     },
+}
+
+/// What [`App::update`] asks the run loop to do: the only way the state asks for I/O or an
+/// exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Stop the dashboard.
+    Quit,
+    /// Poll now instead of at the next refresh.
+    Refresh,
+    /// Run this confirmed drill (the poller sends it to its node).
+    Drill(DrillPlan),
+    /// Start or admit a node (the poller does it, through the launcher for a local cluster).
+    ScaleOut(ScaleRequest),
 }
 
 /// The panes `Tab` cycles through, in screen order.
@@ -350,20 +366,14 @@ pub struct App {
     pub frozen: bool,
     /// Set by `r` while frozen: the next snapshot is applied anyway.
     pub accept_one: bool,
-    /// Set by `r`; the run loop asks the poller for a snapshot now and clears it.
-    pub refresh_requested: bool,
     /// A one-line message for the footer (e.g. "not available yet"), cleared by the next key.
     pub notice: Option<String>,
-    /// Set by quitting; the run loop exits when it sees it.
-    pub should_quit: bool,
     /// Which drill menu entry is highlighted.
     pub drill_choice: usize,
     /// How long the isolate drill lasts.
     pub isolate_secs: u64,
     /// The drill the confirmation prompt asks about.
     pub drill_pending: Option<DrillPlan>,
-    /// Set by confirming; the run loop hands it to the poller (the only I/O) and clears it.
-    pub drill_requested: Option<DrillPlan>,
     /// The drill in progress (one at a time), until its report arrives.
     pub drill_running: Option<DrillPlan>,
     /// The last drill's measurements, shown in the Throughput pane.
@@ -372,10 +382,10 @@ pub struct App {
     pub throughput_drill: VecDeque<bool>,
     /// What is typed after `s` against a remote cluster (`ID@HOST:PORT`).
     pub scale_input: String,
-    /// Set by confirming a scale-out; the run loop hands it to the poller and clears it.
-    pub scale_requested: Option<ScaleRequest>,
     /// A scale-out is in progress (one at a time), until its last progress step.
     pub scale_running: bool,
+    /// What the current `update` asks for; handed out (and emptied) when it returns.
+    effects: Vec<Effect>,
 }
 
 impl App {
@@ -406,23 +416,26 @@ impl App {
             sort_desc: true,
             frozen: false,
             accept_one: false,
-            refresh_requested: false,
             notice: None,
-            should_quit: false,
             drill_choice: 0,
             isolate_secs: ISOLATE_SECS_DEFAULT,
             drill_pending: None,
-            drill_requested: None,
             drill_running: None,
             last_drill: None,
             throughput_drill: VecDeque::new(),
             scale_input: String::new(),
-            scale_requested: None,
             scale_running: false,
+            effects: Vec::new(),
         }
     }
 
-    pub fn update(&mut self, action: Action) {
+    /// Applies `action`; answers what the run loop must do now.
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        self.apply_action(action);
+        std::mem::take(&mut self.effects)
+    }
+
+    fn apply_action(&mut self, action: Action) {
         match action {
             Action::Snapshot(s) => {
                 if self.frozen && !self.accept_one {
@@ -888,7 +901,7 @@ impl App {
 
     fn on_key(&mut self, key: Key) {
         if key == Key::CtrlC {
-            self.should_quit = true;
+            self.effects.push(Effect::Quit);
             return;
         }
         self.notice = None;
@@ -940,7 +953,7 @@ impl App {
                 Key::Char('y') | Key::Char('Y') => {
                     self.mode = Mode::Normal;
                     if let Some(p) = self.drill_pending.take() {
-                        self.drill_requested = Some(p.clone());
+                        self.effects.push(Effect::Drill(p.clone()));
                         self.drill_running = Some(p);
                     }
                 }
@@ -988,7 +1001,7 @@ impl App {
     }
 
     fn start_scale(&mut self, req: ScaleRequest) {
-        self.scale_requested = Some(req);
+        self.effects.push(Effect::ScaleOut(req));
         self.scale_running = true;
     }
 
@@ -1072,9 +1085,9 @@ impl App {
 
     fn on_normal_key(&mut self, key: Key) {
         match key {
-            Key::Char('q') => self.should_quit = true,
+            Key::Char('q') => self.effects.push(Effect::Quit),
             Key::Esc if !self.filter.is_empty() => self.filter.clear(),
-            Key::Esc => self.should_quit = true,
+            Key::Esc => self.effects.push(Effect::Quit),
             Key::Char('?') => self.mode = Mode::Help,
             Key::Char('f') => self.frozen = !self.frozen,
             Key::Char('r') => self.request_refresh(),
@@ -1117,7 +1130,7 @@ impl App {
     }
 
     fn request_refresh(&mut self) {
-        self.refresh_requested = true;
+        self.effects.push(Effect::Refresh);
         if self.frozen {
             self.accept_one = true;
         }

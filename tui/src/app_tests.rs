@@ -8,14 +8,14 @@ use super::*;
 use crate::fixtures::*;
 use crate::snapshot::Backlog;
 
-fn key(app: &mut App, k: Key) {
-    app.update(Action::Key(k));
+/// Presses `k`; answers the effects it asked for.
+fn key(app: &mut App, k: Key) -> Vec<Effect> {
+    app.update(Action::Key(k))
 }
 
-fn chars(app: &mut App, s: &str) {
-    for c in s.chars() {
-        key(app, Key::Char(c));
-    }
+/// Types `s`; answers the effects all its keys asked for.
+fn chars(app: &mut App, s: &str) -> Vec<Effect> {
+    s.chars().flat_map(|c| key(app, Key::Char(c))).collect()
 }
 
 fn texts(app: &App) -> Vec<String> {
@@ -302,25 +302,21 @@ fn quit_keys() {
     let clock = Clock::new();
     for k in [Key::Char('q'), Key::Esc, Key::CtrlC] {
         let mut app = running(&clock);
-        key(&mut app, k);
-        assert!(app.should_quit, "{k:?}");
+        assert_eq!(key(&mut app, k), [Effect::Quit], "{k:?}");
     }
     // Esc first clears a filter, then quits.
     let mut app = running(&clock);
     key(&mut app, Key::Char('/'));
     chars(&mut app, "g");
     key(&mut app, Key::Enter);
-    key(&mut app, Key::Esc);
-    assert!(!app.should_quit && app.filter.is_empty());
-    key(&mut app, Key::Esc);
-    assert!(app.should_quit);
+    assert!(key(&mut app, Key::Esc).is_empty() && app.filter.is_empty());
+    assert_eq!(key(&mut app, Key::Esc), [Effect::Quit]);
     // Ctrl-C quits from any mode.
     for open in [Key::Char('?'), Key::Char('/'), Key::Enter] {
         let mut app = running(&clock);
         key(&mut app, open);
         assert_ne!(app.mode, Mode::Normal, "{open:?}");
-        key(&mut app, Key::CtrlC);
-        assert!(app.should_quit, "{open:?}");
+        assert_eq!(key(&mut app, Key::CtrlC), [Effect::Quit], "{open:?}");
     }
 }
 
@@ -335,9 +331,9 @@ fn help_opens_and_closes_without_quitting() {
         key(&mut app, Key::Char('f'));
         assert_eq!(app.mode, Mode::Help);
         assert!(!app.frozen, "keys other than close do nothing in help");
-        key(&mut app, close);
+        let effects = key(&mut app, close);
         assert_eq!(app.mode, Mode::Normal, "{close:?}");
-        assert!(!app.should_quit, "{close:?}");
+        assert!(effects.is_empty(), "{close:?}");
     }
 }
 
@@ -345,9 +341,8 @@ fn help_opens_and_closes_without_quitting() {
 fn freeze_and_refresh() {
     let clock = Clock::new();
     let mut app = running(&clock);
-    key(&mut app, Key::Char('r'));
-    assert!(app.refresh_requested && !app.accept_one);
-    app.refresh_requested = false;
+    assert_eq!(key(&mut app, Key::Char('r')), [Effect::Refresh]);
+    assert!(!app.accept_one);
 
     key(&mut app, Key::Char('f'));
     assert!(app.frozen);
@@ -358,8 +353,8 @@ fn freeze_and_refresh() {
     assert_eq!(app.taken_at, Some(clock.at(1000)));
 
     // r while frozen lets exactly one snapshot through.
-    key(&mut app, Key::Char('r'));
-    assert!(app.refresh_requested && app.accept_one);
+    assert_eq!(key(&mut app, Key::Char('r')), [Effect::Refresh]);
+    assert!(app.accept_one);
     app.update(snapshot(&clock, 4000, nodes(Some(2), 3, &[]), vec![], vec![]));
     assert_eq!(app.meta_leader(), Some(2));
     app.update(snapshot(&clock, 5000, nodes(Some(3), 4, &[]), vec![], vec![]));
@@ -467,9 +462,9 @@ fn filter_typing() {
     key(&mut app, Key::Char('/'));
     assert_eq!((app.mode, app.focus), (Mode::Filter, Pane::Channels));
     // Letters that are keys elsewhere are text here.
-    chars(&mut app, "qG?frsd");
+    let effects = chars(&mut app, "qG?frsd");
     assert_eq!(app.filter, "qG?frsd");
-    assert!(!app.should_quit && !app.frozen && app.mode == Mode::Filter);
+    assert!(effects.is_empty() && !app.frozen && app.mode == Mode::Filter);
     for _ in 0..7 {
         key(&mut app, Key::Backspace);
     }
@@ -538,15 +533,14 @@ fn replica_details() {
     assert_eq!(app.chan_sel, Some(ChannelKey::new("orders", 2)));
     key(&mut app, Key::Char('f'));
     assert!(app.frozen);
-    key(&mut app, Key::Char('r'));
-    assert!(app.refresh_requested);
+    assert_eq!(key(&mut app, Key::Char('r')), [Effect::Refresh]);
     key(&mut app, Key::Tab);
     assert_eq!(app.focus, Pane::Channels, "Tab does nothing in the popup");
     for close in [Key::Char('q'), Key::Esc, Key::Enter] {
         app.mode = Mode::Detail;
-        key(&mut app, close);
+        let effects = key(&mut app, close);
         assert_eq!(app.mode, Mode::Normal, "{close:?}");
-        assert!(!app.should_quit);
+        assert!(effects.is_empty());
     }
 }
 
@@ -559,12 +553,9 @@ fn unknown_keys_do_nothing() {
     assert_eq!(app.notice, None, "the next key clears the notice");
     let focus = app.focus;
     for k in [Key::Char('x'), Key::Backspace, Key::Char('9')] {
-        key(&mut app, k);
+        assert!(key(&mut app, k).is_empty(), "{k:?}");
     }
-    assert_eq!(
-        (app.focus, app.mode, app.should_quit),
-        (focus, Mode::Normal, false)
-    );
+    assert_eq!((app.focus, app.mode), (focus, Mode::Normal));
     app.update(Action::Redraw);
 }
 
@@ -575,27 +566,25 @@ fn scale_out_against_a_remote_cluster_asks_for_a_node() {
     key(&mut app, Key::Char('s'));
     assert_eq!(app.mode, Mode::ScaleInput);
     chars(&mut app, "4@10.0.0.4");
-    key(&mut app, Key::Enter);
+    assert!(key(&mut app, Key::Enter).is_empty());
     assert_eq!(app.mode, Mode::ScaleInput, "a bad address keeps the prompt");
     assert!(app.notice.clone().expect("why").contains("no :PORT"));
-    assert!(app.scale_requested.is_none());
     chars(&mut app, ":1111x");
     key(&mut app, Key::Backspace);
     chars(&mut app, "0");
     assert_eq!(app.scale_input, "4@10.0.0.4:11110");
-    key(&mut app, Key::Enter);
+    let effects = key(&mut app, Key::Enter);
     assert_eq!(app.mode, Mode::Normal);
     assert_eq!(
-        app.scale_requested,
-        Some(ScaleRequest::Admit {
+        effects,
+        [Effect::ScaleOut(ScaleRequest::Admit {
             node_id: 4,
             cluster_addr: "10.0.0.4:11110".into()
-        })
+        })]
     );
     assert!(app.scale_running && app.scale_input.is_empty());
     // One at a time.
-    app.scale_requested = None;
-    key(&mut app, Key::Char('s'));
+    assert!(key(&mut app, Key::Char('s')).is_empty());
     assert_eq!(app.mode, Mode::Normal);
     assert!(
         app.notice
@@ -622,9 +611,9 @@ fn scale_out_against_a_remote_cluster_asks_for_a_node() {
     // Esc cancels the prompt and forgets what was typed; q is text there, not quit.
     chars(&mut app, "sq");
     assert_eq!((app.mode, app.scale_input.as_str()), (Mode::ScaleInput, "q"));
-    key(&mut app, Key::Esc);
+    assert!(key(&mut app, Key::Esc).is_empty());
     assert_eq!(app.mode, Mode::Normal);
-    assert!(app.scale_input.is_empty() && !app.should_quit);
+    assert!(app.scale_input.is_empty());
 }
 
 #[test]
@@ -640,13 +629,11 @@ fn scale_out_against_the_demo_starts_a_node_after_y() {
     for cancel in [Key::Char('n'), Key::Esc, Key::Char('q')] {
         key(&mut app, Key::Char('s'));
         assert_eq!(app.mode, Mode::ScaleConfirm);
-        key(&mut app, cancel);
+        assert!(key(&mut app, cancel).is_empty());
         assert_eq!(app.mode, Mode::Normal);
         assert_eq!(app.notice.as_deref(), Some("scale-out cancelled"));
-        assert!(app.scale_requested.is_none() && !app.should_quit);
     }
-    chars(&mut app, "sxy");
-    assert_eq!(app.scale_requested, Some(ScaleRequest::Local));
+    assert_eq!(chars(&mut app, "sxy"), [Effect::ScaleOut(ScaleRequest::Local)]);
     assert!(app.scale_running);
 }
 
@@ -672,9 +659,9 @@ fn drill_menu_moves_chooses_and_backs_out() {
     assert_eq!(app.isolate_secs, 5, "at least 5 s");
     for back in [Key::Char('q'), Key::Esc] {
         app.mode = Mode::DrillMenu;
-        key(&mut app, back);
+        assert!(key(&mut app, back).is_empty(), "{back:?}");
         assert_eq!(app.mode, Mode::Normal, "{back:?}");
-        assert!(!app.should_quit && app.drill_pending.is_none());
+        assert!(app.drill_pending.is_none());
     }
 }
 
@@ -684,7 +671,7 @@ fn kill_leader_asks_first_and_is_requested_once_confirmed() {
     let mut app = running(&clock);
     let sel = app.selected_channel().expect("a channel").key.clone();
     let leader = app.selected_channel().and_then(|r| r.leader()).expect("a leader");
-    chars(&mut app, "d1");
+    assert!(chars(&mut app, "d1").is_empty(), "nothing runs before y");
     assert_eq!(app.mode, Mode::DrillConfirm);
     let plan = app.drill_pending.clone().expect("a pending drill");
     assert_eq!(
@@ -703,13 +690,11 @@ fn kill_leader_asks_first_and_is_requested_once_confirmed() {
         "only channels the node leads"
     );
     assert_eq!(plan.probe, Some(sel));
-    assert!(app.drill_requested.is_none(), "nothing runs before y");
     // Keys other than y/n do nothing in the prompt.
-    key(&mut app, Key::Char('x'));
+    assert!(key(&mut app, Key::Char('x')).is_empty());
     assert_eq!(app.mode, Mode::DrillConfirm);
-    key(&mut app, Key::Char('y'));
+    assert_eq!(key(&mut app, Key::Char('y')), [Effect::Drill(plan.clone())]);
     assert_eq!(app.mode, Mode::Normal);
-    assert_eq!(app.drill_requested.as_ref(), Some(&plan));
     assert_eq!(app.drill_running.as_ref(), Some(&plan));
     // One drill at a time.
     key(&mut app, Key::Char('d'));
@@ -729,11 +714,10 @@ fn drill_prompt_cancels_with_n_and_esc() {
     for cancel in [Key::Char('n'), Key::Esc, Key::Char('q')] {
         chars(&mut app, "d2");
         assert_eq!(app.mode, Mode::DrillConfirm);
-        key(&mut app, cancel);
+        assert!(key(&mut app, cancel).is_empty(), "{cancel:?}");
         assert_eq!(app.mode, Mode::Normal, "{cancel:?}");
-        assert!(app.drill_pending.is_none() && app.drill_requested.is_none());
+        assert!(app.drill_pending.is_none());
         assert_eq!(app.notice.as_deref(), Some("drill cancelled"));
-        assert!(!app.should_quit);
     }
 }
 
