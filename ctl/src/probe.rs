@@ -360,40 +360,35 @@ pub async fn writer(
         };
         let started = Instant::now();
         let mut attempts = 0u32;
+        // The operation as it ended: acknowledged with its (seq, id), or failed with the last error.
+        let ended = |attempts: u32, result: Result<(u64, u64), String>| {
+            let (outcome, ack, error) = match result {
+                Ok(ack) => (OpOutcome::Ok, Some(ack), None),
+                Err(e) => (OpOutcome::Failed, None, Some(e)),
+            };
+            Op {
+                writer: spec.id,
+                channel: spec.channel.clone(),
+                client_msg_no: req.client_msg_no.clone(),
+                start_ms: ms(started),
+                end_ms: ms(Instant::now()),
+                outcome,
+                attempts,
+                seq: ack.map(|a| a.0),
+                message_id: ack.map(|a| a.1),
+                error,
+            }
+        };
         let op = loop {
             attempts += 1;
             let err = match spec.clients[ep].send(&req).await {
-                Ok(resp) => {
-                    break Op {
-                        writer: spec.id,
-                        channel: spec.channel.clone(),
-                        client_msg_no: req.client_msg_no.clone(),
-                        start_ms: ms(started),
-                        end_ms: ms(Instant::now()),
-                        outcome: OpOutcome::Ok,
-                        attempts,
-                        seq: Some(resp.message_seq),
-                        message_id: Some(resp.message_id),
-                        error: None,
-                    };
-                }
+                Ok(resp) => break ended(attempts, Ok((resp.message_seq, resp.message_id))),
                 Err(e) => e,
             };
             history.failed_attempts.fetch_add(1, Ordering::Relaxed);
             ep = (ep + 1) % spec.clients.len();
             if started.elapsed() >= spec.op_timeout {
-                break Op {
-                    writer: spec.id,
-                    channel: spec.channel.clone(),
-                    client_msg_no: req.client_msg_no.clone(),
-                    start_ms: ms(started),
-                    end_ms: ms(Instant::now()),
-                    outcome: OpOutcome::Failed,
-                    attempts,
-                    seq: None,
-                    message_id: None,
-                    error: Some(err.to_string()),
-                };
+                break ended(attempts, Err(err.to_string()));
             }
             if (attempts as usize).is_multiple_of(spec.clients.len()) {
                 // Every node failed once: give the cluster a moment.

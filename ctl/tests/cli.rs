@@ -459,12 +459,8 @@ impl Drop for DemoGuard {
 /// SIGTERM to the demo stops every node cleanly.
 #[test]
 fn live_demo_and_cluster_status_json() {
-    let wknode = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        wknode.is_file(),
-        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
-        wknode.display()
-    );
+    // The demo runs the wknode next to wkctl; this fails with a hint when it was not built.
+    common::wknode_bin();
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("demo");
     let http = free_port_run(3);

@@ -8,6 +8,8 @@
 //! and turn timing into noise. Each run's artifacts (history, report, node logs) stay in
 //! `target/tmp/drills/<scenario>` for inspection.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -28,12 +30,7 @@ fn scenario(name: &str) -> PathBuf {
 
 fn drill(name: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let wknode = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        wknode.is_file(),
-        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
-        wknode.display()
-    );
+    let wknode = common::wknode_bin();
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("drills").join(name);
     let _ = std::fs::remove_dir_all(&artifacts);
     eprintln!("--- drill {name}");

@@ -13,13 +13,13 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{spawn_ready, wknode_cmd};
+use common::{NodeGuard, spawn_ready, wknode_cmd};
 use wk_api::{Agreement, ChannelConfig, ChannelReplicas, Client, EvacuateResp, NodesResp, RemoveNodeResp};
-use wkctl::local::LocalCluster;
+use wkctl::local::{LocalCluster, log_tail};
 use wkctl::reports::{ChannelListing, HealthReport, NodeDetail};
 use wkctl::wait::{self, Poll};
 
@@ -205,32 +205,9 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             for id in self.nodes.ids() {
                 if let Some(log) = self.nodes.log_path(id) {
-                    eprintln!("=== node {id} log (tail) ===\n{}", tail(&log, 30));
+                    eprintln!("=== node {id} ===\n{}", log_tail(&log, 30));
                 }
             }
-        }
-    }
-}
-
-/// The last `lines` lines of a log.
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A node started alone on a restored data dir (`start_restored`); SIGKILLed on drop.
-struct RestoredNode {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for RestoredNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("=== restored node log (tail) ===\n{}", tail(&self.log, 30));
         }
     }
 }
@@ -896,7 +873,7 @@ fn snapshot_save_and_restore() {
 
 /// Starts node `id` alone on the restored data dir `data` (logs under `logs`): a new
 /// one-node cluster. Returns it and its HTTP address.
-fn start_restored(id: u64, data: &std::path::Path, logs: &std::path::Path) -> (RestoredNode, String) {
+fn start_restored(id: u64, data: &std::path::Path, logs: &std::path::Path) -> (NodeGuard, String) {
     let ports = wk_api::ports::free_loopback_ports(2).expect("free loopback ports");
     let http = format!("127.0.0.1:{}", ports[0]);
     let log = logs.join(format!("node-{id}.log"));
@@ -910,7 +887,7 @@ fn start_restored(id: u64, data: &std::path::Path, logs: &std::path::Path) -> (R
             &format!("127.0.0.1:{}", ports[1]),
         ]);
     let (child, _ready) = spawn_ready(&mut cmd);
-    (RestoredNode { child, log }, http)
+    (NodeGuard { child, log }, http)
 }
 
 /// The upgrade path from a data dir of format 2 (messages stored twice, before the log became

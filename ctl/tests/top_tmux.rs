@@ -13,7 +13,6 @@ mod common;
 use common::free_port_run;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -100,16 +99,6 @@ fn leader_on_screen(pane: &str) -> Option<u64> {
         .find_map(|n| n.parse().ok())
 }
 
-fn wknode() -> PathBuf {
-    let p = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.is_file(),
-        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn kill_leader_drill_moves_the_leader_marker() {
     if Command::new("tmux").arg("-V").output().is_err() {
@@ -122,7 +111,7 @@ fn kill_leader_drill_moves_the_leader_marker() {
     eprintln!("--- starting a 3-node demo cluster (http {http}.., cluster {cluster}..)");
     let mut demo = Command::new(WKCTL)
         .args(["demo", "--nodes", "3", "--wknode"])
-        .arg(wknode())
+        .arg(common::wknode_bin())
         .arg("--data-dir")
         .arg(tmp.path().join("data"))
         .args([

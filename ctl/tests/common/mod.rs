@@ -67,6 +67,23 @@ pub fn spawn_ready(cmd: &mut Command) -> (Child, mpsc::Receiver<wk_api::ReadyLin
     (child, rx)
 }
 
+/// One `wknode` child started outside a `LocalCluster` (HTTPS, a restored data dir): SIGKILLed
+/// on drop; when the test failed, the tail of its log is printed first.
+pub struct NodeGuard {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("=== node ===\n{}", wkctl::local::log_tail(&self.log, 40));
+        }
+    }
+}
+
 /// A base port such that `base..base+n` is free (checked by binding; a race is possible but
 /// unlikely, and the failure would name the port).
 pub fn free_port_run(n: u16) -> u16 {

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client};
+use wk_api::{CHANNEL_TYPE_GROUP, Client};
 
 use super::fill;
 use crate::Outcome;
 use crate::cli::{BenchCatchupArgs, GlobalArgs, OutputFormat};
 use crate::output;
-use crate::probe::{interrupted, per_endpoint};
-use crate::wait::{self, Poll, retry, wait_for};
+use crate::probe::{create_channels, interrupted, per_endpoint};
+use crate::wait::{self, Poll, wait_for};
 
 /// The channel that is filled.
 const CHANNEL: &str = "bench-catchup";
@@ -94,21 +94,10 @@ async fn inner(global: &GlobalArgs, args: BenchCatchupArgs) -> anyhow::Result<Ou
     );
     let extra = vec!["--channel-replicas".to_string(), (args.nodes + 1).to_string()];
     let mut cluster = super::local_cluster(args.wknode.as_deref(), args.nodes, &extra).await?;
-    let admin = Client::new(&cluster.endpoints(), Duration::from_secs(10))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(10))?;
     let clients = per_endpoint(&admin)?;
     let uid = "bench".to_string();
-    let req = ChannelReq {
-        channel_id: CHANNEL.into(),
-        channel_type: CHANNEL_TYPE_GROUP,
-        subscribers: vec![uid.clone()],
-        reset: 0,
-    };
-    retry("POST /channel", Duration::from_secs(30), || {
-        admin.channel_create(&req)
-    })
-    .await?;
+    create_channels(&admin, &[CHANNEL.to_string()], &uid).await?;
 
     eprintln!("wkctl: registering {} users", args.users);
     let users_load = fill::users(&clients, "u", args.users, args.inflight as usize).await?;

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client, UserTokenReq};
+use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, UserTokenReq};
 use wk_proto::packet::{ConnectPacket, RecvPacket, RecvackPacket, SendPacket};
 use wk_proto::{
     ChannelType, Decoder, DeviceFlag, Flags, KeyPair, Packet, ProtoVersion, ReasonCode, Session, Setting,
@@ -154,9 +154,7 @@ struct Counted {
 async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Outcome> {
     eprintln!("wkctl: starting a local {}-node cluster", args.nodes);
     let cluster = super::local_cluster(args.wknode.as_deref(), args.nodes, &[]).await?;
-    let admin = Client::new(&cluster.endpoints(), Duration::from_secs(10))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(10))?;
     let per_node = per_endpoint(&admin)?;
 
     eprintln!(

@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client, DrainReq};
+use wk_api::{Client, DrainReq};
 
 use super::{LatencySummary, fill, new_histogram, summarize};
 use crate::Outcome;
 use crate::cli::{BenchDrainArgs, GlobalArgs, OutputFormat};
 use crate::output;
-use crate::probe::{interrupted, payload_pool, per_endpoint, run_tag};
-use crate::wait::{Poll, retry, wait_for};
+use crate::probe::{create_channels, interrupted, payload_pool, per_endpoint, run_tag};
+use crate::wait::{Poll, wait_for};
 
 const PREFIX: &str = "dr-";
 const FOREGROUND: &str = "dr-foreground";
@@ -113,9 +113,7 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
     eprintln!("wkctl: starting a local 3-node cluster (--channel-idle-timeout {timeout})");
     let extra = vec!["--channel-idle-timeout".to_string(), timeout];
     let mut cluster = super::local_cluster(args.wknode.as_deref(), 3, &extra).await?;
-    let admin = Client::new(&cluster.endpoints(), Duration::from_secs(10))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(10))?;
     let clients = per_endpoint(&admin)?;
     let uid = "bench";
     let inflight = args.inflight as usize;
@@ -153,16 +151,7 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
     )
     .await?;
 
-    let req = ChannelReq {
-        channel_id: FOREGROUND.into(),
-        channel_type: CHANNEL_TYPE_GROUP,
-        subscribers: vec![uid.to_string()],
-        reset: 0,
-    };
-    retry("POST /channel", Duration::from_secs(30), || {
-        admin.channel_create(&req)
-    })
-    .await?;
+    create_channels(&admin, &[FOREGROUND.to_string()], uid).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let fg = {

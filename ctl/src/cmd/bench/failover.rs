@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client};
+use wk_api::{CHANNEL_TYPE_GROUP, Client};
 
 use super::{Spread, failover_active, local_cluster, opt_ms, round_us, spread};
 use crate::Outcome;
 use crate::cli::{BenchFailoverArgs, GlobalArgs, OutputFormat};
 use crate::output::{self, Align, Table};
-use crate::probe::{WriterSpec, Writers, interrupted, per_endpoint, read_channel, run_tag, verify};
-use crate::wait::{self, Poll, retry, wait_for};
+use crate::probe::{
+    WriterSpec, Writers, create_channels, interrupted, per_endpoint, read_channel, run_tag, verify,
+};
+use crate::wait::{self, Poll, wait_for};
 
 /// The channel the failover writer uses.
 const FAILOVER_CHANNEL: &str = "bench-failover";
@@ -141,26 +143,11 @@ pub async fn failover(global: &GlobalArgs, args: BenchFailoverArgs) -> anyhow::R
 async fn failover_inner(global: &GlobalArgs, args: BenchFailoverArgs) -> anyhow::Result<Outcome> {
     eprintln!("wkctl: starting a local {}-node cluster", args.nodes);
     let mut cluster = local_cluster(args.wknode.as_deref(), args.nodes, &[]).await?;
-    let admin = Client::new(&cluster.endpoints(), Duration::from_secs(2))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(2))?;
     let uid = "bench".to_string();
-    let channel = ChannelReq {
-        channel_id: FAILOVER_CHANNEL.into(),
-        channel_type: CHANNEL_TYPE_GROUP,
-        subscribers: vec![uid.clone()],
-        reset: 0,
-    };
-    retry("POST /channel", Duration::from_secs(30), || {
-        admin.channel_create(&channel)
-    })
-    .await?;
+    create_channels(&admin, &[FAILOVER_CHANNEL.to_string()], &uid).await?;
 
-    let writer_clients = per_endpoint(
-        &Client::new(&cluster.endpoints(), args.attempt_timeout)
-            .context("local endpoints")?
-            .with_token(global.admin_token.clone()),
-    )?;
+    let writer_clients = per_endpoint(&super::cluster_client(&cluster, global, args.attempt_timeout)?)?;
     let t0 = Instant::now();
     let mut writers = Writers::start(vec![WriterSpec {
         id: 0,

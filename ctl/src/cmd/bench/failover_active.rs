@@ -147,9 +147,7 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
     // Long idle timeout: the channels must stay awake through activation and every round.
     let extra = vec!["--channel-idle-timeout".to_string(), "10m".to_string()];
     let mut cluster = super::local_cluster(args.wknode.as_deref(), args.nodes, &extra).await?;
-    let admin = Client::new(&cluster.endpoints(), Duration::from_secs(5))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(5))?;
     let clients = per_endpoint(&admin)?;
     eprintln!("wkctl: creating and waking {active} channels");
     fill::channels(&clients, PREFIX, active, "bench", 32).await?;

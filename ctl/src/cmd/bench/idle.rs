@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use wk_api::{CHANNEL_TYPE_GROUP, Client};
+use wk_api::CHANNEL_TYPE_GROUP;
 
 use super::{LatencySummary, fill, new_histogram, summarize};
 use crate::Outcome;
@@ -179,9 +179,7 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
     );
     let extra = vec!["--channel-idle-timeout".to_string(), timeout];
     let cluster = super::local_cluster(args.wknode.as_deref(), args.nodes, &extra).await?;
-    let admin = Client::new(&cluster.endpoints(), Duration::from_secs(10))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(10))?;
     let clients = per_endpoint(&admin)?;
     let uid = "bench";
     let inflight = args.inflight as usize;

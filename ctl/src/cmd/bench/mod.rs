@@ -57,6 +57,19 @@ pub(crate) async fn local_cluster(
         .await
 }
 
+/// A client for every node of `cluster`, each request taking up to `timeout`, with
+/// `--admin-token`.
+pub(crate) fn cluster_client(
+    cluster: &LocalCluster,
+    global: &crate::cli::GlobalArgs,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Client> {
+    use anyhow::Context as _;
+    Ok(Client::new(&cluster.endpoints(), timeout)
+        .context("local endpoints")?
+        .with_token(global.admin_token.clone()))
+}
+
 /// Prints a notice, with its log's tail, for each node of `cluster` that exited on its own.
 pub(crate) fn report_exits(cluster: &mut LocalCluster) {
     for e in cluster.exits() {

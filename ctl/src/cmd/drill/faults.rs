@@ -5,11 +5,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use wk_api::{CHANNEL_TYPE_GROUP, Client, DrillReq, JoinReq};
+use wk_api::{CHANNEL_TYPE_GROUP, Client, DrillReq};
 
 use super::report::FaultReport;
 use super::runner::{Run, ms_since};
-use super::scenario::{Fault, Step};
+use super::scenario::{Fault, NodeSel, Step};
 use super::target::Target;
 use super::watch::{WATCH_TIMEOUT, finish_watch, start_watch};
 use crate::wait::{self, Poll};
@@ -82,10 +82,7 @@ async fn catch_up(run: &Run, id: u64) -> Option<f64> {
 pub(super) async fn inject(run: &mut Run, step_no: usize, step: &Step) -> anyhow::Result<FaultReport> {
     match &step.fault {
         Fault::Kill { node, down } => {
-            let id = run.resolve(node, step).await?;
-            let hit = BTreeSet::from([id]);
-            let affected = affected_by(run, &hit).await;
-            let surv = survivors(run, &hit)?;
+            let (id, affected, surv) = hit_one(run, node, step).await?;
             run.target.local("kill")?.kill(id)?;
             let t = Instant::now();
             let mut f = new_fault(step_no, "kill", vec![id], run.ms());
@@ -99,10 +96,7 @@ pub(super) async fn inject(run: &mut Run, step_no: usize, step: &Step) -> anyhow
             Ok(f)
         }
         Fault::Pause { node, hold } => {
-            let id = run.resolve(node, step).await?;
-            let hit = BTreeSet::from([id]);
-            let affected = affected_by(run, &hit).await;
-            let surv = survivors(run, &hit)?;
+            let (id, affected, surv) = hit_one(run, node, step).await?;
             run.target.local("pause")?.pause(id)?;
             let t = Instant::now();
             let mut f = new_fault(step_no, "pause", vec![id], run.ms());
@@ -154,15 +148,8 @@ pub(super) async fn inject(run: &mut Run, step_no: usize, step: &Step) -> anyhow
             Ok(f)
         }
         Fault::DiskLoss { node } => {
-            let id = run.resolve(node, step).await?;
-            let hit = BTreeSet::from([id]);
-            let affected = affected_by(run, &hit).await;
-            let surv = survivors(run, &hit)?;
-            let other = run
-                .member_ids()
-                .into_iter()
-                .find(|n| *n != id)
-                .context("disk loss needs another node")?;
+            let (id, affected, surv) = hit_one(run, node, step).await?;
+            let other = another_member(run, id)?;
             {
                 let c = run.target.local("disk-loss")?;
                 c.kill(id)?;
@@ -195,77 +182,27 @@ pub(super) async fn inject(run: &mut Run, step_no: usize, step: &Step) -> anyhow
             let c = run.target.local("disk-loss")?;
             c.boot_with_seed(id, other)?;
             c.restart(id).await?;
-            let addr = c.cluster_addr(id).context("address")?;
-            let http = c.endpoint(id).context("endpoint")?;
             run.event(format!("node {id} started empty with --seed {other}"));
-            let t_join = Instant::now();
-            let jr = long
-                .join(&JoinReq {
-                    node_id: id,
-                    cluster_addr: addr,
-                    http_addr: http.trim_start_matches("http://").to_string(),
-                })
-                .await
-                .with_context(|| format!("admitting node {id} again"))?;
-            run.event(format!(
-                "node {id} admitted again: voter {}, {} active channel(s) migrated, backlog {}",
-                jr.voter, jr.active_migrated, jr.backlog
-            ));
-            let join_ms = ms_since(t_join);
-            f.catch_up_ms = catch_up(run, id).await.map(|c| c + join_ms);
-            f.notes.push(format!(
-                "re-admitted in {:.0} ms (metadata {} ms), {} active channel(s) migrated, backlog {}",
-                ms_since(t_join),
-                jr.metadata_ms,
-                jr.active_migrated,
-                jr.backlog
-            ));
+            admit(run, &mut f, id, other, true).await?;
             finish_watch(watch, &mut f).await;
             Ok(f)
         }
         Fault::ScaleOut => {
             let seed_node = run.member_ids().first().copied().context("no node")?;
-            let c = run.target.local("scale-out")?;
-            let id = c.add_seeded(seed_node).await?.node_id;
-            let addr = c.cluster_addr(id).context("address")?;
-            let http = c.endpoint(id).context("endpoint")?;
+            let id = run
+                .target
+                .local("scale-out")?
+                .add_seeded(seed_node)
+                .await?
+                .node_id;
             let mut f = new_fault(step_no, "scale-out", vec![id], run.ms());
             run.event(format!("node {id} started with --seed {seed_node}"));
-            let long = run.access.client(
-                &[run.target.endpoint(seed_node).context("endpoint")?],
-                Duration::from_secs(180),
-            )?;
-            let t_join = Instant::now();
-            let jr = long
-                .join(&JoinReq {
-                    node_id: id,
-                    cluster_addr: addr,
-                    http_addr: http.trim_start_matches("http://").to_string(),
-                })
-                .await
-                .with_context(|| format!("admitting node {id}"))?;
-            run.event(format!(
-                "node {id} admitted: voter {}, {} active channel(s) migrated, backlog {}",
-                jr.voter, jr.active_migrated, jr.backlog
-            ));
-            let join_ms = ms_since(t_join);
-            f.catch_up_ms = catch_up(run, id).await.map(|c| c + join_ms);
-            f.notes.push(format!(
-                "join answered in {join_ms:.0} ms (metadata {} ms), {} active channel(s) migrated, backlog {}",
-                jr.metadata_ms, jr.active_migrated, jr.backlog
-            ));
+            admit(run, &mut f, id, seed_node, false).await?;
             Ok(f)
         }
         Fault::Remove { node } => {
-            let id = run.resolve(node, step).await?;
-            let hit = BTreeSet::from([id]);
-            let affected = affected_by(run, &hit).await;
-            let surv = survivors(run, &hit)?;
-            let other = run
-                .member_ids()
-                .into_iter()
-                .find(|n| *n != id)
-                .context("no other node")?;
+            let (id, affected, surv) = hit_one(run, node, step).await?;
+            let other = another_member(run, id)?;
             let long = run.access.client(
                 &[run.target.endpoint(other).context("endpoint")?],
                 Duration::from_secs(180),
@@ -336,6 +273,59 @@ pub(super) async fn inject(run: &mut Run, step_no: usize, step: &Step) -> anyhow
             Ok(f)
         }
     }
+}
+
+/// The node a one-node fault hits (`sel`), the probe channels it leads before the fault, and
+/// a client for the nodes it does not hit (they watch the reaction).
+async fn hit_one(
+    run: &mut Run,
+    sel: &NodeSel,
+    step: &Step,
+) -> anyhow::Result<(u64, Vec<(String, Option<u64>, u64)>, Client)> {
+    let id = run.resolve(sel, step).await?;
+    let hit = BTreeSet::from([id]);
+    let affected = affected_by(run, &hit).await;
+    Ok((id, affected, survivors(run, &hit)?))
+}
+
+/// A member other than `id`, to ask while `id` is down or leaving.
+fn another_member(run: &Run, id: u64) -> anyhow::Result<u64> {
+    run.member_ids()
+        .into_iter()
+        .find(|n| *n != id)
+        .with_context(|| format!("no node other than {id} to ask"))
+}
+
+/// Admits node `id` (started with `--seed`) through node `via`, then waits for it to catch up;
+/// the join and the catch-up (counted from the join) go into `f`. `again`: it was a member
+/// before (a lost disk).
+async fn admit(run: &mut Run, f: &mut FaultReport, id: u64, via: u64, again: bool) -> anyhow::Result<()> {
+    let req = run
+        .target
+        .local("admitting a node")?
+        .join_req(id)
+        .context("addresses")?;
+    let long = run.access.client(
+        &[run.target.endpoint(via).context("endpoint")?],
+        Duration::from_secs(180),
+    )?;
+    let again = if again { " again" } else { "" };
+    let t_join = Instant::now();
+    let jr = long
+        .join(&req)
+        .await
+        .with_context(|| format!("admitting node {id}{again}"))?;
+    let join_ms = ms_since(t_join);
+    run.event(format!(
+        "node {id} admitted{again}: voter {}, {} active channel(s) migrated, backlog {}",
+        jr.voter, jr.active_migrated, jr.backlog
+    ));
+    f.catch_up_ms = catch_up(run, id).await.map(|c| c + join_ms);
+    f.notes.push(format!(
+        "join answered in {join_ms:.0} ms (metadata {} ms), {} active channel(s) migrated, backlog {}",
+        jr.metadata_ms, jr.active_migrated, jr.backlog
+    ));
+    Ok(())
 }
 
 /// Isolates each `(node, peers)` (empty peers: all) for `hold`, then heals them.
