@@ -488,36 +488,38 @@ fn live_demo_and_cluster_status_json() {
         .map(|i| format!("127.0.0.1:{}", http + i))
         .collect::<Vec<_>>()
         .join(",");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let resp = loop {
-        let out = wkctl(&[
-            "--endpoint",
-            &endpoints,
-            "--timeout",
-            "1s",
-            "--output",
-            "json",
-            "cluster",
-            "status",
-        ]);
-        if out.status.code() == Some(0) {
-            break serde_json::from_slice::<wk_api::NodesResp>(&out.stdout)
-                .expect("JSON output is a NodesResp");
-        }
-        assert!(
-            matches!(demo.0.try_wait(), Ok(None)),
-            "wkctl demo exited early; node 1 log:\n{}",
-            std::fs::read_to_string(data.join("1/wknode.log")).unwrap_or_default()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no healthy cluster within 60s; last answer: exit {:?}, {}{}",
-            out.status.code(),
-            stdout(&out),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let resp = common::wait_until(
+        "a healthy cluster status",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let out = wkctl(&[
+                "--endpoint",
+                &endpoints,
+                "--timeout",
+                "1s",
+                "--output",
+                "json",
+                "cluster",
+                "status",
+            ]);
+            if out.status.code() == Some(0) {
+                return Ok(serde_json::from_slice::<wk_api::NodesResp>(&out.stdout)
+                    .expect("JSON output is a NodesResp"));
+            }
+            assert!(
+                matches!(demo.0.try_wait(), Ok(None)),
+                "wkctl demo exited early; node 1 log:\n{}",
+                std::fs::read_to_string(data.join("1/wknode.log")).unwrap_or_default()
+            );
+            Err(format!(
+                "exit {:?}, {}{}",
+                out.status.code(),
+                stdout(&out),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        },
+    );
     assert_eq!(resp.nodes.len(), 3, "{resp:?}");
     assert!(resp.nodes.iter().all(|n| n.online), "{resp:?}");
     let leader = resp.meta_leader.expect("a metadata leader");

@@ -21,7 +21,6 @@ use common::{NodeGuard, spawn_ready, wknode_cmd};
 use wk_api::{Agreement, ChannelConfig, ChannelReplicas, Client, EvacuateResp, NodesResp, RemoveNodeResp};
 use wkctl::local::{LocalCluster, log_tail};
 use wkctl::reports::{ChannelListing, HealthReport, NodeDetail};
-use wkctl::wait::{self, Poll};
 
 const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
 
@@ -219,21 +218,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// `wkctl::wait::wait_for` every 100 ms for at most `timeout`, on a runtime of its own;
-/// panics with what timed out and the last thing seen.
+/// `common::wait_for_async`, every 100 ms.
 fn wait_for<T, E, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     E: std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    runtime()
-        .block_on(wait::wait_for(
-            what,
-            Poll::new(timeout, Duration::from_millis(100)),
-            check,
-        ))
-        .unwrap_or_else(|e| panic!("{e}"))
+    common::wait_for_async(what, timeout, Duration::from_millis(100), check)
 }
 
 fn wkctl(endpoints: &str, args: &[&str]) -> Output {

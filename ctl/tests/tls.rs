@@ -12,7 +12,7 @@ mod pki;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{NodeGuard, spawn_ready, wknode_cmd};
 use wk_api::{NodesResp, Security};
@@ -74,18 +74,22 @@ fn cluster_status_over_https_with_the_ca() {
 
     eprintln!("--- --tls-ca: text status says TLS is on");
     // The one-node cluster elects itself right after its ready line; retry until it has.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let out = loop {
-        let out = wkctl(
-            &["--endpoint", &endpoint, "--tls-ca", &ca_arg, "cluster", "status"],
-            None,
-        );
-        if out.status.code() == Some(0) || Instant::now() >= deadline {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = common::wait_until(
+        "a healthy cluster status over HTTPS",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let out = wkctl(
+                &["--endpoint", &endpoint, "--tls-ca", &ca_arg, "cluster", "status"],
+                None,
+            );
+            if out.status.code() == Some(0) {
+                Ok(out)
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.lines().next().unwrap_or_default().ends_with("tls: on"),

@@ -53,17 +53,10 @@ impl Guard {
 
     /// Waits until `f` finds something in the captured pane; panics with the pane if not.
     fn wait_pane<T>(&self, what: &str, limit: Duration, f: impl Fn(&str) -> Option<T>) -> T {
-        let deadline = Instant::now() + limit;
-        loop {
+        common::wait_until(what, limit, Duration::from_millis(100), || {
             let pane = self.pane();
-            if let Some(t) = f(&pane) {
-                return t;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out after {limit:?} waiting for {what}; the pane:\n{pane}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            f(&pane).ok_or_else(|| format!("the pane:\n{pane}"))
+        })
     }
 }
 
@@ -150,25 +143,25 @@ fn kill_leader_drill_moves_the_leader_marker() {
         .join(",");
 
     eprintln!("--- one message so {CHANNEL}/2 has a leader");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = Command::new(WKCTL)
-            // A system message: the channel was never created, and the sender is not the point.
-            .args(["--endpoint", &endpoints, "message", "send", "--from", ""])
-            .args(["--channel", CHANNEL, "--type", "2", "hello"])
-            .env_remove("WK_ADMIN_TOKEN")
-            .output()
-            .expect("running wkctl message send");
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "send failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_until(
+        "a message sent",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let out = Command::new(WKCTL)
+                // A system message: the channel was never created, and the sender is not the point.
+                .args(["--endpoint", &endpoints, "message", "send", "--from", ""])
+                .args(["--channel", CHANNEL, "--type", "2", "hello"])
+                .env_remove("WK_ADMIN_TOKEN")
+                .output()
+                .expect("running wkctl message send");
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    );
 
     eprintln!("--- wkctl top under tmux");
     let top =
