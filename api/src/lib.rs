@@ -16,9 +16,9 @@
 
 pub mod client;
 mod error_code;
+pub mod ports;
 mod ready;
 mod replicas;
-pub mod ports;
 pub mod snapshot;
 mod types;
 

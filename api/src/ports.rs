@@ -68,7 +68,10 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), 8, "{ports:?}");
         if let Some(end) = ephemeral_start().filter(|&end| end > LOWEST + 1_024) {
-            assert!(ports.iter().all(|&p| (LOWEST..end).contains(&p)), "{ports:?} vs {end}");
+            assert!(
+                ports.iter().all(|&p| (LOWEST..end).contains(&p)),
+                "{ports:?} vs {end}"
+            );
         }
         for p in ports {
             TcpListener::bind(("127.0.0.1", p)).expect("a chosen port is free once released");
