@@ -4,7 +4,7 @@
 demo *ARGS:
     cargo build --release --workspace && ./target/release/wkctl demo {{ARGS}}
 
-# Every benchmark of issue 7, each on a fresh local cluster (release build): JSON results go to
+# Every benchmark, each on a fresh local cluster (release build): JSON results go to
 # OUT, then one table. `idle` creates 100,000 channels and takes minutes. A bench that fails
 # leaves its row empty (the `-` prefix); the others still run.
 bench OUT="target/bench":

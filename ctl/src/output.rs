@@ -287,6 +287,26 @@ pub fn messages_text(messages: &[Message], more: bool) -> String {
     out
 }
 
+/// The progress bar of a long operation on a terminal: `prefix [=====>   ] pos/len unit msg
+/// (eta ..)`; `unit` may be empty.
+pub fn progress_bar(len: u64, prefix: &str, unit: &str) -> indicatif::ProgressBar {
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!("{unit} ")
+    };
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{prefix:>10}} [{{bar:40}}] {{pos}}/{{len}} {unit}{{msg}} (eta {{eta}})"
+        ))
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix.to_string());
+    pb
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

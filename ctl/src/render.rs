@@ -5,7 +5,7 @@
 //! Colour is never the only signal: checks carry `✓ ok` / `✗ FAIL`, the leader carries `*`,
 //! an offline replica `(down)`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wk_api::{
     Agreement, ChannelConfig, ChannelReplicas, ChannelVerify, EvacuateResp, NodeStatus, NodesResp,
     RemoveNodeResp,
@@ -23,10 +23,10 @@ fn opt(v: Option<u64>) -> String {
 }
 
 /// One check of `cluster health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// Stable name scripts can match on: `nodes`, `meta_leader`, `quorum`, `lag`.
-    pub name: &'static str,
+    pub name: String,
     pub ok: bool,
     /// One line for people.
     pub detail: String,
@@ -35,7 +35,7 @@ pub struct Check {
 }
 
 /// `cluster health --output json`: every check and the overall verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {
     /// Every check passed (the exit code is 0 exactly when this is true).
     pub healthy: bool,
@@ -113,7 +113,7 @@ pub fn node_list_text(resp: &NodesResp) -> String {
 }
 
 /// `node show --output json`: the node's row and every channel it replicates.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeDetail {
     pub node: NodeStatus,
     /// Whether the node leads the metadata group.
@@ -193,7 +193,7 @@ pub fn node_show_text(d: &NodeDetail) -> String {
 }
 
 /// `channel list --output json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChannelListing {
     /// Channels in the cluster (the listing may show fewer: `--limit`, filters).
     pub total: u64,
@@ -668,13 +668,13 @@ mod tests {
             healthy: false,
             checks: vec![
                 Check {
-                    name: "nodes",
+                    name: "nodes".into(),
                     ok: false,
                     detail: "2/3 nodes online".into(),
                     problems: vec!["node 3 offline".into()],
                 },
                 Check {
-                    name: "meta_leader",
+                    name: "meta_leader".into(),
                     ok: true,
                     detail: "node 1 leads the metadata group".into(),
                     problems: vec![],

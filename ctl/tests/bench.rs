@@ -11,14 +11,15 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use common::wknode_bin;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use wkctl::reports::{ActiveReport, CatchupReport, IdleReport, SendReport};
 
 const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Runs `wkctl --output json bench ARGS` and returns its report.
-fn bench(args: &[&str]) -> Value {
+fn bench<R: DeserializeOwned>(args: &[&str]) -> R {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     eprintln!("--- wkctl bench {}", args.join(" "));
     let out = Command::new(WKCTL)
@@ -46,16 +47,14 @@ fn bench(args: &[&str]) -> Value {
 
 #[test]
 fn catchup_small() {
-    let r = bench(&["catchup", "--users", "200", "--messages", "200"]);
-    assert_eq!(r["users"], 200);
-    assert_eq!(r["messages"], 200);
-    assert!(r["metadata_s"].as_f64().is_some_and(|s| s > 0.0), "{r}");
-    assert!(r["channel_s"].as_f64().is_some_and(|s| s > 0.0), "{r}");
+    let r: CatchupReport = bench(&["catchup", "--users", "200", "--messages", "200"]);
+    assert_eq!((r.users, r.messages), (200, 200));
+    assert!(r.metadata_s > 0.0 && r.channel_s > 0.0, "{r:?}");
 }
 
 #[test]
 fn idle_small() {
-    let r = bench(&[
+    let r: IdleReport = bench(&[
         "idle",
         "--channels",
         "50",
@@ -68,16 +67,15 @@ fn idle_small() {
         "--window",
         "1s",
     ]);
-    assert_eq!(r["channels"], 50);
-    assert_eq!(r["nodes"].as_array().map(Vec::len), Some(3), "{r}");
-    assert_eq!(r["nodes_settled"].as_array().map(Vec::len), Some(3), "{r}");
-    assert!(r["nodes"][0]["rss_mb"].as_f64().is_some_and(|m| m > 0.0), "{r}");
-    assert!(r["first_send"]["max_ms"].as_f64().is_some_and(|m| m > 0.0), "{r}");
+    assert_eq!(r.channels, 50);
+    assert_eq!((r.nodes.len(), r.nodes_settled.len()), (3, 3), "{r:?}");
+    assert!(r.nodes[0].rss_mb > 0.0, "{r:?}");
+    assert!(r.first_send.max_ms > 0.0, "{r:?}");
 }
 
 #[test]
 fn send_routes_to_leaders() {
-    let r = bench(&[
+    let r: SendReport = bench(&[
         "send",
         "--local",
         "--channels",
@@ -89,19 +87,14 @@ fn send_routes_to_leaders() {
         "--warmup",
         "0s",
     ]);
-    assert!(r["ops"].as_u64().is_some_and(|n| n > 0), "{r}");
-    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r.ops > 0 && r.errors == 0, "{r:?}");
 }
 
 #[test]
 fn failover_active_small() {
-    let r = bench(&["failover", "--active", "12", "--rounds", "1"]);
-    let round = &r["rounds"][0];
-    assert_eq!(r["ok"], true, "{r}");
-    assert!(round["led"].as_u64().is_some_and(|n| n > 0), "{r}");
-    assert_eq!(round["resolved"], round["led"], "{r}");
-    assert!(
-        round["all_led_ms"].as_f64().is_some(),
-        "every channel led again: {r}"
-    );
+    let r: ActiveReport = bench(&["failover", "--active", "12", "--rounds", "1"]);
+    assert!(r.ok, "{r:?}");
+    let round = &r.rounds[0];
+    assert!(round.led > 0 && round.resolved == round.led, "{r:?}");
+    assert!(round.all_led_ms.is_some(), "every channel led again: {r:?}");
 }

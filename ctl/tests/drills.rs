@@ -8,12 +8,14 @@
 //! and turn timing into noise. Each run's artifacts (history, report, node logs) stay in
 //! `target/tmp/drills/<scenario>` for inspection.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde_json::Value;
+use wkctl::reports::DrillReport;
 
 const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
 
@@ -28,12 +30,7 @@ fn scenario(name: &str) -> PathBuf {
 
 fn drill(name: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let wknode = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        wknode.is_file(),
-        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
-        wknode.display()
-    );
+    let wknode = common::wknode_bin();
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("drills").join(name);
     let _ = std::fs::remove_dir_all(&artifacts);
     eprintln!("--- drill {name}");
@@ -50,7 +47,7 @@ fn drill(name: &str) {
         .expect("running wkctl drill run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    let report: DrillReport = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "drill {name}: no JSON report ({e}); exit {:?}; stdout:\n{}\nartifacts: {}",
             out.status.code(),
@@ -58,43 +55,34 @@ fn drill(name: &str) {
             artifacts.display()
         )
     });
-    let s = &report["safety"];
+    let s = &report.safety;
     eprintln!(
-        "drill {name} in {:?}: {} checked, lost {}, duplicated {}, reordered {}, inconsistent {}; faults {}; {}",
+        "drill {name} in {:?}: {} checked, lost {}, duplicated {}, reordered {}, inconsistent {}; faults {:?}; {}",
         started.elapsed(),
-        s["acked"],
-        s["lost"],
-        s["duplicated"],
-        s["reordered"],
-        s["inconsistent"],
-        report["faults"],
-        report["verdict"]
+        s.acked,
+        s.lost,
+        s.duplicated,
+        s.reordered,
+        s.inconsistent,
+        report.faults,
+        report.verdict
     );
-    for k in [
-        "lost",
-        "misplaced",
-        "duplicated",
-        "reordered",
-        "inconsistent",
-        "seq_gaps",
+    for (k, n) in [
+        ("lost", s.lost),
+        ("misplaced", s.misplaced),
+        ("duplicated", s.duplicated),
+        ("reordered", s.reordered),
+        ("inconsistent", s.inconsistent),
+        ("seq_gaps", s.seq_gaps),
     ] {
-        assert_eq!(
-            s[k].as_u64(),
-            Some(0),
-            "drill {name}: {k} = {}; report in {}",
-            s[k],
-            artifacts.display()
-        );
+        assert_eq!(n, 0, "drill {name}: {k} = {n}; report in {}", artifacts.display());
     }
-    assert!(
-        s["acked"].as_u64().unwrap_or(0) > 0,
-        "drill {name}: nothing acknowledged"
-    );
+    assert!(s.acked > 0, "drill {name}: nothing acknowledged");
     assert_eq!(
-        report["verdict"],
+        report.verdict,
         "PASS",
-        "drill {name}: {}; artifacts in {}",
-        report["reasons"],
+        "drill {name}: {:?}; artifacts in {}",
+        report.reasons,
         artifacts.display()
     );
     assert_eq!(out.status.code(), Some(0), "drill {name}: PASS exits 0");

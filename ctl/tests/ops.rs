@@ -2,8 +2,9 @@
 //! user would run them, against real clusters of `wknode` processes (found next to `wkctl`:
 //! `cargo test --workspace` builds it, or `cargo build -p wknode`).
 //!
-//! Each cluster runs on free local ports with temp data dirs; every node is SIGKILLed when the
-//! `Cluster` is dropped (also when a test panics, after printing the tail of each node's log).
+//! Each cluster is wkctl's own `LocalCluster` (free local ports, temp data dirs), stopped when
+//! the `Cluster` is dropped (also when a test panics, after printing the tail of each node's
+//! log); conditions are awaited with wkctl's `wait_for`.
 //! Text output is compared with golden files in `testdata/ctl/ops_*.txt` after masking the
 //! volatile fields (terms, indexes, ms, checksums, ports, which node leads the metadata);
 //! `WK_UPDATE_GOLDEN=1` rewrites them. JSON output must decode into the wk-api types.
@@ -12,13 +13,14 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{spawn_ready, wknode_cmd};
-use serde_json::Value;
+use common::{NodeGuard, spawn_ready, wknode_cmd};
 use wk_api::{Agreement, ChannelConfig, ChannelReplicas, Client, EvacuateResp, NodesResp, RemoveNodeResp};
+use wkctl::local::{LocalCluster, log_tail};
+use wkctl::reports::{ChannelListing, HealthReport, NodeDetail};
 
 const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
 
@@ -129,90 +131,37 @@ fn masking() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cluster harness.
+// The cluster harness: wkctl's own `LocalCluster`, and its `wait_for`.
 
-/// One `wknode` process.
-struct NodeProc {
-    id: u64,
-    http: String,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-/// Real `wknode` processes; every one is SIGKILLed on drop.
+/// Real `wknode` processes (`LocalCluster`, stopped on drop); when a test panics, the tail of
+/// each node's log is printed first.
 struct Cluster {
-    nodes: Vec<NodeProc>,
-    dir: tempfile::TempDir,
-}
-
-/// `n` distinct free loopback ports that a restarted node can bind again.
-fn free_ports(n: usize) -> Vec<u16> {
-    wk_api::ports::free_loopback_ports(n).expect("free loopback ports")
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    nodes: LocalCluster,
 }
 
 impl Cluster {
     /// Starts `n` nodes bootstrapped together and waits until every one is online, registered
     /// and a metadata leader exists.
     fn start(n: u64) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ports = free_ports(2 * n as usize);
-        let init = (0..n)
-            .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[(n + i) as usize]))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = Cluster {
-            nodes: Vec::new(),
-            dir,
-        };
-        let mut ready = Vec::new();
-        for i in 0..n {
-            let id = i + 1;
-            let http = format!("127.0.0.1:{}", ports[i as usize]);
-            let data = cluster.dir.path().join(id.to_string());
-            let log = cluster.dir.path().join(format!("node-{id}.log"));
-            let mut cmd = wknode_cmd(&log);
-            cmd.args(["--node-id", &id.to_string(), "--data-dir"])
-                .arg(&data)
-                .args([
-                    "--http-addr",
-                    &http,
-                    "--cluster-addr",
-                    &format!("127.0.0.1:{}", ports[(n + i) as usize]),
-                    "--init-nodes",
-                    &init,
-                    "--channel-idle-timeout",
-                    "10m",
-                ]);
-            let (child, rx) = spawn_ready(&mut cmd);
-            ready.push(rx);
-            cluster.nodes.push(NodeProc {
-                id,
-                http,
-                child: Some(child),
-                log,
-            });
-        }
-        for (node, rx) in cluster.nodes.iter().zip(ready) {
-            assert!(
-                rx.recv_timeout(Duration::from_secs(60)).is_ok(),
-                "node {} printed no ready line; log:\n{}",
-                node.id,
-                tail(&node.log, 40)
-            );
-        }
-        let client = cluster.client();
         let rt = runtime();
+        let nodes = rt
+            .block_on(
+                LocalCluster::builder()
+                    .nodes(n)
+                    .wknode(Some(&common::wknode_bin()))
+                    .clean_env()
+                    .env("RUST_LOG", "info")
+                    .args(["--channel-idle-timeout", "10m"])
+                    .start(),
+            )
+            .unwrap_or_else(|e| panic!("starting {n} nodes: {e:#}"));
+        let cluster = Cluster { nodes };
+        let client = cluster.client();
         wait_for(
             "every node online and registered, one metadata leader",
             Duration::from_secs(60),
-            || {
-                let r = rt.block_on(client.nodes()).map_err(|e| e.to_string())?;
+            || async {
+                let r = client.nodes().await.map_err(|e| e.to_string())?;
                 let ok = r.nodes.len() == n as usize
                     && r.meta_leader.is_some()
                     && r.nodes.iter().all(|x| x.online && !x.http_addr.is_empty());
@@ -224,16 +173,14 @@ impl Cluster {
 
     /// Comma-separated HTTP addresses of the given nodes (all running ones when empty).
     fn endpoints(&self, ids: &[u64]) -> String {
-        self.nodes
+        let endpoints = if ids.is_empty() {
+            self.nodes.running_endpoints()
+        } else {
+            ids.iter().filter_map(|id| self.nodes.endpoint(*id)).collect()
+        };
+        endpoints
             .iter()
-            .filter(|n| {
-                if ids.is_empty() {
-                    n.child.is_some()
-                } else {
-                    ids.contains(&n.id)
-                }
-            })
-            .map(|n| n.http.clone())
+            .map(|e| e.trim_start_matches("http://"))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -248,24 +195,17 @@ impl Cluster {
     }
 
     fn kill(&mut self, id: u64) {
-        let node = self.nodes.iter_mut().find(|n| n.id == id).expect("known node");
-        if let Some(mut child) = node.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.nodes.kill(id).expect("a running node");
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let failed = std::thread::panicking();
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            if failed {
-                eprintln!("=== node {} log (tail) ===\n{}", node.id, tail(&node.log, 30));
+        if std::thread::panicking() {
+            for id in self.nodes.ids() {
+                if let Some(log) = self.nodes.log_path(id) {
+                    eprintln!("=== node {id} ===\n{}", log_tail(&log, 30));
+                }
             }
         }
     }
@@ -278,18 +218,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Polls `probe` every 100 ms until it returns `Ok`, at most `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
+/// `common::wait_for_async`, every 100 ms.
+fn wait_for<T, E, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    E: std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    common::wait_for_async(what, timeout, Duration::from_millis(100), check)
 }
 
 fn wkctl(endpoints: &str, args: &[&str]) -> Output {
@@ -384,10 +320,9 @@ fn operator_commands_on_three_nodes() {
     phase("channel list");
     let out = cluster.wkctl(&["--output", "json", "channel", "list"]);
     expect_code(&out, 0);
-    let v: Value = json(&out);
-    assert_eq!(v["total"], 6);
-    let listed: Vec<ChannelReplicas> =
-        serde_json::from_value(v["channels"].clone()).expect("ChannelReplicas");
+    let v: ChannelListing = json(&out);
+    assert_eq!(v.total, 6);
+    let listed = v.channels;
     assert_eq!(listed.len(), 6);
     assert!(
         listed.iter().all(|c| c.replicas.len() == 3 && c.leader.is_some()),
@@ -428,10 +363,10 @@ fn operator_commands_on_three_nodes() {
     expect_code(&out, 2);
 
     phase("channel show");
-    let rt = runtime();
-    wait_for("ops-0 replicas caught up", Duration::from_secs(20), || {
-        let c = rt
-            .block_on(client.channel_replicas("ops-0", 2))
+    wait_for("ops-0 replicas caught up", Duration::from_secs(20), || async {
+        let c = client
+            .channel_replicas("ops-0", 2)
+            .await
             .map_err(|e| e.to_string())?;
         let top = c.replicas.iter().map(|r| r.applied_index).max().unwrap_or(0);
         let ok = c.leader == Some(2)
@@ -481,10 +416,10 @@ fn operator_commands_on_three_nodes() {
     phase("node show");
     let out = cluster.wkctl(&["--output", "json", "node", "show", "2"]);
     expect_code(&out, 0);
-    let v: Value = json(&out);
-    let node: wk_api::NodeStatus = serde_json::from_value(v["node"].clone()).expect("NodeStatus");
+    let v: NodeDetail = json(&out);
+    let node = v.node;
     assert_eq!(node.id, 2);
-    let chans: Vec<ChannelReplicas> = serde_json::from_value(v["channels"].clone()).expect("ChannelReplicas");
+    let chans = v.channels;
     assert_eq!(chans.len(), 6);
     assert!(
         chans
@@ -510,9 +445,9 @@ fn operator_commands_on_three_nodes() {
     );
     let out = cluster.wkctl(&["--output", "json", "cluster", "health"]);
     expect_code(&out, 0);
-    let v: Value = json(&out);
-    assert_eq!(v["healthy"], true);
-    assert_eq!(v["checks"].as_array().map(Vec::len), Some(4));
+    let v: HealthReport = json(&out);
+    assert!(v.healthy, "{v:?}");
+    assert_eq!(v.checks.len(), 4);
     let out = cluster.wkctl(&["cluster", "health", "--expect-nodes", "4"]);
     expect_code(&out, 1);
     assert!(stdout(&out).contains("expected 4 nodes, the cluster has 3"));
@@ -531,8 +466,8 @@ fn operator_commands_on_three_nodes() {
     assert!(ev.stuck.is_empty() && ev.led == 0, "{ev:?}");
     let out = cluster.wkctl(&["--output", "json", "channel", "list", "--leader-on", "2"]);
     expect_code(&out, 0);
-    let v: Value = json(&out);
-    assert_eq!(v["channels"].as_array().map(Vec::len), Some(0), "{v}");
+    let v: ChannelListing = json(&out);
+    assert!(v.channels.is_empty(), "{v:?}");
     let nodes: NodesResp = json(&cluster.wkctl(&["--output", "json", "node", "list"]));
     assert_eq!(
         nodes.nodes.iter().find(|n| n.id == 2).map(|n| n.channels_led),
@@ -581,8 +516,8 @@ fn operator_commands_on_three_nodes() {
     );
     let out = cluster.wkctl(&["--output", "json", "cluster", "health"]);
     expect_code(&out, 1);
-    let v: Value = json(&out);
-    assert_eq!(v["healthy"], false);
+    let v: HealthReport = json(&out);
+    assert!(!v.healthy, "{v:?}");
     let out = cluster.wkctl(&["channel", "list", "--lagging"]);
     expect_code(&out, 0);
     assert!(stdout(&out).contains("3(down)"), "{}", stdout(&out));
@@ -725,18 +660,23 @@ fn snapshot_save_and_restore() {
     phase("wait until node 1 applied every message, then save its snapshot");
     let node1 = cluster.endpoints(&[1]);
     let one = Client::new(std::slice::from_ref(&node1), Duration::from_secs(10)).expect("client");
-    wait_for("node 1 to apply every message", Duration::from_secs(30), || {
-        for c in 0..4 {
-            let r = rt
-                .block_on(one.channel_replicas(&format!("snap-{c}"), 2))
-                .map_err(|e| e.to_string())?;
-            let seq = r.replicas.iter().find(|x| x.node_id == 1).map(|x| x.message_seq);
-            if seq != Some(75) {
-                return Err(format!("snap-{c}: node 1 at {seq:?}"));
+    wait_for(
+        "node 1 to apply every message",
+        Duration::from_secs(30),
+        || async {
+            for c in 0..4 {
+                let r = one
+                    .channel_replicas(&format!("snap-{c}"), 2)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let seq = r.replicas.iter().find(|x| x.node_id == 1).map(|x| x.message_seq);
+                if seq != Some(75) {
+                    return Err(format!("snap-{c}: node 1 at {seq:?}"));
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("backup.snap");
     let file_arg = file.to_str().expect("utf-8 path");
@@ -833,8 +773,8 @@ fn snapshot_save_and_restore() {
     wait_for(
         "node 7 to lead its one-node cluster",
         Duration::from_secs(60),
-        || {
-            let r = rt.block_on(seven.nodes()).map_err(|e| e.to_string())?;
+        || async {
+            let r = seven.nodes().await.map_err(|e| e.to_string())?;
             let ok = r.meta_leader == Some(7) && r.nodes.len() == 1 && r.nodes[0].online;
             if ok { Ok(()) } else { Err(format!("{r:?}")) }
         },
@@ -925,8 +865,8 @@ fn snapshot_save_and_restore() {
 
 /// Starts node `id` alone on the restored data dir `data` (logs under `logs`): a new
 /// one-node cluster. Returns it and its HTTP address.
-fn start_restored(id: u64, data: &std::path::Path, logs: &std::path::Path) -> (Cluster, String) {
-    let ports = free_ports(2);
+fn start_restored(id: u64, data: &std::path::Path, logs: &std::path::Path) -> (NodeGuard, String) {
+    let ports = wk_api::ports::free_loopback_ports(2).expect("free loopback ports");
     let http = format!("127.0.0.1:{}", ports[0]);
     let log = logs.join(format!("node-{id}.log"));
     let mut cmd = wknode_cmd(&log);
@@ -939,16 +879,7 @@ fn start_restored(id: u64, data: &std::path::Path, logs: &std::path::Path) -> (C
             &format!("127.0.0.1:{}", ports[1]),
         ]);
     let (child, _ready) = spawn_ready(&mut cmd);
-    let cluster = Cluster {
-        nodes: vec![NodeProc {
-            id,
-            http: http.clone(),
-            child: Some(child),
-            log,
-        }],
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
-    (cluster, http)
+    (NodeGuard { child, log }, http)
 }
 
 /// The upgrade path from a data dir of format 2 (messages stored twice, before the log became
@@ -995,8 +926,8 @@ fn a_format_2_snapshot_restores() {
     wait_for(
         "node 4 to lead its one-node cluster",
         Duration::from_secs(60),
-        || {
-            let r = rt.block_on(four.nodes()).map_err(|e| e.to_string())?;
+        || async {
+            let r = four.nodes().await.map_err(|e| e.to_string())?;
             if r.meta_leader == Some(4) {
                 Ok(())
             } else {

@@ -10,37 +10,18 @@ mod common;
 #[allow(dead_code)]
 mod pki;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::{spawn_ready, wknode_cmd};
+use common::{NodeGuard, spawn_ready, wknode_cmd};
 use wk_api::{NodesResp, Security};
 
 const WKCTL: &str = env!("CARGO_BIN_EXE_wkctl");
 
-/// A `wknode` child, killed on drop (its log is printed when the test failed).
-struct NodeProc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "=== node log ===\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
 /// Starts a one-node cluster with TLS (and `extra` flags); returns it and its HTTP address
 /// from the ready line.
-fn start_node(dir: &Path, ca: &Path, cert: &Path, key: &Path, extra: &[&str]) -> (NodeProc, String) {
+fn start_node(dir: &Path, ca: &Path, cert: &Path, key: &Path, extra: &[&str]) -> (NodeGuard, String) {
     let log = dir.join("node.log");
     let mut cmd = wknode_cmd(&log);
     cmd.args(extra)
@@ -54,7 +35,7 @@ fn start_node(dir: &Path, ca: &Path, cert: &Path, key: &Path, extra: &[&str]) ->
         .arg("--tls-ca")
         .arg(ca);
     let (child, rx) = spawn_ready(&mut cmd);
-    let node = NodeProc { child, log };
+    let node = NodeGuard { child, log };
     let ready = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the node printed its ready line");
@@ -93,18 +74,22 @@ fn cluster_status_over_https_with_the_ca() {
 
     eprintln!("--- --tls-ca: text status says TLS is on");
     // The one-node cluster elects itself right after its ready line; retry until it has.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let out = loop {
-        let out = wkctl(
-            &["--endpoint", &endpoint, "--tls-ca", &ca_arg, "cluster", "status"],
-            None,
-        );
-        if out.status.code() == Some(0) || Instant::now() >= deadline {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = common::wait_until(
+        "a healthy cluster status over HTTPS",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || {
+            let out = wkctl(
+                &["--endpoint", &endpoint, "--tls-ca", &ca_arg, "cluster", "status"],
+                None,
+            );
+            if out.status.code() == Some(0) {
+                Ok(out)
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.lines().next().unwrap_or_default().ends_with("tls: on"),

@@ -13,7 +13,6 @@ mod common;
 use common::free_port_run;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -54,17 +53,10 @@ impl Guard {
 
     /// Waits until `f` finds something in the captured pane; panics with the pane if not.
     fn wait_pane<T>(&self, what: &str, limit: Duration, f: impl Fn(&str) -> Option<T>) -> T {
-        let deadline = Instant::now() + limit;
-        loop {
+        common::wait_until(what, limit, Duration::from_millis(100), || {
             let pane = self.pane();
-            if let Some(t) = f(&pane) {
-                return t;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out after {limit:?} waiting for {what}; the pane:\n{pane}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            f(&pane).ok_or_else(|| format!("the pane:\n{pane}"))
+        })
     }
 }
 
@@ -100,16 +92,6 @@ fn leader_on_screen(pane: &str) -> Option<u64> {
         .find_map(|n| n.parse().ok())
 }
 
-fn wknode() -> PathBuf {
-    let p = Path::new(WKCTL).with_file_name(format!("wknode{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        p.is_file(),
-        "{} is missing: `cargo test --workspace` builds it (or `cargo build -p wknode`)",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn kill_leader_drill_moves_the_leader_marker() {
     if Command::new("tmux").arg("-V").output().is_err() {
@@ -122,7 +104,7 @@ fn kill_leader_drill_moves_the_leader_marker() {
     eprintln!("--- starting a 3-node demo cluster (http {http}.., cluster {cluster}..)");
     let mut demo = Command::new(WKCTL)
         .args(["demo", "--nodes", "3", "--wknode"])
-        .arg(wknode())
+        .arg(common::wknode_bin())
         .arg("--data-dir")
         .arg(tmp.path().join("data"))
         .args([
@@ -161,25 +143,25 @@ fn kill_leader_drill_moves_the_leader_marker() {
         .join(",");
 
     eprintln!("--- one message so {CHANNEL}/2 has a leader");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = Command::new(WKCTL)
-            // A system message: the channel was never created, and the sender is not the point.
-            .args(["--endpoint", &endpoints, "message", "send", "--from", ""])
-            .args(["--channel", CHANNEL, "--type", "2", "hello"])
-            .env_remove("WK_ADMIN_TOKEN")
-            .output()
-            .expect("running wkctl message send");
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "send failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_until(
+        "a message sent",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let out = Command::new(WKCTL)
+                // A system message: the channel was never created, and the sender is not the point.
+                .args(["--endpoint", &endpoints, "message", "send", "--from", ""])
+                .args(["--channel", CHANNEL, "--type", "2", "hello"])
+                .env_remove("WK_ADMIN_TOKEN")
+                .output()
+                .expect("running wkctl message send");
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    );
 
     eprintln!("--- wkctl top under tmux");
     let top =

@@ -1,6 +1,8 @@
 //! All dashboard state and the one place it changes: [`App::update`]. It does no I/O and
 //! reads no clock: time arrives in actions (`Tick(now)`, a snapshot's `at`/`wall`), so every
-//! state, and every screen rendered from it, is reproducible in tests.
+//! state, and every screen rendered from it, is reproducible in tests. What the state wants
+//! done outside (quit, poll now, run a drill, start a node) `update` returns as [`Effect`]s,
+//! which the run loop performs (gitui's shape).
 //!
 //! Invariants:
 //! - The last good cluster view is kept while polls fail; the screen marks it stale (with its
@@ -49,6 +51,20 @@ pub enum Action {
         text: String,
         done: bool,
     },
+}
+
+/// What [`App::update`] asks the run loop to do: the only way the state asks for I/O or an
+/// exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Stop the dashboard.
+    Quit,
+    /// Poll now instead of at the next refresh.
+    Refresh,
+    /// Run this confirmed drill (the poller sends it to its node).
+    Drill(DrillPlan),
+    /// Start or admit a node (the poller does it, through the launcher for a local cluster).
+    ScaleOut(ScaleRequest),
 }
 
 /// The panes `Tab` cycles through, in screen order.
@@ -302,80 +318,150 @@ pub const BACKLOG_RATE_WINDOW: usize = 10;
 /// More channel leader changes than this in one snapshot are summarised in one event.
 const CHANNEL_EVENTS_PER_SNAPSHOT: usize = 3;
 
-#[derive(Debug)]
-pub struct App {
-    pub config: Config,
-    /// The latest clock reading (from `Tick`): ages are computed against it.
-    pub now: Instant,
+/// The cluster as last seen: what the header and the Nodes pane show.
+#[derive(Debug, Default)]
+pub struct ClusterView {
     /// The last good node view, kept while polls fail so the screen does not go blank.
     pub view: Option<NodesResp>,
-    /// When `view` was taken (monotonic, for its age) and on the wall clock.
+    /// When `view` was taken (monotonic, for its age).
     pub taken_at: Option<Instant>,
     /// Since when each listed node has been seen offline (for "down 12s").
     pub down_since: HashMap<u64, Instant>,
     /// The last poll error, cleared by the next good snapshot.
     pub last_error: Option<String>,
-    /// Channels in list order (by key); the UI sorts and filters a view of them.
-    pub channels: BTreeMap<ChannelKey, ChannelRow>,
-    /// `total` from the last channel list (may exceed the rows when the list is limited).
-    pub channel_total: u64,
-    /// Why the last channel list failed, if it did.
-    pub channel_error: Option<String>,
-    /// Cluster messages/s, one sample per snapshot, oldest first.
-    pub throughput: VecDeque<u64>,
-    /// The sync backlog as last reported.
-    pub backlog: Backlog,
-    /// Backlog totals (channels) over time, oldest first: the sparkline and the drain rate.
-    pub backlog_samples: VecDeque<(Instant, u64)>,
-    /// When the backlog total last changed: a running drain that stops moving is "stalled".
-    pub backlog_changed_at: Option<Instant>,
-    /// Set once the current stall has been reported as an event.
-    pub stall_reported: bool,
-    /// Newest last; the UI shows them newest first.
-    pub events: VecDeque<EventEntry>,
-    /// Which pane `Tab`, the arrows and `Enter` talk to.
-    pub focus: Pane,
-    pub mode: Mode,
+}
+
+/// The Nodes pane's own state.
+#[derive(Debug, Default)]
+pub struct NodesPane {
     /// Index into the nodes sorted by id.
-    pub node_sel: usize,
+    pub sel: usize,
+}
+
+/// The Channels pane: the rows and how they are selected, filtered and sorted.
+#[derive(Debug)]
+pub struct ChannelsPane {
+    /// Channels in list order (by key); the UI sorts and filters a view of them.
+    pub rows: BTreeMap<ChannelKey, ChannelRow>,
+    /// `total` from the last channel list (may exceed the rows when the list is limited).
+    pub total: u64,
+    /// Why the last channel list failed, if it did.
+    pub error: Option<String>,
     /// The selected channel, by key so it stays put while rows re-sort.
-    pub chan_sel: Option<ChannelKey>,
-    /// How many events from the newest the Events pane is scrolled down.
-    pub event_scroll: usize,
+    pub sel: Option<ChannelKey>,
     /// Channel filter (case-insensitive substring of `id/type`).
     pub filter: String,
     pub sort: SortColumn,
     pub sort_desc: bool,
+}
+
+impl Default for ChannelsPane {
+    fn default() -> ChannelsPane {
+        ChannelsPane {
+            rows: BTreeMap::new(),
+            total: 0,
+            error: None,
+            sel: None,
+            filter: String::new(),
+            sort: SortColumn::Rate,
+            sort_desc: true,
+        }
+    }
+}
+
+/// The Throughput pane: cluster messages/s over time, with the drill markers under it.
+#[derive(Debug, Default)]
+pub struct ThroughputPane {
+    /// Cluster messages/s, one sample per snapshot, oldest first.
+    pub samples: VecDeque<u64>,
+    /// Per sample: whether a drill ran when it was taken (the marker row).
+    pub drill_marks: VecDeque<bool>,
+}
+
+/// The Backlog pane: the sync backlog and how its drain moves.
+#[derive(Debug, Default)]
+pub struct BacklogPane {
+    /// The sync backlog as last reported.
+    pub report: Backlog,
+    /// Backlog totals (channels) over time, oldest first: the sparkline and the drain rate.
+    pub samples: VecDeque<(Instant, u64)>,
+    /// When the backlog total last changed: a running drain that stops moving is "stalled".
+    pub changed_at: Option<Instant>,
+    /// Set once the current stall has been reported as an event.
+    pub stall_reported: bool,
+}
+
+/// The Events pane.
+#[derive(Debug, Default)]
+pub struct EventsPane {
+    /// Newest last; the UI shows them newest first.
+    pub entries: VecDeque<EventEntry>,
+    /// How many events from the newest the pane is scrolled down.
+    pub scroll: usize,
+}
+
+/// The failover drills (`d`): the menu, the prompt, the one running and the last result.
+#[derive(Debug)]
+pub struct DrillState {
+    /// Which drill menu entry is highlighted.
+    pub choice: usize,
+    /// How long the isolate drill lasts.
+    pub isolate_secs: u64,
+    /// The drill the confirmation prompt asks about.
+    pub pending: Option<DrillPlan>,
+    /// The drill in progress (one at a time), until its report arrives.
+    pub running: Option<DrillPlan>,
+    /// The last drill's measurements, shown in the Throughput pane.
+    pub last: Option<DrillReport>,
+}
+
+impl Default for DrillState {
+    fn default() -> DrillState {
+        DrillState {
+            choice: 0,
+            isolate_secs: ISOLATE_SECS_DEFAULT,
+            pending: None,
+            running: None,
+            last: None,
+        }
+    }
+}
+
+/// Scale-out (`s`).
+#[derive(Debug, Default)]
+pub struct ScaleState {
+    /// What is typed after `s` against a remote cluster (`ID@HOST:PORT`).
+    pub input: String,
+    /// A scale-out is in progress (one at a time), until its last progress step.
+    pub running: bool,
+}
+
+/// The dashboard: its state grouped per pane (each readable alone), what the keyboard talks
+/// to, and the effects the current `update` asks for.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    /// The latest clock reading (from `Tick`): ages are computed against it.
+    pub now: Instant,
+    pub cluster: ClusterView,
+    pub nodes_pane: NodesPane,
+    pub channels: ChannelsPane,
+    pub throughput: ThroughputPane,
+    pub backlog: BacklogPane,
+    pub events: EventsPane,
+    pub drill: DrillState,
+    pub scale: ScaleState,
+    /// Which pane `Tab`, the arrows and `Enter` talk to.
+    pub focus: Pane,
+    pub mode: Mode,
     /// While frozen, snapshots and failures are ignored so the operator can read the screen.
     pub frozen: bool,
     /// Set by `r` while frozen: the next snapshot is applied anyway.
     pub accept_one: bool,
-    /// Set by `r`; the run loop asks the poller for a snapshot now and clears it.
-    pub refresh_requested: bool,
     /// A one-line message for the footer (e.g. "not available yet"), cleared by the next key.
     pub notice: Option<String>,
-    /// Set by quitting; the run loop exits when it sees it.
-    pub should_quit: bool,
-    /// Which drill menu entry is highlighted.
-    pub drill_choice: usize,
-    /// How long the isolate drill lasts.
-    pub isolate_secs: u64,
-    /// The drill the confirmation prompt asks about.
-    pub drill_pending: Option<DrillPlan>,
-    /// Set by confirming; the run loop hands it to the poller (the only I/O) and clears it.
-    pub drill_requested: Option<DrillPlan>,
-    /// The drill in progress (one at a time), until its report arrives.
-    pub drill_running: Option<DrillPlan>,
-    /// The last drill's measurements, shown in the Throughput pane.
-    pub last_drill: Option<DrillReport>,
-    /// Per throughput sample: whether a drill ran when it was taken (the marker row).
-    pub throughput_drill: VecDeque<bool>,
-    /// What is typed after `s` against a remote cluster (`ID@HOST:PORT`).
-    pub scale_input: String,
-    /// Set by confirming a scale-out; the run loop hands it to the poller and clears it.
-    pub scale_requested: Option<ScaleRequest>,
-    /// A scale-out is in progress (one at a time), until its last progress step.
-    pub scale_running: bool,
+    /// What the current `update` asks for; handed out (and emptied) when it returns.
+    effects: Vec<Effect>,
 }
 
 impl App {
@@ -383,46 +469,30 @@ impl App {
         App {
             config,
             now,
-            view: None,
-            taken_at: None,
-            down_since: HashMap::new(),
-            last_error: None,
-            channels: BTreeMap::new(),
-            channel_total: 0,
-            channel_error: None,
-            throughput: VecDeque::new(),
-            backlog: Backlog::default(),
-            backlog_samples: VecDeque::new(),
-            backlog_changed_at: None,
-            stall_reported: false,
-            events: VecDeque::new(),
+            cluster: ClusterView::default(),
+            nodes_pane: NodesPane::default(),
+            channels: ChannelsPane::default(),
+            throughput: ThroughputPane::default(),
+            backlog: BacklogPane::default(),
+            events: EventsPane::default(),
+            drill: DrillState::default(),
+            scale: ScaleState::default(),
             focus: Pane::Channels,
             mode: Mode::Normal,
-            node_sel: 0,
-            chan_sel: None,
-            event_scroll: 0,
-            filter: String::new(),
-            sort: SortColumn::Rate,
-            sort_desc: true,
             frozen: false,
             accept_one: false,
-            refresh_requested: false,
             notice: None,
-            should_quit: false,
-            drill_choice: 0,
-            isolate_secs: ISOLATE_SECS_DEFAULT,
-            drill_pending: None,
-            drill_requested: None,
-            drill_running: None,
-            last_drill: None,
-            throughput_drill: VecDeque::new(),
-            scale_input: String::new(),
-            scale_requested: None,
-            scale_running: false,
+            effects: Vec::new(),
         }
     }
 
-    pub fn update(&mut self, action: Action) {
+    /// Applies `action`; answers what the run loop must do now.
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        self.apply_action(action);
+        std::mem::take(&mut self.effects)
+    }
+
+    fn apply_action(&mut self, action: Action) {
         match action {
             Action::Snapshot(s) => {
                 if self.frozen && !self.accept_one {
@@ -436,7 +506,7 @@ impl App {
                     return;
                 }
                 self.accept_one = false;
-                if self.last_error.is_none() {
+                if self.cluster.last_error.is_none() {
                     self.push_event(
                         wall,
                         Severity::Bad,
@@ -444,7 +514,7 @@ impl App {
                     );
                 }
                 self.now = self.now.max(at);
-                self.last_error = Some(error);
+                self.cluster.last_error = Some(error);
             }
             Action::Tick(now) => self.now = self.now.max(now),
             Action::Key(k) => self.on_key(k),
@@ -459,8 +529,8 @@ impl App {
                     Severity::Good
                 };
                 self.push_event(wall, sev, report.summary());
-                self.drill_running = None;
-                self.last_drill = Some(*report);
+                self.drill.running = None;
+                self.drill.last = Some(*report);
             }
             Action::ScaleProgress {
                 wall,
@@ -470,7 +540,7 @@ impl App {
             } => {
                 self.push_event(wall, severity, text);
                 if done {
-                    self.scale_running = false;
+                    self.scale.running = false;
                 }
             }
         }
@@ -478,7 +548,9 @@ impl App {
 
     /// The age of the shown data.
     pub fn data_age(&self) -> Option<Duration> {
-        self.taken_at.map(|t| self.now.saturating_duration_since(t))
+        self.cluster
+            .taken_at
+            .map(|t| self.now.saturating_duration_since(t))
     }
 
     /// Data older than three refreshes (at least 3 s) is stale: the cluster may have changed.
@@ -487,18 +559,18 @@ impl App {
     }
 
     pub fn is_stale(&self) -> bool {
-        self.data_age().is_some_and(|a| a > self.stale_after()) || self.last_error.is_some()
+        self.data_age().is_some_and(|a| a > self.stale_after()) || self.cluster.last_error.is_some()
     }
 
     /// Nodes sorted by id.
     pub fn nodes(&self) -> Vec<&NodeStatus> {
-        let mut nodes: Vec<&NodeStatus> = self.view.iter().flat_map(|v| &v.nodes).collect();
+        let mut nodes: Vec<&NodeStatus> = self.cluster.view.iter().flat_map(|v| &v.nodes).collect();
         nodes.sort_by_key(|n| n.id);
         nodes
     }
 
     pub fn meta_leader(&self) -> Option<u64> {
-        self.view.as_ref().and_then(|v| v.meta_leader)
+        self.cluster.view.as_ref().and_then(|v| v.meta_leader)
     }
 
     pub fn node_state(&self, n: &NodeStatus) -> NodeState {
@@ -514,13 +586,14 @@ impl App {
     /// The channels the Channels pane shows: filtered, then sorted by the chosen column
     /// (ties by key, so the order is stable).
     pub fn visible_channels(&self) -> Vec<&ChannelRow> {
-        let needle = self.filter.to_lowercase();
+        let needle = self.channels.filter.to_lowercase();
         let mut rows: Vec<&ChannelRow> = self
             .channels
+            .rows
             .values()
             .filter(|r| needle.is_empty() || r.key.to_string().to_lowercase().contains(&needle))
             .collect();
-        let sort = self.sort;
+        let sort = self.channels.sort;
         rows.sort_by(|a, b| {
             let ord = match sort {
                 SortColumn::Channel => a.key.cmp(&b.key),
@@ -533,7 +606,11 @@ impl App {
                 SortColumn::Leader => a.leader().cmp(&b.leader()),
                 SortColumn::Lag => a.max_lag().cmp(&b.max_lag()),
             };
-            let ord = if self.sort_desc { ord.reverse() } else { ord };
+            let ord = if self.channels.sort_desc {
+                ord.reverse()
+            } else {
+                ord
+            };
             ord.then_with(|| a.key.cmp(&b.key))
         });
         rows
@@ -545,7 +622,8 @@ impl App {
             return None;
         }
         Some(
-            self.chan_sel
+            self.channels
+                .sel
                 .as_ref()
                 .and_then(|k| rows.iter().position(|r| &r.key == k))
                 .unwrap_or(0),
@@ -576,48 +654,49 @@ impl App {
     }
 
     fn push_event(&mut self, wall: SystemTime, severity: Severity, text: String) {
-        self.events.push_back(EventEntry { wall, severity, text });
-        while self.events.len() > EVENTS_KEPT {
-            self.events.pop_front();
+        self.events.entries.push_back(EventEntry { wall, severity, text });
+        while self.events.entries.len() > EVENTS_KEPT {
+            self.events.entries.pop_front();
         }
         // Keep the operator's place while scrolled down.
-        if self.event_scroll > 0 {
-            self.event_scroll += 1;
+        if self.events.scroll > 0 {
+            self.events.scroll += 1;
         }
     }
 
     fn apply(&mut self, s: Snapshot) {
-        let prev_at = self.taken_at;
-        let old = self.view.take();
-        if self.last_error.take().is_some() && old.is_some() {
+        let prev_at = self.cluster.taken_at;
+        let old = self.cluster.view.take();
+        if self.cluster.last_error.take().is_some() && old.is_some() {
             self.push_event(s.wall, Severity::Good, "▲ cluster reachable again".into());
         }
         self.diff_nodes(old.as_ref(), &s.nodes, s.wall, s.at);
 
         match &s.channels {
             Ok(list) => {
-                self.channel_error = None;
-                self.channel_total = list.total;
+                self.channels.error = None;
+                self.channels.total = list.total;
                 let mut rows = BTreeMap::new();
                 for info in &list.channels {
                     let key = ChannelKey::new(info.channel_id.clone(), info.channel_type);
                     let mut row = self
                         .channels
+                        .rows
                         .remove(&key)
                         .unwrap_or_else(|| ChannelRow::new(key.clone(), info.replicas.clone()));
                     row.replicas = info.replicas.clone();
                     rows.insert(key, row);
                 }
-                self.channels = rows;
+                self.channels.rows = rows;
             }
-            Err(e) => self.channel_error = Some(e.clone()),
+            Err(e) => self.channels.error = Some(e.clone()),
         }
 
         let mut delta_sum = 0u64;
         let mut leader_changes = Vec::new();
         for rep in s.replicas {
             let key = ChannelKey::new(rep.channel_id.clone(), rep.channel_type);
-            let Some(row) = self.channels.get_mut(&key) else {
+            let Some(row) = self.channels.rows.get_mut(&key) else {
                 continue;
             };
             let old_leader = row.status.as_ref().map(|st| st.leader);
@@ -641,7 +720,7 @@ impl App {
             row.seq_sample = Some((seq, s.at));
         }
         for (key, e) in s.replica_errors {
-            if let Some(row) = self.channels.get_mut(&key) {
+            if let Some(row) = self.channels.rows.get_mut(&key) {
                 row.error = Some(e);
             }
         }
@@ -649,19 +728,21 @@ impl App {
 
         if let Some(p) = prev_at.filter(|p| s.at > *p) {
             let rate = delta_sum as f64 / (s.at - p).as_secs_f64();
-            self.throughput.push_back(rate.round() as u64);
-            self.throughput_drill.push_back(self.drill_running.is_some());
-            while self.throughput.len() > THROUGHPUT_SAMPLES {
-                self.throughput.pop_front();
+            self.throughput.samples.push_back(rate.round() as u64);
+            self.throughput
+                .drill_marks
+                .push_back(self.drill.running.is_some());
+            while self.throughput.samples.len() > THROUGHPUT_SAMPLES {
+                self.throughput.samples.pop_front();
             }
-            while self.throughput_drill.len() > THROUGHPUT_SAMPLES {
-                self.throughput_drill.pop_front();
+            while self.throughput.drill_marks.len() > THROUGHPUT_SAMPLES {
+                self.throughput.drill_marks.pop_front();
             }
         }
 
         self.apply_backlog(s.backlog, s.at, s.wall);
-        self.view = Some(s.nodes);
-        self.taken_at = Some(s.at);
+        self.cluster.view = Some(s.nodes);
+        self.cluster.taken_at = Some(s.at);
         self.now = self.now.max(s.at);
         self.clamp_selection();
     }
@@ -670,9 +751,9 @@ impl App {
     fn diff_nodes(&mut self, old: Option<&NodesResp>, new: &NodesResp, wall: SystemTime, at: Instant) {
         for n in &new.nodes {
             if n.online {
-                self.down_since.remove(&n.id);
+                self.cluster.down_since.remove(&n.id);
             } else {
-                self.down_since.entry(n.id).or_insert(at);
+                self.cluster.down_since.entry(n.id).or_insert(at);
             }
         }
         let Some(old) = old else {
@@ -742,7 +823,7 @@ impl App {
             .collect();
         gone.sort_unstable();
         for id in gone {
-            self.down_since.remove(&id);
+            self.cluster.down_since.remove(&id);
             self.push_event(
                 wall,
                 Severity::Warn,
@@ -783,7 +864,7 @@ impl App {
 
     /// The backlog report, when the node sent one.
     pub fn backlog_report(&self) -> Option<&wk_api::Backlog> {
-        match &self.backlog {
+        match &self.backlog.report {
             Backlog::Report(b) => Some(b),
             _ => None,
         }
@@ -793,9 +874,10 @@ impl App {
     /// [`BACKLOG_RATE_WINDOW`]): the decreases summed over the window's span, so new work
     /// arriving meanwhile does not hide the drain. None without two samples.
     pub fn backlog_rate(&self) -> Option<f64> {
-        let n = self.backlog_samples.len();
+        let n = self.backlog.samples.len();
         let window: Vec<(Instant, u64)> = self
-            .backlog_samples
+            .backlog
+            .samples
             .iter()
             .skip(n.saturating_sub(BACKLOG_RATE_WINDOW))
             .copied()
@@ -829,7 +911,8 @@ impl App {
         b.drain.is_some()
             && b.total > 0
             && self
-                .backlog_changed_at
+                .backlog
+                .changed_at
                 .is_some_and(|t| self.now.saturating_duration_since(t) > patience)
     }
 
@@ -859,18 +942,18 @@ impl App {
                 }
             }
             if old.as_ref().is_none_or(|o| o.total != b.total) || b.drain.is_none() {
-                self.backlog_changed_at = Some(at);
-                self.stall_reported = false;
+                self.backlog.changed_at = Some(at);
+                self.backlog.stall_reported = false;
             }
-            self.backlog_samples.push_back((at, b.total));
-            while self.backlog_samples.len() > THROUGHPUT_SAMPLES {
-                self.backlog_samples.pop_front();
+            self.backlog.samples.push_back((at, b.total));
+            while self.backlog.samples.len() > THROUGHPUT_SAMPLES {
+                self.backlog.samples.pop_front();
             }
         }
-        self.backlog = new;
+        self.backlog.report = new;
         self.now = self.now.max(at);
-        if self.backlog_stalled() && !self.stall_reported {
-            self.stall_reported = true;
+        if self.backlog_stalled() && !self.backlog.stall_reported {
+            self.backlog.stall_reported = true;
             let total = self.backlog_report().map_or(0, |b| b.total);
             self.push_event(
                 wall,
@@ -882,13 +965,16 @@ impl App {
 
     fn clamp_selection(&mut self) {
         let n = self.nodes().len();
-        self.node_sel = self.node_sel.min(n.saturating_sub(1));
-        self.event_scroll = self.event_scroll.min(self.events.len().saturating_sub(1));
+        self.nodes_pane.sel = self.nodes_pane.sel.min(n.saturating_sub(1));
+        self.events.scroll = self
+            .events
+            .scroll
+            .min(self.events.entries.len().saturating_sub(1));
     }
 
     fn on_key(&mut self, key: Key) {
         if key == Key::CtrlC {
-            self.should_quit = true;
+            self.effects.push(Effect::Quit);
             return;
         }
         self.notice = None;
@@ -899,13 +985,13 @@ impl App {
                 }
             }
             Mode::Filter => match key {
-                Key::Char(c) => self.filter.push(c),
+                Key::Char(c) => self.channels.filter.push(c),
                 Key::Backspace => {
-                    self.filter.pop();
+                    self.channels.filter.pop();
                 }
                 Key::Enter => self.mode = Mode::Normal,
                 Key::Esc => {
-                    self.filter.clear();
+                    self.channels.filter.clear();
                     self.mode = Mode::Normal;
                 }
                 Key::Up | Key::Down => self.move_channel(if key == Key::Up { -1 } else { 1 }),
@@ -921,16 +1007,16 @@ impl App {
             },
             Mode::DrillMenu => match key {
                 Key::Char('q') | Key::Esc => self.mode = Mode::Normal,
-                Key::Up | Key::Char('k') => self.drill_choice = step(self.drill_choice, -1, DRILL_MENU.len()),
+                Key::Up | Key::Char('k') => self.drill.choice = step(self.drill.choice, -1, DRILL_MENU.len()),
                 Key::Down | Key::Char('j') => {
-                    self.drill_choice = step(self.drill_choice, 1, DRILL_MENU.len())
+                    self.drill.choice = step(self.drill.choice, 1, DRILL_MENU.len())
                 }
                 Key::Char('+') | Key::Char('=') => {
-                    self.isolate_secs = (self.isolate_secs + 5).min(ISOLATE_SECS_MAX)
+                    self.drill.isolate_secs = (self.drill.isolate_secs + 5).min(ISOLATE_SECS_MAX)
                 }
-                Key::Char('-') => self.isolate_secs = self.isolate_secs.saturating_sub(5).max(5),
+                Key::Char('-') => self.drill.isolate_secs = self.drill.isolate_secs.saturating_sub(5).max(5),
                 Key::Char(c @ '1'..='3') => {
-                    self.drill_choice = c as usize - '1' as usize;
+                    self.drill.choice = c as usize - '1' as usize;
                     self.choose_drill();
                 }
                 Key::Enter => self.choose_drill(),
@@ -939,14 +1025,14 @@ impl App {
             Mode::DrillConfirm => match key {
                 Key::Char('y') | Key::Char('Y') => {
                     self.mode = Mode::Normal;
-                    if let Some(p) = self.drill_pending.take() {
-                        self.drill_requested = Some(p.clone());
-                        self.drill_running = Some(p);
+                    if let Some(p) = self.drill.pending.take() {
+                        self.effects.push(Effect::Drill(p.clone()));
+                        self.drill.running = Some(p);
                     }
                 }
                 Key::Char('n') | Key::Char('N') | Key::Char('q') | Key::Esc => {
                     self.mode = Mode::Normal;
-                    self.drill_pending = None;
+                    self.drill.pending = None;
                     self.notice = Some("drill cancelled".into());
                 }
                 _ => {}
@@ -963,19 +1049,19 @@ impl App {
                 _ => {}
             },
             Mode::ScaleInput => match key {
-                Key::Char(c) => self.scale_input.push(c),
+                Key::Char(c) => self.scale.input.push(c),
                 Key::Backspace => {
-                    self.scale_input.pop();
+                    self.scale.input.pop();
                 }
                 Key::Esc => {
-                    self.scale_input.clear();
+                    self.scale.input.clear();
                     self.mode = Mode::Normal;
                     self.notice = Some("scale-out cancelled".into());
                 }
-                Key::Enter => match parse_member(&self.scale_input) {
+                Key::Enter => match parse_member(&self.scale.input) {
                     Ok(req) => {
                         self.mode = Mode::Normal;
-                        self.scale_input.clear();
+                        self.scale.input.clear();
                         self.start_scale(req);
                     }
                     // Stay in the prompt so the operator can fix the typo.
@@ -988,8 +1074,8 @@ impl App {
     }
 
     fn start_scale(&mut self, req: ScaleRequest) {
-        self.scale_requested = Some(req);
-        self.scale_running = true;
+        self.effects.push(Effect::ScaleOut(req));
+        self.scale.running = true;
     }
 
     /// The plan for the highlighted menu entry, from what the screen shows: the selected
@@ -997,9 +1083,9 @@ impl App {
     /// explains in the footer why the drill cannot run.
     fn choose_drill(&mut self) {
         self.mode = Mode::Normal;
-        match self.drill_plan(self.drill_choice) {
+        match self.drill_plan(self.drill.choice) {
             Ok(p) => {
-                self.drill_pending = Some(p);
+                self.drill.pending = Some(p);
                 self.mode = Mode::DrillConfirm;
             }
             Err(why) => self.notice = Some(format!("drill not possible: {why}")),
@@ -1022,13 +1108,13 @@ impl App {
             }
             1 | 2 => {
                 let nodes = self.nodes();
-                let n = nodes.get(self.node_sel).ok_or("no node listed yet")?;
+                let n = nodes.get(self.nodes_pane.sel).ok_or("no node listed yet")?;
                 if choice == 1 {
                     DrillKind::KillNode { node: n.id }
                 } else {
                     DrillKind::Isolate {
                         node: n.id,
-                        secs: self.isolate_secs,
+                        secs: self.drill.isolate_secs,
                     }
                 }
             }
@@ -1053,7 +1139,7 @@ impl App {
         if let DrillKind::KillLeader { channel, .. } = &kind {
             affected.push(channel.clone());
         }
-        for r in self.channels.values() {
+        for r in self.channels.rows.values() {
             if affected.len() >= AFFECTED_MAX {
                 break;
             }
@@ -1072,9 +1158,9 @@ impl App {
 
     fn on_normal_key(&mut self, key: Key) {
         match key {
-            Key::Char('q') => self.should_quit = true,
-            Key::Esc if !self.filter.is_empty() => self.filter.clear(),
-            Key::Esc => self.should_quit = true,
+            Key::Char('q') => self.effects.push(Effect::Quit),
+            Key::Esc if !self.channels.filter.is_empty() => self.channels.filter.clear(),
+            Key::Esc => self.effects.push(Effect::Quit),
             Key::Char('?') => self.mode = Mode::Help,
             Key::Char('f') => self.frozen = !self.frozen,
             Key::Char('r') => self.request_refresh(),
@@ -1092,23 +1178,23 @@ impl App {
             }
             Key::Char(c @ '1'..='5') => {
                 let col = SortColumn::ALL[c as usize - '1' as usize];
-                if self.sort == col {
-                    self.sort_desc = !self.sort_desc;
+                if self.channels.sort == col {
+                    self.channels.sort_desc = !self.channels.sort_desc;
                 } else {
-                    self.sort = col;
-                    self.sort_desc = col.default_descending();
+                    self.channels.sort = col;
+                    self.channels.sort_desc = col.default_descending();
                 }
             }
             Key::Enter if self.focus == Pane::Channels && self.selected_channel().is_some() => {
-                self.chan_sel = self.selected_channel().map(|r| r.key.clone());
+                self.channels.sel = self.selected_channel().map(|r| r.key.clone());
                 self.mode = Mode::Detail;
             }
-            Key::Char('s') if self.scale_running => {
+            Key::Char('s') if self.scale.running => {
                 self.notice = Some("a scale-out is running; see the Events pane".into())
             }
             Key::Char('s') if self.config.local_scale => self.mode = Mode::ScaleConfirm,
             Key::Char('s') => self.mode = Mode::ScaleInput,
-            Key::Char('d') => match &self.drill_running {
+            Key::Char('d') => match &self.drill.running {
                 Some(p) => self.notice = Some(format!("a drill is running: {}", p.kind)),
                 None => self.mode = Mode::DrillMenu,
             },
@@ -1117,7 +1203,7 @@ impl App {
     }
 
     fn request_refresh(&mut self) {
-        self.refresh_requested = true;
+        self.effects.push(Effect::Refresh);
         if self.frozen {
             self.accept_one = true;
         }
@@ -1127,11 +1213,11 @@ impl App {
         match self.focus {
             Pane::Nodes => {
                 let n = self.nodes().len();
-                self.node_sel = step(self.node_sel, delta, n);
+                self.nodes_pane.sel = step(self.nodes_pane.sel, delta, n);
             }
             Pane::Channels => self.move_channel(delta),
             Pane::Events => {
-                self.event_scroll = step(self.event_scroll, delta, self.events.len());
+                self.events.scroll = step(self.events.scroll, delta, self.events.entries.len());
             }
             Pane::Throughput | Pane::Backlog => {}
         }
@@ -1143,7 +1229,7 @@ impl App {
             return;
         };
         let j = step(i, delta, rows.len());
-        self.chan_sel = Some(rows[j].key.clone());
+        self.channels.sel = Some(rows[j].key.clone());
     }
 }
 

@@ -8,18 +8,18 @@ use super::*;
 use crate::fixtures::*;
 use crate::snapshot::Backlog;
 
-fn key(app: &mut App, k: Key) {
-    app.update(Action::Key(k));
+/// Presses `k`; answers the effects it asked for.
+fn key(app: &mut App, k: Key) -> Vec<Effect> {
+    app.update(Action::Key(k))
 }
 
-fn chars(app: &mut App, s: &str) {
-    for c in s.chars() {
-        key(app, Key::Char(c));
-    }
+/// Types `s`; answers the effects all its keys asked for.
+fn chars(app: &mut App, s: &str) -> Vec<Effect> {
+    s.chars().flat_map(|c| key(app, Key::Char(c))).collect()
 }
 
 fn texts(app: &App) -> Vec<String> {
-    app.events.iter().map(|e| e.text.clone()).collect()
+    app.events.entries.iter().map(|e| e.text.clone()).collect()
 }
 
 /// An app that has seen the standard scene twice (so rates exist).
@@ -38,30 +38,31 @@ fn visible(app: &App) -> Vec<String> {
 fn first_snapshot_fills_the_view() {
     let clock = Clock::new();
     let mut app = app(&clock);
-    assert!(app.view.is_none() && app.data_age().is_none() && !app.is_stale());
+    assert!(app.cluster.view.is_none() && app.data_age().is_none() && !app.is_stale());
     app.update(scene(&clock, 0));
     assert_eq!(app.meta_leader(), Some(1));
     assert_eq!(app.nodes().len(), 3);
-    assert_eq!(app.channels.len(), CHANNELS.len());
-    assert_eq!(app.channel_total, CHANNELS.len() as u64);
-    assert!(app.throughput.is_empty(), "no rate from one snapshot");
+    assert_eq!(app.channels.rows.len(), CHANNELS.len());
+    assert_eq!(app.channels.total, CHANNELS.len() as u64);
+    assert!(app.throughput.samples.is_empty(), "no rate from one snapshot");
     assert!(
         app.channels
+            .rows
             .values()
             .all(|r| r.rate.is_none() && r.health() == ChannelHealth::Ok)
     );
     assert_eq!(texts(&app), ["· connected: 3/3 nodes up, metadata leader *1"]);
-    assert_eq!(app.backlog, Backlog::Report(backlog(0, None, 0)));
+    assert_eq!(app.backlog.report, Backlog::Report(backlog(0, None, 0)));
 }
 
 #[test]
 fn rates_and_throughput_come_from_seq_deltas() {
     let clock = Clock::new();
     let mut app = running(&clock);
-    let rate = |app: &App, id: &str| app.channels[&ChannelKey::new(id, 2)].rate;
+    let rate = |app: &App, id: &str| app.channels.rows[&ChannelKey::new(id, 2)].rate;
     assert_eq!(rate(&app, "orders"), Some(120.0));
     assert_eq!(rate(&app, "quiet"), Some(0.0));
-    assert_eq!(app.throughput, [RATES.iter().sum::<u64>()]);
+    assert_eq!(app.throughput.samples, [RATES.iter().sum::<u64>()]);
     // Busiest first by default.
     assert_eq!(
         visible(&app),
@@ -78,7 +79,7 @@ fn rates_and_throughput_come_from_seq_deltas() {
     assert_eq!(rate(&app, "orders"), Some(60.0));
     assert_eq!(rate(&app, "g1"), None);
     assert_eq!(rate(&app, "g2"), Some(3.0), "not polled: keeps its last rate");
-    assert_eq!(app.throughput.back(), Some(&60));
+    assert_eq!(app.throughput.samples.back(), Some(&60));
 }
 
 #[test]
@@ -98,17 +99,17 @@ fn going_stale_and_unreachable() {
     assert_eq!(app.now, clock.at(4_100));
 
     // Failures keep the last view, mark it stale, and make one event, not one per failure.
-    let before = app.events.len();
+    let before = app.events.entries.len();
     app.update(failed(&clock, 5_000, "no endpoint answered"));
     app.update(failed(&clock, 6_000, "no endpoint answered"));
-    assert_eq!(app.last_error.as_deref(), Some("no endpoint answered"));
+    assert_eq!(app.cluster.last_error.as_deref(), Some("no endpoint answered"));
     assert_eq!(app.meta_leader(), Some(1), "the last view is kept");
     assert!(app.is_stale());
-    assert_eq!(app.events.len(), before + 1);
-    assert_eq!(app.events.back().map(|e| e.severity), Some(Severity::Bad));
+    assert_eq!(app.events.entries.len(), before + 1);
+    assert_eq!(app.events.entries.back().map(|e| e.severity), Some(Severity::Bad));
 
     app.update(scene(&clock, 7));
-    assert_eq!(app.last_error, None);
+    assert_eq!(app.cluster.last_error, None);
     assert!(!app.is_stale());
     assert_eq!(
         texts(&app).last().map(String::as_str),
@@ -126,7 +127,7 @@ fn nodes_going_down_coming_back_and_disappearing() {
     app.update(snapshot(&clock, 2000, nodes(Some(2), 3, &[1]), chans(), vec![]));
     let n1 = app.nodes()[0].clone();
     assert_eq!(app.node_state(&n1), NodeState::Down);
-    assert_eq!(app.down_since.get(&1), Some(&clock.at(2000)));
+    assert_eq!(app.cluster.down_since.get(&1), Some(&clock.at(2000)));
     assert_eq!(
         texts(&app)[1..],
         [
@@ -140,17 +141,17 @@ fn nodes_going_down_coming_back_and_disappearing() {
     // It comes back.
     app.update(snapshot(&clock, 3000, nodes(Some(2), 3, &[]), chans(), vec![]));
     assert_eq!(texts(&app).last().map(String::as_str), Some("▲ node 1 up"));
-    assert!(app.down_since.is_empty());
+    assert!(app.cluster.down_since.is_empty());
 
     // Node 3 vanishes from the listing altogether (removed from the membership).
     app.focus = Pane::Nodes;
     key(&mut app, Key::End);
-    assert_eq!(app.node_sel, 2);
+    assert_eq!(app.nodes_pane.sel, 2);
     let mut two = nodes(Some(2), 3, &[]);
     two.nodes.retain(|n| n.id != 3);
     app.update(snapshot(&clock, 4000, two, chans(), vec![]));
     assert_eq!(app.nodes().iter().map(|n| n.id).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(app.node_sel, 1, "the selection stays on a node that exists");
+    assert_eq!(app.nodes_pane.sel, 1, "the selection stays on a node that exists");
     assert_eq!(
         texts(&app).last().map(String::as_str),
         Some("- node 3 left the view (no longer listed)")
@@ -212,7 +213,7 @@ fn channel_leader_changes_removals_and_health() {
             ),
         ],
     ));
-    let row = |app: &App, id: &str| app.channels[&ChannelKey::new(id, 2)].clone();
+    let row = |app: &App, id: &str| app.channels.rows[&ChannelKey::new(id, 2)].clone();
     assert_eq!(row(&app, "g1").health(), ChannelHealth::ReplicaDown);
     assert_eq!(row(&app, "g1").leader(), Some(3));
     assert_eq!(row(&app, "g2").health(), ChannelHealth::NoLeader);
@@ -229,12 +230,13 @@ fn channel_leader_changes_removals_and_health() {
     assert!(t.contains(&"* channel g2/2 lost its leader".to_string()), "{t:?}");
 
     // Many leader changes at once are one event.
-    let before = app.events.len();
+    let before = app.events.entries.len();
     let moved = CHANNELS.iter().map(|c| healthy(c, 3, 2000)).collect();
     app.update(snapshot(&clock, 3000, n(), list(CHANNELS), moved));
-    assert_eq!(app.events.len(), before + 1);
+    assert_eq!(app.events.entries.len(), before + 1);
     assert!(
         app.events
+            .entries
             .back()
             .expect("an event")
             .text
@@ -248,7 +250,7 @@ fn channel_leader_changes_removals_and_health() {
             .push((ChannelKey::new("g2", 2), "timeout".into()));
     }
     app.update(s);
-    assert_eq!(app.channels.len(), 2);
+    assert_eq!(app.channels.rows.len(), 2);
     assert_eq!(row(&app, "g2").health(), ChannelHealth::Error);
     assert_eq!(row(&app, "g2").error.as_deref(), Some("timeout"));
 
@@ -258,8 +260,8 @@ fn channel_leader_changes_removals_and_health() {
         snap.channels = Err("503".into());
     }
     app.update(s);
-    assert_eq!(app.channels.len(), 2);
-    assert_eq!(app.channel_error.as_deref(), Some("503"));
+    assert_eq!(app.channels.rows.len(), 2);
+    assert_eq!(app.channels.error.as_deref(), Some("503"));
     // A group no replica runs is hibernated, not leaderless.
     let idle = replicas(
         "g1",
@@ -302,25 +304,21 @@ fn quit_keys() {
     let clock = Clock::new();
     for k in [Key::Char('q'), Key::Esc, Key::CtrlC] {
         let mut app = running(&clock);
-        key(&mut app, k);
-        assert!(app.should_quit, "{k:?}");
+        assert_eq!(key(&mut app, k), [Effect::Quit], "{k:?}");
     }
     // Esc first clears a filter, then quits.
     let mut app = running(&clock);
     key(&mut app, Key::Char('/'));
     chars(&mut app, "g");
     key(&mut app, Key::Enter);
-    key(&mut app, Key::Esc);
-    assert!(!app.should_quit && app.filter.is_empty());
-    key(&mut app, Key::Esc);
-    assert!(app.should_quit);
+    assert!(key(&mut app, Key::Esc).is_empty() && app.channels.filter.is_empty());
+    assert_eq!(key(&mut app, Key::Esc), [Effect::Quit]);
     // Ctrl-C quits from any mode.
     for open in [Key::Char('?'), Key::Char('/'), Key::Enter] {
         let mut app = running(&clock);
         key(&mut app, open);
         assert_ne!(app.mode, Mode::Normal, "{open:?}");
-        key(&mut app, Key::CtrlC);
-        assert!(app.should_quit, "{open:?}");
+        assert_eq!(key(&mut app, Key::CtrlC), [Effect::Quit], "{open:?}");
     }
 }
 
@@ -335,9 +333,9 @@ fn help_opens_and_closes_without_quitting() {
         key(&mut app, Key::Char('f'));
         assert_eq!(app.mode, Mode::Help);
         assert!(!app.frozen, "keys other than close do nothing in help");
-        key(&mut app, close);
+        let effects = key(&mut app, close);
         assert_eq!(app.mode, Mode::Normal, "{close:?}");
-        assert!(!app.should_quit, "{close:?}");
+        assert!(effects.is_empty(), "{close:?}");
     }
 }
 
@@ -345,21 +343,20 @@ fn help_opens_and_closes_without_quitting() {
 fn freeze_and_refresh() {
     let clock = Clock::new();
     let mut app = running(&clock);
-    key(&mut app, Key::Char('r'));
-    assert!(app.refresh_requested && !app.accept_one);
-    app.refresh_requested = false;
+    assert_eq!(key(&mut app, Key::Char('r')), [Effect::Refresh]);
+    assert!(!app.accept_one);
 
     key(&mut app, Key::Char('f'));
     assert!(app.frozen);
     app.update(snapshot(&clock, 2000, nodes(Some(2), 3, &[1]), vec![], vec![]));
     app.update(failed(&clock, 3000, "down"));
     assert_eq!(app.meta_leader(), Some(1), "frozen: snapshots ignored");
-    assert_eq!(app.last_error, None, "frozen: failures ignored");
-    assert_eq!(app.taken_at, Some(clock.at(1000)));
+    assert_eq!(app.cluster.last_error, None, "frozen: failures ignored");
+    assert_eq!(app.cluster.taken_at, Some(clock.at(1000)));
 
     // r while frozen lets exactly one snapshot through.
-    key(&mut app, Key::Char('r'));
-    assert!(app.refresh_requested && app.accept_one);
+    assert_eq!(key(&mut app, Key::Char('r')), [Effect::Refresh]);
+    assert!(app.accept_one);
     app.update(snapshot(&clock, 4000, nodes(Some(2), 3, &[]), vec![], vec![]));
     assert_eq!(app.meta_leader(), Some(2));
     app.update(snapshot(&clock, 5000, nodes(Some(3), 4, &[]), vec![], vec![]));
@@ -430,33 +427,33 @@ fn moving_in_each_pane() {
         (Key::End, 2),
     ] {
         key(&mut app, k);
-        assert_eq!(app.node_sel, want, "{k:?}");
+        assert_eq!(app.nodes_pane.sel, want, "{k:?}");
     }
 
     // Events scroll (newest first; down shows older ones).
     app.focus = Pane::Events;
-    assert_eq!(app.events.len(), 1);
+    assert_eq!(app.events.entries.len(), 1);
     key(&mut app, Key::Down);
-    assert_eq!(app.event_scroll, 0, "nothing older");
+    assert_eq!(app.events.scroll, 0, "nothing older");
     app.update(failed(&clock, 2000, "x"));
     app.update(scene(&clock, 3));
     key(&mut app, Key::Char('j'));
     key(&mut app, Key::Char('j'));
-    assert_eq!(app.event_scroll, 2);
+    assert_eq!(app.events.scroll, 2);
     app.update(failed(&clock, 4000, "y"));
     assert_eq!(
-        app.event_scroll, 3,
+        app.events.scroll, 3,
         "a new event keeps the scrolled view in place"
     );
     key(&mut app, Key::Home);
-    assert_eq!(app.event_scroll, 0);
+    assert_eq!(app.events.scroll, 0);
 
     // Throughput and backlog have nothing to move.
     app.focus = Pane::Throughput;
     key(&mut app, Key::Down);
     app.focus = Pane::Backlog;
     key(&mut app, Key::Down);
-    assert_eq!((app.node_sel, app.event_scroll), (2, 0));
+    assert_eq!((app.nodes_pane.sel, app.events.scroll), (2, 0));
 }
 
 #[test]
@@ -467,25 +464,25 @@ fn filter_typing() {
     key(&mut app, Key::Char('/'));
     assert_eq!((app.mode, app.focus), (Mode::Filter, Pane::Channels));
     // Letters that are keys elsewhere are text here.
-    chars(&mut app, "qG?frsd");
-    assert_eq!(app.filter, "qG?frsd");
-    assert!(!app.should_quit && !app.frozen && app.mode == Mode::Filter);
+    let effects = chars(&mut app, "qG?frsd");
+    assert_eq!(app.channels.filter, "qG?frsd");
+    assert!(effects.is_empty() && !app.frozen && app.mode == Mode::Filter);
     for _ in 0..7 {
         key(&mut app, Key::Backspace);
     }
     key(&mut app, Key::Backspace);
-    assert_eq!(app.filter, "");
+    assert_eq!(app.channels.filter, "");
     chars(&mut app, "G");
     assert_eq!(visible(&app), ["g1", "g2"], "case-insensitive, on id/type");
     key(&mut app, Key::Down);
     assert_eq!(app.selected_channel().map(|r| r.key.id.as_str()), Some("g2"));
     key(&mut app, Key::Enter);
-    assert_eq!((app.mode, app.filter.as_str()), (Mode::Normal, "G"));
+    assert_eq!((app.mode, app.channels.filter.as_str()), (Mode::Normal, "G"));
     key(&mut app, Key::Char('/'));
     chars(&mut app, "1");
     assert_eq!(visible(&app), ["g1"]);
     key(&mut app, Key::Esc);
-    assert_eq!((app.mode, app.filter.as_str()), (Mode::Normal, ""));
+    assert_eq!((app.mode, app.channels.filter.as_str()), (Mode::Normal, ""));
     assert_eq!(visible(&app).len(), CHANNELS.len());
     chars(&mut app, "/zzz");
     assert!(app.visible_channels().is_empty());
@@ -515,7 +512,11 @@ fn sort_keys() {
     ];
     for (c, col, desc, first) in cases {
         key(&mut app, Key::Char(c));
-        assert_eq!((app.sort, app.sort_desc), (col, desc), "key {c}");
+        assert_eq!(
+            (app.channels.sort, app.channels.sort_desc),
+            (col, desc),
+            "key {c}"
+        );
         assert_eq!(visible(&app)[0], first, "key {c}");
     }
 }
@@ -531,22 +532,21 @@ fn replica_details() {
     app.focus = Pane::Channels;
     key(&mut app, Key::Enter);
     assert_eq!(app.mode, Mode::Detail);
-    assert_eq!(app.chan_sel, Some(ChannelKey::new("orders", 2)));
+    assert_eq!(app.channels.sel, Some(ChannelKey::new("orders", 2)));
     key(&mut app, Key::Char('j'));
-    assert_eq!(app.chan_sel, Some(ChannelKey::new("room-42", 2)));
+    assert_eq!(app.channels.sel, Some(ChannelKey::new("room-42", 2)));
     key(&mut app, Key::Up);
-    assert_eq!(app.chan_sel, Some(ChannelKey::new("orders", 2)));
+    assert_eq!(app.channels.sel, Some(ChannelKey::new("orders", 2)));
     key(&mut app, Key::Char('f'));
     assert!(app.frozen);
-    key(&mut app, Key::Char('r'));
-    assert!(app.refresh_requested);
+    assert_eq!(key(&mut app, Key::Char('r')), [Effect::Refresh]);
     key(&mut app, Key::Tab);
     assert_eq!(app.focus, Pane::Channels, "Tab does nothing in the popup");
     for close in [Key::Char('q'), Key::Esc, Key::Enter] {
         app.mode = Mode::Detail;
-        key(&mut app, close);
+        let effects = key(&mut app, close);
         assert_eq!(app.mode, Mode::Normal, "{close:?}");
-        assert!(!app.should_quit);
+        assert!(effects.is_empty());
     }
 }
 
@@ -559,12 +559,9 @@ fn unknown_keys_do_nothing() {
     assert_eq!(app.notice, None, "the next key clears the notice");
     let focus = app.focus;
     for k in [Key::Char('x'), Key::Backspace, Key::Char('9')] {
-        key(&mut app, k);
+        assert!(key(&mut app, k).is_empty(), "{k:?}");
     }
-    assert_eq!(
-        (app.focus, app.mode, app.should_quit),
-        (focus, Mode::Normal, false)
-    );
+    assert_eq!((app.focus, app.mode), (focus, Mode::Normal));
     app.update(Action::Redraw);
 }
 
@@ -575,27 +572,25 @@ fn scale_out_against_a_remote_cluster_asks_for_a_node() {
     key(&mut app, Key::Char('s'));
     assert_eq!(app.mode, Mode::ScaleInput);
     chars(&mut app, "4@10.0.0.4");
-    key(&mut app, Key::Enter);
+    assert!(key(&mut app, Key::Enter).is_empty());
     assert_eq!(app.mode, Mode::ScaleInput, "a bad address keeps the prompt");
     assert!(app.notice.clone().expect("why").contains("no :PORT"));
-    assert!(app.scale_requested.is_none());
     chars(&mut app, ":1111x");
     key(&mut app, Key::Backspace);
     chars(&mut app, "0");
-    assert_eq!(app.scale_input, "4@10.0.0.4:11110");
-    key(&mut app, Key::Enter);
+    assert_eq!(app.scale.input, "4@10.0.0.4:11110");
+    let effects = key(&mut app, Key::Enter);
     assert_eq!(app.mode, Mode::Normal);
     assert_eq!(
-        app.scale_requested,
-        Some(ScaleRequest::Admit {
+        effects,
+        [Effect::ScaleOut(ScaleRequest::Admit {
             node_id: 4,
             cluster_addr: "10.0.0.4:11110".into()
-        })
+        })]
     );
-    assert!(app.scale_running && app.scale_input.is_empty());
+    assert!(app.scale.running && app.scale.input.is_empty());
     // One at a time.
-    app.scale_requested = None;
-    key(&mut app, Key::Char('s'));
+    assert!(key(&mut app, Key::Char('s')).is_empty());
     assert_eq!(app.mode, Mode::Normal);
     assert!(
         app.notice
@@ -610,21 +605,21 @@ fn scale_out_against_a_remote_cluster_asks_for_a_node() {
         text: "→ scale-out: admitting node 4".into(),
         done: false,
     });
-    assert!(app.scale_running);
+    assert!(app.scale.running);
     app.update(Action::ScaleProgress {
         wall: wall0(),
         severity: Severity::Good,
         text: "✓ node 4 joined".into(),
         done: true,
     });
-    assert!(!app.scale_running);
+    assert!(!app.scale.running);
     assert_eq!(texts(&app).last().map(String::as_str), Some("✓ node 4 joined"));
     // Esc cancels the prompt and forgets what was typed; q is text there, not quit.
     chars(&mut app, "sq");
-    assert_eq!((app.mode, app.scale_input.as_str()), (Mode::ScaleInput, "q"));
-    key(&mut app, Key::Esc);
+    assert_eq!((app.mode, app.scale.input.as_str()), (Mode::ScaleInput, "q"));
+    assert!(key(&mut app, Key::Esc).is_empty());
     assert_eq!(app.mode, Mode::Normal);
-    assert!(app.scale_input.is_empty() && !app.should_quit);
+    assert!(app.scale.input.is_empty());
 }
 
 #[test]
@@ -640,14 +635,12 @@ fn scale_out_against_the_demo_starts_a_node_after_y() {
     for cancel in [Key::Char('n'), Key::Esc, Key::Char('q')] {
         key(&mut app, Key::Char('s'));
         assert_eq!(app.mode, Mode::ScaleConfirm);
-        key(&mut app, cancel);
+        assert!(key(&mut app, cancel).is_empty());
         assert_eq!(app.mode, Mode::Normal);
         assert_eq!(app.notice.as_deref(), Some("scale-out cancelled"));
-        assert!(app.scale_requested.is_none() && !app.should_quit);
     }
-    chars(&mut app, "sxy");
-    assert_eq!(app.scale_requested, Some(ScaleRequest::Local));
-    assert!(app.scale_running);
+    assert_eq!(chars(&mut app, "sxy"), [Effect::ScaleOut(ScaleRequest::Local)]);
+    assert!(app.scale.running);
 }
 
 #[test]
@@ -659,22 +652,22 @@ fn drill_menu_moves_chooses_and_backs_out() {
     key(&mut app, Key::Down);
     key(&mut app, Key::Char('j'));
     key(&mut app, Key::Char('j'));
-    assert_eq!(app.drill_choice, 2, "the menu stops at its last entry");
+    assert_eq!(app.drill.choice, 2, "the menu stops at its last entry");
     key(&mut app, Key::Char('k'));
-    assert_eq!(app.drill_choice, 1);
+    assert_eq!(app.drill.choice, 1);
     for (k, secs) in [('+', 15), ('=', 20), ('-', 15)] {
         key(&mut app, Key::Char(k));
-        assert_eq!(app.isolate_secs, secs);
+        assert_eq!(app.drill.isolate_secs, secs);
     }
     for _ in 0..10 {
         key(&mut app, Key::Char('-'));
     }
-    assert_eq!(app.isolate_secs, 5, "at least 5 s");
+    assert_eq!(app.drill.isolate_secs, 5, "at least 5 s");
     for back in [Key::Char('q'), Key::Esc] {
         app.mode = Mode::DrillMenu;
-        key(&mut app, back);
+        assert!(key(&mut app, back).is_empty(), "{back:?}");
         assert_eq!(app.mode, Mode::Normal, "{back:?}");
-        assert!(!app.should_quit && app.drill_pending.is_none());
+        assert!(app.drill.pending.is_none());
     }
 }
 
@@ -684,9 +677,9 @@ fn kill_leader_asks_first_and_is_requested_once_confirmed() {
     let mut app = running(&clock);
     let sel = app.selected_channel().expect("a channel").key.clone();
     let leader = app.selected_channel().and_then(|r| r.leader()).expect("a leader");
-    chars(&mut app, "d1");
+    assert!(chars(&mut app, "d1").is_empty(), "nothing runs before y");
     assert_eq!(app.mode, Mode::DrillConfirm);
-    let plan = app.drill_pending.clone().expect("a pending drill");
+    let plan = app.drill.pending.clone().expect("a pending drill");
     assert_eq!(
         plan.kind,
         DrillKind::KillLeader {
@@ -699,18 +692,16 @@ fn kill_leader_asks_first_and_is_requested_once_confirmed() {
     assert!(
         plan.affected
             .iter()
-            .all(|k| app.channels[k].leader() == Some(leader)),
+            .all(|k| app.channels.rows[k].leader() == Some(leader)),
         "only channels the node leads"
     );
     assert_eq!(plan.probe, Some(sel));
-    assert!(app.drill_requested.is_none(), "nothing runs before y");
     // Keys other than y/n do nothing in the prompt.
-    key(&mut app, Key::Char('x'));
+    assert!(key(&mut app, Key::Char('x')).is_empty());
     assert_eq!(app.mode, Mode::DrillConfirm);
-    key(&mut app, Key::Char('y'));
+    assert_eq!(key(&mut app, Key::Char('y')), [Effect::Drill(plan.clone())]);
     assert_eq!(app.mode, Mode::Normal);
-    assert_eq!(app.drill_requested.as_ref(), Some(&plan));
-    assert_eq!(app.drill_running.as_ref(), Some(&plan));
+    assert_eq!(app.drill.running.as_ref(), Some(&plan));
     // One drill at a time.
     key(&mut app, Key::Char('d'));
     assert_eq!(app.mode, Mode::Normal);
@@ -729,11 +720,10 @@ fn drill_prompt_cancels_with_n_and_esc() {
     for cancel in [Key::Char('n'), Key::Esc, Key::Char('q')] {
         chars(&mut app, "d2");
         assert_eq!(app.mode, Mode::DrillConfirm);
-        key(&mut app, cancel);
+        assert!(key(&mut app, cancel).is_empty(), "{cancel:?}");
         assert_eq!(app.mode, Mode::Normal, "{cancel:?}");
-        assert!(app.drill_pending.is_none() && app.drill_requested.is_none());
+        assert!(app.drill.pending.is_none());
         assert_eq!(app.notice.as_deref(), Some("drill cancelled"));
-        assert!(!app.should_quit);
     }
 }
 
@@ -744,13 +734,17 @@ fn node_drills_target_the_selected_node() {
     app.focus = Pane::Nodes;
     key(&mut app, Key::Down);
     chars(&mut app, "d2");
-    let plan = app.drill_pending.clone().expect("a pending drill");
+    let plan = app.drill.pending.clone().expect("a pending drill");
     assert_eq!(plan.kind, DrillKind::KillNode { node: 2 });
     key(&mut app, Key::Esc);
     chars(&mut app, "d++3");
-    let plan = app.drill_pending.clone().expect("a pending drill");
+    let plan = app.drill.pending.clone().expect("a pending drill");
     assert_eq!(plan.kind, DrillKind::Isolate { node: 2, secs: 20 });
-    assert!(plan.affected.iter().all(|k| app.channels[k].leader() == Some(2)));
+    assert!(
+        plan.affected
+            .iter()
+            .all(|k| app.channels.rows[k].leader() == Some(2))
+    );
 }
 
 #[test]
@@ -787,7 +781,7 @@ fn drill_reports_are_logged_and_mark_the_throughput() {
     let clock = Clock::new();
     let mut app = running(&clock);
     chars(&mut app, "d1y");
-    let plan = app.drill_running.clone().expect("running");
+    let plan = app.drill.running.clone().expect("running");
     app.update(Action::DrillStarted {
         wall: wall0(),
         text: plan.kind.to_string(),
@@ -813,9 +807,9 @@ fn drill_reports_are_logged_and_mark_the_throughput() {
         wall: wall0(),
         report: Box::new(report.clone()),
     });
-    assert!(app.drill_running.is_none());
-    assert_eq!(app.last_drill.as_ref(), Some(&report));
-    let last = app.events.back().expect("an event");
+    assert!(app.drill.running.is_none());
+    assert_eq!(app.drill.last.as_ref(), Some(&report));
+    let last = app.events.entries.back().expect("an event");
     assert_eq!(
         (last.severity, last.text.clone()),
         (Severity::Good, report.summary())
@@ -823,11 +817,11 @@ fn drill_reports_are_logged_and_mark_the_throughput() {
     app.frozen = false;
     app.update(scene(&clock, 3));
     assert_eq!(
-        app.throughput_drill.iter().copied().collect::<Vec<_>>(),
+        app.throughput.drill_marks.iter().copied().collect::<Vec<_>>(),
         [false, true, false],
         "the sample taken while the drill ran is marked"
     );
-    assert_eq!(app.throughput_drill.len(), app.throughput.len());
+    assert_eq!(app.throughput.drill_marks.len(), app.throughput.samples.len());
     // A failed drill is bad news.
     let failed = DrillReport {
         error: Some("node 1 refuses drills (start it with --allow-drills)".into()),
@@ -837,7 +831,10 @@ fn drill_reports_are_logged_and_mark_the_throughput() {
         wall: wall0(),
         report: Box::new(failed),
     });
-    assert_eq!(app.events.back().expect("an event").severity, Severity::Bad);
+    assert_eq!(
+        app.events.entries.back().expect("an event").severity,
+        Severity::Bad
+    );
 }
 
 #[test]
@@ -892,13 +889,13 @@ fn backlog_rate_eta_stall_and_events() {
     assert!(!app.backlog_stalled());
 
     // The drain stops moving: stalled after the patience (10 s), one event.
-    let before = app.events.len();
+    let before = app.events.entries.len();
     step(&mut app, 9000, backlog(92, Some(5.0), 8));
     assert!(!app.backlog_stalled());
     step(&mut app, 16_000, backlog(92, Some(5.0), 8));
     assert!(app.backlog_stalled());
     step(&mut app, 17_000, backlog(92, Some(5.0), 8));
-    assert_eq!(app.events.len(), before + 1);
+    assert_eq!(app.events.entries.len(), before + 1);
     assert_eq!(
         texts(&app).last().map(String::as_str),
         Some("✗ backlog drain stalled: 92 channels left, no progress")
@@ -915,10 +912,10 @@ fn backlog_rate_eta_stall_and_events() {
     assert_eq!(app.backlog_eta(), None);
 
     // An older node without the endpoint, or a failure: shown, no events, samples kept.
-    let n = app.backlog_samples.len();
+    let n = app.backlog.samples.len();
     app.update(with_backlog(scene(&clock, 20), Backlog::NotReported));
     app.update(with_backlog(scene(&clock, 21), Backlog::Failed("503".into())));
-    assert_eq!(app.backlog_samples.len(), n);
+    assert_eq!(app.backlog.samples.len(), n);
     assert_eq!(app.backlog_report(), None);
     assert!(!app.backlog_stalled());
 }

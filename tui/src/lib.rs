@@ -9,8 +9,9 @@
 //! - `snapshot`: the plain data one poll produces.
 //! - `drill`: the failover drills the `d` menu offers and what they measured (plain data).
 //! - `scale`: the scale-out `s` performs and how a local cluster starts a node (plain data).
-//! - `app`: all state; [`app::App::update`] applies an [`app::Action`], does no I/O and reads
-//!   no clock (time comes in actions).
+//! - `app`: all state, grouped per pane; [`app::App::update`] applies an [`app::Action`],
+//!   does no I/O and reads no clock (time comes in actions), and returns the
+//!   [`app::Effect`]s it wants performed.
 //! - `ui`: pure render functions from `&App` to a frame; [`ui::render_text`] makes plain text.
 //!
 //! [`run`] ties them together: it owns the terminal (restored on exit, on error, on drop and
@@ -35,7 +36,7 @@ use ratatui::DefaultTerminal;
 use tokio::sync::mpsc;
 use wk_api::Client;
 
-pub use app::{Action, App};
+pub use app::{Action, App, Effect};
 
 /// How the dashboard runs.
 #[derive(Clone)]
@@ -153,30 +154,29 @@ pub async fn run(client: Client, opts: Options) -> io::Result<()> {
             e = events.recv() => e.as_ref().and_then(event::action_for),
             _ = tick.tick() => Some(Action::Tick(Instant::now())),
         };
-        app.update(Action::Tick(Instant::now()));
+        let mut effects = app.update(Action::Tick(Instant::now()));
         if let Some(a) = first {
-            app.update(a);
+            effects.extend(app.update(a));
         }
         // Apply whatever else is queued before drawing again, so bursts draw once.
         while let Ok(a) = actions.try_recv() {
-            app.update(a);
+            effects.extend(app.update(a));
         }
         while let Ok(e) = events.try_recv() {
             if let Some(a) = event::action_for(&e) {
-                app.update(a);
+                effects.extend(app.update(a));
             }
         }
-        if app.should_quit {
+        if effects.contains(&Effect::Quit) {
             return Ok(());
         }
-        if std::mem::take(&mut app.refresh_requested) {
-            poller.refresh_now();
-        }
-        if let Some(plan) = app.drill_requested.take() {
-            poller.drill(plan);
-        }
-        if let Some(req) = app.scale_requested.take() {
-            poller.scale_out(req, opts.launcher.clone(), join_client.clone());
+        for effect in effects {
+            match effect {
+                Effect::Quit => {}
+                Effect::Refresh => poller.refresh_now(),
+                Effect::Drill(plan) => poller.drill(plan),
+                Effect::ScaleOut(req) => poller.scale_out(req, opts.launcher.clone(), join_client.clone()),
+            }
         }
         poller.set(poller::Control {
             frozen: app.frozen,
@@ -196,7 +196,8 @@ pub async fn render_once(client: &Client, opts: &Options, width: u16, height: u1
     let mut app = App::new(opts.app_config(client), Instant::now());
     let action = poller::poll_once(client, &opts.poll_config(), &[], &mut 0).await;
     let ok = matches!(action, Action::Snapshot(_));
-    app.update(action);
-    app.update(Action::Tick(Instant::now()));
+    // One frame: nothing is asked of a loop (there is none).
+    let _ = app.update(action);
+    let _ = app.update(Action::Tick(Instant::now()));
     (ui::render_text(&app, width, height), ok)
 }

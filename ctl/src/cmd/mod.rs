@@ -1,21 +1,19 @@
-//! One module per subcommand; `run` dispatches. Commands return an `Outcome` (ok or check
-//! failed) or an error; `main` turns that into the exit code.
+//! The subcommands, laid out like the CLI: one module per noun (`cluster/`, `channel/`,
+//! `bench/`, `drill/`, `node`, `backlog`, ...), one file per verb where a verb has substance
+//! (`cluster/join.rs`, `bench/send.rs`). `run` dispatches. Commands return an `Outcome` (ok or
+//! check failed) or an error; `main` turns that into the exit code.
 
-mod bench;
+mod backlog;
+pub(crate) mod bench;
 mod channel;
 mod cluster;
 mod completions;
 mod demo;
 pub mod drill;
-mod health;
-mod local;
 mod message;
 mod node;
-mod probe;
-mod scale;
 mod snapshot;
 mod top;
-mod verify;
 
 use anyhow::Context;
 use wk_api::Client;
@@ -32,10 +30,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Demo(args) => demo::run(global, args).await,
         Command::Top(args) => top::run(global, args).await,
         Command::Cluster(ClusterCommand::Status(args)) if args.watch => {
-            health::watch(global, args.interval).await
+            cluster::health::watch(global, args.interval).await
         }
-        Command::Cluster(ClusterCommand::Status(_)) => cluster::status(global).await,
-        Command::Cluster(ClusterCommand::Health(args)) => health::health(global, args).await,
+        Command::Cluster(ClusterCommand::Status(_)) => cluster::status::status(global).await,
+        Command::Cluster(ClusterCommand::Health(args)) => cluster::health::health(global, args).await,
         Command::Node(NodeCommand::List) => node::list(global).await,
         Command::Node(NodeCommand::Show { id }) => node::show(global, id).await,
         Command::Node(NodeCommand::EvacuateLeaders { id }) => node::evacuate(global, id).await,
@@ -48,14 +46,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Channel(ChannelCommand::Verify {
             channel_id,
             channel_type,
-        }) => verify::channel(global, &channel_id, channel_type).await,
-        Command::Cluster(ClusterCommand::Verify(args)) => verify::cluster(global, args).await,
+        }) => channel::verify::channel(global, &channel_id, channel_type).await,
+        Command::Cluster(ClusterCommand::Verify(args)) => channel::verify::cluster(global, args).await,
         Command::Channel(ChannelCommand::TransferLeader(args)) => {
             channel::transfer_leader(global, args).await
         }
-        Command::Cluster(ClusterCommand::Join(args)) => scale::join(global, args).await,
-        Command::Backlog(BacklogCommand::Show { limit }) => scale::show(global, limit).await,
-        Command::Backlog(BacklogCommand::Drain(args)) => scale::drain(global, args).await,
+        Command::Cluster(ClusterCommand::Join(args)) => cluster::join::join(global, args).await,
+        Command::Backlog(BacklogCommand::Show { limit }) => backlog::show(global, limit).await,
+        Command::Backlog(BacklogCommand::Drain(args)) => backlog::drain(global, args).await,
         Command::Message(MessageCommand::Send(args)) => message::send(global, args).await,
         Command::Message(MessageCommand::Sync(args)) => message::sync(global, args).await,
         Command::Bench(BenchCommand::Send(args)) => bench::send(global, args).await,

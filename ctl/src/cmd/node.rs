@@ -9,7 +9,6 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use wk_api::{Client, NodesResp};
 
 use super::channel::{self, MAX_LIST};
@@ -92,19 +91,6 @@ pub async fn show(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
     })
 }
 
-fn bar(len: u64, prefix: &str, unit: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}} (eta {{eta}})"
-        ))
-        .expect("static template is valid")
-        .progress_chars("=> "),
-    );
-    pb.set_prefix(prefix.to_string());
-    pb
-}
-
 /// `wkctl node evacuate-leaders ID`: exit 1 when the node still leads a channel at the end.
 pub async fn evacuate(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
     let client = super::client(global)?;
@@ -115,7 +101,7 @@ pub async fn evacuate(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
     );
     let pb = std::io::stderr()
         .is_terminal()
-        .then(|| bar(before.channels_led, &format!("node {id}"), "moved"));
+        .then(|| output::progress_bar(before.channels_led, &format!("node {id}"), "moved"));
     let watcher = {
         let (client, pb, led) = (client.clone(), pb.clone(), before.channels_led);
         tokio::spawn(async move {
@@ -195,7 +181,7 @@ pub async fn remove(global: &GlobalArgs, args: RemoveArgs) -> anyhow::Result<Out
     let initial = channels_on(&client, id).await?.len() as u64;
     eprintln!("decommissioning node {id}: {initial} channel replicas to move off it...");
     let pb = (args.wait && std::io::stderr().is_terminal())
-        .then(|| bar(initial, &format!("node {id}"), "replicas moved"));
+        .then(|| output::progress_bar(initial, &format!("node {id}"), "replicas moved"));
     let watcher = args.wait.then(|| {
         let (client, pb) = (client.clone(), pb.clone());
         tokio::spawn(async move {

@@ -74,7 +74,7 @@ pub fn status(global: &GlobalArgs, file: &Path) -> anyhow::Result<Outcome> {
 }
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<Outcome> {
-    let bin = super::local::find_wknode(args.wknode.as_deref())?;
+    let bin = crate::local::find_wknode(args.wknode.as_deref())?;
     let mut cmd = std::process::Command::new(&bin);
     cmd.arg("--restore")
         .arg(&args.file)

@@ -34,7 +34,10 @@ pub async fn run(global: &GlobalArgs, args: TopArgs) -> anyhow::Result<Outcome> 
     let client = super::endpoint_client(global, timeout)?;
     let mut opts = options(global.endpoint.clone(), args.refresh, timeout, args.channels);
     // `s` admits a node; the join blocks until it caught up, far longer than a poll.
-    opts.join_client = Some(super::endpoint_client(global, super::scale::JOIN_TIMEOUT)?);
+    opts.join_client = Some(super::endpoint_client(
+        global,
+        super::cluster::join::JOIN_TIMEOUT,
+    )?);
     let mut stdout = std::io::stdout().lock();
     if args.once {
         let (w, h) = args

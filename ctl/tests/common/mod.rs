@@ -6,6 +6,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::time::Duration;
 
 /// A test whose prerequisite (`why` says which) is missing: under `CI=true` it fails, since a
 /// test that passes without running proves nothing; elsewhere it prints a skip line and the
@@ -65,6 +66,60 @@ pub fn spawn_ready(cmd: &mut Command) -> (Child, mpsc::Receiver<wk_api::ReadyLin
         }
     });
     (child, rx)
+}
+
+/// `wkctl::wait::wait_for` for the tests: runs `check` now and every `every` until it answers
+/// `Ok` or `within` passed, on a runtime of its own; panics with what timed out and the last
+/// thing `check` saw. `check` may block (run a command).
+pub fn wait_until<T, E>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> T
+where
+    E: std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
+{
+    wait_for_async(what, within, every, || {
+        let r = check();
+        async move { r }
+    })
+}
+
+/// Like `wait_until`, for a check that is a future (a `wk_api::Client` call).
+pub fn wait_for_async<T, E, F, Fut>(what: &str, within: Duration, every: Duration, check: F) -> T
+where
+    E: std::fmt::Display + std::fmt::Debug + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(wkctl::wait::wait_for(
+            what,
+            wkctl::wait::Poll::new(within, every),
+            check,
+        ))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One `wknode` child started outside a `LocalCluster` (HTTPS, a restored data dir): SIGKILLed
+/// on drop; when the test failed, the tail of its log is printed first.
+pub struct NodeGuard {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("=== node ===\n{}", wkctl::local::log_tail(&self.log, 40));
+        }
+    }
 }
 
 /// A base port such that `base..base+n` is free (checked by binding; a race is possible but

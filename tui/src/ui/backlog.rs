@@ -40,10 +40,10 @@ pub fn fmt_bytes(n: u64) -> String {
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let mut title = vec![Span::styled("Sync backlog", HEAD)];
-    let report = match &app.backlog {
+    let report = match &app.backlog.report {
         Backlog::NotReported => {
             let block = pane_block(app, Pane::Backlog, title);
-            let text = if app.view.is_none() {
+            let text = if app.cluster.view.is_none() {
                 vec![Line::styled("waiting for the first snapshot…", DIM)]
             } else {
                 vec![
@@ -107,7 +107,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             }
             if app.backlog_stalled() {
                 let since = app
-                    .backlog_changed_at
+                    .backlog
+                    .changed_at
                     .map(|t| fmt_age(app.now.saturating_duration_since(t)))
                     .unwrap_or_default();
                 lines.push(Line::styled(format!("✗ STALLED: no progress for {since}"), BAD));
@@ -122,12 +123,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let spark_h = inner.height.saturating_sub(lines.len() as u16).min(3);
     let [text_a, spark_a] = Layout::vertical([Constraint::Fill(1), Constraint::Length(spark_h)]).areas(inner);
     f.render_widget(Paragraph::new(lines), text_a);
-    if spark_h > 0 && app.backlog_samples.iter().any(|(_, n)| *n > 0) {
+    if spark_h > 0 && app.backlog.samples.iter().any(|(_, n)| *n > 0) {
         let width = spark_a.width as usize;
         let data: Vec<u64> = app
-            .backlog_samples
+            .backlog
+            .samples
             .iter()
-            .skip(app.backlog_samples.len().saturating_sub(width))
+            .skip(app.backlog.samples.len().saturating_sub(width))
             .map(|(_, n)| *n)
             .collect();
         let max = data.iter().copied().max().unwrap_or(1).max(1);

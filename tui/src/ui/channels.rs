@@ -81,8 +81,11 @@ pub fn replica_spans(row: &ChannelRow) -> Vec<Span<'static>> {
 }
 
 fn header_cell(app: &App, col: SortColumn, label: &'static str) -> Cell<'static> {
-    if app.sort == col {
-        Cell::from(format!("{label}{}", if app.sort_desc { "▼" } else { "▲" }))
+    if app.channels.sort == col {
+        Cell::from(format!(
+            "{label}{}",
+            if app.channels.sort_desc { "▼" } else { "▲" }
+        ))
     } else {
         Cell::from(label)
     }
@@ -92,29 +95,29 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let rows = app.visible_channels();
     let mut title = vec![Span::styled("Channels", HEAD)];
     let shown = rows.len();
-    let listed = app.channels.len();
-    let mut note = if app.channel_total > listed as u64 {
-        format!(" {listed} of {} (list limit)", app.channel_total)
+    let listed = app.channels.rows.len();
+    let mut note = if app.channels.total > listed as u64 {
+        format!(" {listed} of {} (list limit)", app.channels.total)
     } else {
         format!(" {listed}")
     };
-    if !app.filter.is_empty() {
-        note.push_str(&format!(", {shown} match \"{}\"", app.filter));
+    if !app.channels.filter.is_empty() {
+        note.push_str(&format!(", {shown} match \"{}\"", app.channels.filter));
     }
     note.push_str(&format!(
         " · sort {} {}",
-        app.sort.label(),
-        if app.sort_desc { "▼" } else { "▲" }
+        app.channels.sort.label(),
+        if app.channels.sort_desc { "▼" } else { "▲" }
     ));
     title.push(Span::styled(note, DIM));
-    if let Some(e) = &app.channel_error {
+    if let Some(e) = &app.channels.error {
         title.push(Span::styled(format!(" ✗ list failed: {e}"), BAD));
     }
     let block = pane_block(app, Pane::Channels, title);
     if rows.is_empty() {
-        let text = if app.view.is_none() {
+        let text = if app.cluster.view.is_none() {
             "waiting for the first snapshot…"
-        } else if !app.filter.is_empty() {
+        } else if !app.channels.filter.is_empty() {
             "no channel matches the filter (Esc clears it)"
         } else {
             "no channels yet (create one with POST /channel or send a message)"

@@ -16,7 +16,7 @@ pub fn draw_menu(f: &mut Frame, area: Rect, app: &App) {
     )];
     for (i, item) in DRILL_MENU.iter().enumerate() {
         let text = if i == 2 {
-            item.replace('N', &app.isolate_secs.to_string())
+            item.replace('N', &app.drill.isolate_secs.to_string())
         } else {
             (*item).to_string()
         };
@@ -24,7 +24,7 @@ pub fn draw_menu(f: &mut Frame, area: Rect, app: &App) {
             Ok(p) => Span::raw(format!(" → node {}", p.kind.node())),
             Err(why) => Span::styled(format!(" ✗ {why}"), DIM),
         };
-        let (mark, style) = if i == app.drill_choice {
+        let (mark, style) = if i == app.drill.choice {
             ("▶ ", HEAD)
         } else {
             ("  ", ratatui::style::Style::new())
@@ -50,7 +50,7 @@ pub fn draw_menu(f: &mut Frame, area: Rect, app: &App) {
 }
 
 pub fn draw_confirm(f: &mut Frame, area: Rect, app: &App) {
-    let Some(plan) = &app.drill_pending else {
+    let Some(plan) = &app.drill.pending else {
         return;
     };
     let mut lines = vec![

@@ -14,15 +14,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Span::styled("Events", HEAD),
         Span::styled(" (UTC, newest first)", DIM),
     ];
-    if app.event_scroll > 0 {
-        title.push(Span::styled(format!(" ↓{} older", app.event_scroll), DIM));
+    if app.events.scroll > 0 {
+        title.push(Span::styled(format!(" ↓{} older", app.events.scroll), DIM));
     }
     let block = pane_block(app, Pane::Events, title);
     let lines: Vec<Line> = app
         .events
+        .entries
         .iter()
         .rev()
-        .skip(app.event_scroll)
+        .skip(app.events.scroll)
         .take(area.height.saturating_sub(2) as usize)
         .map(|e| {
             Line::from(vec![

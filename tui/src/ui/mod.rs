@@ -109,12 +109,12 @@ fn header(app: &App) -> Line<'static> {
         Style::new().add_modifier(Modifier::BOLD),
     )];
     spans.push(sep());
-    match (&app.view, app.meta_leader()) {
+    match (&app.cluster.view, app.meta_leader()) {
         (None, _) => spans.push(Span::raw("waiting for the first snapshot")),
         (Some(_), Some(l)) => spans.push(Span::styled(format!("meta leader *{l}"), LEADER)),
         (Some(_), None) => spans.push(Span::styled("✗ NO meta leader", BAD)),
     }
-    if app.view.is_some() {
+    if app.cluster.view.is_some() {
         let nodes = app.nodes();
         let up = nodes.iter().filter(|n| n.online).count();
         spans.push(sep());
@@ -136,7 +136,7 @@ fn header(app: &App) -> Line<'static> {
             WARN.add_modifier(Modifier::REVERSED),
         ));
     }
-    if let Some(e) = &app.last_error {
+    if let Some(e) = &app.cluster.last_error {
         spans.push(sep());
         spans.push(Span::styled(format!("✗ unreachable: {e}"), BAD));
     }
@@ -149,14 +149,14 @@ fn footer(app: &App, width: u16) -> Line<'static> {
     if app.mode == Mode::Filter {
         return Line::from(vec![
             Span::styled("/", WARN),
-            Span::raw(format!("{}█", app.filter)),
+            Span::raw(format!("{}█", app.channels.filter)),
             Span::styled("   Enter keep filter · Esc clear", DIM),
         ]);
     }
     if app.mode == Mode::ScaleInput {
         let mut spans = vec![
             Span::styled("admit node ID@HOST:PORT (started with --seed): ", WARN),
-            Span::raw(format!("{}█", app.scale_input)),
+            Span::raw(format!("{}█", app.scale.input)),
         ];
         match &app.notice {
             Some(n) => spans.push(Span::styled(format!("  ✗ {n}"), BAD)),
@@ -168,9 +168,9 @@ fn footer(app: &App, width: u16) -> Line<'static> {
         return Line::from(Span::styled(n.clone(), WARN));
     }
     let mut spans = Vec::new();
-    if !app.filter.is_empty() {
+    if !app.channels.filter.is_empty() {
         spans.push(Span::styled(
-            format!("filter \"{}\" (Esc clears) │ ", app.filter),
+            format!("filter \"{}\" (Esc clears) │ ", app.channels.filter),
             WARN,
         ));
     }

@@ -43,7 +43,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     ];
     let block = pane_block(app, Pane::Nodes, title);
     if nodes.is_empty() {
-        let text = if app.view.is_some() {
+        let text = if app.cluster.view.is_some() {
             "no nodes listed"
         } else {
             "waiting for the first snapshot…"
@@ -99,6 +99,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             NodeState::Up => Span::styled("▲ up", GOOD),
             NodeState::Down => {
                 let since = app
+                    .cluster
                     .down_since
                     .get(&n.id)
                     .map(|t| format!(" {}", fmt_age(app.now.saturating_duration_since(*t))))
@@ -147,7 +148,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         } else {
             Style::new()
         });
-    let mut state = TableState::default().with_selected(Some(app.node_sel.min(nodes.len() - 1)));
+    let mut state = TableState::default().with_selected(Some(app.nodes_pane.sel.min(nodes.len() - 1)));
     if app.focus != Pane::Nodes {
         state.select(None);
     }

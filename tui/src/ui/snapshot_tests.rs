@@ -201,7 +201,7 @@ fn drill_menu_prompt_and_result() {
     key(&mut app, Key::Char('1'));
     check("drill_confirm_80x24", &app, 80, 24);
     key(&mut app, Key::Char('y'));
-    let plan = app.drill_running.clone().expect("running");
+    let plan = app.drill.running.clone().expect("running");
     app.update(Action::DrillStarted {
         wall: wall0(),
         text: plan.kind.to_string(),

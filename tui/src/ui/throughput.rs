@@ -16,8 +16,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let width = area.width.saturating_sub(2) as usize;
     let samples: Vec<u64> = app
         .throughput
+        .samples
         .iter()
-        .skip(app.throughput.len().saturating_sub(width))
+        .skip(app.throughput.samples.len().saturating_sub(width))
         .copied()
         .collect();
     // The longest title that fits: the current rate matters more than the peak or the name.
@@ -35,15 +36,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         }
     }
     let mut block = pane_block(app, Pane::Throughput, title);
-    if let Some(r) = &app.last_drill {
+    if let Some(r) = &app.drill.last {
         block = block.title_bottom(Line::styled(r.short(), DIM));
-    } else if let Some(p) = &app.drill_running {
+    } else if let Some(p) = &app.drill.running {
         block = block.title_bottom(Line::styled(format!("⚡ {} …", p.kind), WARN));
     }
     let marks: Vec<bool> = app
-        .throughput_drill
+        .throughput
+        .drill_marks
         .iter()
-        .skip(app.throughput_drill.len().saturating_sub(width))
+        .skip(app.throughput.drill_marks.len().saturating_sub(width))
         .copied()
         .collect();
     if samples.is_empty() {

@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client, JoinReq};
+use wk_api::{CHANNEL_TYPE_GROUP, Client};
 
 use super::fill;
 use crate::Outcome;
 use crate::cli::{BenchCatchupArgs, GlobalArgs, OutputFormat};
-use crate::cmd::local::TempCluster;
-use crate::cmd::probe::{interrupted, per_endpoint, retry};
 use crate::output;
+use crate::probe::{create_channels, interrupted, per_endpoint};
+use crate::wait::{self, Poll, wait_for};
 
 /// The channel that is filled.
 const CHANNEL: &str = "bench-catchup";
@@ -93,23 +93,11 @@ async fn inner(global: &GlobalArgs, args: BenchCatchupArgs) -> anyhow::Result<Ou
         args.nodes + 1
     );
     let extra = vec!["--channel-replicas".to_string(), (args.nodes + 1).to_string()];
-    let mut cluster =
-        TempCluster::start_with(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT, extra).await?;
-    let admin = Client::new(&cluster.endpoints, Duration::from_secs(10))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let mut cluster = super::local_cluster(args.wknode.as_deref(), args.nodes, &extra).await?;
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(10))?;
     let clients = per_endpoint(&admin)?;
     let uid = "bench".to_string();
-    let req = ChannelReq {
-        channel_id: CHANNEL.into(),
-        channel_type: CHANNEL_TYPE_GROUP,
-        subscribers: vec![uid.clone()],
-        reset: 0,
-    };
-    retry("POST /channel", Duration::from_secs(30), || {
-        admin.channel_create(&req)
-    })
-    .await?;
+    create_channels(&admin, &[CHANNEL.to_string()], &uid).await?;
 
     eprintln!("wkctl: registering {} users", args.users);
     let users_load = fill::users(&clients, "u", args.users, args.inflight as usize).await?;
@@ -134,51 +122,41 @@ async fn inner(global: &GlobalArgs, args: BenchCatchupArgs) -> anyhow::Result<Ou
         .unwrap_or(0);
 
     eprintln!("wkctl: starting a fresh node with --seed 1");
-    let (new_id, cluster_addr, endpoint) = cluster.add_seeded(1).await?;
+    let new_id = cluster.add_seeded(1).await?.node_id;
+    let endpoint = cluster.endpoint(new_id).context("the new node's endpoint")?;
     let new_node = admin.only(&endpoint).context("new node endpoint")?;
     let joiner = Client::new(
-        std::slice::from_ref(&cluster.endpoints[0]),
-        crate::cmd::scale::JOIN_TIMEOUT,
+        &[cluster.endpoint(1).context("node 1's endpoint")?],
+        crate::cmd::cluster::join::JOIN_TIMEOUT,
     )
     .context("local endpoints")?
     .with_token(global.admin_token.clone());
-    let req = JoinReq {
-        node_id: new_id,
-        cluster_addr,
-        http_addr: endpoint.trim_start_matches("http://").to_string(),
-    };
+    let req = cluster.join_req(new_id).context("the new node's addresses")?;
     let t0 = Instant::now();
     let join = tokio::spawn(async move {
         let r = joiner.join(&req).await;
         (r, Instant::now())
     });
 
-    let (mut metadata, mut channel) = (None::<Duration>, None::<Duration>);
-    while metadata.is_none() || channel.is_none() {
-        if t0.elapsed() > CATCHUP_TIMEOUT {
-            anyhow::bail!(
-                "node {new_id} did not catch up within {}",
-                humantime::format_duration(CATCHUP_TIMEOUT)
-            );
-        }
-        if metadata.is_none()
-            && let Ok(n) = new_node.nodes().await
-            && n.nodes
+    // Both clocks run at once; each stops when its condition first holds.
+    let poll = Poll::new(CATCHUP_TIMEOUT, POLL);
+    let metadata = wait_for(
+        format!("node {new_id} to apply the metadata log to index {meta_target_index}"),
+        poll,
+        || async {
+            let n = new_node.nodes().await.ok()?;
+            n.nodes
                 .iter()
                 .any(|s| s.id == new_id && s.applied_index >= meta_target_index)
-        {
-            metadata = Some(t0.elapsed());
-        }
-        if channel.is_none()
-            && let Ok(r) = admin.channel_replicas(CHANNEL, CHANNEL_TYPE_GROUP).await
-            && r.replicas
-                .iter()
-                .any(|x| x.node_id == new_id && x.message_seq >= seq_target)
-        {
-            channel = Some(t0.elapsed());
-        }
-        tokio::time::sleep(POLL).await;
-    }
+                .then(|| t0.elapsed())
+        },
+    );
+    let channel = async {
+        wait::caught_up(&admin, CHANNEL, CHANNEL_TYPE_GROUP, new_id, seq_target, poll).await?;
+        anyhow::Ok(t0.elapsed())
+    };
+    let (metadata, channel) = tokio::join!(metadata, channel);
+    let (metadata, channel) = (Some(metadata?), Some(channel?));
     let (resp, join_done) = join.await.context("join task")?;
     let resp = resp.context("POST /cluster/join")?;
 
@@ -195,9 +173,7 @@ async fn inner(global: &GlobalArgs, args: BenchCatchupArgs) -> anyhow::Result<Ou
         join_call_s: join_done.saturating_duration_since(t0).as_secs_f64(),
         join_metadata_ms: resp.metadata_ms,
     };
-    for notice in cluster.exits() {
-        eprintln!("wkctl: {notice}");
-    }
+    super::report_exits(&mut cluster);
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => output::write_json(&mut out, &report)?,

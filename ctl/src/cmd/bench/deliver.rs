@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client, UserTokenReq};
+use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, UserTokenReq};
 use wk_proto::packet::{ConnectPacket, RecvPacket, RecvackPacket, SendPacket};
 use wk_proto::{
     ChannelType, Decoder, DeviceFlag, Flags, KeyPair, Packet, ProtoVersion, ReasonCode, Session, Setting,
@@ -37,9 +37,9 @@ use wk_proto::{
 use super::{LatencySummary, new_histogram, summarize};
 use crate::Outcome;
 use crate::cli::{BenchDeliverArgs, GlobalArgs, OutputFormat};
-use crate::cmd::local::TempCluster;
-use crate::cmd::probe::{interrupted, per_endpoint, retry, run_tag};
 use crate::output;
+use crate::probe::{interrupted, per_endpoint, run_tag};
+use crate::wait::retry;
 
 const PREFIX: &str = "dl-";
 const WARMUP: Duration = Duration::from_secs(1);
@@ -153,10 +153,8 @@ struct Counted {
 
 async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Outcome> {
     eprintln!("wkctl: starting a local {}-node cluster", args.nodes);
-    let cluster = TempCluster::start(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT).await?;
-    let admin = Client::new(&cluster.endpoints, Duration::from_secs(10))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let cluster = super::local_cluster(args.wknode.as_deref(), args.nodes, &[]).await?;
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(10))?;
     let per_node = per_endpoint(&admin)?;
 
     eprintln!(

@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client, DrainReq, JoinReq};
+use wk_api::{Client, DrainReq};
 
 use super::{LatencySummary, fill, new_histogram, summarize};
 use crate::Outcome;
 use crate::cli::{BenchDrainArgs, GlobalArgs, OutputFormat};
-use crate::cmd::local::TempCluster;
-use crate::cmd::probe::{interrupted, payload_pool, per_endpoint, retry, run_tag};
 use crate::output;
+use crate::probe::{create_channels, interrupted, payload_pool, per_endpoint, run_tag};
+use crate::wait::{Poll, wait_for};
 
 const PREFIX: &str = "dr-";
 const FOREGROUND: &str = "dr-foreground";
@@ -112,10 +112,8 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
     let timeout = format!("{}ms", args.idle_timeout.as_millis());
     eprintln!("wkctl: starting a local 3-node cluster (--channel-idle-timeout {timeout})");
     let extra = vec!["--channel-idle-timeout".to_string(), timeout];
-    let mut cluster = TempCluster::start_with(args.wknode.as_deref(), 3, super::READY_TIMEOUT, extra).await?;
-    let admin = Client::new(&cluster.endpoints, Duration::from_secs(10))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let mut cluster = super::local_cluster(args.wknode.as_deref(), 3, &extra).await?;
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(10))?;
     let clients = per_endpoint(&admin)?;
     let uid = "bench";
     let inflight = args.inflight as usize;
@@ -137,32 +135,23 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
     .await?;
 
     eprintln!("wkctl: waiting for every channel to hibernate");
-    let deadline = Instant::now() + args.idle_timeout * 3 + Duration::from_secs(120);
-    loop {
-        let awake: u64 = admin
-            .nodes()
-            .await
-            .map(|n| n.nodes.iter().map(|s| s.channels_led).sum())
-            .unwrap_or(u64::MAX);
-        if awake == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("{awake} channel groups still awake");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-
-    let req = ChannelReq {
-        channel_id: FOREGROUND.into(),
-        channel_type: CHANNEL_TYPE_GROUP,
-        subscribers: vec![uid.to_string()],
-        reset: 0,
-    };
-    retry("POST /channel", Duration::from_secs(30), || {
-        admin.channel_create(&req)
-    })
+    wait_for(
+        "every channel to hibernate",
+        Poll::new(
+            args.idle_timeout * 3 + Duration::from_secs(120),
+            Duration::from_millis(250),
+        ),
+        || async {
+            let n = admin.nodes().await.map_err(|e| e.to_string())?;
+            match n.nodes.iter().map(|s| s.channels_led).sum::<u64>() {
+                0 => Ok(()),
+                awake => Err(format!("{awake} channel groups still awake")),
+            }
+        },
+    )
     .await?;
+
+    create_channels(&admin, &[FOREGROUND.to_string()], uid).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let fg = {
@@ -190,19 +179,15 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
     };
 
     eprintln!("wkctl: starting a 4th node and admitting it");
-    let (new_id, cluster_addr, endpoint) = cluster.add_seeded(1).await?;
+    let new_id = cluster.add_seeded(1).await?.node_id;
     let joiner = Client::new(
-        std::slice::from_ref(&cluster.endpoints[0]),
-        crate::cmd::scale::JOIN_TIMEOUT,
+        &[cluster.endpoint(1).context("node 1's endpoint")?],
+        crate::cmd::cluster::join::JOIN_TIMEOUT,
     )
     .context("local endpoints")?
     .with_token(global.admin_token.clone());
     let joined = joiner
-        .join(&JoinReq {
-            node_id: new_id,
-            cluster_addr,
-            http_addr: endpoint.trim_start_matches("http://").to_string(),
-        })
+        .join(&cluster.join_req(new_id).context("the new node's addresses")?)
         .await
         .context("POST /cluster/join")?;
     let t_before = Instant::now();
@@ -248,9 +233,7 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
         foreground_before: phase(&samples, t_before, t_drain),
         foreground_during: phase(&samples, t_drain, t_done),
     };
-    for notice in cluster.exits() {
-        eprintln!("wkctl: {notice}");
-    }
+    super::report_exits(&mut cluster);
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => output::write_json(&mut out, &report)?,

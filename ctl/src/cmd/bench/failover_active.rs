@@ -25,9 +25,9 @@ use wk_api::{CHANNEL_TYPE_GROUP, Client};
 use super::{fill, round_us};
 use crate::Outcome;
 use crate::cli::{BenchFailoverArgs, GlobalArgs, OutputFormat};
-use crate::cmd::local::TempCluster;
-use crate::cmd::probe::{interrupted, per_endpoint, retry};
 use crate::output::{self, Align, Table};
+use crate::probe::{interrupted, per_endpoint};
+use crate::wait::{Poll, retry, wait_for};
 
 const PREFIX: &str = "fo-";
 /// Config requests in flight while polling.
@@ -146,11 +146,8 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
     eprintln!("wkctl: starting a local {}-node cluster", args.nodes);
     // Long idle timeout: the channels must stay awake through activation and every round.
     let extra = vec!["--channel-idle-timeout".to_string(), "10m".to_string()];
-    let mut cluster =
-        TempCluster::start_with(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT, extra).await?;
-    let admin = Client::new(&cluster.endpoints, Duration::from_secs(5))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let mut cluster = super::local_cluster(args.wknode.as_deref(), args.nodes, &extra).await?;
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(5))?;
     let clients = per_endpoint(&admin)?;
     eprintln!("wkctl: creating and waking {active} channels");
     fill::channels(&clients, PREFIX, active, "bench", 32).await?;
@@ -170,10 +167,10 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
             .map(|(id, _)| id.clone())
             .collect();
         let survivors: Vec<String> = cluster
-            .plan
-            .iter()
-            .filter(|p| p.id != killed)
-            .filter_map(|p| cluster.endpoint(p.id).map(String::from))
+            .ids()
+            .into_iter()
+            .filter(|id| *id != killed)
+            .filter_map(|id| cluster.endpoint(id))
             .collect();
         let probe = Client::new(&survivors, Duration::from_millis(500))
             .context("survivor endpoints")?
@@ -186,14 +183,16 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
             "wkctl: round {round}: killed node {killed}, leader of {} channels",
             orphans.len()
         );
-        let mut all_led = None;
-        while t_kill.elapsed() < NEW_LEADER_TIMEOUT {
-            if super::channels_led(&probe).await >= led_before {
-                all_led = Some(round_us(t_kill.elapsed().as_secs_f64() * 1000.0));
-                break;
-            }
-            tokio::time::sleep(LED_POLL).await;
-        }
+        let all_led = wait_for(
+            format!("{led_before} channels led again"),
+            Poll::new(NEW_LEADER_TIMEOUT.saturating_sub(t_kill.elapsed()), LED_POLL),
+            || async {
+                (super::channels_led(&probe).await >= led_before)
+                    .then(|| round_us(t_kill.elapsed().as_secs_f64() * 1000.0))
+            },
+        )
+        .await
+        .ok();
         let mut waiting = orphans.clone();
         let mut times = Vec::new();
         let mut pass_max = Duration::ZERO;
@@ -233,7 +232,7 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
         cluster.restart(killed).await?;
         // The restarted node must be back before the next kill leaves a quorum.
         let back = admin
-            .only(cluster.endpoint(killed).context("restarted node endpoint")?)
+            .only(&cluster.endpoint(killed).context("restarted node endpoint")?)
             .context("restarted node endpoint")?;
         retry("the restarted node", Duration::from_secs(30), || back.health()).await?;
     }

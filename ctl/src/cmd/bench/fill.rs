@@ -12,7 +12,8 @@ use wk_api::{
     CHANNEL_TYPE_GROUP, ChannelReq, Client, ClientError, MessageHeader, SendBatchReq, SendReq, UserTokenReq,
 };
 
-use crate::cmd::probe::{payload_pool, retry};
+use crate::probe::payload_pool;
+use crate::wait::retry;
 
 /// How long one item may keep failing before the whole load fails.
 const ITEM_DEADLINE: Duration = Duration::from_secs(60);
@@ -139,7 +140,7 @@ pub async fn messages_per_channel(
     size: u32,
     inflight: usize,
 ) -> anyhow::Result<Duration> {
-    let (prefix, uid, tag) = (prefix.to_string(), uid.to_string(), crate::cmd::probe::run_tag());
+    let (prefix, uid, tag) = (prefix.to_string(), uid.to_string(), crate::probe::run_tag());
     let payloads = Arc::new(payload_pool(size));
     for_each("channel messages", clients, n, inflight, move |c, i| {
         let i = first + i;
@@ -176,7 +177,7 @@ pub async fn fill_channel(
     size: u32,
     inflight: usize,
 ) -> anyhow::Result<Duration> {
-    let (channel, uid, tag) = (channel.to_string(), uid.to_string(), crate::cmd::probe::run_tag());
+    let (channel, uid, tag) = (channel.to_string(), uid.to_string(), crate::probe::run_tag());
     let payloads = Arc::new(payload_pool(size));
     let batches = n.div_ceil(FILL_BATCH);
     for_each("message batches", clients, batches, inflight, move |c, b| {

@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use wk_api::{CHANNEL_TYPE_GROUP, Client, Role};
+use wk_api::CHANNEL_TYPE_GROUP;
 
 use super::{LatencySummary, fill, new_histogram, summarize};
 use crate::Outcome;
 use crate::cli::{BenchIdleArgs, GlobalArgs, OutputFormat};
-use crate::cmd::local::TempCluster;
-use crate::cmd::probe::{interrupted, payload_pool, per_endpoint, run_tag};
 use crate::output::{self, Align, Table};
+use crate::probe::{interrupted, payload_pool, per_endpoint, run_tag};
+use crate::wait::{Poll, wait_for};
 
 const PREFIX: &str = "idle-";
 
@@ -178,11 +178,8 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
         args.nodes
     );
     let extra = vec!["--channel-idle-timeout".to_string(), timeout];
-    let cluster =
-        TempCluster::start_with(args.wknode.as_deref(), args.nodes, super::READY_TIMEOUT, extra).await?;
-    let admin = Client::new(&cluster.endpoints, Duration::from_secs(10))
-        .context("local endpoints")?
-        .with_token(global.admin_token.clone());
+    let cluster = super::local_cluster(args.wknode.as_deref(), args.nodes, &extra).await?;
+    let admin = super::cluster_client(&cluster, global, Duration::from_secs(10))?;
     let clients = per_endpoint(&admin)?;
     let uid = "bench";
     let inflight = args.inflight as usize;
@@ -198,28 +195,28 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
 
     eprintln!("wkctl: waiting for the samples to hibernate");
     let deadline = Instant::now() + args.idle_timeout * 3 + Duration::from_secs(60);
-    let mut next = args.active;
-    while next < args.active + args.samples {
+    for next in args.active..args.active + args.samples {
         let id = fill::channel_id(PREFIX, next);
-        let asleep = admin
-            .channel_replicas(&id, CHANNEL_TYPE_GROUP)
-            .await
-            .is_ok_and(|r| !r.replicas.is_empty() && r.replicas.iter().all(|x| x.role == Role::Hibernated));
-        if asleep {
-            next += 1;
-            continue;
-        }
-        if Instant::now() > deadline {
-            bail!("channel {id} did not hibernate; is --idle-timeout longer than the activation?");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        let poll = Poll::new(
+            deadline.saturating_duration_since(Instant::now()),
+            Duration::from_millis(250),
+        );
+        wait_for(format!("channel {id} to hibernate"), poll, || async {
+            admin
+                .channel_replicas(&id, CHANNEL_TYPE_GROUP)
+                .await
+                .is_ok_and(|r| r.is_hibernated())
+                .then_some(())
+        })
+        .await
+        .context("is --idle-timeout longer than the activation?")?;
     }
     fill::messages_per_channel(&clients, PREFIX, 0, args.active, 1, uid, 16, 16).await?;
 
     let pids: Vec<(u64, u32)> = cluster
-        .plan
-        .iter()
-        .filter_map(|p| cluster.pid(p.id).map(|pid| (p.id, pid)))
+        .ids()
+        .into_iter()
+        .filter_map(|id| cluster.pid(id).map(|pid| (id, pid)))
         .collect();
     // Each awake group has exactly one leader.
     let awake_start = super::channels_led(&admin).await;

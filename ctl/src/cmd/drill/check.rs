@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cmd::probe::{Op, OpOutcome, Stored, payload_for};
+use crate::probe::{Op, OpOutcome, Stored, payload_for};
 
 /// The safety verdicts of one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

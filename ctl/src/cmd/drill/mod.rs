@@ -1,16 +1,18 @@
 //! `wkctl drill ...`: failover drills. Each verb builds a one-step `Scenario`,
 //! `drill run FILE` reads one from TOML, `drill soak` runs a seeded random mix of the shipped
 //! scenarios; `runner` executes them against a local cluster it starts (every fault) or a
-//! remote one (`--remote`: HTTP drills only), `check` judges the history and `report` renders
-//! the verdict.
+//! remote one (`--remote`: HTTP drills only, `target`), `faults` injects each step's fault and
+//! `watch` measures the reaction, `check` judges the history and `report` renders the verdict.
 //!
 //! Exit codes: 0 PASS, 1 FAIL (a safety violation or the cluster did not recover), 2 error.
 
-mod check;
-mod report;
+pub(crate) mod check;
+mod faults;
+pub(crate) mod report;
 mod runner;
 mod scenario;
 mod target;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,8 +22,8 @@ use clap::{Args, Subcommand};
 
 use crate::Outcome;
 use crate::cli::{GlobalArgs, OutputFormat, parse_duration};
-use crate::cmd::probe::interrupted;
 use crate::output;
+use crate::probe::interrupted;
 use runner::{Access, RunOpts};
 use scenario::{Dur, Fault, NodeSel, Role, Scenario, Step, Workload};
 

@@ -1,38 +1,32 @@
 //! Runs one scenario: start (or reach) the cluster, start the probe writers, inject each
-//! step's fault and heal it, let the cluster settle, pause the writers, wait for the replicas
-//! to agree, read everything back and check it (`check`), then write the report and the
-//! artifacts (`history.jsonl`, `report.json`, `report.txt`, `nodes/<id>.log`).
+//! step's fault and heal it (`faults`), let the cluster settle, pause the writers, wait for the
+//! replicas to agree, read everything back and check it (`check`), then write the report and
+//! the artifacts (`history.jsonl`, `report.json`, `report.txt`, `nodes/<id>.log`).
 //!
-//! Leader changes are measured by polling `/cluster/channels/{id}/{type}/config` on the
-//! nodes the fault did not hit, every 20 ms, in a task that does HTTP only; nodes are started
-//! and stopped only from this future (see `cmd::local`).
+//! Nodes are started and stopped only from this future (see `crate::local`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use wk_api::{Agreement, CHANNEL_TYPE_GROUP, ChannelConfig, ChannelReplicas, Client, DrillReq, JoinReq};
+use wk_api::{Agreement, CHANNEL_TYPE_GROUP, ChannelConfig, Client, DrillReq};
 
 use super::check::{self, pct, window};
+use super::faults::inject;
 use super::report::{
-    DrillReport, Elections, Event, FaultReport, REPORT_VERSION, Snapshot, WorkloadFigures, WriterFigures,
+    DrillReport, Elections, Event, REPORT_VERSION, Snapshot, WorkloadFigures, WriterFigures,
 };
-use super::scenario::{Fault, NodeSel, Role, Scenario, Step};
-use super::target::{LocalCluster, Target};
-use crate::cmd::probe::{
+use super::scenario::{NodeSel, Role, Scenario, Step};
+use super::target::{Target, start_local};
+use crate::probe::{
     OpOutcome, Stored, WriterSpec, Writers, create_channels, node_urls, per_endpoint, read_channel, run_tag,
-    wait_for,
 };
+use crate::wait::{self, NotAgreed, Poll, wait_for};
 
 /// The probe channels are `drill-0..N`, written by uid `drill`.
 const PREFIX: &str = "drill-";
 const UID: &str = "drill";
-/// How long a leader watch runs after its fault was injected.
-const WATCH_FOR: Duration = Duration::from_secs(10);
-/// Per-request timeout of the leader watch: `/config` probes every replica, and a paused
-/// replica answers nothing, so the node needs its own probe timeout to pass.
-const WATCH_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// How to reach the cluster and where to put the results.
 pub struct RunOpts {
@@ -56,39 +50,39 @@ pub struct Access {
 }
 
 impl Access {
-    fn client(&self, endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
+    pub(super) fn client(&self, endpoints: &[String], timeout: Duration) -> anyhow::Result<Client> {
         Ok(Client::new_with_ca(endpoints, timeout, self.tls_ca.as_deref())?
             .with_token(self.admin_token.clone()))
     }
 }
 
 /// Everything the run keeps while it goes.
-struct Run {
-    target: Target,
-    admin: Client,
-    channels: Vec<String>,
+pub(super) struct Run {
+    pub(super) target: Target,
+    pub(super) admin: Client,
+    pub(super) channels: Vec<String>,
     t0: Instant,
     timeline: Vec<Event>,
-    problems: Vec<String>,
+    pub(super) problems: Vec<String>,
     rng: fastrand::Rng,
     /// Nodes that left the cluster for good (removed).
-    gone: BTreeSet<u64>,
-    access: Access,
+    pub(super) gone: BTreeSet<u64>,
+    pub(super) access: Access,
 }
 
 impl Run {
-    fn ms(&self) -> f64 {
+    pub(super) fn ms(&self) -> f64 {
         ms_since(self.t0)
     }
 
-    fn event(&mut self, what: String) {
+    pub(super) fn event(&mut self, what: String) {
         eprintln!("wkctl: drill: {what}");
         let t_ms = self.ms();
         self.timeline.push(Event { t_ms, what });
     }
 
     /// Endpoints of every member node (remote: as `/cluster/nodes` listed them at the start).
-    fn member_ids(&self) -> Vec<u64> {
+    pub(super) fn member_ids(&self) -> Vec<u64> {
         let all: Vec<u64> = match &self.target {
             Target::Local(c) => c.ids(),
             Target::Remote { endpoints } => endpoints.keys().copied().collect(),
@@ -96,7 +90,7 @@ impl Run {
         all.into_iter().filter(|id| !self.gone.contains(id)).collect()
     }
 
-    fn client_for(&self, ids: &[u64], timeout: Duration) -> anyhow::Result<Client> {
+    pub(super) fn client_for(&self, ids: &[u64], timeout: Duration) -> anyhow::Result<Client> {
         let eps: Vec<String> = ids.iter().filter_map(|id| self.target.endpoint(*id)).collect();
         if eps.is_empty() {
             bail!("no node left to ask");
@@ -104,7 +98,7 @@ impl Run {
         self.access.client(&eps, timeout)
     }
 
-    async fn configs(&self, via: &Client) -> Vec<Option<ChannelConfig>> {
+    pub(super) async fn configs(&self, via: &Client) -> Vec<Option<ChannelConfig>> {
         let mut out = Vec::new();
         for ch in &self.channels {
             out.push(via.channel_config(ch, CHANNEL_TYPE_GROUP).await.ok());
@@ -112,24 +106,17 @@ impl Run {
         out
     }
 
-    async fn resolve(&mut self, sel: &NodeSel, step: &Step) -> anyhow::Result<u64> {
+    pub(super) async fn resolve(&mut self, sel: &NodeSel, step: &Step) -> anyhow::Result<u64> {
         let role = match sel {
             NodeSel::Id(id) => return Ok(*id),
             NodeSel::Role(r) => *r,
         };
         let ch = step.channel.clone().unwrap_or_else(|| format!("{PREFIX}0"));
-        let admin = self.admin.clone();
-        let cfg = wait_for(
-            &format!("a leader of {ch}"),
-            Duration::from_secs(20),
-            Duration::from_millis(50),
-            || async {
-                admin
-                    .channel_config(&ch, step.channel_type)
-                    .await
-                    .ok()
-                    .filter(|c| c.leader.is_some())
-            },
+        let cfg = wait::leader(
+            &self.admin,
+            &ch,
+            step.channel_type,
+            Poll::new(Duration::from_secs(20), Duration::from_millis(50)),
         )
         .await?;
         let leader = cfg.leader.expect("filtered on a leader");
@@ -146,70 +133,8 @@ impl Run {
     }
 }
 
-fn ms_since(t0: Instant) -> f64 {
+pub(super) fn ms_since(t0: Instant) -> f64 {
     (t0.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0
-}
-
-/// Leader changes of the affected channels after a fault, polled on `survivors`.
-struct Watch {
-    /// (channel, leader before, term before)
-    affected: Vec<(String, Option<u64>, u64)>,
-    task: tokio::task::JoinHandle<Vec<(Option<f64>, Option<f64>)>>,
-}
-
-fn start_watch(survivors: Client, affected: Vec<(String, Option<u64>, u64)>, since: Instant) -> Watch {
-    let list = affected.clone();
-    let task = tokio::spawn(async move {
-        let mut out: Vec<(Option<f64>, Option<f64>)> = vec![(None, None); list.len()];
-        let deadline = since + WATCH_FOR;
-        while Instant::now() < deadline && out.iter().any(|o| o.1.is_none()) {
-            // One request per channel still waiting, concurrently.
-            let mut set = tokio::task::JoinSet::new();
-            for (i, (ch, _, _)) in list.iter().enumerate() {
-                if out[i].1.is_none() {
-                    let (c, ch) = (survivors.clone(), ch.clone());
-                    set.spawn(async move {
-                        let r = c.channel_config(&ch, CHANNEL_TYPE_GROUP).await;
-                        (i, r, since.elapsed().as_secs_f64() * 1000.0)
-                    });
-                }
-            }
-            while let Some(Ok((i, r, t))) = set.join_next().await {
-                let (_, old_leader, old_term) = &list[i];
-                let Ok(c) = r else { continue };
-                if out[i].0.is_none() && (c.term > *old_term || c.leader.is_none() || c.leader != *old_leader)
-                {
-                    out[i].0 = Some(t);
-                }
-                if c.term > *old_term && c.leader.is_some() {
-                    out[i].0.get_or_insert(t);
-                    out[i].1 = Some(t);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        out
-    });
-    Watch { affected, task }
-}
-
-async fn finish_watch(w: Watch, f: &mut FaultReport) {
-    let res = match w.task.await {
-        Ok(r) => r,
-        Err(_) => return,
-    };
-    f.affected_channels = w.affected.iter().map(|a| a.0.clone()).collect();
-    let detect: Vec<f64> = res.iter().filter_map(|r| r.0).collect();
-    let leader: Vec<f64> = res.iter().filter_map(|r| r.1).collect();
-    f.detect_ms = pct(&detect);
-    f.new_leader_ms = pct(&leader);
-    f.leaderless = w
-        .affected
-        .iter()
-        .zip(&res)
-        .filter(|(_, r)| r.1.is_none())
-        .map(|(a, _)| a.0.clone())
-        .collect();
 }
 
 pub async fn run(scenario: &Scenario, opts: &RunOpts) -> anyhow::Result<DrillReport> {
@@ -234,7 +159,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOpts) -> anyhow::Result<DrillRep
     } else {
         eprintln!("wkctl: drill: starting a local {}-node cluster", scenario.nodes);
         Target::Local(Box::new(
-            LocalCluster::start(opts.wknode.as_deref(), scenario.nodes, &scenario.node_args).await?,
+            start_local(opts.wknode.as_deref(), scenario.nodes, &scenario.node_args).await?,
         ))
     };
     let artifacts = opts.artifacts.clone().unwrap_or_else(|| {
@@ -275,8 +200,8 @@ pub async fn run(scenario: &Scenario, opts: &RunOpts) -> anyhow::Result<DrillRep
         }
     };
     if let Target::Local(c) = &mut run.target {
-        for n in c.exits() {
-            report.problems.push(n);
+        for e in c.exits() {
+            report.problems.push(e.with_tail(30));
         }
     }
     report.artifacts = Some(artifacts.display().to_string());
@@ -339,7 +264,7 @@ async fn drive(
     opts: &RunOpts,
     seed: u64,
     eps: &[String],
-) -> anyhow::Result<(DrillReport, Vec<crate::cmd::probe::Op>)> {
+) -> anyhow::Result<(DrillReport, Vec<crate::probe::Op>)> {
     let w = &sc.workload;
     create_channels(&run.admin, &run.channels, UID).await?;
     let writer_client = opts.access.client(eps, w.attempt_timeout.0)?;
@@ -363,8 +288,7 @@ async fn drive(
     let history = writers.history.clone();
     wait_for(
         "every writer's first acknowledgement",
-        Duration::from_secs(30),
-        Duration::from_millis(20),
+        Poll::new(Duration::from_secs(30), Duration::from_millis(20)),
         || {
             let ops = history.snapshot();
             let n = (0..w.writers)
@@ -409,8 +333,7 @@ async fn drive(
     let chans = run.channels.clone();
     let leaders = wait_for(
         "every probe channel to have a leader",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
+        Poll::new(Duration::from_secs(30), Duration::from_millis(50)),
         || async {
             let mut all = true;
             for ch in &chans {
@@ -436,37 +359,23 @@ async fn drive(
     // Replicas must agree.
     let mut mismatches = 0u64;
     for ch in run.channels.clone() {
-        let deadline = Instant::now() + w.converge_timeout.0;
-        loop {
-            let r = settle_client.channel_replicas(&ch, CHANNEL_TYPE_GROUP).await;
-            let agreement = r.as_ref().map(ChannelReplicas::agreement);
-            if let Ok(Agreement::Agree { .. }) = agreement {
-                break;
-            }
-            if Instant::now() >= deadline {
-                if let Ok(Agreement::Diverged(d)) = &agreement {
+        let poll = Poll::new(w.converge_timeout.0, Duration::from_millis(50));
+        let Err(e) = wait::replicas_agree(&settle_client, &ch, CHANNEL_TYPE_GROUP, None, poll).await else {
+            continue;
+        };
+        match e.last {
+            Some(NotAgreed::Disagree(r)) => {
+                if let Agreement::Diverged(d) = r.agreement() {
                     mismatches += d.len() as u64;
                 }
-                match r {
-                    Ok(r) => {
-                        run.problems.push(format!(
-                            "{ch}: replicas did not agree within {}: {}",
-                            humantime::format_duration(w.converge_timeout.0),
-                            r.replicas
-                                .iter()
-                                .map(|x| format!(
-                                    "node {} online {} seq {} checksum {}",
-                                    x.node_id, x.online, x.message_seq, x.checksum
-                                ))
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        ));
-                    }
-                    Err(e) => run.problems.push(format!("{ch}: replicas unreadable: {e}")),
-                }
-                break;
+                run.problems.push(format!(
+                    "{ch}: replicas did not agree within {}: {}",
+                    humantime::format_duration(w.converge_timeout.0),
+                    NotAgreed::Disagree(r)
+                ));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some(NotAgreed::Unreadable(e)) => run.problems.push(format!("{ch}: replicas unreadable: {e}")),
+            None => {}
         }
     }
     run.event("replicas compared".into());
@@ -583,391 +492,4 @@ async fn drive(
         reasons: Vec::new(),
     };
     Ok((report, ops))
-}
-
-/// The pre-fault view: each probe channel's leader and term, as `via` sees it.
-async fn affected_by(run: &Run, hit: &BTreeSet<u64>) -> Vec<(String, Option<u64>, u64)> {
-    let mut out = Vec::new();
-    for (ch, c) in run.channels.iter().zip(run.configs(&run.admin).await) {
-        if let Some(c) = c
-            && (hit.is_empty() || c.leader.is_some_and(|l| hit.contains(&l)))
-        {
-            out.push((ch.clone(), c.leader, c.term));
-        }
-    }
-    out
-}
-
-fn survivors(run: &Run, hit: &BTreeSet<u64>) -> anyhow::Result<Client> {
-    let ids: Vec<u64> = run
-        .member_ids()
-        .into_iter()
-        .filter(|id| !hit.contains(id))
-        .collect();
-    run.client_for(&ids, WATCH_TIMEOUT)
-}
-
-fn new_fault(step: usize, kind: &str, nodes: Vec<u64>, t_ms: f64) -> FaultReport {
-    FaultReport {
-        step,
-        kind: kind.into(),
-        nodes,
-        t_ms,
-        affected_channels: Vec::new(),
-        detect_ms: None,
-        new_leader_ms: None,
-        leaderless: Vec::new(),
-        unavailability_ms: None,
-        catch_up_ms: None,
-        notes: Vec::new(),
-    }
-}
-
-/// Waits until node `id` holds, on every probe channel it replicates, at least the messages
-/// the most advanced replica had when this was called. Answers the time it took.
-async fn catch_up(run: &Run, id: u64) -> Option<f64> {
-    let started = Instant::now();
-    let via = survivors(run, &BTreeSet::from([id])).ok()?;
-    let mut targets = Vec::new();
-    for ch in &run.channels {
-        let Ok(r) = via.channel_replicas(ch, CHANNEL_TYPE_GROUP).await else {
-            continue;
-        };
-        if r.replicas.iter().any(|x| x.node_id == id) {
-            targets.push((ch.clone(), r.top_seq()));
-        }
-    }
-    let deadline = started + Duration::from_secs(30);
-    loop {
-        let mut all = true;
-        for (ch, top) in &targets {
-            let ok = via.channel_replicas(ch, CHANNEL_TYPE_GROUP).await.is_ok_and(|r| {
-                r.replicas
-                    .iter()
-                    .any(|x| x.node_id == id && x.message_seq >= *top)
-            });
-            all &= ok;
-        }
-        if all {
-            return Some(ms_since(started));
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn inject(run: &mut Run, step_no: usize, step: &Step) -> anyhow::Result<FaultReport> {
-    match &step.fault {
-        Fault::Kill { node, down } => {
-            let id = run.resolve(node, step).await?;
-            let hit = BTreeSet::from([id]);
-            let affected = affected_by(run, &hit).await;
-            let surv = survivors(run, &hit)?;
-            run.target.local("kill")?.kill(id)?;
-            let t = Instant::now();
-            let mut f = new_fault(step_no, "kill", vec![id], run.ms());
-            run.event(format!("SIGKILL node {id}"));
-            let watch = start_watch(surv, affected, t);
-            tokio::time::sleep(down.0).await;
-            run.target.local("kill")?.restart(id).await?;
-            run.event(format!("node {id} restarted on its data dir"));
-            f.catch_up_ms = catch_up(run, id).await;
-            finish_watch(watch, &mut f).await;
-            Ok(f)
-        }
-        Fault::Pause { node, hold } => {
-            let id = run.resolve(node, step).await?;
-            let hit = BTreeSet::from([id]);
-            let affected = affected_by(run, &hit).await;
-            let surv = survivors(run, &hit)?;
-            run.target.local("pause")?.pause(id)?;
-            let t = Instant::now();
-            let mut f = new_fault(step_no, "pause", vec![id], run.ms());
-            run.event(format!(
-                "SIGSTOP node {id} for {}",
-                humantime::format_duration(hold.0)
-            ));
-            let watch = start_watch(surv, affected, t);
-            tokio::time::sleep(hold.0).await;
-            run.target.local("pause")?.resume(id)?;
-            run.event(format!("SIGCONT node {id}"));
-            f.catch_up_ms = catch_up(run, id).await;
-            finish_watch(watch, &mut f).await;
-            Ok(f)
-        }
-        Fault::Isolate { node, peers, hold } => {
-            let id = run.resolve(node, step).await?;
-            isolate(run, step_no, "isolate", &[(id, peers.clone())], hold.0).await
-        }
-        Fault::Partition { minority, hold } => {
-            let mut ids = BTreeSet::new();
-            for sel in minority {
-                ids.insert(run.resolve(sel, step).await?);
-            }
-            let majority: Vec<u64> = run
-                .member_ids()
-                .into_iter()
-                .filter(|id| !ids.contains(id))
-                .collect();
-            let plan: Vec<(u64, Vec<u64>)> = ids.iter().map(|id| (*id, majority.clone())).collect();
-            isolate(run, step_no, "partition", &plan, hold.0).await
-        }
-        Fault::SlowDisk { node, delay, hold } => {
-            let id = run.resolve(node, step).await?;
-            let req = DrillReq::SlowDisk {
-                delay_ms: delay.0.as_millis() as u64,
-                duration_ms: hold.0.as_millis() as u64,
-            };
-            run.target.drill(&run.admin, id, &req).await?;
-            let f = new_fault(step_no, "slow-disk", vec![id], run.ms());
-            run.event(format!(
-                "slow disk on node {id}: +{} per commit for {}",
-                humantime::format_duration(delay.0),
-                humantime::format_duration(hold.0)
-            ));
-            tokio::time::sleep(hold.0).await;
-            run.target.drill(&run.admin, id, &DrillReq::Heal).await?;
-            run.event(format!("node {id} healed"));
-            Ok(f)
-        }
-        Fault::DiskLoss { node } => {
-            let id = run.resolve(node, step).await?;
-            let hit = BTreeSet::from([id]);
-            let affected = affected_by(run, &hit).await;
-            let surv = survivors(run, &hit)?;
-            let other = run
-                .member_ids()
-                .into_iter()
-                .find(|n| *n != id)
-                .context("disk loss needs another node")?;
-            {
-                let c = run.target.local("disk-loss")?;
-                c.kill(id)?;
-                c.wipe(id)?;
-            }
-            let t = Instant::now();
-            let mut f = new_fault(step_no, "disk-loss", vec![id], run.ms());
-            run.event(format!("SIGKILL node {id} and wiped its data dir"));
-            let watch = start_watch(surv.clone(), affected, t);
-            // The empty node must not come back as the member it was (its votes and log are
-            // gone): take it out first, then admit it as a new member with the same id.
-            let long = run.access.client(
-                &[run.target.endpoint(other).context("endpoint")?],
-                Duration::from_secs(180),
-            )?;
-            let rm = long
-                .remove_node(id, false)
-                .await
-                .with_context(|| format!("removing node {id}"))?;
-            run.event(format!(
-                "node {id} removed: {} channel(s) moved, {} stuck, left metadata: {}",
-                rm.moved,
-                rm.stuck.len(),
-                rm.removed
-            ));
-            f.notes.push(format!(
-                "removal moved {} channel(s), stuck {:?}",
-                rm.moved, rm.stuck
-            ));
-            let c = run.target.local("disk-loss")?;
-            c.boot_with_seed(id, other)?;
-            c.restart(id).await?;
-            let addr = c.cluster_addr(id).context("address")?;
-            let http = c.endpoint(id).context("endpoint")?;
-            run.event(format!("node {id} started empty with --seed {other}"));
-            let t_join = Instant::now();
-            let jr = long
-                .join(&JoinReq {
-                    node_id: id,
-                    cluster_addr: addr,
-                    http_addr: http.trim_start_matches("http://").to_string(),
-                })
-                .await
-                .with_context(|| format!("admitting node {id} again"))?;
-            run.event(format!(
-                "node {id} admitted again: voter {}, {} active channel(s) migrated, backlog {}",
-                jr.voter, jr.active_migrated, jr.backlog
-            ));
-            let join_ms = ms_since(t_join);
-            f.catch_up_ms = catch_up(run, id).await.map(|c| c + join_ms);
-            f.notes.push(format!(
-                "re-admitted in {:.0} ms (metadata {} ms), {} active channel(s) migrated, backlog {}",
-                ms_since(t_join),
-                jr.metadata_ms,
-                jr.active_migrated,
-                jr.backlog
-            ));
-            finish_watch(watch, &mut f).await;
-            Ok(f)
-        }
-        Fault::ScaleOut => {
-            let seed_node = run.member_ids().first().copied().context("no node")?;
-            let c = run.target.local("scale-out")?;
-            let id = c.plan_new()?;
-            c.boot_with_seed(id, seed_node)?;
-            c.restart(id).await?;
-            let addr = c.cluster_addr(id).context("address")?;
-            let http = c.endpoint(id).context("endpoint")?;
-            let mut f = new_fault(step_no, "scale-out", vec![id], run.ms());
-            run.event(format!("node {id} started with --seed {seed_node}"));
-            let long = run.access.client(
-                &[run.target.endpoint(seed_node).context("endpoint")?],
-                Duration::from_secs(180),
-            )?;
-            let t_join = Instant::now();
-            let jr = long
-                .join(&JoinReq {
-                    node_id: id,
-                    cluster_addr: addr,
-                    http_addr: http.trim_start_matches("http://").to_string(),
-                })
-                .await
-                .with_context(|| format!("admitting node {id}"))?;
-            run.event(format!(
-                "node {id} admitted: voter {}, {} active channel(s) migrated, backlog {}",
-                jr.voter, jr.active_migrated, jr.backlog
-            ));
-            let join_ms = ms_since(t_join);
-            f.catch_up_ms = catch_up(run, id).await.map(|c| c + join_ms);
-            f.notes.push(format!(
-                "join answered in {join_ms:.0} ms (metadata {} ms), {} active channel(s) migrated, backlog {}",
-                jr.metadata_ms, jr.active_migrated, jr.backlog
-            ));
-            Ok(f)
-        }
-        Fault::Remove { node } => {
-            let id = run.resolve(node, step).await?;
-            let hit = BTreeSet::from([id]);
-            let affected = affected_by(run, &hit).await;
-            let surv = survivors(run, &hit)?;
-            let other = run
-                .member_ids()
-                .into_iter()
-                .find(|n| *n != id)
-                .context("no other node")?;
-            let long = run.access.client(
-                &[run.target.endpoint(other).context("endpoint")?],
-                Duration::from_secs(180),
-            )?;
-            let t = Instant::now();
-            let mut f = new_fault(step_no, "remove", vec![id], run.ms());
-            run.event(format!("decommissioning node {id}"));
-            let watch = start_watch(surv, affected, t);
-            let rm = long
-                .remove_node(id, false)
-                .await
-                .with_context(|| format!("removing node {id}"))?;
-            run.event(format!(
-                "node {id} removed in {:.0} ms: {} channel(s) moved, stuck {:?}, left metadata: {}",
-                ms_since(t),
-                rm.moved,
-                rm.stuck,
-                rm.removed
-            ));
-            if !rm.removed {
-                run.problems
-                    .push(format!("node {id} was not removed: stuck {:?}", rm.stuck));
-            }
-            f.notes
-                .push(format!("removal took {:.0} ms, moved {}", ms_since(t), rm.moved));
-            run.gone.insert(id);
-            if let Target::Local(c) = &mut run.target {
-                c.terminate(id, Duration::from_secs(5))?;
-                run.event(format!("node {id} stopped"));
-            } else {
-                f.notes.push(format!("node {id} still runs: stop it yourself"));
-            }
-            finish_watch(watch, &mut f).await;
-            Ok(f)
-        }
-        Fault::RestartAll { crash, down } => {
-            let ids = run.member_ids();
-            let affected = affected_by(run, &BTreeSet::new()).await;
-            {
-                let c = run.target.local("restart-all")?;
-                for id in &ids {
-                    if *crash {
-                        c.kill(*id)?;
-                    } else {
-                        c.terminate(*id, Duration::from_secs(10))?;
-                    }
-                }
-            }
-            let mut f = new_fault(step_no, "restart-all", ids.clone(), run.ms());
-            run.event(format!(
-                "{} every node ({:?})",
-                if *crash { "SIGKILL" } else { "SIGTERM" },
-                ids
-            ));
-            tokio::time::sleep(down.0).await;
-            let t = Instant::now();
-            {
-                let c = run.target.local("restart-all")?;
-                for id in &ids {
-                    c.restart(*id).await?;
-                }
-            }
-            run.event("every node restarted".into());
-            let all = run.client_for(&ids, WATCH_TIMEOUT)?;
-            let watch = start_watch(all, affected, t);
-            finish_watch(watch, &mut f).await;
-            f.notes.push("leader times count from the restart".into());
-            Ok(f)
-        }
-    }
-}
-
-/// Isolates each `(node, peers)` (empty peers: all) for `hold`, then heals them.
-async fn isolate(
-    run: &mut Run,
-    step_no: usize,
-    kind: &str,
-    plan: &[(u64, Vec<u64>)],
-    hold: Duration,
-) -> anyhow::Result<FaultReport> {
-    let hit: BTreeSet<u64> = plan.iter().map(|p| p.0).collect();
-    let affected = affected_by(run, &hit).await;
-    let surv = survivors(run, &hit)?;
-    // The node heals itself after `duration_ms` too; the explicit heal below is the normal
-    // path, the timer a safety net should wkctl die.
-    let safety_net = hold + Duration::from_secs(30);
-    for (id, peers) in plan {
-        let req = DrillReq::Isolate {
-            peers: peers.clone(),
-            duration_ms: safety_net.as_millis() as u64,
-        };
-        run.target.drill(&run.admin, *id, &req).await?;
-    }
-    let t = Instant::now();
-    let mut f = new_fault(step_no, kind, hit.iter().copied().collect(), run.ms());
-    for (id, peers) in plan {
-        let with = if peers.is_empty() {
-            "every peer".to_string()
-        } else {
-            format!("{peers:?}")
-        };
-        run.event(format!(
-            "isolate node {id} from {with} for {}",
-            humantime::format_duration(hold)
-        ));
-    }
-    let watch = start_watch(surv, affected, t);
-    tokio::time::sleep(hold).await;
-    for (id, _) in plan {
-        run.target.drill(&run.admin, *id, &DrillReq::Heal).await?;
-    }
-    run.event(format!("healed {:?}", hit));
-    let mut cu: Option<f64> = Some(0.0);
-    for id in &hit {
-        let c = catch_up(run, *id).await;
-        cu = match (cu, c) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            _ => None,
-        };
-    }
-    f.catch_up_ms = cu;
-    finish_watch(watch, &mut f).await;
-    Ok(f)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use wk_api::{ChannelVerify, ClusterVerify};
 
-use super::channel::{CONCURRENCY, MAX_LIST, bounded, key};
+use super::{CONCURRENCY, MAX_LIST, bounded, key};
 use crate::Outcome;
 use crate::cli::{ClusterVerifyArgs, GlobalArgs, OutputFormat};
 use crate::{output, render};
@@ -24,7 +24,7 @@ fn outcome(channels: &[ChannelVerify], errors: usize) -> Outcome {
 }
 
 pub async fn channel(global: &GlobalArgs, channel_id: &str, channel_type: u8) -> anyhow::Result<Outcome> {
-    let client = super::client_with_timeout(global, VERIFY_TIMEOUT)?;
+    let client = crate::cmd::client_with_timeout(global, VERIFY_TIMEOUT)?;
     let c = client
         .channel_verify(channel_id, channel_type)
         .await
@@ -40,7 +40,7 @@ pub async fn channel(global: &GlobalArgs, channel_id: &str, channel_type: u8) ->
 }
 
 pub async fn cluster(global: &GlobalArgs, args: ClusterVerifyArgs) -> anyhow::Result<Outcome> {
-    let client = super::client_with_timeout(global, VERIFY_TIMEOUT)?;
+    let client = crate::cmd::client_with_timeout(global, VERIFY_TIMEOUT)?;
     let all = client
         .channels(args.limit.min(MAX_LIST))
         .await

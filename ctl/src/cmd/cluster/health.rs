@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use wk_api::{ChannelReplicas, NodesResp, Role};
 
-use super::channel::{self, MAX_LIST};
 use crate::Outcome;
 use crate::cli::{GlobalArgs, HealthArgs, OutputFormat};
+use crate::cmd::channel::{self, MAX_LIST};
 use crate::output;
 use crate::render::{self, Check, HealthReport};
 
@@ -58,7 +58,7 @@ pub fn evaluate(
         problems.push("no nodes".into());
     }
     checks.push(Check {
-        name: "nodes",
+        name: "nodes".into(),
         ok: problems.is_empty(),
         detail: format!("{online}/{} nodes online", nodes.nodes.len()),
         problems,
@@ -84,7 +84,7 @@ pub fn evaluate(
         ),
     };
     checks.push(Check {
-        name: "meta_leader",
+        name: "meta_leader".into(),
         ok,
         detail,
         problems: Vec::new(),
@@ -114,7 +114,7 @@ pub fn evaluate(
         String::new()
     };
     checks.push(Check {
-        name: "quorum",
+        name: "quorum".into(),
         ok: no_quorum.is_empty(),
         detail: if no_quorum.is_empty() {
             format!("{examined} channels, each with a quorum of online replicas{scope}")
@@ -150,7 +150,7 @@ pub fn evaluate(
         String::new()
     };
     checks.push(Check {
-        name: "lag",
+        name: "lag".into(),
         ok: lagging.is_empty(),
         detail: if lagging.is_empty() {
             format!("no replica more than {max_lag} entries behind (worst {worst}){idle}")
@@ -171,7 +171,7 @@ pub fn evaluate(
 
 /// `wkctl cluster health`.
 pub async fn health(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<Outcome> {
-    let client = super::client(global)?;
+    let client = crate::cmd::client(global)?;
     let nodes = client.nodes().await.context("GET /cluster/nodes")?;
     let list = client.channels(MAX_LIST).await.context("GET /cluster/channels")?;
     let status: Vec<(String, Result<ChannelReplicas, String>)> = channel::replicas_of(&client, list.channels)
@@ -209,7 +209,7 @@ pub async fn health(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<Out
 /// terminal redraws in place; otherwise each refresh is appended. JSON is one `NodesResp` per
 /// line (JSON Lines). A failed refresh is reported on stderr and the watch goes on.
 pub async fn watch(global: &GlobalArgs, interval: Duration) -> anyhow::Result<Outcome> {
-    let client = super::client(global)?;
+    let client = crate::cmd::client(global)?;
     let redraw = global.output == OutputFormat::Text && std::io::stdout().is_terminal();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -463,7 +463,12 @@ mod tests {
                 status: &status,
             };
             let report = evaluate(&nodes(&spec), &facts, expect, max_lag);
-            let failed: Vec<&str> = report.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+            let failed: Vec<&str> = report
+                .checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| c.name.as_str())
+                .collect();
             assert_eq!(failed, want, "case {name:?}: {report:#?}");
             assert_eq!(report.healthy, want.is_empty(), "case {name:?}");
         }

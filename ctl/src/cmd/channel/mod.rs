@@ -4,6 +4,8 @@
 //! every channel and asking for each one's replica status, a bounded number at a time so a
 //! large cluster is not flooded.
 
+pub mod verify;
+
 use std::future::Future;
 use std::time::Duration;
 

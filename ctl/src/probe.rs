@@ -21,9 +21,9 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use wk_api::{
-    CHANNEL_TYPE_GROUP, ChannelReq, Client, ClientError, MessageHeader, PULL_MODE_UP, SendReq, SyncReq,
-};
+use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, Client, MessageHeader, PULL_MODE_UP, SendReq, SyncReq};
+
+use crate::wait::{Poll, retry, wait_for};
 
 /// Distinct random payloads per run for load generators (content does not matter there;
 /// generating one per request would only burn client CPU on a 2-core machine).
@@ -67,52 +67,13 @@ pub fn per_endpoint(client: &Client) -> anyhow::Result<Vec<Client>> {
         .collect()
 }
 
-/// Retries `f` until it succeeds or `within` passes (a cluster that just started may not have
-/// a metadata leader yet).
-pub async fn retry<T, F, Fut>(what: &str, within: Duration, mut f: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, ClientError>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => return Err(e).context(what.to_string()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// Polls until `f` yields Some or `within` passes.
-pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, every: Duration, mut f: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "timed out after {} waiting for {what}",
-                humantime::format_duration(within)
-            );
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
 /// Every node's (id, base URL) from `/cluster/nodes`, with `admin`'s scheme (`Client::node_url`).
 /// A node registers its HTTP address a moment after it starts, so this waits until every
 /// listed node has one.
 pub async fn node_urls(admin: &Client) -> anyhow::Result<Vec<(u64, String)>> {
     let nodes = wait_for(
         "every node's HTTP address in /cluster/nodes",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
+        Poll::new(Duration::from_secs(30), Duration::from_millis(100)),
         || async {
             admin
                 .nodes()
@@ -399,40 +360,35 @@ pub async fn writer(
         };
         let started = Instant::now();
         let mut attempts = 0u32;
+        // The operation as it ended: acknowledged with its (seq, id), or failed with the last error.
+        let ended = |attempts: u32, result: Result<(u64, u64), String>| {
+            let (outcome, ack, error) = match result {
+                Ok(ack) => (OpOutcome::Ok, Some(ack), None),
+                Err(e) => (OpOutcome::Failed, None, Some(e)),
+            };
+            Op {
+                writer: spec.id,
+                channel: spec.channel.clone(),
+                client_msg_no: req.client_msg_no.clone(),
+                start_ms: ms(started),
+                end_ms: ms(Instant::now()),
+                outcome,
+                attempts,
+                seq: ack.map(|a| a.0),
+                message_id: ack.map(|a| a.1),
+                error,
+            }
+        };
         let op = loop {
             attempts += 1;
             let err = match spec.clients[ep].send(&req).await {
-                Ok(resp) => {
-                    break Op {
-                        writer: spec.id,
-                        channel: spec.channel.clone(),
-                        client_msg_no: req.client_msg_no.clone(),
-                        start_ms: ms(started),
-                        end_ms: ms(Instant::now()),
-                        outcome: OpOutcome::Ok,
-                        attempts,
-                        seq: Some(resp.message_seq),
-                        message_id: Some(resp.message_id),
-                        error: None,
-                    };
-                }
+                Ok(resp) => break ended(attempts, Ok((resp.message_seq, resp.message_id))),
                 Err(e) => e,
             };
             history.failed_attempts.fetch_add(1, Ordering::Relaxed);
             ep = (ep + 1) % spec.clients.len();
             if started.elapsed() >= spec.op_timeout {
-                break Op {
-                    writer: spec.id,
-                    channel: spec.channel.clone(),
-                    client_msg_no: req.client_msg_no.clone(),
-                    start_ms: ms(started),
-                    end_ms: ms(Instant::now()),
-                    outcome: OpOutcome::Failed,
-                    attempts,
-                    seq: None,
-                    message_id: None,
-                    error: Some(err.to_string()),
-                };
+                break ended(attempts, Err(err.to_string()));
             }
             if (attempts as usize).is_multiple_of(spec.clients.len()) {
                 // Every node failed once: give the cluster a moment.

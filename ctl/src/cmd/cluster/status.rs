@@ -8,7 +8,7 @@ use crate::output;
 
 /// `wkctl cluster status`: GET /cluster/nodes, rendered; exit 1 when the cluster is degraded.
 pub async fn status(global: &GlobalArgs) -> anyhow::Result<Outcome> {
-    let client = super::client(global)?;
+    let client = crate::cmd::client(global)?;
     let resp = client.nodes().await.context("GET /cluster/nodes")?;
     let mut out = std::io::stdout().lock();
     match global.output {
