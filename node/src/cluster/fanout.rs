@@ -16,9 +16,9 @@
 //!   seq is past the next expected one waits `GAP_WAIT` once for the send that completes the gap.
 //! - Duplicates (a retried send answered from the dedup rows) are not pushed again.
 //! - Best effort: a request a peer does not answer within `DELIVER_TTL` is lost; past
-//!   `PEER_QUEUE_MAX` queued messages a peer's oldest deliveries are dropped; one slow peer
-//!   delays only its own queue. Users recover with `/channel/messagesync`. Nothing here
-//!   blocks a send's answer.
+//!   `PEER_QUEUE_MAX` queued messages (or `PEER_QUEUE_MAX_BYTES` of payload) a peer's oldest
+//!   deliveries are dropped; one slow peer delays only its own queue. Users recover with
+//!   `/channel/messagesync`. Nothing here blocks a send's answer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -39,8 +39,12 @@ const DELIVER_TTL: Duration = Duration::from_secs(2);
 const MAX_TRACKED: usize = 10_000;
 /// Messages queued for one peer at most; past this its oldest deliveries are dropped.
 const PEER_QUEUE_MAX: usize = 20_000;
+/// Payload bytes queued for one peer at most, likewise.
+const PEER_QUEUE_MAX_BYTES: usize = 64 << 20;
 /// Deliveries in one request to a peer at most.
 const PER_REQUEST: usize = 512;
+/// Payload bytes in one request at most (but always one delivery).
+const PER_REQUEST_BYTES: usize = 8 << 20;
 
 /// The pending pushes of one channel.
 struct Queue {
@@ -61,6 +65,8 @@ struct Outgoing {
     queue: VecDeque<(Delivery, Instant)>,
     /// Messages in `queue`.
     messages: usize,
+    /// Their payload bytes.
+    bytes: usize,
     /// A task is sending this queue.
     running: bool,
 }
@@ -177,10 +183,12 @@ impl Node {
         let mut peers = self.fanout.peers.lock().expect("fanout lock poisoned");
         let out = peers.entry(n).or_default();
         out.messages += d.messages.len();
+        out.bytes += payload_bytes(&d);
         out.queue.push_back((d, committed));
-        while out.messages > PEER_QUEUE_MAX && out.queue.len() > 1 {
+        while (out.messages > PEER_QUEUE_MAX || out.bytes > PEER_QUEUE_MAX_BYTES) && out.queue.len() > 1 {
             if let Some((old, _)) = out.queue.pop_front() {
                 out.messages -= old.messages.len();
+                out.bytes -= payload_bytes(&old);
                 tracing::debug!(node = n, channel = %old.channel, "fanout: a peer's queue is full; dropped a delivery");
             }
         }
@@ -200,9 +208,17 @@ impl Node {
                     out.running = false;
                     return;
                 }
-                let k = out.queue.len().min(PER_REQUEST);
-                let taken: Vec<_> = out.queue.drain(..k).collect();
-                out.messages -= taken.iter().map(|(d, _)| d.messages.len()).sum::<usize>();
+                let mut taken = Vec::new();
+                let mut bytes = 0;
+                while let Some((d, _)) = out.queue.front()
+                    && (taken.is_empty()
+                        || (taken.len() < PER_REQUEST && bytes + payload_bytes(d) <= PER_REQUEST_BYTES))
+                {
+                    bytes += payload_bytes(d);
+                    out.messages -= d.messages.len();
+                    taken.extend(out.queue.pop_front());
+                }
+                out.bytes -= bytes;
                 taken
             };
             let (ds, times): (Vec<Delivery>, Vec<Instant>) = taken.into_iter().unzip();
@@ -238,4 +254,9 @@ impl Node {
             }
         }
     }
+}
+
+/// The payload bytes of a delivery's messages.
+fn payload_bytes(d: &Delivery) -> usize {
+    d.messages.iter().map(|p| p.message.payload.len()).sum()
 }
