@@ -2,21 +2,25 @@
 //! connection of the channel's subscribers (person channels: both users), wherever they are.
 //!
 //! Path: `AppRpc::Send` commits → `Node::submit_delivery` queues the new messages per channel →
-//! one task per channel with pending messages takes them all, in message_seq order, asks the
-//! presence directory (`presence`) where the recipients are, and sends one `AppRpc::Deliver`
-//! per node that has any (this node pushes to its own registry directly), all at once; it
-//! takes the next batch when every node answered.
+//! one task per channel with pending messages takes them all, in message_seq order, finds
+//! where the recipients are (`presence`: cached, asking their owners only on a miss), pushes
+//! to this node's registry directly and queues one `Delivery` per other node that has any,
+//! then takes the next batch at once. Per peer node one task sends what is queued for it, all
+//! channels together, one `AppRpc::DeliverAll` in flight at a time.
 //!
 //! Invariants:
-//! - Per channel one batch is in flight at a time and a batch is sorted by seq, so a
-//!   connection receives a channel's messages in message_seq order (a node queues a whole
-//!   delivery into its outboxes before it answers). A batch whose first seq is past the next
-//!   expected one waits `GAP_WAIT` once for the send that completes the gap.
+//! - Per channel, batches are taken one after the other and sorted by seq, and they enter
+//!   each peer's queue in that order; a peer has one request in flight and pushes a request's
+//!   deliveries in order, so a connection receives a channel's messages in message_seq order
+//!   (a node queues a whole delivery into its outboxes before it answers). A batch whose first
+//!   seq is past the next expected one waits `GAP_WAIT` once for the send that completes the gap.
 //! - Duplicates (a retried send answered from the dedup rows) are not pushed again.
-//! - Best effort: a node that does not answer within `DELIVER_TTL` misses that batch; its
-//!   users recover with `/channel/messagesync`. Nothing here blocks a send's answer.
+//! - Best effort: a request a peer does not answer within `DELIVER_TTL` is lost; past
+//!   `PEER_QUEUE_MAX` queued messages (or `PEER_QUEUE_MAX_BYTES` of payload) a peer's oldest
+//!   deliveries are dropped; one slow peer delays only its own queue. Users recover with
+//!   `/channel/messagesync`. Nothing here blocks a send's answer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,7 +28,7 @@ use super::Node;
 use super::rpc::AppRpc;
 use crate::channel::{ChannelKey, NewMessage, Sent, StoredMessage};
 use crate::gateway::deliver::{self, ConnRef, Delivery, Pushed};
-use crate::raft::GroupId;
+use crate::raft::{GroupId, NodeId};
 use crate::stats::GATEWAY;
 
 /// How long a batch waits for the message before it to be committed here too.
@@ -33,6 +37,14 @@ const GAP_WAIT: Duration = Duration::from_millis(20);
 const DELIVER_TTL: Duration = Duration::from_secs(2);
 /// Channels whose next seq is remembered; past this, idle ones are forgotten.
 const MAX_TRACKED: usize = 10_000;
+/// Messages queued for one peer at most; past this its oldest deliveries are dropped.
+const PEER_QUEUE_MAX: usize = 20_000;
+/// Payload bytes queued for one peer at most, likewise.
+const PEER_QUEUE_MAX_BYTES: usize = 64 << 20;
+/// Deliveries in one request to a peer at most.
+const PER_REQUEST: usize = 512;
+/// Payload bytes in one request at most (but always one delivery).
+const PER_REQUEST_BYTES: usize = 8 << 20;
 
 /// The pending pushes of one channel.
 struct Queue {
@@ -45,11 +57,27 @@ struct Queue {
     running: bool,
 }
 
+/// What waits to be sent to one peer node.
+#[derive(Default)]
+struct Outgoing {
+    /// In the order the channels' batches were taken, each with when its first message was
+    /// committed.
+    queue: VecDeque<(Delivery, Instant)>,
+    /// Messages in `queue`.
+    messages: usize,
+    /// Their payload bytes.
+    bytes: usize,
+    /// A task is sending this queue.
+    running: bool,
+}
+
 /// The channel leader's fan-out queues.
 #[derive(Default)]
 pub struct Fanout {
     /// std mutex: a push or a take, never across `.await`.
     queues: Mutex<HashMap<GroupId, Queue>>,
+    /// Per peer node. std mutex, same.
+    peers: Mutex<HashMap<NodeId, Outgoing>>,
 }
 
 impl Node {
@@ -127,43 +155,86 @@ impl Node {
         }
     }
 
-    /// Push one batch of a channel to every node with a recipient online.
+    /// Push one batch of a channel here and queue it for every other node with a recipient
+    /// online; returns without waiting for them.
     async fn deliver_batch(&self, key: ChannelKey, batch: Vec<(Pushed, Instant)>) {
         let Some(uids) = self.recipients(&key).await else {
             return;
         };
         let committed = batch.first().map(|(_, t)| *t).unwrap_or_else(Instant::now);
         let messages: Vec<Pushed> = batch.into_iter().map(|(p, _)| p).collect();
-        let by_node = self.locate(uids).await;
-        let sends = by_node.into_iter().map(|(n, users)| {
+        for (n, uids) in self.locate_cached(uids).await {
             let d = Delivery {
                 channel: key.clone(),
                 messages: messages.clone(),
-                uids: users.into_iter().map(|(u, _)| u).collect(),
+                uids,
             };
-            async move {
-                let ok = if n == self.id {
-                    deliver::push(&self.registry, self.id, &d);
-                    true
-                } else {
-                    match self
-                        .ask(n, AppRpc::Deliver(d), DELIVER_TTL)
-                        .await
-                        .and_then(|r| r.typed::<()>())
-                    {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::debug!(node = n, error = %e, "fanout: a delivery failed");
-                            false
-                        }
-                    }
-                };
-                if ok {
-                    GATEWAY.push_seconds.observe(committed.elapsed().as_secs_f64());
-                }
+            if n == self.id {
+                deliver::push(&self.registry, self.id, &d);
+                GATEWAY.push_seconds.observe(committed.elapsed().as_secs_f64());
+            } else {
+                self.queue_for_peer(n, d, committed);
             }
-        });
-        futures::future::join_all(sends).await;
+        }
+    }
+
+    /// Queue `d` for peer `n`, starting its sending task if none runs.
+    fn queue_for_peer(&self, n: NodeId, d: Delivery, committed: Instant) {
+        let mut peers = self.fanout.peers.lock().expect("fanout lock poisoned");
+        let out = peers.entry(n).or_default();
+        out.messages += d.messages.len();
+        out.bytes += payload_bytes(&d);
+        out.queue.push_back((d, committed));
+        while (out.messages > PEER_QUEUE_MAX || out.bytes > PEER_QUEUE_MAX_BYTES) && out.queue.len() > 1 {
+            if let Some((old, _)) = out.queue.pop_front() {
+                out.messages -= old.messages.len();
+                out.bytes -= payload_bytes(&old);
+                tracing::debug!(node = n, channel = %old.channel, "fanout: a peer's queue is full; dropped a delivery");
+            }
+        }
+        if !out.running {
+            out.running = true;
+            tokio::spawn(self.clone().send_to_peer(n));
+        }
+    }
+
+    /// Send peer `n` what is queued for it, one request at a time, until nothing is left.
+    async fn send_to_peer(self, n: NodeId) {
+        loop {
+            let taken: Vec<(Delivery, Instant)> = {
+                let mut peers = self.fanout.peers.lock().expect("fanout lock poisoned");
+                let out = peers.get_mut(&n).expect("a running peer queue stays");
+                if out.queue.is_empty() {
+                    out.running = false;
+                    return;
+                }
+                let mut taken = Vec::new();
+                let mut bytes = 0;
+                while let Some((d, _)) = out.queue.front()
+                    && (taken.is_empty()
+                        || (taken.len() < PER_REQUEST && bytes + payload_bytes(d) <= PER_REQUEST_BYTES))
+                {
+                    bytes += payload_bytes(d);
+                    out.messages -= d.messages.len();
+                    taken.extend(out.queue.pop_front());
+                }
+                out.bytes -= bytes;
+                taken
+            };
+            let (ds, times): (Vec<Delivery>, Vec<Instant>) = taken.into_iter().unzip();
+            match self
+                .ask(n, AppRpc::DeliverAll(ds), DELIVER_TTL)
+                .await
+                .and_then(|r| r.typed::<()>())
+            {
+                Ok(()) => {
+                    for t in times {
+                        GATEWAY.push_seconds.observe(t.elapsed().as_secs_f64());
+                    }
+                }
+                Err(e) => tracing::debug!(node = n, error = %e, "fanout: a delivery failed"),
+            }
+        }
     }
 
     /// Who receives a channel's messages: both users of a person channel, else its
@@ -183,4 +254,9 @@ impl Node {
             }
         }
     }
+}
+
+/// The payload bytes of a delivery's messages.
+fn payload_bytes(d: &Delivery) -> usize {
+    d.messages.iter().map(|p| p.message.payload.len()).sum()
 }

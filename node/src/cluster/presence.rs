@@ -20,6 +20,18 @@
 //!   again within `STALE` is dropped (its node restarted unnoticed, or stopped announcing).
 //! - One task per node sends the announcements, reading the registry when it sends: updates
 //!   of one uid are never reordered.
+//!
+//! Channel leaders cache what owners answered (`Node::locate_cached`, for the fan-out), so a
+//! delivery batch goes straight to the recipients' nodes instead of asking their owners first:
+//! - A cached lookup is made with `AppRpc::Watch`: the owner remembers who asked, and when that
+//!   uid's entry changes (a connect or disconnect announced, a node down, an entry expired) it
+//!   tells them `AppRpc::Moved` (sent by the announcing task) and forgets them; the leader
+//!   drops those uids. A Watch answer that crosses any `Moved` is used but not cached, so a
+//!   change is never hidden by an older answer arriving later.
+//! - An entry lives at most `CACHE_TTL` (a lost `Moved` costs at most that), and the whole
+//!   cache goes when the live set changes (owners move). The uids this node owns are looked
+//!   up directly, never cached.
+//! - `/user/onlinestatus` asks the owners every time (`Node::locate`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
@@ -40,6 +52,10 @@ const REFRESH: Duration = Duration::from_secs(5);
 const STALE: Duration = Duration::from_secs(15);
 /// Deadline of one announcement or lookup to a peer.
 const PEER_TTL: Duration = Duration::from_secs(2);
+/// How long a leader uses a location learned from an owner; `Moved` drops it sooner.
+const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Locations a leader caches at most (it starts over when full).
+const CACHE_MAX: usize = 100_000;
 
 /// What a node tells an owner: the device flags of each uid's connections on `node`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,11 +76,47 @@ struct Entry {
     seen: Instant,
 }
 
-/// This node's part of the directory, and its pending announcements.
+/// The uids this node owns, and who cached where they are.
+#[derive(Default)]
+struct Directory {
+    /// uid -> node -> what that node announced.
+    users: HashMap<String, BTreeMap<NodeId, Entry>>,
+    /// uid -> nodes that cached its location (`watch`), with when they asked: told `Moved`
+    /// when its entry changes, forgotten after `CACHE_TTL` (their cache forgot it too).
+    watchers: HashMap<String, BTreeMap<NodeId, Instant>>,
+    /// `Moved` notifications for the announcing task to send: node -> uids.
+    moved: HashMap<NodeId, BTreeSet<String>>,
+}
+
+impl Directory {
+    /// `uid`'s entry changed: queue `Moved` for whoever cached it.
+    fn changed(&mut self, uid: &str) {
+        if let Some(w) = self.watchers.remove(uid) {
+            for n in w.into_keys() {
+                self.moved.entry(n).or_default().insert(uid.to_string());
+            }
+        }
+    }
+}
+
+/// Where a leader last found uids (`Node::locate_cached`).
+#[derive(Default)]
+struct Cache {
+    /// uid -> the nodes it is online on (empty: offline), and when the owner said so.
+    by_uid: HashMap<String, (Vec<NodeId>, Instant)>,
+    /// Bumped by every `Moved` and live-set change: an answer that crossed a bump is not kept.
+    epoch: u64,
+    /// The live set the entries were learned under.
+    live: BTreeSet<NodeId>,
+}
+
+/// This node's part of the directory, its pending announcements and its location cache.
 #[derive(Default)]
 pub struct Presence {
     /// The uids this node owns. std mutex: a map lookup or edit, never across `.await`.
-    owned: Mutex<HashMap<String, BTreeMap<NodeId, Entry>>>,
+    owned: Mutex<Directory>,
+    /// Locations learned from other owners. std mutex, same.
+    cache: Mutex<Cache>,
     /// Local uids whose connections changed since they were last announced. std mutex, same.
     dirty: Mutex<HashSet<String>>,
     /// Wakes the announcing task.
@@ -89,24 +141,57 @@ impl Presence {
         self.wake.notify_one();
     }
 
-    /// Record an announcement (this node owns its uids).
+    /// Record an announcement (this node owns its uids); whoever cached a uid whose entry
+    /// changed is told (`Moved`, sent by the announcing task).
     pub fn apply(&self, a: Announcement) {
         let seen = Instant::now();
-        let mut owned = self.owned.lock().expect("owned lock poisoned");
+        let mut guard = self.owned.lock().expect("owned lock poisoned");
+        let dir = &mut *guard;
+        let mut moved = false;
         for (uid, flags) in a.users {
+            let before = dir.users.get(&uid).and_then(|nodes| nodes.get(&a.node));
+            let changed = before.map_or(!flags.is_empty(), |e| e.flags != flags);
             if flags.is_empty() {
-                if let Some(nodes) = owned.get_mut(&uid) {
+                if let Some(nodes) = dir.users.get_mut(&uid) {
                     nodes.remove(&a.node);
                     if nodes.is_empty() {
-                        owned.remove(&uid);
+                        dir.users.remove(&uid);
                     }
                 }
             } else {
-                owned
-                    .entry(uid)
+                dir.users
+                    .entry(uid.clone())
                     .or_default()
                     .insert(a.node, Entry { flags, seen });
             }
+            if changed && dir.watchers.contains_key(&uid) {
+                dir.changed(&uid);
+                moved = true;
+            }
+        }
+        drop(guard);
+        if moved {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Like `lookup`, and remember that `from` caches the answer (see the module doc).
+    pub fn watch(&self, from: NodeId, uids: &[String]) -> Vec<Located> {
+        let now = Instant::now();
+        let mut dir = self.owned.lock().expect("owned lock poisoned");
+        for u in uids {
+            dir.watchers.entry(u.clone()).or_default().insert(from, now);
+        }
+        drop(dir);
+        self.lookup(uids)
+    }
+
+    /// The owners say these uids' connections changed: forget where they were.
+    pub fn moved(&self, uids: &[String]) {
+        let mut cache = self.cache.lock().expect("cache lock poisoned");
+        cache.epoch += 1;
+        for u in uids {
+            cache.by_uid.remove(u);
         }
     }
 
@@ -115,7 +200,7 @@ impl Presence {
         let owned = self.owned.lock().expect("owned lock poisoned");
         uids.iter()
             .filter_map(|u| {
-                owned.get(u).map(|nodes| {
+                owned.users.get(u).map(|nodes| {
                     (
                         u.clone(),
                         nodes.iter().map(|(n, e)| (*n, e.flags.clone())).collect(),
@@ -128,23 +213,54 @@ impl Presence {
     /// `node` is down: its users are offline, and the uids it owned have new owners, which
     /// learn them from the announcements this wakes (until then they miss those users).
     pub fn node_down(&self, node: NodeId) {
-        let mut owned = self.owned.lock().expect("owned lock poisoned");
-        owned.retain(|_, nodes| {
-            nodes.remove(&node);
+        let mut guard = self.owned.lock().expect("owned lock poisoned");
+        let dir = &mut *guard;
+        let mut changed = Vec::new();
+        dir.users.retain(|uid, nodes| {
+            if nodes.remove(&node).is_some() {
+                changed.push(uid.clone());
+            }
             !nodes.is_empty()
         });
-        drop(owned);
+        for w in dir.watchers.values_mut() {
+            w.remove(&node);
+        }
+        dir.watchers.retain(|_, w| !w.is_empty());
+        for uid in changed {
+            dir.changed(&uid);
+        }
+        drop(guard);
         self.wake.notify_one();
     }
 
     /// Keep only the entries of live nodes, announced since `STALE` before `now`, for uids
     /// `me` owns among `live`.
+    /// Watchers that asked `CACHE_TTL` before `now` or are not live are forgotten.
     fn retain_owned(&self, me: NodeId, live: &BTreeSet<NodeId>, now: Instant) {
-        let mut owned = self.owned.lock().expect("owned lock poisoned");
-        owned.retain(|uid, nodes| {
+        let mut guard = self.owned.lock().expect("owned lock poisoned");
+        let dir = &mut *guard;
+        let mut changed = Vec::new();
+        dir.users.retain(|uid, nodes| {
+            let before = nodes.len();
             nodes.retain(|n, e| live.contains(n) && now.saturating_duration_since(e.seen) < STALE);
-            !nodes.is_empty() && owner(uid, live) == Some(me)
+            let keep = !nodes.is_empty() && owner(uid, live) == Some(me);
+            if !keep || nodes.len() != before {
+                changed.push(uid.clone());
+            }
+            keep
         });
+        for uid in changed {
+            dir.changed(&uid);
+        }
+        dir.watchers.retain(|uid, w| {
+            w.retain(|n, asked| live.contains(n) && now.saturating_duration_since(*asked) < CACHE_TTL);
+            !w.is_empty() && owner(uid, live) == Some(me)
+        });
+    }
+
+    /// The `Moved` notifications to send now: node -> uids.
+    fn take_moved(&self) -> HashMap<NodeId, BTreeSet<String>> {
+        std::mem::take(&mut self.owned.lock().expect("owned lock poisoned").moved)
     }
 }
 
@@ -177,7 +293,8 @@ impl Node {
                 refreshed = Instant::now();
                 uids.extend(self.registry.uids());
             }
-            if uids.is_empty() {
+            let moved = self.presence.take_moved();
+            if uids.is_empty() && moved.is_empty() {
                 continue;
             }
             let mut by_owner: HashMap<NodeId, Vec<(String, Vec<u8>)>> = HashMap::new();
@@ -205,7 +322,19 @@ impl Node {
                         .extend(retry);
                 }
             });
-            futures::future::join_all(sends).await;
+            // A lost `Moved` is not sent again: the entry it drops expires after CACHE_TTL.
+            let moves = moved.into_iter().map(|(n, uids)| async move {
+                let uids: Vec<String> = uids.into_iter().collect();
+                if n == me.id {
+                    me.presence.moved(&uids);
+                    return;
+                }
+                let sent = me.ask(n, AppRpc::Moved(uids), PEER_TTL).await;
+                if let Err(e) = sent.and_then(|r| r.typed::<()>()) {
+                    tracing::debug!(node = n, error = %e, "presence: a Moved was lost");
+                }
+            });
+            futures::future::join(futures::future::join_all(sends), futures::future::join_all(moves)).await;
         }
     }
 
@@ -248,6 +377,80 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Where `uids` are online, for the fan-out: node -> uids there. From this node's cache
+    /// where it has a fresh entry, else from the owners (`AppRpc::Watch`), whose answers are
+    /// cached (see the module doc). A uid whose owner does not answer counts as offline.
+    pub async fn locate_cached(&self, uids: Vec<String>) -> BTreeMap<NodeId, Vec<String>> {
+        let live = self.live_nodes();
+        let now = Instant::now();
+        let mut by_node: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
+        let mut misses: HashMap<NodeId, Vec<String>> = HashMap::new();
+        let epoch = {
+            let mut cache = self.presence.cache.lock().expect("cache lock poisoned");
+            if cache.live != live {
+                cache.by_uid.clear();
+                cache.live = live.clone();
+                cache.epoch += 1;
+            }
+            for uid in uids {
+                let Some(o) = owner(&uid, &live) else { continue };
+                match cache.by_uid.get(&uid) {
+                    Some((nodes, at)) if o != self.id && now.saturating_duration_since(*at) < CACHE_TTL => {
+                        for n in nodes {
+                            by_node.entry(*n).or_default().push(uid.clone());
+                        }
+                    }
+                    _ => misses.entry(o).or_default().push(uid),
+                }
+            }
+            cache.epoch
+        };
+        if misses.is_empty() {
+            return by_node;
+        }
+        let asks = misses.into_iter().map(|(o, uids)| async move {
+            if o == self.id {
+                return (o, uids.clone(), Some(self.presence.lookup(&uids)));
+            }
+            let found = self
+                .ask(o, AppRpc::Watch(self.id, uids.clone()), PEER_TTL)
+                .await
+                .and_then(|r| r.typed::<Vec<Located>>());
+            match found {
+                Ok(found) => (o, uids, Some(found)),
+                Err(e) => {
+                    tracing::debug!(owner = o, error = %e, "presence: lookup failed");
+                    (o, uids, None)
+                }
+            }
+        });
+        let answers = futures::future::join_all(asks).await;
+        let mut cache = self.presence.cache.lock().expect("cache lock poisoned");
+        let keep = cache.epoch == epoch;
+        if keep && cache.by_uid.len() >= CACHE_MAX {
+            cache.by_uid.clear();
+        }
+        for (o, asked, found) in answers {
+            let Some(found) = found else { continue };
+            let mut at: HashMap<String, Vec<NodeId>> = found
+                .into_iter()
+                .map(|(uid, nodes)| (uid, nodes.into_iter().map(|(n, _)| n).collect()))
+                .collect();
+            for uid in asked {
+                let nodes = at.remove(&uid).unwrap_or_default();
+                for n in &nodes {
+                    by_node.entry(*n).or_default().push(uid.clone());
+                }
+                if keep && o != self.id {
+                    cache.by_uid.insert(uid, (nodes, now));
+                }
+            }
+        }
+        by_node
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +485,58 @@ mod tests {
         assert_eq!(p.lookup(&uids(&["a"])).len(), 1);
         p.retain_owned(1, &live, Instant::now() + STALE);
         assert!(p.lookup(&uids(&["a"])).is_empty());
+    }
+
+    #[test]
+    fn watchers_hear_of_changes_once() {
+        let p = Presence::default();
+        let ann = |node, uid: &str, f: &[u8]| Announcement {
+            node,
+            users: vec![(uid.to_string(), f.to_vec())],
+        };
+        let uids = |s: &[&str]| s.iter().map(|u| u.to_string()).collect::<Vec<_>>();
+        p.apply(ann(1, "a", &[1]));
+        // Node 2 caches a (online) and b (offline); node 3 caches a.
+        assert_eq!(p.watch(2, &uids(&["a", "b"])).len(), 1);
+        assert_eq!(p.watch(3, &uids(&["a"])).len(), 1);
+        // A refresh that changes nothing tells nobody.
+        p.apply(ann(1, "a", &[1]));
+        assert!(p.take_moved().is_empty());
+        // b connects: its watcher hears, once.
+        p.apply(ann(1, "b", &[0]));
+        p.apply(ann(1, "b", &[]));
+        let want: HashMap<NodeId, BTreeSet<String>> = [(2, ["b".to_string()].into())].into();
+        assert_eq!(p.take_moved(), want);
+        // a's node goes down: both watchers hear.
+        p.node_down(1);
+        let moved = p.take_moved();
+        assert_eq!(moved.keys().copied().collect::<BTreeSet<_>>(), [2, 3].into());
+        // A dead watcher is forgotten; old watches expire.
+        p.watch(4, &uids(&["c"]));
+        p.node_down(4);
+        p.apply(ann(1, "c", &[1]));
+        assert!(p.take_moved().is_empty());
+        p.watch(2, &uids(&["c"]));
+        let live: BTreeSet<NodeId> = [1, 2].into();
+        let me = owner("c", &live).expect("two live nodes");
+        p.retain_owned(me, &live, Instant::now() + CACHE_TTL);
+        p.apply(ann(2, "c", &[1]));
+        assert!(p.take_moved().is_empty());
+    }
+
+    #[test]
+    fn moved_drops_cached_locations_and_bumps_the_epoch() {
+        let p = Presence::default();
+        {
+            let mut c = p.cache.lock().expect("cache lock poisoned");
+            c.by_uid.insert("a".into(), (vec![1], Instant::now()));
+            c.by_uid.insert("b".into(), (vec![], Instant::now()));
+        }
+        p.moved(&["a".to_string()]);
+        let c = p.cache.lock().expect("cache lock poisoned");
+        assert_eq!(c.epoch, 1);
+        assert!(!c.by_uid.contains_key("a"));
+        assert!(c.by_uid.contains_key("b"));
     }
 
     #[test]

@@ -68,6 +68,14 @@ pub enum AppRpc {
     /// Push committed messages to this node's connections of the listed users
     /// (`cluster::fanout`, `gateway::deliver`).
     Deliver(Delivery),
+    /// `Locate` for node `.0`, which caches the answer: it is told `Moved` when any of these
+    /// uids' entries changes (`cluster::presence`).
+    Watch(NodeId, Vec<String>),
+    /// These uids' connections changed: drop their cached locations.
+    Moved(Vec<String>),
+    /// `Deliver`, several at once, pushed in order (one request in flight per peer,
+    /// `cluster::fanout`).
+    DeliverAll(Vec<Delivery>),
 }
 
 impl AppRpc {
@@ -386,6 +394,17 @@ impl Node {
             AppRpc::Locate(uids) => AppReply::Located(self.presence.lookup(&uids)),
             AppRpc::Deliver(d) => {
                 deliver::push(&self.registry, self.id, &d);
+                AppReply::Done
+            }
+            AppRpc::Watch(from, uids) => AppReply::Located(self.presence.watch(from, &uids)),
+            AppRpc::Moved(uids) => {
+                self.presence.moved(&uids);
+                AppReply::Done
+            }
+            AppRpc::DeliverAll(ds) => {
+                for d in &ds {
+                    deliver::push(&self.registry, self.id, d);
+                }
                 AppReply::Done
             }
         })

@@ -231,17 +231,16 @@ async fn run(
                 }
             }
         }
-        let bytes = tokio::select! {
+        tokio::select! {
             r = timeout(IDLE_TIMEOUT, reader.read()) => match r {
                 Err(_) => return End::Idle,
-                Ok(Ok(Some(b))) => b,
+                Ok(Ok(Some(b))) => decoder.extend(b),
                 Ok(Ok(None)) => return End::Eof,
                 Ok(Err(e)) => return End::Io(e),
             },
             _ = closed.cancelled() => return End::Closed,
             _ = shared.shutdown.cancelled() => return End::Shutdown,
-        };
-        decoder.extend(&bytes);
+        }
     }
 }
 
@@ -270,7 +269,7 @@ async fn first_packet(reader: &mut Reader, decoder: &mut Decoder) -> Result<Pack
             return Ok(p);
         }
         match reader.read().await? {
-            Some(bytes) => decoder.extend(&bytes),
+            Some(bytes) => decoder.extend(bytes),
             None => return Err(End::Eof),
         }
     }

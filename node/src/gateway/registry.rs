@@ -128,8 +128,9 @@ pub fn eviction(new: (DeviceFlag, &str, bool), old: (DeviceFlag, &str)) -> Optio
 /// The registry: uid -> that user's connections on this node.
 #[derive(Debug, Default)]
 pub struct Registry {
-    /// std mutex: held for a map lookup or edit, never across `.await`.
-    by_uid: Mutex<HashMap<String, Vec<Conn>>>,
+    /// std mutex: held for a map lookup or edit, never across `.await`. Shared entries: a
+    /// delivery takes a uid's list for the price of reference counts.
+    by_uid: Mutex<HashMap<String, Vec<Arc<Conn>>>>,
     next_id: AtomicU64,
 }
 
@@ -140,7 +141,7 @@ impl Registry {
     }
 
     /// Add `conn` for `uid`; answers the connections it evicts (already removed), each with why.
-    pub fn register(&self, uid: &str, conn: Conn) -> Vec<(Conn, Eviction)> {
+    pub fn register(&self, uid: &str, conn: Conn) -> Vec<(Arc<Conn>, Eviction)> {
         let mut map = self.by_uid.lock().expect("registry lock poisoned");
         let list = map.entry(uid.to_string()).or_default();
         let mut evicted = Vec::new();
@@ -156,7 +157,7 @@ impl Registry {
                 None => true,
             }
         });
-        list.push(conn);
+        list.push(Arc::new(conn));
         evicted
     }
 
@@ -172,13 +173,13 @@ impl Registry {
     }
 
     /// The connections of `uid` on this node.
-    pub fn connections_of(&self, uid: &str) -> Vec<Conn> {
+    pub fn connections_of(&self, uid: &str) -> Vec<Arc<Conn>> {
         let map = self.by_uid.lock().expect("registry lock poisoned");
         map.get(uid).cloned().unwrap_or_default()
     }
 
     /// Every authenticated connection on this node.
-    pub fn all(&self) -> Vec<Conn> {
+    pub fn all(&self) -> Vec<Arc<Conn>> {
         let map = self.by_uid.lock().expect("registry lock poisoned");
         map.values().flatten().cloned().collect()
     }

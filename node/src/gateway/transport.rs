@@ -33,7 +33,7 @@ impl Transport {
             }
             Transport::Ws(s) => {
                 let (w, r) = (*s).split();
-                (Reader::Ws(r), Writer::Ws(w))
+                (Reader::Ws(r, Vec::new()), Writer::Ws(w))
             }
         }
     }
@@ -50,22 +50,30 @@ impl Transport {
 pub(super) enum Reader {
     /// The socket and its read buffer.
     Tcp(OwnedReadHalf, Vec<u8>),
-    Ws(SplitStream<Ws>),
+    /// The stream and the last message's payload.
+    Ws(SplitStream<Ws>, Vec<u8>),
 }
 
 impl Reader {
-    /// The next bytes the client sent, `Ok(None)` at the end of the stream.
-    pub(super) async fn read(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+    /// The next bytes the client sent (valid until the next read), `Ok(None)` at the end of
+    /// the stream.
+    pub(super) async fn read(&mut self) -> std::io::Result<Option<&[u8]>> {
         match self {
             Reader::Tcp(s, buf) => {
                 let n = s.read(buf).await?;
-                Ok((n > 0).then(|| buf[..n].to_vec()))
+                Ok((n > 0).then(|| &buf[..n]))
             }
-            Reader::Ws(s) => loop {
+            Reader::Ws(s, last) => loop {
                 match s.next().await {
                     None | Some(Ok(Message::Close(_))) => return Ok(None),
-                    Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
-                    Some(Ok(Message::Text(t))) => return Ok(Some(t.as_bytes().to_vec())),
+                    Some(Ok(Message::Binary(b))) => {
+                        *last = b.to_vec();
+                        return Ok(Some(last));
+                    }
+                    Some(Ok(Message::Text(t))) => {
+                        *last = t.as_bytes().to_vec();
+                        return Ok(Some(last));
+                    }
                     // Pings are answered by tungstenite itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Err(e)) => return Err(std::io::Error::other(e)),
@@ -85,10 +93,10 @@ impl Writer {
     /// Write frames, each one whole packet; TCP writes them in one go.
     pub(super) async fn write(&mut self, frames: Vec<Vec<u8>>) -> std::io::Result<()> {
         match self {
-            Writer::Tcp(s) => {
-                let bytes = frames.concat();
-                s.write_all(&bytes).await
-            }
+            Writer::Tcp(s) => match frames.as_slice() {
+                [one] => s.write_all(one).await,
+                _ => s.write_all(&frames.concat()).await,
+            },
             Writer::Ws(s) => {
                 for f in frames {
                     s.feed(Message::binary(f)).await.map_err(std::io::Error::other)?;

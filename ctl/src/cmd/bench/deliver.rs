@@ -6,9 +6,10 @@
 //!    (group k: users k x members .. in order, wrapping around);
 //! 2. connect every user over TCP, round-robin over the nodes' gateways (`/route` of each node);
 //! 3. each group's first member sends: `--inflight` SENDs waiting for their SENDACK, or paced
-//!    to its share of `--rate`; the payload carries the send time;
-//! 4. every connection answers each RECV with a RECVACK and times it; after a 1 s warm-up the
-//!    channel leaders are read (`/cluster/channels/{id}/2/config`) and `--duration` is measured.
+//!    to its share of `--rate` (the groups' ticks evenly out of phase); the payload carries
+//!    the send time;
+//! 4. every connection answers each RECV with a RECVACK (those of one read in one write) and
+//!    times it; after a 1 s warm-up the channel leaders are read (`/cluster/channels/{id}/2/config`) and `--duration` is measured.
 //!
 //! Deliveries/s counts RECVs received in the window. Latency is RECV arrival minus the send
 //! time in the payload, split by whether the receiver is connected to the node that leads the
@@ -260,11 +261,16 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
     let mut sending = JoinSet::new();
     for (i, conn) in conns.into_iter().enumerate() {
         let conn = conn.context("a client did not connect")?;
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(conn.writer, out_rx));
         let permits = Arc::new(Semaphore::new(args.inflight as usize));
-        if let Some(&k) = senders.get(&(i as u64)) {
-            let pace = (args.rate > 0.0).then(|| Duration::from_secs_f64(args.groups as f64 / args.rate));
+        let acks = if let Some(&k) = senders.get(&(i as u64)) {
+            let (out_tx, out_rx) = mpsc::unbounded_channel();
+            tokio::spawn(write_loop(conn.writer, out_rx));
+            // Each sender's share of `--rate`, its ticks offset by k/groups of a period, so the
+            // groups' sends are spread evenly in time instead of all landing at once.
+            let pace = (args.rate > 0.0).then(|| {
+                let period = Duration::from_secs_f64(args.groups as f64 / args.rate);
+                (period, period.mul_f64(k as f64 / args.groups as f64))
+            });
             sending.spawn(send_loop(SendLoop {
                 group: k,
                 tag: tag.clone(),
@@ -276,14 +282,17 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
                 ctx: ctx.clone(),
                 stop: stop_rx.clone(),
             }));
-        }
+            Acks::Queued(out_tx)
+        } else {
+            Acks::Direct(conn.writer)
+        };
         readers.spawn(read_loop(ReadLoop {
             node: conn.node,
             session: conn.session,
             reader: conn.reader,
             decoder: conn.decoder,
             permits,
-            out: out_tx,
+            acks,
             ctx: ctx.clone(),
             stop: stop_rx.clone(),
         }));
@@ -419,7 +428,8 @@ struct SendLoop {
     group: u64,
     tag: String,
     size: usize,
-    pace: Option<Duration>,
+    /// Period and phase of the sends at `--rate`.
+    pace: Option<(Duration, Duration)>,
     session: Arc<Session>,
     /// One per SEND without its SENDACK yet; the reader gives them back.
     permits: Arc<Semaphore>,
@@ -429,7 +439,9 @@ struct SendLoop {
 }
 
 async fn send_loop(mut s: SendLoop) {
-    let mut tick = s.pace.map(tokio::time::interval);
+    let mut tick = s
+        .pace
+        .map(|(period, phase)| tokio::time::interval_at((Instant::now() + phase).into(), period));
     let channel_id = format!("{PREFIX}{}", s.group);
     for client_seq in 1u32.. {
         if let Some(t) = tick.as_mut() {
@@ -470,13 +482,21 @@ async fn send_loop(mut s: SendLoop) {
     }
 }
 
+/// Where a reader's RECVACKs go.
+enum Acks {
+    /// A receiver writes them itself, one write for all those of a read.
+    Direct(OwnedWriteHalf),
+    /// A sender's socket also carries its SENDs: through the connection's write task.
+    Queued(mpsc::UnboundedSender<Vec<u8>>),
+}
+
 struct ReadLoop {
     node: u64,
     session: Arc<Session>,
     reader: OwnedReadHalf,
     decoder: Decoder,
     permits: Arc<Semaphore>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    acks: Acks,
     ctx: Arc<Ctx>,
     stop: watch::Receiver<bool>,
 }
@@ -486,7 +506,9 @@ struct ReadLoop {
 async fn read_loop(mut r: ReadLoop) -> Counted {
     let mut counted = Counted::default();
     let mut buf = vec![0u8; 64 << 10];
+    let mut acks = Vec::new();
     loop {
+        acks.clear();
         while let Ok(Some(packet)) = r.decoder.next_packet(r.ctx.v) {
             let now = Instant::now();
             match packet {
@@ -508,10 +530,20 @@ async fn read_loop(mut r: ReadLoop) -> Counted {
                         message_seq: recv.message_seq,
                     });
                     if let Ok(frame) = encode_frame(&ack, r.ctx.v) {
-                        let _ = r.out.send(frame);
+                        acks.extend_from_slice(&frame);
                     }
                 }
                 _ => {}
+            }
+        }
+        if !acks.is_empty() {
+            match &mut r.acks {
+                Acks::Direct(w) => {
+                    let _ = w.write_all(&acks).await;
+                }
+                Acks::Queued(out) => {
+                    let _ = out.send(acks.clone());
+                }
             }
         }
         let n = tokio::select! {
