@@ -115,7 +115,7 @@ impl Node {
         }
         if !q.running && !q.pending.is_empty() {
             q.running = true;
-            tokio::spawn(self.clone().drain_deliveries(g));
+            self.spawn_task(self.clone().drain_deliveries(g));
         }
     }
 
@@ -194,7 +194,7 @@ impl Node {
         }
         if !out.running {
             out.running = true;
-            tokio::spawn(self.clone().send_to_peer(n));
+            self.spawn_task(self.clone().send_to_peer(n));
         }
     }
 
