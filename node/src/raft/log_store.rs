@@ -145,22 +145,19 @@ pub fn stored_log_state(
     g: GroupId,
 ) -> crate::store::Result<(Option<LogId>, Option<LogId>)> {
     let purged: Option<LogId> = kv.get_decoded(Table::Raft, &raft_key(g, TAG_PURGED))?;
-    let last = kv
-        .range(
-            Table::Log,
-            &keys::group(g),
-            &keys::prefix_end(&keys::group(g)),
-            1,
-            true,
-        )?
-        .first()
-        .map(|(k, v)| crate::integrity::decode::<Entry>(Table::Log, k, v).map(|e| e.log_id()))
+    let last = last_row(kv, g)?
+        .map(|(k, v)| crate::integrity::decode::<Entry>(Table::Log, &k, &v).map(|e| e.log_id()))
         .transpose()?;
     Ok((last.or(purged), purged))
 }
 
 /// The index of group `g`'s last stored log entry (not its purge marker).
 pub fn last_index(kv: &impl KvRead, g: GroupId) -> crate::store::Result<Option<u64>> {
+    Ok(last_row(kv, g)?.and_then(|(k, _)| keys::u64_suffix(&k)))
+}
+
+/// The row of group `g`'s last stored log entry.
+fn last_row(kv: &impl KvRead, g: GroupId) -> crate::store::Result<Option<(Vec<u8>, Vec<u8>)>> {
     Ok(kv
         .range(
             Table::Log,
@@ -169,8 +166,7 @@ pub fn last_index(kv: &impl KvRead, g: GroupId) -> crate::store::Result<Option<u
             1,
             true,
         )?
-        .first()
-        .and_then(|(k, _)| keys::u64_suffix(k)))
+        .pop())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
