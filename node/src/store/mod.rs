@@ -962,4 +962,39 @@ mod tests {
         replay_wal(store.inner.env, &store.inner.dbs, dir.path()).expect("replay");
         assert_eq!(get(&store), Some(b"truncated".to_vec()));
     }
+
+    /// Raft appends of many groups interleave, each at the end of its own key range (group ++
+    /// index). LMDB splits a full page in the middle, which would leave each page behind a
+    /// group's end half empty for good; the vendored LMDB ends the left page at the new key
+    /// instead (vendor/PATCHES.md), so a log of many groups fills its pages.
+    #[test]
+    fn interleaved_appends_of_many_groups_fill_their_pages() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let value = [7u8; 170];
+        for round in 0..40u64 {
+            let mut txn = store.inner.env.write_txn().expect("write txn");
+            for index in round * 10..(round + 1) * 10 {
+                for group in 0..64u64 {
+                    let key = keys::group_u64(group, index);
+                    store.inner.dbs.of(Table::Log).put(&mut txn, &key[..], &value[..]).expect("put");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let txn = store.inner.env.read_txn().expect("read txn");
+        let db = store.inner.dbs.of(Table::Log);
+        let mut want = (0..64u64).flat_map(|g| (0..400u64).map(move |i| keys::group_u64(g, i)));
+        for row in db.iter(&txn).expect("iter") {
+            let (key, v) = row.expect("row");
+            assert_eq!(Some(key), want.next().as_ref().map(|k| &k[..]));
+            assert_eq!(v, &value[..]);
+        }
+        assert_eq!(want.next(), None);
+        let stat = db.stat(&txn).expect("stat");
+        // Node header 8 + key 16 + value 170, plus its 2-byte slot; 4,080 usable bytes a page.
+        let used = stat.entries as f64 * (8.0 + 16.0 + 170.0 + 2.0);
+        let fill = used / (stat.leaf_pages as f64 * 4080.0);
+        assert!(fill > 0.9, "leaf pages {:.0} % full ({stat:?})", fill * 100.0);
+    }
 }
