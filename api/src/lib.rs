@@ -8,7 +8,8 @@
 //! saves and inspects and `wknode --restore` reads) and rustls for the crypto provider of
 //! `https://` endpoints.
 //!
-//! `ports` picks loopback ports for local clusters that survive node restarts.
+//! `ports` picks loopback ports for local clusters that survive node restarts; `prereq` says
+//! what a test does when a prerequisite is missing.
 //!
 //! It also holds the rules the node, `wkctl`, the dashboard and the tests all apply, each
 //! written once: the error codes ([`ErrorCode`]), the node's ready line ([`ReadyLine`]) and how
@@ -17,6 +18,7 @@
 pub mod client;
 mod error_code;
 pub mod ports;
+pub mod prereq;
 mod ready;
 mod replicas;
 pub mod snapshot;

@@ -46,17 +46,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use wk_api::{Client, ClientError, ReadyLine};
 
-/// A test whose prerequisite (`why` says which) is missing: under `CI=true` it fails, since a
-/// test that passes without running proves nothing; elsewhere it prints a skip line and the
-/// caller returns.
-pub fn skip_or_fail(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("prerequisite missing under CI=true: {why}");
-    }
-    // Past the test harness's capture, so the skip shows in `cargo test`'s output.
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "skipped: {why}");
-}
+#[allow(unused_imports)] // not every test binary has a prerequisite
+pub use wk_api::prereq::skip_or_fail;
 
 /// How long a node may take from spawn to its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
