@@ -187,6 +187,14 @@ pub struct JoinArgs {
     /// The new node's HTTP address (it also registers it itself once admitted).
     #[arg(long)]
     pub http_addr: Option<String>,
+    /// Block until the node caught up on the metadata and the active channels moved, with
+    /// progress (the default).
+    #[arg(long, overrides_with = "no_wait")]
+    pub wait: bool,
+    /// Return once the cluster took the join on; it runs on there (`wkctl cluster status`
+    /// lists the node once it is admitted).
+    #[arg(long, overrides_with = "wait")]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -540,6 +540,7 @@ impl LocalCluster {
             node_id: id,
             cluster_addr: p.cluster_addr(),
             http_addr: format!("127.0.0.1:{}", p.http_port),
+            wait: true,
         })
     }
 

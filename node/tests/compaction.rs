@@ -233,6 +233,7 @@ async fn metadata_log_is_compacted() {
         node_id: id,
         cluster_addr: n4.cluster_addr.clone(),
         http_addr: n4.http_addr.clone(),
+        wait: true,
     };
     let admin = Client::new(
         std::slice::from_ref(&cluster.node(leader).http_addr),

@@ -387,6 +387,7 @@ pub async fn run_scale(
         node_id,
         cluster_addr,
         http_addr,
+        wait: true,
     };
     match join_client.join(&join).await {
         Ok(r) => {

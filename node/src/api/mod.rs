@@ -104,6 +104,7 @@ pub fn router(
         .fallback(|| async {
             ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, ErrorCode::NotFound)
         })
+        .layer(axum::middleware::from_fn_with_state(node.clone(), refuse_if_removed))
         .layer(axum::Extension(security))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(metrics::time_requests))
@@ -196,11 +197,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// A node removed from the cluster answers every request but `/health` with `removed`: its
+/// metadata stopped following the cluster's, so anything it served would be stale.
+async fn refuse_if_removed(State(node): State<Node>, req: Request, next: axum::middleware::Next) -> Response {
+    if node.is_removed() && req.uri().path() != "/health" {
+        return ApiErr(NodeError::Removed(node.id)).into_response();
+    }
+    next.run(req).await
+}
+
 async fn health(State(node): State<Node>) -> Json<Health> {
+    let state = if node.is_removed() {
+        "removed"
+    } else if node.is_joining() {
+        "joining"
+    } else {
+        "serving"
+    };
     Json(Health {
         status: "ok".into(),
         node_id: node.id,
-        state: if node.is_joining() { "joining" } else { "serving" }.into(),
+        state: state.into(),
         meta_leader: node.meta.metrics().borrow_watched().current_leader,
     })
 }
@@ -746,7 +763,26 @@ async fn cluster_join(State(node): State<Node>, Body(req): Body<JoinReq>) -> Api
         http_addr: req.http_addr,
         cluster_addr: req.cluster_addr,
     };
-    Ok(Json(node.join(rec).await?))
+    if req.wait {
+        return Ok(Json(node.join(rec).await?));
+    }
+    // The node owns the join from here: it outlives this request, and shutdown stops it.
+    let id = rec.id;
+    let joiner = node.clone();
+    node.spawn_task(async move {
+        match joiner.join(rec).await {
+            Ok(resp) => tracing::info!(node_id = id, ?resp, "join finished (asked not to wait)"),
+            Err(e) => tracing::warn!(node_id = id, error = %e, "join failed (asked not to wait)"),
+        }
+    });
+    Ok(Json(JoinResp {
+        node_id: id,
+        voter: false,
+        metadata_ms: 0,
+        active_migrated: 0,
+        backlog: 0,
+        pending: true,
+    }))
 }
 
 async fn cluster_backlog(
