@@ -468,9 +468,42 @@ impl Client {
         self.post(&["cluster", "drill"], req).await
     }
 
+    /// The first `limit` channels (one page; a node serves at most 10,000 per page).
     pub async fn channels(&self, limit: u64) -> Result<ChannelList, ClientError> {
-        self.get(&["cluster", "channels"], &[("limit", limit.to_string())])
-            .await
+        self.channels_page(None, limit).await
+    }
+
+    /// One page of `GET /cluster/channels`: up to `limit` channels after the cursor `after`
+    /// (the `next` of the previous page; `None`: from the start).
+    pub async fn channels_page(&self, after: Option<&str>, limit: u64) -> Result<ChannelList, ClientError> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(a) = after {
+            query.push(("after", a.to_string()));
+        }
+        self.get(&["cluster", "channels"], &query).await
+    }
+
+    /// Up to `limit` channels, following the pages of `page` channels each; `total` is the
+    /// last page's count and `next` the cursor after the last channel returned, if any.
+    pub async fn channels_all(&self, limit: u64, page: u64) -> Result<ChannelList, ClientError> {
+        let page = page.max(1);
+        let mut out = ChannelList::default();
+        let mut after: Option<String> = None;
+        loop {
+            let want = page.min(limit.saturating_sub(out.channels.len() as u64));
+            if want == 0 {
+                break;
+            }
+            let p = self.channels_page(after.as_deref(), want).await?;
+            out.total = p.total;
+            out.channels.extend(p.channels);
+            out.next = p.next.clone();
+            match p.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 }
 

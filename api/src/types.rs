@@ -410,11 +410,15 @@ pub struct ChannelReplicas {
     pub replicas: Vec<ReplicaStatus>,
 }
 
-/// `GET /cluster/channels?limit=N`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// `GET /cluster/channels?limit=N&after=CURSOR`: one page of the channel table, in key order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChannelList {
+    /// Every channel in the cluster, not only this page's.
     pub total: u64,
     pub channels: Vec<ChannelInfo>,
+    /// The cursor of the next page (`after=`), absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `POST /cluster/join`: admit a node started with `--seed`.

@@ -175,7 +175,7 @@ pub enum ClusterCommand {
 
 #[derive(Debug, Args)]
 pub struct ClusterVerifyArgs {
-    /// Verify at most this many channels (in the node's order; max 10000).
+    /// Verify at most this many channels (in the node's order, page after page).
     #[arg(long, default_value_t = 10_000)]
     pub limit: u64,
 }
@@ -641,7 +641,7 @@ pub struct ChannelListArgs {
     /// Only channels with a replica offline or behind its leader.
     #[arg(long)]
     pub lagging: bool,
-    /// Examine at most this many channels (in the node's order; max 10000).
+    /// Examine at most this many channels (in the node's order, page after page).
     #[arg(long, default_value_t = 100)]
     pub limit: u64,
 }

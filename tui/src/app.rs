@@ -298,7 +298,8 @@ impl ChannelRow {
 pub struct Config {
     /// How often the poller refreshes; data older than three of these is stale.
     pub refresh: Duration,
-    /// Shown in the header, e.g. `demo: 3 local nodes`.
+    /// Shown in the header, e.g. `demo: {nodes} local node(s)`; `{nodes}` becomes the number of
+    /// nodes in the latest view (`App::title`).
     pub title: String,
     /// The endpoints polled, for the header.
     pub endpoint: String,
@@ -544,6 +545,17 @@ impl App {
                 }
             }
         }
+    }
+
+    /// The header's title: `config.title` with `{nodes}` replaced by the number of nodes in
+    /// the latest view (so a demo's title follows its scale-outs), `…` before the first one.
+    pub fn title(&self) -> String {
+        let nodes = self
+            .cluster
+            .view
+            .as_ref()
+            .map_or_else(|| "…".to_string(), |v| v.nodes.len().to_string());
+        self.config.title.replace("{nodes}", &nodes)
     }
 
     /// The age of the shown data.

@@ -919,3 +919,22 @@ fn backlog_rate_eta_stall_and_events() {
     assert_eq!(app.backlog_report(), None);
     assert!(!app.backlog_stalled());
 }
+
+#[test]
+fn the_title_counts_the_nodes_of_the_latest_view() {
+    let clock = Clock::new();
+    let mut app = app(&clock);
+    app.config.title = "demo: {nodes} local node(s)".into();
+    assert_eq!(app.title(), "demo: … local node(s)");
+    app.update(scene(&clock, 0));
+    assert_eq!(app.title(), "demo: 3 local node(s)");
+    // A scale-out: the next view lists a fourth node.
+    let mut four = nodes(Some(1), 1, &[]);
+    four.nodes.push(node(4, Role::Learner, true, 1, 0, 0));
+    let Action::Snapshot(mut s) = scene(&clock, 1) else {
+        panic!("scene is a snapshot")
+    };
+    s.nodes = four;
+    app.update(Action::Snapshot(s));
+    assert_eq!(app.title(), "demo: 4 local node(s)");
+}

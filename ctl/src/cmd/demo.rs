@@ -221,7 +221,6 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
             .context("building the join client")?
             .with_token(global.admin_token.clone());
         let demo = Demo {
-            count: ready.len(),
             client,
             join_client,
             timeout,
@@ -276,8 +275,6 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
 /// terminal is restored, so nothing garbles the screen.
 /// What the dashboard over the demo needs.
 struct Demo {
-    /// How many nodes the demo started.
-    count: usize,
     /// The polling client (every node's endpoint).
     client: Client,
     /// For `POST /cluster/join` (long timeout).
@@ -326,9 +323,10 @@ async fn dashboard(
     cluster: &mut LocalCluster,
     shutdown: &mut Shutdown,
 ) -> anyhow::Result<Outcome> {
+    // `{nodes}` follows the cluster: the dashboard counts the nodes of its latest view, so
+    // the title grows with each scale-out.
     let title = format!(
-        "demo: {} local node(s), data {} · q stops the cluster",
-        demo.count,
+        "demo: {{nodes}} local node(s), data {} · q stops the cluster",
         args.data_dir.display()
     );
     let (launch_tx, mut launch_rx) = mpsc::channel::<LaunchReply>(1);

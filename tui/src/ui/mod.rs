@@ -141,7 +141,7 @@ fn header(app: &App) -> Line<'static> {
         spans.push(Span::styled(format!("✗ unreachable: {e}"), BAD));
     }
     spans.push(sep());
-    spans.push(Span::styled(app.config.title.clone(), DIM));
+    spans.push(Span::styled(app.title(), DIM));
     Line::from(spans)
 }
 
