@@ -687,6 +687,15 @@ impl LocalCluster {
         self.spawn(id)?.ready().await
     }
 
+    /// Spawns stopped node `id` again on its ports and data dir, without waiting for it
+    /// (the dashboard's "restart node N"); an error if it still runs.
+    pub fn respawn(&mut self, id: u64) -> anyhow::Result<Starting> {
+        if self.is_running(id) {
+            bail!("node {id} is running");
+        }
+        self.spawn(id)
+    }
+
     /// SIGKILLs node `id` (a crash: no clean shutdown) and reaps it.
     pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
         self.paused.remove(&id);
