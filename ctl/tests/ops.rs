@@ -591,13 +591,27 @@ fn node_remove_on_four_nodes() {
 
     phase("the removed node, still running, says so: /health, every request, cluster status");
     let n4 = Client::new(&[cluster.endpoints(&[4])], Duration::from_secs(10)).expect("client");
-    let health = wait_for("node 4 to know it was removed", Duration::from_secs(20), || async {
-        let h = n4.health().await.map_err(|e| e.to_string())?;
-        if h.state == "removed" { Ok(h) } else { Err(format!("{h:?}")) }
-    });
+    let health = wait_for(
+        "node 4 to know it was removed",
+        Duration::from_secs(20),
+        || async {
+            let h = n4.health().await.map_err(|e| e.to_string())?;
+            if h.state == "removed" {
+                Ok(h)
+            } else {
+                Err(format!("{h:?}"))
+            }
+        },
+    );
     assert_eq!(health.node_id, 4);
-    let refused = rt.block_on(n4.nodes()).expect_err("a removed node serves nothing");
-    assert_eq!(refused.error_code(), Some(wk_api::ErrorCode::Removed), "{refused}");
+    let refused = rt
+        .block_on(n4.nodes())
+        .expect_err("a removed node serves nothing");
+    assert_eq!(
+        refused.error_code(),
+        Some(wk_api::ErrorCode::Removed),
+        "{refused}"
+    );
     let token = wk_api::UserTokenReq {
         uid: "after-remove".into(),
         token: "t".into(),
@@ -605,7 +619,11 @@ fn node_remove_on_four_nodes() {
         device_level: 0,
     };
     let refused = rt.block_on(n4.user_token(&token)).expect_err("no write either");
-    assert_eq!(refused.error_code(), Some(wk_api::ErrorCode::Removed), "{refused}");
+    assert_eq!(
+        refused.error_code(),
+        Some(wk_api::ErrorCode::Removed),
+        "{refused}"
+    );
     // Node 4 first: the client moves past its `removed` answer to a member.
     let all = cluster.endpoints(&[4, 1, 2, 3]);
     let out = wkctl(&all, &["--output", "json", "cluster", "status"]);
@@ -625,9 +643,11 @@ fn node_remove_on_four_nodes() {
     phase("restarted on its data dir, node 4 still says so");
     cluster.kill(4);
     rt.block_on(cluster.nodes.restart(4)).expect("restart node 4");
-    let h = wait_for("node 4 /health after the restart", Duration::from_secs(20), || async {
-        n4.health().await.map_err(|e| e.to_string())
-    });
+    let h = wait_for(
+        "node 4 /health after the restart",
+        Duration::from_secs(20),
+        || async { n4.health().await.map_err(|e| e.to_string()) },
+    );
     assert_eq!(h.state, "removed", "{h:?}");
 }
 
@@ -646,7 +666,16 @@ fn cluster_join_waits_or_not() {
     phase("cluster join --no-wait: answered at once, the cluster admits node 4 on its own");
     let out = wkctl(
         &rest,
-        &["--output", "json", "cluster", "join", &target, "--http-addr", &req.http_addr, "--no-wait"],
+        &[
+            "--output",
+            "json",
+            "cluster",
+            "join",
+            &target,
+            "--http-addr",
+            &req.http_addr,
+            "--no-wait",
+        ],
     );
     expect_code(&out, 0);
     let resp: wk_api::JoinResp = json(&out);
@@ -662,14 +691,21 @@ fn cluster_join_waits_or_not() {
     let n4 = Client::new(&[cluster.endpoints(&[4])], Duration::from_secs(10)).expect("client");
     wait_for("node 4 serving", Duration::from_secs(30), || async {
         let h = n4.health().await.map_err(|e| e.to_string())?;
-        if h.state == "serving" { Ok(()) } else { Err(format!("{h:?}")) }
+        if h.state == "serving" {
+            Ok(())
+        } else {
+            Err(format!("{h:?}"))
+        }
     });
 
     phase("cluster join (waits by default): answered once node 5 caught up");
     rt.block_on(cluster.nodes.add_seeded(1)).expect("node 5 starts");
     let req = cluster.nodes.join_req(5).expect("node 5's plan");
     let target = format!("5@{}", req.cluster_addr);
-    let out = wkctl(&rest, &["cluster", "join", &target, "--http-addr", &req.http_addr]);
+    let out = wkctl(
+        &rest,
+        &["cluster", "join", &target, "--http-addr", &req.http_addr],
+    );
     expect_code(&out, 0);
     assert!(stdout(&out).starts_with("node 5 joined in "), "{}", stdout(&out));
     let r = rt.block_on(client.nodes()).expect("nodes");

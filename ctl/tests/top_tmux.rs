@@ -300,7 +300,8 @@ fn demo_restarts_a_node_it_killed() {
     eprintln!("--- kill node 1: d, 2, y");
     t.keys(&["d"]);
     t.wait_pane("the drill menu naming node 1", Duration::from_secs(30), |p| {
-        p.contains("kill the selected node (Nodes pane) → node 1").then_some(())
+        p.contains("kill the selected node (Nodes pane) → node 1")
+            .then_some(())
     });
     t.keys(&["2"]);
     t.wait_pane("the confirmation", Duration::from_secs(5), |p| {

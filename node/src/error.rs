@@ -48,7 +48,9 @@ pub enum NodeError {
     NotInWhitelist(String),
     /// This node was removed from the cluster and serves nothing: its metadata is stale. Ask
     /// another node.
-    #[error("node {0} was removed from the cluster (wkctl node remove): it serves nothing; ask another node, or wipe its data dir to add it again")]
+    #[error(
+        "node {0} was removed from the cluster (wkctl node remove): it serves nothing; ask another node, or wipe its data dir to add it again"
+    )]
     Removed(u64),
 }
 

@@ -1060,7 +1060,8 @@ impl App {
                             self.effects.push(Effect::Restart(node));
                         }
                         Some(p) => {
-                            if let DrillKind::KillNode { node } | DrillKind::KillLeader { node, .. } = p.kind {
+                            if let DrillKind::KillNode { node } | DrillKind::KillLeader { node, .. } = p.kind
+                            {
                                 self.drill.killed.insert(node);
                             }
                             self.effects.push(Effect::Drill(p.clone()));

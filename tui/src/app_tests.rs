@@ -981,7 +981,10 @@ fn a_node_killed_from_the_demo_dashboard_can_be_restarted() {
         severity: Severity::Good,
         text: "✓ node 2 caught up in 120 ms".into(),
     });
-    assert_eq!(texts(&app).last().map(String::as_str), Some("✓ node 2 caught up in 120 ms"));
+    assert_eq!(
+        texts(&app).last().map(String::as_str),
+        Some("✓ node 2 caught up in 120 ms")
+    );
     // Only the demo's own dashboard restarts nodes.
     app.config.local_scale = false;
     assert!(app.drill_plan(3).is_err());

@@ -435,10 +435,18 @@ pub async fn run_restart(client: Client, launcher: Option<Launcher>, node: u64, 
         }
     };
     let Some(launch) = launcher else {
-        say(Severity::Bad, format!("✗ restart of node {node}: no local launcher")).await;
+        say(
+            Severity::Bad,
+            format!("✗ restart of node {node}: no local launcher"),
+        )
+        .await;
         return;
     };
-    say(Severity::Info, format!("→ restarting node {node} on its data dir")).await;
+    say(
+        Severity::Info,
+        format!("→ restarting node {node} on its data dir"),
+    )
+    .await;
     if let Err(e) = launch(Launch::Restart(node)).await {
         say(Severity::Bad, format!("✗ restart of node {node}: {e}")).await;
         return;
@@ -483,7 +491,10 @@ pub async fn run_restart(client: Client, launcher: Option<Launcher>, node: u64, 
         if Instant::now() >= deadline {
             say(
                 Severity::Bad,
-                format!("✗ node {node} did not catch up within {}s", CATCH_UP_LIMIT.as_secs()),
+                format!(
+                    "✗ node {node} did not catch up within {}s",
+                    CATCH_UP_LIMIT.as_secs()
+                ),
             )
             .await;
             return;

@@ -104,7 +104,10 @@ pub fn router(
         .fallback(|| async {
             ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, ErrorCode::NotFound)
         })
-        .layer(axum::middleware::from_fn_with_state(node.clone(), refuse_if_removed))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            refuse_if_removed,
+        ))
         .layer(axum::Extension(security))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(metrics::time_requests))
@@ -775,7 +778,11 @@ async fn cluster_channels(
 
 /// A `/cluster/channels` cursor, `TYPE:CHANNEL_ID`, as the channel key it names.
 fn channel_cursor(c: &str) -> Result<ChannelKey, ApiErr> {
-    let bad = || NodeError::BadRequest(format!("bad cursor {c:?}: want TYPE:CHANNEL_ID from a page's next"));
+    let bad = || {
+        NodeError::BadRequest(format!(
+            "bad cursor {c:?}: want TYPE:CHANNEL_ID from a page's next"
+        ))
+    };
     let (ty, id) = c.split_once(':').ok_or_else(bad)?;
     Ok(ChannelKey {
         channel_id: id.to_string(),

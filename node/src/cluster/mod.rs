@@ -243,10 +243,7 @@ impl Node {
             .read(|r| r.get_decoded::<u64>(Table::Local, ids::RESERVATION_KEY))
             .await?
             .unwrap_or(0);
-        let removed = store
-            .read(|r| r.get(Table::Local, REMOVED_KEY))
-            .await?
-            .is_some();
+        let removed = store.read(|r| r.get(Table::Local, REMOVED_KEY)).await?.is_some();
         if removed {
             tracing::warn!(
                 node_id = cfg.node_id,
@@ -442,7 +439,11 @@ impl Node {
         if self.removed.swap(true, Ordering::Relaxed) {
             return;
         }
-        tracing::warn!(node_id = self.id, why, "this node was removed from the cluster: it serves nothing from now on");
+        tracing::warn!(
+            node_id = self.id,
+            why,
+            "this node was removed from the cluster: it serves nothing from now on"
+        );
         if let Err(e) = self.store.write(|w| w.put(Table::Local, REMOVED_KEY, b"1")).await {
             tracing::error!(error = %e, "recording that this node was removed");
         }
@@ -713,7 +714,8 @@ impl Node {
                 if nodes.contains(&self.id) {
                     applied_member = true;
                 } else if applied_member && !nodes.is_empty() {
-                    self.mark_removed("the applied metadata membership no longer lists it").await;
+                    self.mark_removed("the applied metadata membership no longer lists it")
+                        .await;
                 }
             }
             for (id, peer) in membership.membership().nodes() {

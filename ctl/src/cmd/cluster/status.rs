@@ -38,7 +38,10 @@ async fn add_removed(client: &Client, resp: &mut NodesResp) {
     for ep in client.endpoints() {
         let Ok(one) = client.only(&ep) else { continue };
         asks.spawn(async move {
-            let h = tokio::time::timeout(HEALTH_TIMEOUT, one.health()).await.ok()?.ok()?;
+            let h = tokio::time::timeout(HEALTH_TIMEOUT, one.health())
+                .await
+                .ok()?
+                .ok()?;
             (h.state == "removed").then_some((h.node_id, ep))
         });
     }
