@@ -2,7 +2,9 @@
 //!
 //! Any node serves any request (it forwards to the right leader itself), so failing over is
 //! simple: on a transport error the client tries the next endpoint. An API error (4xx/5xx
-//! with a body) is an answer, not a transport failure, and is returned as is.
+//! with a body) is an answer, not a transport failure, and is returned as is, except
+//! `removed`: a node removed from the cluster serves nothing, so the next endpoint is tried
+//! (and `removed` is the answer only when no endpoint did better).
 //!
 //! Endpoints may be `https://`: the server is verified against the system's roots, or only
 //! against a private CA given to [`Client::new_with_ca`] (the CA of the nodes' `--tls-ca`).
@@ -221,6 +223,7 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T, ClientError> {
         let mut last = String::from("no endpoint");
+        let mut removed = None;
         for base in &self.endpoints {
             let mut url = base.clone();
             {
@@ -258,14 +261,23 @@ impl Client {
                 }
             };
             if !status.is_success() {
-                return Err(ClientError::Api(api_error(status, &bytes)));
+                let e = api_error(status, &bytes);
+                // A node removed from the cluster serves nothing: any other node may.
+                if e.error_code() == Some(ErrorCode::Removed) {
+                    removed = Some(e);
+                    continue;
+                }
+                return Err(ClientError::Api(e));
             }
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
                 endpoint: base.to_string(),
                 reason: e.to_string(),
             });
         }
-        Err(ClientError::Unreachable(last))
+        Err(match removed {
+            Some(e) => ClientError::Api(e),
+            None => ClientError::Unreachable(last),
+        })
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -456,9 +468,42 @@ impl Client {
         self.post(&["cluster", "drill"], req).await
     }
 
+    /// The first `limit` channels (one page; a node serves at most 10,000 per page).
     pub async fn channels(&self, limit: u64) -> Result<ChannelList, ClientError> {
-        self.get(&["cluster", "channels"], &[("limit", limit.to_string())])
-            .await
+        self.channels_page(None, limit).await
+    }
+
+    /// One page of `GET /cluster/channels`: up to `limit` channels after the cursor `after`
+    /// (the `next` of the previous page; `None`: from the start).
+    pub async fn channels_page(&self, after: Option<&str>, limit: u64) -> Result<ChannelList, ClientError> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(a) = after {
+            query.push(("after", a.to_string()));
+        }
+        self.get(&["cluster", "channels"], &query).await
+    }
+
+    /// Up to `limit` channels, following the pages of `page` channels each; `total` is the
+    /// last page's count and `next` the cursor after the last channel returned, if any.
+    pub async fn channels_all(&self, limit: u64, page: u64) -> Result<ChannelList, ClientError> {
+        let page = page.max(1);
+        let mut out = ChannelList::default();
+        let mut after: Option<String> = None;
+        loop {
+            let want = page.min(limit.saturating_sub(out.channels.len() as u64));
+            if want == 0 {
+                break;
+            }
+            let p = self.channels_page(after.as_deref(), want).await?;
+            out.total = p.total;
+            out.channels.extend(p.channels);
+            out.next = p.next.clone();
+            match p.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -63,6 +63,9 @@ error_codes! {
     /// The channel's (or a person's) whitelist is not empty and lacks the sender (403; SENDACK
     /// NotInWhitelist).
     NotInWhitelist = "not_in_whitelist",
+    /// The node was removed from the cluster (`wkctl node remove`) and serves nothing (410):
+    /// its data is stale. Ask another node; wipe its data dir to add it again.
+    Removed = "removed",
 }
 
 impl ErrorCode {

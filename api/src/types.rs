@@ -230,7 +230,8 @@ pub struct MaxSeqResp {
 pub struct Health {
     pub status: String,
     pub node_id: u64,
-    /// `serving`, or `joining` while a `--seed` node waits to be admitted.
+    /// `serving`, `joining` while a `--seed` node waits to be admitted, or `removed` once the
+    /// node was removed from the cluster (it then answers every other request `removed`).
     pub state: String,
     pub meta_leader: Option<u64>,
 }
@@ -247,6 +248,8 @@ pub enum Role {
     Hibernated,
     /// The node did not answer.
     Unknown,
+    /// The node was removed from the cluster but still runs (it answered `removed`).
+    Removed,
 }
 
 impl Role {
@@ -258,6 +261,7 @@ impl Role {
             Role::Learner => "learner",
             Role::Hibernated => "hibernated",
             Role::Unknown => "unknown",
+            Role::Removed => "removed",
         }
     }
 }
@@ -406,11 +410,15 @@ pub struct ChannelReplicas {
     pub replicas: Vec<ReplicaStatus>,
 }
 
-/// `GET /cluster/channels?limit=N`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// `GET /cluster/channels?limit=N&after=CURSOR`: one page of the channel table, in key order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChannelList {
+    /// Every channel in the cluster, not only this page's.
     pub total: u64,
     pub channels: Vec<ChannelInfo>,
+    /// The cursor of the next page (`after=`), absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `POST /cluster/join`: admit a node started with `--seed`.
@@ -421,6 +429,14 @@ pub struct JoinReq {
     /// The node's HTTP address, if known (the node also registers it itself once admitted).
     #[serde(default)]
     pub http_addr: String,
+    /// Answer once the node caught up and the active channels moved (the default); false:
+    /// answer at once, the join runs on in the cluster (`JoinResp::pending`).
+    #[serde(default = "yes")]
+    pub wait: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -434,6 +450,10 @@ pub struct JoinResp {
     pub active_migrated: u64,
     /// Inactive channels left in the sync backlog for the node.
     pub backlog: u64,
+    /// The join was asked not to wait (`JoinReq::wait` false): it runs on in the cluster and
+    /// the figures above are zero; `/cluster/nodes` shows the node once it is admitted.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// One channel in the sync backlog: its replica set differs from the desired placement.

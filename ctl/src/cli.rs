@@ -175,7 +175,7 @@ pub enum ClusterCommand {
 
 #[derive(Debug, Args)]
 pub struct ClusterVerifyArgs {
-    /// Verify at most this many channels (in the node's order; max 10000).
+    /// Verify at most this many channels (in the node's order, page after page).
     #[arg(long, default_value_t = 10_000)]
     pub limit: u64,
 }
@@ -187,6 +187,14 @@ pub struct JoinArgs {
     /// The new node's HTTP address (it also registers it itself once admitted).
     #[arg(long)]
     pub http_addr: Option<String>,
+    /// Block until the node caught up on the metadata and the active channels moved, with
+    /// progress (the default).
+    #[arg(long, overrides_with = "no_wait")]
+    pub wait: bool,
+    /// Return once the cluster took the join on; it runs on there (`wkctl cluster status`
+    /// lists the node once it is admitted).
+    #[arg(long, overrides_with = "wait")]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -633,7 +641,7 @@ pub struct ChannelListArgs {
     /// Only channels with a replica offline or behind its leader.
     #[arg(long)]
     pub lagging: bool,
-    /// Examine at most this many channels (in the node's order; max 10000).
+    /// Examine at most this many channels (in the node's order, page after page).
     #[arg(long, default_value_t = 100)]
     pub limit: u64,
 }

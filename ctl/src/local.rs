@@ -540,6 +540,7 @@ impl LocalCluster {
             node_id: id,
             cluster_addr: p.cluster_addr(),
             http_addr: format!("127.0.0.1:{}", p.http_port),
+            wait: true,
         })
     }
 
@@ -684,6 +685,15 @@ impl LocalCluster {
     /// Starts node `id` again on its ports and data dir and waits for its ready line.
     pub async fn restart(&mut self, id: u64) -> anyhow::Result<ReadyLine> {
         self.spawn(id)?.ready().await
+    }
+
+    /// Spawns stopped node `id` again on its ports and data dir, without waiting for it
+    /// (the dashboard's "restart node N"); an error if it still runs.
+    pub fn respawn(&mut self, id: u64) -> anyhow::Result<Starting> {
+        if self.is_running(id) {
+            bail!("node {id} is running");
+        }
+        self.spawn(id)
     }
 
     /// SIGKILLs node `id` (a crash: no clean shutdown) and reaps it.

@@ -99,15 +99,15 @@ pub struct Verdict {
 }
 
 pub fn verdict(resp: &NodesResp) -> Verdict {
-    let online = resp.nodes.iter().filter(|n| n.online).count();
-    let total = resp.nodes.len();
+    // A removed node that still runs is no member: it neither counts nor degrades.
+    let members = || resp.nodes.iter().filter(|n| n.role != Role::Removed);
+    let online = members().filter(|n| n.online).count();
+    let total = members().count();
     let mut problems = Vec::new();
     if resp.meta_leader.is_none() {
         problems.push("no metadata leader".to_string());
     }
-    let offline: Vec<String> = resp
-        .nodes
-        .iter()
+    let offline: Vec<String> = members()
         .filter(|n| !n.online)
         .map(|n| n.id.to_string())
         .collect();
@@ -119,16 +119,27 @@ pub fn verdict(resp: &NodesResp) -> Verdict {
     if total == 0 {
         problems.push("no nodes".to_string());
     }
+    let removed: Vec<String> = resp
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Removed)
+        .map(|n| n.id.to_string())
+        .collect();
+    let removed = match removed.len() {
+        0 => String::new(),
+        1 => format!("; node {} removed but still running", removed[0]),
+        _ => format!("; nodes {} removed but still running", removed.join(", ")),
+    };
     if problems.is_empty() {
         Verdict {
             healthy: true,
-            summary: format!("ok ({online}/{total} nodes online)"),
+            summary: format!("ok ({online}/{total} nodes online{removed})"),
         }
     } else {
         Verdict {
             healthy: false,
             summary: format!(
-                "DEGRADED ({online}/{total} nodes online; {})",
+                "DEGRADED ({online}/{total} nodes online; {}{removed})",
                 problems.join("; ")
             ),
         }

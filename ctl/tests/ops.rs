@@ -528,7 +528,7 @@ fn operator_commands_on_three_nodes() {
 #[test]
 fn node_remove_on_four_nodes() {
     phase("start 4 nodes, write 3 messages to each of 20 channels");
-    let cluster = Cluster::start(4);
+    let mut cluster = Cluster::start(4);
     let client = cluster.client();
     let ids = write_messages(&client, "rm-", 20, 3);
     let rest = cluster.endpoints(&[1, 2, 3]);
@@ -588,6 +588,132 @@ fn node_remove_on_four_nodes() {
     assert_eq!(live, vec![1, 2, 3], "{nodes:?}");
     let out = wkctl(&rest, &["cluster", "health", "--expect-nodes", "3"]);
     expect_code(&out, 0);
+
+    phase("the removed node, still running, says so: /health, every request, cluster status");
+    let n4 = Client::new(&[cluster.endpoints(&[4])], Duration::from_secs(10)).expect("client");
+    let health = wait_for(
+        "node 4 to know it was removed",
+        Duration::from_secs(20),
+        || async {
+            let h = n4.health().await.map_err(|e| e.to_string())?;
+            if h.state == "removed" {
+                Ok(h)
+            } else {
+                Err(format!("{h:?}"))
+            }
+        },
+    );
+    assert_eq!(health.node_id, 4);
+    let refused = rt
+        .block_on(n4.nodes())
+        .expect_err("a removed node serves nothing");
+    assert_eq!(
+        refused.error_code(),
+        Some(wk_api::ErrorCode::Removed),
+        "{refused}"
+    );
+    let token = wk_api::UserTokenReq {
+        uid: "after-remove".into(),
+        token: "t".into(),
+        device_flag: 0,
+        device_level: 0,
+    };
+    let refused = rt.block_on(n4.user_token(&token)).expect_err("no write either");
+    assert_eq!(
+        refused.error_code(),
+        Some(wk_api::ErrorCode::Removed),
+        "{refused}"
+    );
+    // Node 4 first: the client moves past its `removed` answer to a member.
+    let all = cluster.endpoints(&[4, 1, 2, 3]);
+    let out = wkctl(&all, &["--output", "json", "cluster", "status"]);
+    expect_code(&out, 0);
+    let nodes: NodesResp = json(&out);
+    let roles: Vec<(u64, wk_api::Role)> = nodes.nodes.iter().map(|n| (n.id, n.role)).collect();
+    assert!(roles.contains(&(4, wk_api::Role::Removed)), "{roles:?}");
+    assert_eq!(nodes.nodes.len(), 4, "{roles:?}");
+    let out = wkctl(&all, &["cluster", "status"]);
+    expect_code(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("node 4 removed but still running") && text.contains("removed"),
+        "{text}"
+    );
+
+    phase("restarted on its data dir, node 4 still says so");
+    cluster.kill(4);
+    rt.block_on(cluster.nodes.restart(4)).expect("restart node 4");
+    let h = wait_for(
+        "node 4 /health after the restart",
+        Duration::from_secs(20),
+        || async { n4.health().await.map_err(|e| e.to_string()) },
+    );
+    assert_eq!(h.state, "removed", "{h:?}");
+}
+
+/// `cluster join --no-wait` answers at once (`pending`) and the cluster admits the node on its
+/// own; `cluster join` (`--wait`, the default) answers once the node caught up.
+#[test]
+fn cluster_join_waits_or_not() {
+    phase("start 3 nodes and node 4 with --seed");
+    let mut cluster = Cluster::start(3);
+    let rt = runtime();
+    rt.block_on(cluster.nodes.add_seeded(1)).expect("node 4 starts");
+    let rest = cluster.endpoints(&[1, 2, 3]);
+    let req = cluster.nodes.join_req(4).expect("node 4's plan");
+    let target = format!("4@{}", req.cluster_addr);
+
+    phase("cluster join --no-wait: answered at once, the cluster admits node 4 on its own");
+    let out = wkctl(
+        &rest,
+        &[
+            "--output",
+            "json",
+            "cluster",
+            "join",
+            &target,
+            "--http-addr",
+            &req.http_addr,
+            "--no-wait",
+        ],
+    );
+    expect_code(&out, 0);
+    let resp: wk_api::JoinResp = json(&out);
+    assert!(resp.pending && resp.node_id == 4, "{resp:?}");
+    let client = cluster.client();
+    wait_for("node 4 admitted and online", Duration::from_secs(60), || async {
+        let r = client.nodes().await.map_err(|e| e.to_string())?;
+        match r.nodes.iter().find(|n| n.id == 4) {
+            Some(n) if n.online && !n.http_addr.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let n4 = Client::new(&[cluster.endpoints(&[4])], Duration::from_secs(10)).expect("client");
+    wait_for("node 4 serving", Duration::from_secs(30), || async {
+        let h = n4.health().await.map_err(|e| e.to_string())?;
+        if h.state == "serving" {
+            Ok(())
+        } else {
+            Err(format!("{h:?}"))
+        }
+    });
+
+    phase("cluster join (waits by default): answered once node 5 caught up");
+    rt.block_on(cluster.nodes.add_seeded(1)).expect("node 5 starts");
+    let req = cluster.nodes.join_req(5).expect("node 5's plan");
+    let target = format!("5@{}", req.cluster_addr);
+    let out = wkctl(
+        &rest,
+        &["cluster", "join", &target, "--http-addr", &req.http_addr],
+    );
+    expect_code(&out, 0);
+    assert!(stdout(&out).starts_with("node 5 joined in "), "{}", stdout(&out));
+    let r = rt.block_on(client.nodes()).expect("nodes");
+    assert!(r.nodes.iter().any(|n| n.id == 5), "{r:?}");
+    // Both spellings are documented.
+    let help = wkctl(&rest, &["cluster", "join", "--help"]);
+    let help = stdout(&help);
+    assert!(help.contains("--wait") && help.contains("--no-wait"), "{help}");
 }
 
 /// Backup and restore: `snapshot save` of one node of a loaded 3-node cluster, `snapshot

@@ -2,7 +2,9 @@
 //! accept drills (`wkctl demo`, found next to `wkctl` like the drill suite). The test types
 //! like an operator (filter to one channel, `d`, `1`, `y`), captures the pane, and checks
 //! that the channel's leader marker `*N` moves to another node after the kill-leader drill
-//! and that the dashboard reports the drill's measurements.
+//! and that the dashboard reports the drill's measurements. `demo_restarts_a_node_it_killed`
+//! runs `wkctl demo` itself in the pane (its dashboard can start nodes): it kills node 1 from
+//! the drill menu, restarts it from there, and reads its catch-up in the Events pane.
 //!
 //! Without tmux it fails under `CI=true` and is skipped with the reason printed elsewhere. tmux runs on a private
 //! socket (`-L`), so the operator's own tmux server is never touched; the guard kills that
@@ -209,5 +211,125 @@ fn kill_leader_drill_moves_the_leader_marker() {
     assert!(
         pane.contains("⚡ leader "),
         "the throughput pane shows the result: {pane}"
+    );
+}
+
+/// The tmux server of a test that runs `wkctl demo` itself in the pane (its dashboard):
+/// killing the server ends the demo, whose nodes die with it (PDEATHSIG).
+struct DemoPane {
+    socket: String,
+}
+
+impl DemoPane {
+    fn as_guard(&self) -> Tmux<'_> {
+        Tmux(&self.socket)
+    }
+}
+
+impl Drop for DemoPane {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+/// tmux commands on one private server, pane `top`.
+struct Tmux<'a>(&'a str);
+
+impl Tmux<'_> {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(self.0)
+            .args(args)
+            .output()
+            .expect("running tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "top"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn wait_pane<T>(&self, what: &str, limit: Duration, f: impl Fn(&str) -> Option<T>) -> T {
+        common::wait_until(what, limit, Duration::from_millis(100), || {
+            let pane = self.run(&["capture-pane", "-p", "-t", "top"]);
+            f(&pane).ok_or_else(|| format!("the pane:\n{pane}"))
+        })
+    }
+}
+
+/// `wkctl demo`'s own dashboard: kill node 1 from the drill menu, then "restart node 1" from
+/// it; the Events pane says how far behind it came back and that it caught up, and the
+/// title counts the demo's nodes.
+#[test]
+fn demo_restarts_a_node_it_killed() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        common::skip_or_fail("tmux is not installed (`.ci/run` installs it when running as root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let http = free_port_run(3);
+    let cluster = free_port_run(3);
+    let demo = format!(
+        "env -u WK_ENDPOINT -u WK_ADMIN_TOKEN {WKCTL} demo --nodes 3 --wknode {} --data-dir {} \
+         --base-http-port {http} --base-cluster-port {cluster}",
+        common::wknode_bin().display(),
+        tmp.path().join("data").display()
+    );
+    let pane = DemoPane {
+        socket: format!("wk-demo-e2e-{}", std::process::id()),
+    };
+    let t = pane.as_guard();
+    eprintln!("--- wkctl demo under tmux (http {http}.., cluster {cluster}..)");
+    t.run(&["new-session", "-d", "-s", "top", "-x", "180", "-y", "50", &demo]);
+    t.wait_pane("the demo's dashboard", Duration::from_secs(60), |p| {
+        (p.contains("WuKong HA") && p.contains("demo: 3 local node(s)")).then_some(())
+    });
+
+    eprintln!("--- kill node 1: d, 2, y");
+    t.keys(&["d"]);
+    t.wait_pane("the drill menu naming node 1", Duration::from_secs(30), |p| {
+        p.contains("kill the selected node (Nodes pane) → node 1")
+            .then_some(())
+    });
+    t.keys(&["2"]);
+    t.wait_pane("the confirmation", Duration::from_secs(5), |p| {
+        p.contains("Confirm drill").then_some(())
+    });
+    t.keys(&["y"]);
+    t.wait_pane("the kill drill's result", Duration::from_secs(60), |p| {
+        p.contains("drill kill node 1:").then_some(())
+    });
+
+    eprintln!("--- restart node 1: d, 4, y");
+    t.keys(&["d"]);
+    t.wait_pane("the restart entry naming node 1", Duration::from_secs(30), |p| {
+        p.contains("restart the selected killed node (demo) → node 1")
+            .then_some(())
+    });
+    t.keys(&["4"]);
+    t.wait_pane("the confirmation", Duration::from_secs(5), |p| {
+        p.contains("restart node 1 on its data dir?").then_some(())
+    });
+    t.keys(&["y"]);
+    let p = t.wait_pane("node 1 caught up", Duration::from_secs(90), |p| {
+        p.contains("node 1 caught up in").then(|| p.to_string())
+    });
+    // Newest first, so the last two lines are on top ("→ restarting node 1" may have scrolled
+    // out of the pane under the election events).
+    assert!(
+        p.contains("→ node 1 is up:") && p.contains("metadata entries behind"),
+        "{p}"
     );
 }

@@ -46,6 +46,12 @@ pub enum NodeError {
     /// The sender may not send there unless added to the whitelist.
     #[error("{0} is not on the channel's whitelist")]
     NotInWhitelist(String),
+    /// This node was removed from the cluster and serves nothing: its metadata is stale. Ask
+    /// another node.
+    #[error(
+        "node {0} was removed from the cluster (wkctl node remove): it serves nothing; ask another node, or wipe its data dir to add it again"
+    )]
+    Removed(u64),
 }
 
 impl NodeError {
@@ -62,6 +68,7 @@ impl NodeError {
             | NodeError::Corrupt(_)
             | NodeError::Overloaded { .. } => 503,
             NodeError::Storage(_) | NodeError::Internal(_) => 500,
+            NodeError::Removed(_) => 410,
         }
     }
 
@@ -82,6 +89,7 @@ impl NodeError {
             NodeError::Storage(_) => ErrorCode::Storage,
             NodeError::Internal(_) => ErrorCode::Internal,
             NodeError::Overloaded { .. } => ErrorCode::Overloaded,
+            NodeError::Removed(_) => ErrorCode::Removed,
         }
     }
 

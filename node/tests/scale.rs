@@ -55,6 +55,7 @@ async fn join_node_4(cluster: &mut Cluster) -> (JoinResp, Duration) {
         node_id: 4,
         cluster_addr: n4.cluster_addr.clone(),
         http_addr: n4.http_addr.clone(),
+        wait: true,
     };
     // The join blocks until the node is admitted and the active channels moved.
     let admin = Client::new(

@@ -44,6 +44,12 @@ pub enum Action {
         wall: SystemTime,
         report: Box<DrillReport>,
     },
+    /// A step of a node restart (started, entries behind, caught up): a line in Events.
+    RestartProgress {
+        wall: SystemTime,
+        severity: Severity,
+        text: String,
+    },
     /// A step of a running scale-out (node started, join sent, joined); `done` ends it.
     ScaleProgress {
         wall: SystemTime,
@@ -65,6 +71,8 @@ pub enum Effect {
     Drill(DrillPlan),
     /// Start or admit a node (the poller does it, through the launcher for a local cluster).
     ScaleOut(ScaleRequest),
+    /// Start node N again on its data dir and follow its catch-up (local cluster only).
+    Restart(u64),
 }
 
 /// The panes `Tab` cycles through, in screen order.
@@ -122,11 +130,12 @@ pub enum Mode {
     ScaleInput,
 }
 
-/// The drill menu's entries, in order; keys `1`..`3` pick them directly.
-pub const DRILL_MENU: [&str; 3] = [
+/// The drill menu's entries, in order; keys `1`..`4` pick them directly.
+pub const DRILL_MENU: [&str; 4] = [
     "kill the leader of the selected channel",
     "kill the selected node (Nodes pane)",
     "isolate the selected node for N seconds",
+    "restart the selected killed node (demo)",
 ];
 
 /// The isolate drill's default length and bounds (`+`/`-` in the menu change it by 5 s).
@@ -298,7 +307,8 @@ impl ChannelRow {
 pub struct Config {
     /// How often the poller refreshes; data older than three of these is stale.
     pub refresh: Duration,
-    /// Shown in the header, e.g. `demo: 3 local nodes`.
+    /// Shown in the header, e.g. `demo: {nodes} local node(s)`; `{nodes}` becomes the number of
+    /// nodes in the latest view (`App::title`).
     pub title: String,
     /// The endpoints polled, for the header.
     pub endpoint: String,
@@ -413,6 +423,9 @@ pub struct DrillState {
     pub running: Option<DrillPlan>,
     /// The last drill's measurements, shown in the Throughput pane.
     pub last: Option<DrillReport>,
+    /// Nodes a drill of this dashboard crashed and nobody restarted since: what "restart the
+    /// selected node" may start (local demo only).
+    pub killed: std::collections::BTreeSet<u64>,
 }
 
 impl Default for DrillState {
@@ -423,6 +436,7 @@ impl Default for DrillState {
             pending: None,
             running: None,
             last: None,
+            killed: Default::default(),
         }
     }
 }
@@ -522,6 +536,7 @@ impl App {
             Action::DrillStarted { wall, text } => {
                 self.push_event(wall, Severity::Warn, format!("⚡ drill started: {text}"))
             }
+            Action::RestartProgress { wall, severity, text } => self.push_event(wall, severity, text),
             Action::DrillDone { wall, report } => {
                 let sev = if report.error.is_some() || report.all_elected().is_none() {
                     Severity::Bad
@@ -544,6 +559,17 @@ impl App {
                 }
             }
         }
+    }
+
+    /// The header's title: `config.title` with `{nodes}` replaced by the number of nodes in
+    /// the latest view (so a demo's title follows its scale-outs), `…` before the first one.
+    pub fn title(&self) -> String {
+        let nodes = self
+            .cluster
+            .view
+            .as_ref()
+            .map_or_else(|| "…".to_string(), |v| v.nodes.len().to_string());
+        self.config.title.replace("{nodes}", &nodes)
     }
 
     /// The age of the shown data.
@@ -1015,7 +1041,7 @@ impl App {
                     self.drill.isolate_secs = (self.drill.isolate_secs + 5).min(ISOLATE_SECS_MAX)
                 }
                 Key::Char('-') => self.drill.isolate_secs = self.drill.isolate_secs.saturating_sub(5).max(5),
-                Key::Char(c @ '1'..='3') => {
+                Key::Char(c @ '1'..='4') => {
                     self.drill.choice = c as usize - '1' as usize;
                     self.choose_drill();
                 }
@@ -1025,9 +1051,23 @@ impl App {
             Mode::DrillConfirm => match key {
                 Key::Char('y') | Key::Char('Y') => {
                     self.mode = Mode::Normal;
-                    if let Some(p) = self.drill.pending.take() {
-                        self.effects.push(Effect::Drill(p.clone()));
-                        self.drill.running = Some(p);
+                    match self.drill.pending.take() {
+                        Some(DrillPlan {
+                            kind: DrillKind::Restart { node },
+                            ..
+                        }) => {
+                            self.drill.killed.remove(&node);
+                            self.effects.push(Effect::Restart(node));
+                        }
+                        Some(p) => {
+                            if let DrillKind::KillNode { node } | DrillKind::KillLeader { node, .. } = p.kind
+                            {
+                                self.drill.killed.insert(node);
+                            }
+                            self.effects.push(Effect::Drill(p.clone()));
+                            self.drill.running = Some(p);
+                        }
+                        None => {}
                     }
                 }
                 Key::Char('n') | Key::Char('N') | Key::Char('q') | Key::Esc => {
@@ -1105,6 +1145,25 @@ impl App {
                     channel: row.key.clone(),
                     node,
                 }
+            }
+            3 => {
+                if !self.config.local_scale {
+                    return Err("wkctl demo only".into());
+                }
+                let nodes = self.nodes();
+                let n = nodes.get(self.nodes_pane.sel).ok_or("no node listed yet")?;
+                if !self.drill.killed.contains(&n.id) {
+                    return Err(format!("node {} was not killed here", n.id));
+                }
+                if n.online {
+                    return Err(format!("node {} is running", n.id));
+                }
+                return Ok(DrillPlan {
+                    kind: DrillKind::Restart { node: n.id },
+                    target_http: n.http_addr.clone(),
+                    affected: Vec::new(),
+                    probe: None,
+                });
             }
             1 | 2 => {
                 let nodes = self.nodes();

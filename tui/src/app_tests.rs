@@ -652,7 +652,9 @@ fn drill_menu_moves_chooses_and_backs_out() {
     key(&mut app, Key::Down);
     key(&mut app, Key::Char('j'));
     key(&mut app, Key::Char('j'));
-    assert_eq!(app.drill.choice, 2, "the menu stops at its last entry");
+    key(&mut app, Key::Char('j'));
+    assert_eq!(app.drill.choice, 3, "the menu stops at its last entry");
+    key(&mut app, Key::Char('k'));
     key(&mut app, Key::Char('k'));
     assert_eq!(app.drill.choice, 1);
     for (k, secs) in [('+', 15), ('=', 20), ('-', 15)] {
@@ -918,4 +920,72 @@ fn backlog_rate_eta_stall_and_events() {
     assert_eq!(app.backlog.samples.len(), n);
     assert_eq!(app.backlog_report(), None);
     assert!(!app.backlog_stalled());
+}
+
+#[test]
+fn the_title_counts_the_nodes_of_the_latest_view() {
+    let clock = Clock::new();
+    let mut app = app(&clock);
+    app.config.title = "demo: {nodes} local node(s)".into();
+    assert_eq!(app.title(), "demo: … local node(s)");
+    app.update(scene(&clock, 0));
+    assert_eq!(app.title(), "demo: 3 local node(s)");
+    // A scale-out: the next view lists a fourth node.
+    let mut four = nodes(Some(1), 1, &[]);
+    four.nodes.push(node(4, Role::Learner, true, 1, 0, 0));
+    let Action::Snapshot(mut s) = scene(&clock, 1) else {
+        panic!("scene is a snapshot")
+    };
+    s.nodes = four;
+    app.update(Action::Snapshot(s));
+    assert_eq!(app.title(), "demo: 4 local node(s)");
+}
+
+#[test]
+fn a_node_killed_from_the_demo_dashboard_can_be_restarted() {
+    let clock = Clock::new();
+    let mut app = running(&clock);
+    app.config.local_scale = true;
+    app.focus = Pane::Nodes;
+    key(&mut app, Key::Down);
+    let not_killed = app.drill_plan(3).expect_err("node 2 was not killed from here");
+    assert_eq!(not_killed, "node 2 was not killed here");
+    let effects = chars(&mut app, "d2y");
+    assert!(
+        matches!(&effects[..], [Effect::Drill(p)] if p.kind == DrillKind::KillNode { node: 2 }),
+        "{effects:?}"
+    );
+    let report = DrillReport {
+        kind: DrillKind::KillNode { node: 2 },
+        elected: Vec::new(),
+        probe_writes: 0,
+        probe_failures: 0,
+        probe_window: None,
+        error: None,
+    };
+    app.update(Action::DrillDone {
+        wall: wall0(),
+        report: Box::new(report),
+    });
+    assert_eq!(app.drill_plan(3).expect_err("still up"), "node 2 is running");
+    app.update(snapshot(&clock, 3000, nodes(Some(1), 2, &[2]), vec![], vec![]));
+    assert_eq!(
+        app.drill_plan(3).expect("restartable").kind,
+        DrillKind::Restart { node: 2 }
+    );
+    let effects = chars(&mut app, "d4y");
+    assert_eq!(effects, vec![Effect::Restart(2)]);
+    assert!(app.drill.running.is_none() && !app.drill.killed.contains(&2));
+    app.update(Action::RestartProgress {
+        wall: wall0(),
+        severity: Severity::Good,
+        text: "✓ node 2 caught up in 120 ms".into(),
+    });
+    assert_eq!(
+        texts(&app).last().map(String::as_str),
+        Some("✓ node 2 caught up in 120 ms")
+    );
+    // Only the demo's own dashboard restarts nodes.
+    app.config.local_scale = false;
+    assert!(app.drill_plan(3).is_err());
 }

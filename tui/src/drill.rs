@@ -16,6 +16,9 @@ pub enum DrillKind {
     KillNode { node: u64 },
     /// Drop all of a node's cluster traffic for `secs` seconds.
     Isolate { node: u64, secs: u64 },
+    /// Start a node this dashboard killed again, on its data dir (local demo only): the
+    /// launcher does it, not the node.
+    Restart { node: u64 },
 }
 
 impl DrillKind {
@@ -24,7 +27,8 @@ impl DrillKind {
         match self {
             DrillKind::KillLeader { node, .. }
             | DrillKind::KillNode { node }
-            | DrillKind::Isolate { node, .. } => *node,
+            | DrillKind::Isolate { node, .. }
+            | DrillKind::Restart { node } => *node,
         }
     }
 }
@@ -37,6 +41,7 @@ impl fmt::Display for DrillKind {
             }
             DrillKind::KillNode { node } => write!(f, "kill node {node}"),
             DrillKind::Isolate { node, secs } => write!(f, "isolate node {node} for {secs}s"),
+            DrillKind::Restart { node } => write!(f, "restart node {node} on its data dir"),
         }
     }
 }

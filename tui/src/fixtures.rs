@@ -150,6 +150,7 @@ pub fn snapshot(
         wall: wall0() + Duration::from_millis(ms),
         nodes,
         channels: Ok(ChannelList {
+            next: None,
             total: channels.len() as u64,
             channels,
         }),

@@ -176,6 +176,7 @@ pub async fn run(client: Client, opts: Options) -> io::Result<()> {
                 Effect::Refresh => poller.refresh_now(),
                 Effect::Drill(plan) => poller.drill(plan),
                 Effect::ScaleOut(req) => poller.scale_out(req, opts.launcher.clone(), join_client.clone()),
+                Effect::Restart(node) => poller.restart(node, opts.launcher.clone()),
             }
         }
         poller.set(poller::Control {

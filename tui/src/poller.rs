@@ -32,7 +32,7 @@ use wk_api::{Client, ClientError};
 
 use crate::app::{Action, Severity};
 use crate::drill::{DrillKind, DrillPlan, DrillReport};
-use crate::scale::{Launcher, ScaleRequest};
+use crate::scale::{Launch, Launcher, ScaleRequest};
 use crate::snapshot::{Backlog, ChannelKey, Snapshot};
 
 /// What to ask for and how long to wait.
@@ -244,6 +244,11 @@ async fn measure_drill(client: &Client, plan: &DrillPlan) -> DrillReport {
             },
             Duration::from_secs(*secs),
         ),
+        // The app runs a restart through the launcher (`run_restart`), never as a drill.
+        DrillKind::Restart { node } => {
+            report.error = Some(format!("node {node} is restarted by the demo, not by a drill"));
+            return report;
+        }
     };
     let node = plan.kind.node();
     let start = Instant::now();
@@ -352,7 +357,7 @@ pub async fn run_scale(
                 false,
             )
             .await;
-            match launch().await {
+            match launch(Launch::Next).await {
                 Ok(l) => {
                     say(
                         Severity::Info,
@@ -387,6 +392,7 @@ pub async fn run_scale(
         node_id,
         cluster_addr,
         http_addr,
+        wait: true,
     };
     match join_client.join(&join).await {
         Ok(r) => {
@@ -405,6 +411,95 @@ pub async fn run_scale(
             .await
         }
         Err(e) => say(Severity::Bad, format!("✗ scale-out: join of node {node_id} failed: {e}"), true).await,
+    }
+}
+
+/// How long a restarted node may take to catch up before the dashboard says it did not.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
+
+/// Restarts node `node` of the local cluster through the launcher (same ports and data dir)
+/// and reports its catch-up in Events: the metadata entries it is behind the leader once it
+/// answers, then the time from its ready line until its applied index reached the leader's
+/// last index of that moment.
+pub async fn run_restart(client: Client, launcher: Option<Launcher>, node: u64, tx: mpsc::Sender<Action>) {
+    let say = |severity: Severity, text: String| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx
+                .send(Action::RestartProgress {
+                    wall: SystemTime::now(),
+                    severity,
+                    text,
+                })
+                .await;
+        }
+    };
+    let Some(launch) = launcher else {
+        say(
+            Severity::Bad,
+            format!("✗ restart of node {node}: no local launcher"),
+        )
+        .await;
+        return;
+    };
+    say(
+        Severity::Info,
+        format!("→ restarting node {node} on its data dir"),
+    )
+    .await;
+    if let Err(e) = launch(Launch::Restart(node)).await {
+        say(Severity::Bad, format!("✗ restart of node {node}: {e}")).await;
+        return;
+    }
+    let ready = Instant::now();
+    let deadline = ready + CATCH_UP_LIMIT;
+    let mut target: Option<u64> = None;
+    loop {
+        if let Ok(nodes) = client.nodes().await {
+            let leader_last = nodes
+                .nodes
+                .iter()
+                .find(|n| Some(n.id) == nodes.meta_leader)
+                .map(|n| n.last_log_index);
+            let me = nodes.nodes.iter().find(|n| n.id == node && n.online);
+            if let (Some(last), Some(me)) = (leader_last, me) {
+                let want = match target {
+                    Some(t) => t,
+                    None => {
+                        say(
+                            Severity::Info,
+                            format!(
+                                "→ node {node} is up: {} metadata entries behind the leader ({} of {last} applied)",
+                                last.saturating_sub(me.applied_index),
+                                me.applied_index
+                            ),
+                        )
+                        .await;
+                        *target.insert(last)
+                    }
+                };
+                if me.applied_index >= want {
+                    say(
+                        Severity::Good,
+                        format!("✓ node {node} caught up in {} ms", ready.elapsed().as_millis()),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            say(
+                Severity::Bad,
+                format!(
+                    "✗ node {node} did not catch up within {}s",
+                    CATCH_UP_LIMIT.as_secs()
+                ),
+            )
+            .await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -466,6 +561,17 @@ impl Poller {
             join_client,
             launcher,
             req,
+            self.tx.clone(),
+        )));
+    }
+
+    /// Restarts a node the dashboard killed (local cluster); its catch-up arrives as actions.
+    pub fn restart(&mut self, node: u64, launcher: Option<Launcher>) {
+        self.drills.retain(|t| !t.is_finished());
+        self.drills.push(tokio::spawn(run_restart(
+            self.client.clone(),
+            launcher,
+            node,
             self.tx.clone(),
         )));
     }

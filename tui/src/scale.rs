@@ -1,5 +1,6 @@
 //! Scale-out from the dashboard (`s`): what to do ([`ScaleRequest`]) and how a local cluster
-//! (`wkctl demo`) starts one more node ([`Launcher`]). The poller performs it.
+//! (`wkctl demo`) starts one more node, or restarts one it killed ([`Launcher`]). The poller
+//! performs it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,9 +17,18 @@ pub struct Launched {
 /// The future a [`Launcher`] returns: the started node, or why it could not start.
 pub type LaunchFuture = Pin<Box<dyn Future<Output = Result<Launched, String>> + Send>>;
 
-/// Starts one more local `wknode` with `--seed` (waiting to be admitted) and resolves once
-/// it printed its ready line. Only a local cluster (`wkctl demo`) has one.
-pub type Launcher = Arc<dyn Fn() -> LaunchFuture + Send + Sync>;
+/// What a [`Launcher`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// One more node, with `--seed` (it waits to be admitted): a scale-out.
+    Next,
+    /// Node N again, on its ports and data dir (it was killed).
+    Restart(u64),
+}
+
+/// Starts a local `wknode` ([`Launch`]) and resolves once it printed its ready line. Only a
+/// local cluster (`wkctl demo`) has one.
+pub type Launcher = Arc<dyn Fn(Launch) -> LaunchFuture + Send + Sync>;
 
 /// A scale-out the operator confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -221,7 +221,6 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
             .context("building the join client")?
             .with_token(global.admin_token.clone());
         let demo = Demo {
-            count: ready.len(),
             client,
             join_client,
             timeout,
@@ -276,8 +275,6 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<Outcome>
 /// terminal is restored, so nothing garbles the screen.
 /// What the dashboard over the demo needs.
 struct Demo {
-    /// How many nodes the demo started.
-    count: usize,
     /// The polling client (every node's endpoint).
     client: Client,
     /// For `POST /cluster/join` (long timeout).
@@ -287,17 +284,17 @@ struct Demo {
 }
 
 /// The dashboard's launcher asks the demo loop (which owns the children) to start the next
-/// node; the reply is the node starting.
-type LaunchReply = oneshot::Sender<anyhow::Result<Starting>>;
+/// node or restart a killed one; the reply is the node starting.
+type LaunchReply = (wk_tui::scale::Launch, oneshot::Sender<anyhow::Result<Starting>>);
 
 /// A [`wk_tui::scale::Launcher`] that goes through `tx` to the demo loop and waits for the
 /// new node's ready line.
 fn launcher(tx: mpsc::Sender<LaunchReply>) -> wk_tui::scale::Launcher {
-    std::sync::Arc::new(move || {
+    std::sync::Arc::new(move |what| {
         let tx = tx.clone();
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            tx.send(reply)
+            tx.send((what, reply))
                 .await
                 .map_err(|_| "the demo is stopping".to_string())?;
             let starting = rx
@@ -326,9 +323,10 @@ async fn dashboard(
     cluster: &mut LocalCluster,
     shutdown: &mut Shutdown,
 ) -> anyhow::Result<Outcome> {
+    // `{nodes}` follows the cluster: the dashboard counts the nodes of its latest view, so
+    // the title grows with each scale-out.
     let title = format!(
-        "demo: {} local node(s), data {} · q stops the cluster",
-        demo.count,
+        "demo: {{nodes}} local node(s), data {} · q stops the cluster",
         args.data_dir.display()
     );
     let (launch_tx, mut launch_rx) = mpsc::channel::<LaunchReply>(1);
@@ -342,8 +340,12 @@ async fn dashboard(
         tokio::select! {
             r = &mut dash => break r.context("dashboard").map(|()| "dashboard closed".to_string()),
             sig = shutdown.recv() => break Ok(sig.to_string()),
-            Some(reply) = launch_rx.recv() => {
-                let _ = reply.send(launch_next(cluster));
+            Some((what, reply)) = launch_rx.recv() => {
+                let started = match what {
+                    wk_tui::scale::Launch::Next => launch_next(cluster),
+                    wk_tui::scale::Launch::Restart(id) => cluster.respawn(id),
+                };
+                let _ = reply.send(started);
             }
             _ = reap.tick() => {
                 notices.extend(cluster.exits().iter().map(ToString::to_string));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use wk_api::{Client, NodesResp};
 
-use super::channel::{self, MAX_LIST};
+use super::channel::{self, PAGE};
 use crate::Outcome;
 use crate::cli::{GlobalArgs, OutputFormat, RemoveArgs};
 use crate::output;
@@ -54,7 +54,10 @@ pub async fn show(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
     let client = super::client(global)?;
     let nodes = client.nodes().await.context("GET /cluster/nodes")?;
     let node = find(&nodes, id)?;
-    let list = client.channels(MAX_LIST).await.context("GET /cluster/channels")?;
+    let list = client
+        .channels_all(u64::MAX, PAGE)
+        .await
+        .context("GET /cluster/channels")?;
     let mine: Vec<_> = list
         .channels
         .into_iter()
@@ -151,7 +154,10 @@ pub async fn evacuate(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
 
 /// Channels whose replica set still includes `id`.
 async fn channels_on(client: &Client, id: u64) -> anyhow::Result<Vec<String>> {
-    let list = client.channels(MAX_LIST).await.context("GET /cluster/channels")?;
+    let list = client
+        .channels_all(u64::MAX, PAGE)
+        .await
+        .context("GET /cluster/channels")?;
     Ok(list
         .channels
         .iter()

@@ -104,6 +104,10 @@ pub fn router(
         .fallback(|| async {
             ApiErr(NodeError::BadRequest("no such endpoint".into())).with_status(404, ErrorCode::NotFound)
         })
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            refuse_if_removed,
+        ))
         .layer(axum::Extension(security))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(metrics::time_requests))
@@ -196,11 +200,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// A node removed from the cluster answers every request but `/health` with `removed`: its
+/// metadata stopped following the cluster's, so anything it served would be stale.
+async fn refuse_if_removed(State(node): State<Node>, req: Request, next: axum::middleware::Next) -> Response {
+    if node.is_removed() && req.uri().path() != "/health" {
+        return ApiErr(NodeError::Removed(node.id)).into_response();
+    }
+    next.run(req).await
+}
+
 async fn health(State(node): State<Node>) -> Json<Health> {
+    let state = if node.is_removed() {
+        "removed"
+    } else if node.is_joining() {
+        "joining"
+    } else {
+        "serving"
+    };
     Json(Health {
         status: "ok".into(),
         node_id: node.id,
-        state: if node.is_joining() { "joining" } else { "serving" }.into(),
+        state: state.into(),
         meta_leader: node.meta.metrics().borrow_watched().current_leader,
     })
 }
@@ -715,24 +735,59 @@ fn list_limit(
     Ok(q.limit.unwrap_or(100).min(10_000))
 }
 
+/// `GET /cluster/channels?limit=N&after=CURSOR` (`channels_page`).
+#[derive(Deserialize)]
+struct ChannelsQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// One page of the channel table, in key order: up to `limit` (default 100, at most 10,000)
+/// channels after the cursor `after` (the `next` of the previous page), and the cursor of the
+/// next page if there is one. `total` counts every channel.
 async fn cluster_channels(
     State(node): State<Node>,
-    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<ChannelsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<ChannelList> {
-    let limit = list_limit(q)?;
-    let (total, recs) = node
+    let Query(q) = q.map_err(|e| NodeError::BadRequest(format!("bad query string: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let after = q.after.as_deref().map(channel_cursor).transpose()?;
+    let (total, mut recs) = node
         .store
         .read(move |r| {
-            let all = meta::channels(r, None, usize::MAX)?;
-            let total = all.len() as u64;
-            Ok((total, all.into_iter().take(limit).collect::<Vec<_>>()))
+            use crate::store::KvRead;
+            let total = r
+                .range(crate::store::Table::Channels, b"", &[0xFF], usize::MAX, false)?
+                .len() as u64;
+            Ok((total, meta::channels(r, after.as_ref(), limit.saturating_add(1))?))
         })
         .await
         .map_err(NodeError::from)?;
+    let next = (recs.len() > limit).then(|| {
+        recs.truncate(limit);
+        recs.last()
+            .map(|r| format!("{}:{}", r.key.channel_type, r.key.channel_id))
+            .unwrap_or_default()
+    });
     Ok(Json(ChannelList {
         total,
         channels: recs.iter().map(info_of).collect(),
+        next,
     }))
+}
+
+/// A `/cluster/channels` cursor, `TYPE:CHANNEL_ID`, as the channel key it names.
+fn channel_cursor(c: &str) -> Result<ChannelKey, ApiErr> {
+    let bad = || {
+        NodeError::BadRequest(format!(
+            "bad cursor {c:?}: want TYPE:CHANNEL_ID from a page's next"
+        ))
+    };
+    let (ty, id) = c.split_once(':').ok_or_else(bad)?;
+    Ok(ChannelKey {
+        channel_id: id.to_string(),
+        channel_type: ty.parse().map_err(|_| bad())?,
+    })
 }
 
 async fn cluster_join(State(node): State<Node>, Body(req): Body<JoinReq>) -> ApiResult<JoinResp> {
@@ -746,7 +801,26 @@ async fn cluster_join(State(node): State<Node>, Body(req): Body<JoinReq>) -> Api
         http_addr: req.http_addr,
         cluster_addr: req.cluster_addr,
     };
-    Ok(Json(node.join(rec).await?))
+    if req.wait {
+        return Ok(Json(node.join(rec).await?));
+    }
+    // The node owns the join from here: it outlives this request, and shutdown stops it.
+    let id = rec.id;
+    let joiner = node.clone();
+    node.spawn_task(async move {
+        match joiner.join(rec).await {
+            Ok(resp) => tracing::info!(node_id = id, ?resp, "join finished (asked not to wait)"),
+            Err(e) => tracing::warn!(node_id = id, error = %e, "join failed (asked not to wait)"),
+        }
+    });
+    Ok(Json(JoinResp {
+        node_id: id,
+        voter: false,
+        metadata_ms: 0,
+        active_migrated: 0,
+        backlog: 0,
+        pending: true,
+    }))
 }
 
 async fn cluster_backlog(

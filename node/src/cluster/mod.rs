@@ -58,6 +58,9 @@ pub const FORMAT_VERSION: u32 = 3;
 /// campaign (one vote round) before it goes on and lets routing retry.
 const WAKE_ELECTION_WAIT: Duration = Duration::from_millis(500);
 
+/// The `local` row present once this node was removed from the cluster.
+pub const REMOVED_KEY: &[u8] = b"removed";
+
 pub struct Inner {
     pub id: NodeId,
     pub http_addr: String,
@@ -99,6 +102,10 @@ pub struct Inner {
     ids: ids::IdGen,
     /// A `--seed` node waits here until the cluster admits it.
     joining: AtomicBool,
+    /// This node was removed from the metadata membership (`wkctl node remove`): it answers
+    /// every request `removed` (`api`), refuses client connections, and keeps saying so
+    /// after a restart (the `local` row [`REMOVED_KEY`]).
+    removed: AtomicBool,
     /// The node's background tasks (`spawn_task`); `shutdown` aborts them. std mutex: a spawn
     /// or the abort.
     tasks: Mutex<tokio::task::JoinSet<()>>,
@@ -236,6 +243,13 @@ impl Node {
             .read(|r| r.get_decoded::<u64>(Table::Local, ids::RESERVATION_KEY))
             .await?
             .unwrap_or(0);
+        let removed = store.read(|r| r.get(Table::Local, REMOVED_KEY)).await?.is_some();
+        if removed {
+            tracing::warn!(
+                node_id = cfg.node_id,
+                "this node was removed from the cluster: it serves nothing (wipe the data dir to add it again)"
+            );
+        }
         tokio::spawn(watch_role_changes(
             META_GROUP,
             std::sync::Weak::new(),
@@ -257,6 +271,7 @@ impl Node {
             lists_cache: Default::default(),
             ids: ids::IdGen::resume(cfg.node_id, reserved_ids),
             joining: AtomicBool::new(false),
+            removed: AtomicBool::new(removed),
             tasks: Default::default(),
             idle_timeout: cfg.channel_idle_timeout,
             max_active: cfg.max_active_channels,
@@ -412,6 +427,30 @@ impl Node {
 
     pub fn is_joining(&self) -> bool {
         self.joining.load(Ordering::Relaxed)
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    /// This node is no longer a member of the cluster (`why`): from now on, and after any
+    /// restart, it serves nothing but `/health`. Idempotent.
+    pub async fn mark_removed(&self, why: &str) {
+        if self.removed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(
+            node_id = self.id,
+            why,
+            "this node was removed from the cluster: it serves nothing from now on"
+        );
+        if let Err(e) = self.store.write(|w| w.put(Table::Local, REMOVED_KEY, b"1")).await {
+            tracing::error!(error = %e, "recording that this node was removed");
+        }
+        // Its clients must reconnect elsewhere: stale tokens and memberships must not serve.
+        for conn in self.registry.all() {
+            conn.outbox.close();
+        }
     }
 
     /// The group's Raft, started from its stored state if it is not running yet.
@@ -654,11 +693,30 @@ impl Node {
     async fn maintain_membership(self) {
         let mut metrics = self.meta.metrics();
         let mut registered = false;
+        // Whether this process saw itself in the *applied* metadata membership: only a
+        // committed membership without it, seen after that, means it was removed (an effective
+        // one may be an uncommitted entry a new leader truncates; a joining node's applied
+        // membership lacks it until its admission is applied).
+        let mut applied_member = false;
         loop {
             let membership = metrics.borrow_watched().membership_config.clone();
             let in_cluster = membership.membership().nodes().any(|(id, _)| *id == self.id);
             if in_cluster {
                 self.joining.store(false, Ordering::Relaxed);
+            }
+            if !self.is_removed()
+                && let Ok(state) = self
+                    .store
+                    .read(|r| crate::raft::state_machine::load_state(r, META_GROUP))
+                    .await
+            {
+                let nodes: Vec<NodeId> = state.membership.membership().nodes().map(|(id, _)| *id).collect();
+                if nodes.contains(&self.id) {
+                    applied_member = true;
+                } else if applied_member && !nodes.is_empty() {
+                    self.mark_removed("the applied metadata membership no longer lists it")
+                        .await;
+                }
             }
             for (id, peer) in membership.membership().nodes() {
                 if *id != self.id && !peer.cluster_addr.is_empty() {

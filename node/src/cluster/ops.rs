@@ -199,6 +199,11 @@ impl Node {
                 .await?;
             resp.removed = true;
             tracing::info!(node_id = node, moved = resp.moved, "node removed");
+            // Tell it, so it stops serving its stale copy now (it also finds out from its
+            // applied membership, if it received the entry that removed it).
+            if let Err(e) = self.ask(node, AppRpc::Removed, Duration::from_secs(2)).await {
+                tracing::info!(node_id = node, error = %e, "telling the removed node: not reached");
+            }
         }
         Ok(resp)
     }

@@ -76,6 +76,8 @@ pub enum AppRpc {
     /// `Deliver`, several at once, pushed in order (one request in flight per peer,
     /// `cluster::fanout`).
     DeliverAll(Vec<Delivery>),
+    /// The node was removed from the cluster (`Node::remove_node`): stop serving.
+    Removed,
 }
 
 impl AppRpc {
@@ -379,6 +381,10 @@ impl Node {
             AppRpc::DrainStatus => AppReply::Drain(self.local_drain_status()),
             AppRpc::TransferLeader(rec, to) => {
                 self.transfer_local(&rec, to).await?;
+                AppReply::Done
+            }
+            AppRpc::Removed => {
+                self.mark_removed("the node that removed it said so").await;
                 AppReply::Done
             }
             AppRpc::RemoveMember(node) => {

@@ -143,6 +143,7 @@ impl Node {
             metadata_ms,
             active_migrated: migrated,
             backlog,
+            pending: false,
         })
     }
 

@@ -30,6 +30,10 @@ pub(super) async fn authenticate(
     c: &ConnectPacket,
     v: ProtoVersion,
 ) -> Result<Accepted, ReasonCode> {
+    if node.is_removed() {
+        // Its tokens are stale: the client must connect to a member.
+        return Err(ReasonCode::NodeNotMatch);
+    }
     if check_id("uid", &c.uid).is_err() || c.uid == channel::SYSTEM_UID {
         return Err(ReasonCode::AuthFail);
     }

@@ -96,6 +96,7 @@ pub(super) fn reason_of(e: &NodeError) -> ReasonCode {
         NodeError::BadRequest(_) | NodeError::PayloadTooLarge(_) => ReasonCode::NotAllowSend,
         NodeError::Forbidden(_) | NodeError::Unauthorized(_) => ReasonCode::NotAllowSend,
         NodeError::Overloaded { .. } => ReasonCode::RateLimit,
+        NodeError::Removed(_) => ReasonCode::NodeNotMatch,
         NodeError::NotLeader { .. }
         | NodeError::Unavailable(_)
         | NodeError::Corrupt(_)

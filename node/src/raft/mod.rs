@@ -22,6 +22,16 @@ pub type GroupId = u64;
 /// The metadata group; channel groups are numbered from 1 by the metadata state machine.
 pub const META_GROUP: GroupId = 0;
 
+/// The metadata group takes a snapshot once this many entries were committed since the last
+/// one. A snapshot reads the metadata tables (tens of MB at most), so this bounds both the log
+/// and how often that read happens.
+pub const META_SNAPSHOT_EVERY: u64 = 10_000;
+/// Entries the metadata group keeps behind its snapshot, so a replica that fell only a little
+/// behind (a restart, a short partition) catches up from the log, not with a snapshot.
+pub const META_LOG_KEPT: u64 = 1_000;
+/// How long sending one snapshot (one frame) may take, ms.
+const SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
+
 /// What a membership records about a node: where to reach its cluster transport.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Peer {
@@ -127,10 +137,16 @@ pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::st
 /// (`commit_only_append`, vendor/PATCHES.md): a follower applies later, a write costs two
 /// fewer round trips. The metadata group tells followers at once: every node answers from its
 /// own applied metadata.
+///
+/// Only the metadata group takes snapshots and purges its log behind them
+/// (`state_machine` module doc): every [`META_SNAPSHOT_EVERY`] entries, keeping the last
+/// [`META_LOG_KEPT`]. A channel group's log is its message store and is never purged.
 pub fn raft_config(g: GroupId) -> Arc<openraft::Config> {
     // Built and validated once each: every group start (a wake-up) asks for one.
-    static META: LazyLock<Arc<openraft::Config>> = LazyLock::new(|| build_config(250, 1000, 2000, true));
-    static CHANNEL: LazyLock<Arc<openraft::Config>> = LazyLock::new(|| build_config(500, 1500, 3000, false));
+    static META: LazyLock<Arc<openraft::Config>> =
+        LazyLock::new(|| build_config(250, 1000, 2000, true, true));
+    static CHANNEL: LazyLock<Arc<openraft::Config>> =
+        LazyLock::new(|| build_config(500, 1500, 3000, false, false));
     if g == META_GROUP {
         META.clone()
     } else {
@@ -143,14 +159,23 @@ fn build_config(
     election_timeout_min: u64,
     election_timeout_max: u64,
     commit_only_append: bool,
+    snapshots: bool,
 ) -> Arc<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "wukong".into(),
         heartbeat_interval,
         election_timeout_min,
         election_timeout_max,
-        // Logs are kept whole: a replica that falls behind catches up from the log.
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: if snapshots {
+            openraft::SnapshotPolicy::LogsSinceLast(META_SNAPSHOT_EVERY)
+        } else {
+            // A channel group's log is its data: kept whole, and a replica that falls behind
+            // catches up from it.
+            openraft::SnapshotPolicy::Never
+        },
+        max_in_snapshot_log_to_keep: META_LOG_KEPT,
+        // A snapshot of the metadata is one frame holding every user and channel record.
+        install_snapshot_timeout: SNAPSHOT_TIMEOUT_MS,
         // Catch-up speed: a 50k-entry log in 13 appends, not 98. `LogStore` caps each payload
         // by bytes too.
         max_payload_entries: 4096,

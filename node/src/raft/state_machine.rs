@@ -13,6 +13,14 @@
 //! - Applies are replayable writes (`Store::write_replayable`): nothing is flushed for them.
 //! - Metadata is read from the local copy without ReadIndex, so metadata writes are answered
 //!   only after their commit (read-your-writes on the node that took the write).
+//! - Snapshots are the metadata group's only (`raft_config`). Its tables in LMDB are the
+//!   snapshot: building one reads every row the group owns in one read (whole writer batches,
+//!   so exactly the state at `last_applied`), and the current snapshot is that read done when
+//!   asked, so nothing is stored twice and it always covers the purged log. Installing one
+//!   replaces those rows, `last_applied` and the membership in one checkpointed transaction.
+//!   A purge is a checkpoint submitted after the snapshot's read, so the applies the snapshot
+//!   saw are durable before the entries behind them go: after any crash `last_applied` is at
+//!   or past the purge point.
 
 use std::io;
 use std::sync::Arc;
@@ -136,11 +144,11 @@ fn answer(responders: Vec<Option<openraft::storage::ApplyResponder<TypeConfig>>>
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    type SnapshotData = SnapshotData;
-
-    async fn build_snapshot(
-        &mut self,
+impl StateMachine {
+    /// The group's rows and state as of one read: a snapshot at its `last_applied` (the read
+    /// sees whole writer batches, and an apply is one operation of one batch).
+    async fn read_snapshot(
+        &self,
     ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
         let g = self.group;
         no_channel_snapshots(g)?;
@@ -165,6 +173,23 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta,
             snapshot: encode(&SnapshotRows { rows }),
         })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
+        let snapshot = self.read_snapshot().await?;
+        tracing::info!(
+            group = self.group,
+            last_log_id = %snapshot.meta.last_log_id.as_ref().map(|l| l.to_string()).unwrap_or_default(),
+            bytes = snapshot.snapshot.len(),
+            "snapshot taken"
+        );
+        Ok(snapshot)
     }
 }
 
@@ -250,6 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (g, fence) = (self.group, self.fence.clone());
         no_channel_snapshots(g)?;
         let rows: SnapshotRows = crate::store::decode(Table::Sm, &snapshot)?;
+        let rows_count = rows.rows.len();
         let (last_applied, membership) = (meta.last_log_id, meta.last_membership.clone());
         self.store
             .write(move |w| {
@@ -271,15 +297,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 Ok(())
             })
             .await?;
+        // The tables changed wholesale: caches keyed on the applied index must see it move.
+        if let Some(l) = last_applied {
+            self.applied.store(l.index(), Ordering::Release);
+        }
+        tracing::info!(
+            group = g,
+            rows = rows_count,
+            last_log_id = %last_applied.map(|l| l.to_string()).unwrap_or_default(),
+            "snapshot installed"
+        );
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
-        // No snapshot is kept, and saying so matters: openraft purges logs up to a reported
-        // snapshot (minus `max_in_snapshot_log_to_keep`) and then ships snapshots to replicas
-        // that fall behind. Logs are kept whole, so replicas always catch up from the log.
-        Ok(None)
+        // A channel group reports none, and saying so matters: openraft purges logs up to a
+        // reported snapshot (minus `max_in_snapshot_log_to_keep`) and ships snapshots to
+        // replicas that fall behind; a channel's log is its messages.
+        if self.group != META_GROUP {
+            return Ok(None);
+        }
+        // The metadata tables are the snapshot: the current one is read from them as they are
+        // now, at `last_applied` (never older than any snapshot built before, so it covers
+        // every purged entry). Nothing is stored twice.
+        let snapshot = self.read_snapshot().await?;
+        Ok(snapshot.meta.last_log_id.is_some().then_some(snapshot))
     }
 }

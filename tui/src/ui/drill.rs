@@ -8,6 +8,7 @@ use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Wrap};
 
 use super::{BAD, DIM, HEAD, WARN, centered};
 use crate::app::{App, DRILL_MENU};
+use crate::drill::DrillKind;
 
 pub fn draw_menu(f: &mut Frame, area: Rect, app: &App) {
     let mut lines = vec![Line::styled(
@@ -39,7 +40,7 @@ pub fn draw_menu(f: &mut Frame, area: Rect, app: &App) {
         .border_type(BorderType::Double)
         .title(Line::styled(" ⚡ Drill ", WARN))
         .title_bottom(Line::styled(
-            " 1-3 Enter choose · ↑↓ j k move · +/- seconds · q Esc back ",
+            " 1-4 Enter choose · ↑↓ j k move · +/- seconds · q Esc back ",
             DIM,
         ));
     f.render_widget(Clear, popup);
@@ -53,21 +54,25 @@ pub fn draw_confirm(f: &mut Frame, area: Rect, app: &App) {
     let Some(plan) = &app.drill.pending else {
         return;
     };
-    let mut lines = vec![
-        Line::from(vec![
-            Span::styled("! ", BAD),
-            Span::styled(format!("{}?", plan.kind), HEAD),
-        ]),
-        Line::raw(format!(
+    let mut lines = vec![Line::from(vec![
+        Span::styled("! ", BAD),
+        Span::styled(format!("{}?", plan.kind), HEAD),
+    ])];
+    if let DrillKind::Restart { .. } = plan.kind {
+        lines.push(Line::raw(
+            "the demo starts it again; Events shows how far behind it is and its catch-up",
+        ));
+    } else {
+        lines.push(Line::raw(format!(
             "node at {}: {} channel(s) to re-elect",
             plan.target_http,
             plan.affected.len()
-        )),
-    ];
-    lines.push(match &plan.probe {
-        Some(k) => Line::raw(format!("probe writes go to {k} meanwhile")),
-        None => Line::styled("no channel to probe", DIM),
-    });
+        )));
+        lines.push(match &plan.probe {
+            Some(k) => Line::raw(format!("probe writes go to {k} meanwhile")),
+            None => Line::styled("no channel to probe", DIM),
+        });
+    }
     lines.push(Line::from(vec![
         Span::styled("y", BAD),
         Span::raw(" run it   "),

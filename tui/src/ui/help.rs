@@ -18,7 +18,7 @@ const KEYS: &[(&str, &str)] = &[
     ("Enter", "replicas of the selected channel in full"),
     ("f", "freeze / resume refresh (r still takes one)"),
     ("r", "refresh now"),
-    ("d", "drills: kill a leader or a node, isolate a node (y/n)"),
+    ("d", "drills: kill a leader/node, isolate, restart (y/n)"),
     ("s", "scale out: start a local node (demo) or admit ID@ADDR"),
     ("Ctrl-C", "quit"),
 ];

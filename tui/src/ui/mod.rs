@@ -141,7 +141,7 @@ fn header(app: &App) -> Line<'static> {
         spans.push(Span::styled(format!("✗ unreachable: {e}"), BAD));
     }
     spans.push(sep());
-    spans.push(Span::styled(app.config.title.clone(), DIM));
+    spans.push(Span::styled(app.title(), DIM));
     Line::from(spans)
 }
 
@@ -176,7 +176,7 @@ fn footer(app: &App, width: u16) -> Line<'static> {
     }
     let keys = match app.mode {
         Mode::Help => "? q Esc close help",
-        Mode::DrillMenu => "1-3 Enter choose · ↑↓ j k move · +/- isolate seconds · q Esc back",
+        Mode::DrillMenu => "1-4 Enter choose · ↑↓ j k move · +/- isolate seconds · q Esc back",
         Mode::DrillConfirm => "y run the drill · n Esc cancel",
         Mode::ScaleConfirm => "y start and admit a node · n Esc cancel",
         Mode::Detail => "q Esc Enter back · ↑↓ j k other channel · f freeze · r refresh",

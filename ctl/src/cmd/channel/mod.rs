@@ -22,6 +22,8 @@ use crate::render::{self, ChannelListing};
 pub const CONCURRENCY: usize = 8;
 /// The most channels the node lists in one answer.
 pub const MAX_LIST: u64 = 10_000;
+/// Channels asked per page when a command follows the pages of `/cluster/channels`.
+pub const PAGE: u64 = 1_000;
 /// A leader transfer waits up to 5 s on the node; the request may take a little longer.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -83,7 +85,7 @@ fn is_lagging(c: &ChannelReplicas) -> bool {
 pub async fn list(global: &GlobalArgs, args: ChannelListArgs) -> anyhow::Result<Outcome> {
     let client = super::client(global)?;
     let all = client
-        .channels(args.limit.min(MAX_LIST))
+        .channels_all(args.limit, PAGE)
         .await
         .context("GET /cluster/channels")?;
     let listed = all.channels.len();

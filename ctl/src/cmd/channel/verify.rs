@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use wk_api::{ChannelVerify, ClusterVerify};
 
-use super::{CONCURRENCY, MAX_LIST, bounded, key};
+use super::{CONCURRENCY, PAGE, bounded, key};
 use crate::Outcome;
 use crate::cli::{ClusterVerifyArgs, GlobalArgs, OutputFormat};
 use crate::{output, render};
@@ -42,7 +42,7 @@ pub async fn channel(global: &GlobalArgs, channel_id: &str, channel_type: u8) ->
 pub async fn cluster(global: &GlobalArgs, args: ClusterVerifyArgs) -> anyhow::Result<Outcome> {
     let client = crate::cmd::client_with_timeout(global, VERIFY_TIMEOUT)?;
     let all = client
-        .channels(args.limit.min(MAX_LIST))
+        .channels_all(args.limit, PAGE)
         .await
         .context("GET /cluster/channels")?;
     let results = bounded(all.channels, CONCURRENCY, |c| {

@@ -1,5 +1,6 @@
 //! `wkctl cluster join ID@ADDR`: admit a node started with `--seed`, following its metadata
-//! catch-up and the move of the active channels.
+//! catch-up and the move of the active channels (`--wait`, the default), or only starting the
+//! join (`--no-wait`: the node that took the request runs it on).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -14,7 +15,8 @@ use crate::output;
 /// A join blocks until the node caught up on the metadata and the active channels moved.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// `wkctl cluster join ID@ADDR`: admit a node started with `--seed`.
+/// `wkctl cluster join ID@ADDR [--wait|--no-wait]`: admit a node started with `--seed`;
+/// `--no-wait` returns once the cluster took the join on.
 pub async fn join(global: &GlobalArgs, args: JoinArgs) -> anyhow::Result<Outcome> {
     let (id, addr) = args
         .node
@@ -27,8 +29,24 @@ pub async fn join(global: &GlobalArgs, args: JoinArgs) -> anyhow::Result<Outcome
         node_id,
         cluster_addr: addr.to_string(),
         http_addr: args.http_addr.unwrap_or_default(),
+        wait: !args.no_wait,
     };
     let client = crate::cmd::endpoint_client(global, JOIN_TIMEOUT)?;
+    if args.no_wait {
+        let resp = client.join(&req).await.context("POST /cluster/join")?;
+        let mut out = std::io::stdout().lock();
+        match global.output {
+            OutputFormat::Json => output::write_json(&mut out, &resp)?,
+            OutputFormat::Text => output::write_text(
+                &mut out,
+                &format!(
+                    "join of node {} started; `wkctl cluster status` lists it once it is admitted\n",
+                    resp.node_id
+                ),
+            )?,
+        }
+        return Ok(Outcome::Ok);
+    }
     let progress = std::io::stderr().is_terminal() && global.output == OutputFormat::Text;
     let meta_bar = progress.then(|| output::progress_bar(0, "metadata", ""));
     // While the node blocks in the join, watch the new node's applied index close in on the

@@ -79,6 +79,9 @@ pub(super) fn meta_families(node: &Node, state: &MetricsState, out: &mut Exposit
         last_log: u64,
         committed: u64,
         applied: u64,
+        /// The last entry in this node's latest snapshot, and the last one purged from its log.
+        snapshot: u64,
+        purged: u64,
         voters: usize,
         learners: usize,
         /// Leader only: (peer, lag in entries).
@@ -113,6 +116,8 @@ pub(super) fn meta_families(node: &Node, state: &MetricsState, out: &mut Exposit
             last_log,
             committed: m.local_committed.as_ref().map(|l| l.index).unwrap_or(0),
             applied: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+            snapshot: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
+            purged: m.purged.as_ref().map(|l| l.index).unwrap_or(0),
             voters: membership.voter_ids().count(),
             learners: membership.learner_ids().count(),
             lag,
@@ -170,6 +175,18 @@ pub(super) fn meta_families(node: &Node, state: &MetricsState, out: &mut Exposit
         "Index of the last metadata entry applied on this node.",
     );
     out.sample("wukong_meta_applied_index", &[], v.applied as f64);
+    out.family(
+        "wukong_meta_snapshot_index",
+        Kind::Gauge,
+        "Last metadata entry in this node's latest snapshot (0: none yet).",
+    );
+    out.sample("wukong_meta_snapshot_index", &[], v.snapshot as f64);
+    out.family(
+        "wukong_meta_purged_index",
+        Kind::Gauge,
+        "Last metadata entry purged from this node's log (the log holds the entries after it).",
+    );
+    out.sample("wukong_meta_purged_index", &[], v.purged as f64);
     out.family(
         "wukong_meta_voters",
         Kind::Gauge,
