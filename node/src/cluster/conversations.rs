@@ -233,7 +233,7 @@ impl Node {
                 row.view.changed_since(since).then_some(Found { rec, row })
             })
             .collect();
-        out.sort_by(|a, b| b.row.view.version().cmp(&a.row.view.version()));
+        out.sort_by_key(|f| std::cmp::Reverse(f.row.view.version()));
         crate::stats::CONVERSATIONS_RETURNED.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(out)
     }
