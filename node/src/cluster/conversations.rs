@@ -63,6 +63,7 @@ pub struct ConvRow {
 /// A conversation as the sync found it: the channel and the winning row.
 #[derive(Debug, Clone)]
 pub struct Found {
+    /// The channel's record, without its subscribers (`meta::channel_place`).
     pub rec: ChannelRecord,
     pub row: ConvRow,
 }
@@ -179,7 +180,7 @@ impl Node {
             .read(move |r| {
                 let mut recs = Vec::new();
                 for key in meta::channels_of(r, &u)? {
-                    recs.extend(meta::get_channel(r, &key)?);
+                    recs.extend(meta::channel_place(r, &key)?);
                 }
                 Ok(recs)
             })
@@ -201,10 +202,11 @@ impl Node {
             async move { (n, self.ask(n, AppRpc::Conversations(q), PEER_TTL).await) }
         });
         let mut best: HashMap<GroupId, ConvRow> = HashMap::new();
-        let mut failed = Vec::new();
+        let (mut answered, mut failed) = (Vec::new(), Vec::new());
         for (n, answer) in futures::future::join_all(asks).await {
             match answer.and_then(|a| a.typed::<Vec<ConvRow>>()) {
                 Ok(rows) => {
+                    answered.push(n);
                     for row in rows {
                         match best.get(&row.group) {
                             Some(b) if b.applied >= row.applied => {}
@@ -217,13 +219,18 @@ impl Node {
                 Err(e) => failed.push((n, e)),
             }
         }
-        // A channel that no replica answered for cannot be shown: when a node failed, say so
-        // rather than answer a list with a hole that looks complete.
-        if let Some((n, e)) = failed.first()
-            && recs.iter().any(|rec| !best.contains_key(&rec.group_id))
+        // A channel none of whose replicas answered cannot be shown: say so rather than
+        // answer a list with a hole that looks complete. (A replica that answered without a
+        // row holds no applied state of the channel: nothing to show.)
+        if let Some(rec) = recs
+            .iter()
+            .find(|rec| !best.contains_key(&rec.group_id) && !rec.replicas.iter().any(|n| answered.contains(n)))
         {
+            let why: Vec<String> = failed.iter().map(|(n, e)| format!("node {n}: {e}")).collect();
             return Err(NodeError::Unavailable(format!(
-                "conversations of {uid}: node {n} did not answer ({e}) and no other replica holds some of its channels"
+                "conversations of {uid}: no replica of {} answered ({})",
+                rec.key,
+                why.join("; ")
             )));
         }
         let mut out: Vec<Found> = recs

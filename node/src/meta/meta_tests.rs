@@ -214,4 +214,11 @@ fn person_channels_index_both_users() {
     assert_eq!(channels_of(&kv, "al").expect("read"), vec![person.clone()]);
     assert_eq!(channels_of(&kv, "bob").expect("read"), vec![person]);
     assert_eq!(channels_of(&kv, "alice").expect("read"), vec![key("g")]);
+    // The record without its subscribers reads the same group and replicas.
+    let full = get_channel(&kv, &key("g")).expect("read").expect("exists");
+    let place = channel_place(&kv, &key("g")).expect("read").expect("exists");
+    assert_eq!(
+        (place.key, place.group_id, place.replicas, place.subscribers.len()),
+        (full.key, full.group_id, full.replicas, 0)
+    );
 }

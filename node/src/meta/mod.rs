@@ -446,6 +446,35 @@ pub fn get_channel(kv: &impl KvRead, key: &ChannelKey) -> Result<Option<ChannelR
     kv.get_decoded(Table::Channels, &key.to_bytes())
 }
 
+/// A channel's record without its subscribers, which are skipped without being copied: where
+/// its group lives, for a reader that needs only that (a user's conversations name up to
+/// thousands of channels, each with up to thousands of subscribers).
+pub fn channel_place(kv: &impl KvRead, key: &ChannelKey) -> Result<Option<ChannelRecord>> {
+    /// `ChannelRecord`'s encoding, the subscribers borrowed (postcard encodes a set of strings
+    /// and a sequence of them alike).
+    #[derive(Deserialize)]
+    struct Place<'a> {
+        key: ChannelKey,
+        #[serde(borrow)]
+        _subscribers: Vec<&'a str>,
+        group_id: u64,
+        replicas: Vec<u64>,
+    }
+    let Some(v) = kv.get(Table::Channels, &key.to_bytes())? else {
+        return Ok(None);
+    };
+    let p: Place = postcard::from_bytes(&v).map_err(|e| crate::store::StoreError::Corrupt {
+        table: Table::Channels,
+        reason: e.to_string(),
+    })?;
+    Ok(Some(ChannelRecord {
+        key: p.key,
+        subscribers: BTreeSet::new(),
+        group_id: p.group_id,
+        replicas: p.replicas,
+    }))
+}
+
 /// A channel's sender lists (empty when none were set).
 pub fn sender_lists(kv: &impl KvRead, key: &ChannelKey) -> Result<SenderLists> {
     Ok(kv.get_decoded(Table::Lists, &key.to_bytes())?.unwrap_or_default())
