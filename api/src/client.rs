@@ -367,7 +367,10 @@ impl Client {
         self.post(&["channel", "messagesync"], req).await
     }
 
-    pub async fn conversation_sync(&self, req: &ConversationSyncReq) -> Result<Vec<Conversation>, ClientError> {
+    pub async fn conversation_sync(
+        &self,
+        req: &ConversationSyncReq,
+    ) -> Result<Vec<Conversation>, ClientError> {
         self.post(&["conversation", "sync"], req).await
     }
 

@@ -281,7 +281,10 @@ pub fn conversations_text(convs: &[wk_api::Conversation]) -> String {
             c.readed_to_msg_seq.to_string(),
             timestamp_text(c.timestamp),
             c.version.to_string(),
-            c.recents.last().map(|m| payload_text(&m.payload)).unwrap_or_default(),
+            c.recents
+                .last()
+                .map(|m| payload_text(&m.payload))
+                .unwrap_or_default(),
         ]);
     }
     let mut out = table.render();

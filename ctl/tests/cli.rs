@@ -241,16 +241,33 @@ fn conversation_list_text_and_json() {
         .replace('\n', "");
     let node = FakeNode::start(body);
     let out = wkctl(&["--endpoint", &node.addr, "conversation", "list", "alice"]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_golden("conversation_list.txt", &stdout(&out));
     let reqs = node.requests.lock().expect("not poisoned").clone();
     assert!(reqs[0].0.starts_with("POST /conversation/sync "), "{reqs:?}");
     let req: wk_api::ConversationSyncReq = serde_json::from_str(&reqs[0].1).expect("a ConversationSyncReq");
     assert_eq!((req.uid.as_str(), req.version, req.msg_count), ("alice", 0, 1));
-    let out = wkctl(&["--endpoint", &node.addr, "--output", "json", "conversation", "list", "alice"]);
+    let out = wkctl(&[
+        "--endpoint",
+        &node.addr,
+        "--output",
+        "json",
+        "conversation",
+        "list",
+        "alice",
+    ]);
     assert_eq!(out.status.code(), Some(0));
-    let convs: Vec<wk_api::Conversation> = serde_json::from_str(&stdout(&out)).expect("JSON decodes into the API type");
-    assert_eq!((convs.len(), convs[0].unread, convs[1].channel_id.as_str()), (2, 2, "bob"));
+    let convs: Vec<wk_api::Conversation> =
+        serde_json::from_str(&stdout(&out)).expect("JSON decodes into the API type");
+    assert_eq!(
+        (convs.len(), convs[0].unread, convs[1].channel_id.as_str()),
+        (2, 2, "bob")
+    );
 }
 
 #[test]

@@ -81,12 +81,23 @@ impl Model {
                 continue;
             }
             let last = msgs.len() as u64;
-            let (read, deleted) = self.reads.get(&(uid.to_string(), ch.clone())).copied().unwrap_or((0, 0));
+            let (read, deleted) = self
+                .reads
+                .get(&(uid.to_string(), ch.clone()))
+                .copied()
+                .unwrap_or((0, 0));
             if last <= deleted {
                 continue;
             }
             let (id, t) = ch.seen_by(uid);
-            out.insert((id, t, last.saturating_sub(read), last, read, msgs[last as usize - 1].clone()));
+            out.insert((
+                id,
+                t,
+                last.saturating_sub(read),
+                last,
+                read,
+                msgs[last as usize - 1].clone(),
+            ));
         }
         out
     }
@@ -140,7 +151,10 @@ async fn edit(model: &mut Model, client: &Client, uid: &'static str, ch: &Chan, 
         }
         Edit::Delete => "delete",
     };
-    retry(verb, Duration::from_secs(30), || client.conversation_edit(verb, &req)).await;
+    retry(verb, Duration::from_secs(30), || {
+        client.conversation_edit(verb, &req)
+    })
+    .await;
     let last = model.last(ch);
     let r = model.read_mut(uid, ch);
     match e {
@@ -207,7 +221,10 @@ async fn conversations_survive_a_leader_kill() {
             subscribers: ch.members().iter().map(|s| s.to_string()).collect(),
             reset: 0,
         };
-        retry("create a group", Duration::from_secs(20), || admin.channel_create(&req)).await;
+        retry("create a group", Duration::from_secs(20), || {
+            admin.channel_create(&req)
+        })
+        .await;
     }
     let mut model = Model::default();
 
@@ -228,7 +245,14 @@ async fn conversations_survive_a_leader_kill() {
     }
     edit(&mut model, &cluster.node(2).client(), "bo", &g1, Edit::Clear).await;
     edit(&mut model, &cluster.node(3).client(), "dee", &p2, Edit::Delete).await;
-    edit(&mut model, &cluster.node(1).client(), "cy", &g2, Edit::SetUnread(1)).await;
+    edit(
+        &mut model,
+        &cluster.node(1).client(),
+        "cy",
+        &g2,
+        Edit::SetUnread(1),
+    )
+    .await;
     for n in 1..=3 {
         check_all(&model, &cluster.node(n).client(), &format!("node {n}")).await;
     }
@@ -236,10 +260,17 @@ async fn conversations_survive_a_leader_kill() {
     tracing::info!("--- a sync from a version returns only what changed after it");
     let all = admin.conversation_sync(&sync_req("cy", 0)).await.expect("sync");
     let versions: Vec<u64> = all.iter().map(|c| c.version).collect();
-    assert!(versions.windows(2).all(|w| w[0] >= w[1]), "newest first: {versions:?}");
+    assert!(
+        versions.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {versions:?}"
+    );
     let top = versions[0];
     assert!(
-        admin.conversation_sync(&sync_req("cy", top)).await.expect("sync").is_empty(),
+        admin
+            .conversation_sync(&sync_req("cy", top))
+            .await
+            .expect("sync")
+            .is_empty(),
         "nothing changed after the newest version"
     );
     send(&mut model, &admin, "ann", &g1).await;
@@ -258,7 +289,10 @@ async fn conversations_survive_a_leader_kill() {
     check_all(&model, &admin, "any node").await;
 
     tracing::info!("--- SIGKILL the node leading g1's data, mid-way");
-    let cfg = retry("g1's config", Duration::from_secs(10), || admin.channel_config("g1", CHANNEL_TYPE_GROUP)).await;
+    let cfg = retry("g1's config", Duration::from_secs(10), || {
+        admin.channel_config("g1", CHANNEL_TYPE_GROUP)
+    })
+    .await;
     let victim = cfg.leader.expect("g1 has a leader");
     cluster.node_mut(victim).kill().await;
     let survivors: Vec<u64> = (1..=3).filter(|n| *n != victim).collect();
@@ -289,10 +323,18 @@ async fn conversations_survive_a_leader_kill() {
         cluster_addr: cluster.node(joined).cluster_addr.clone(),
         http_addr: cluster.node(joined).http_addr.clone(),
     };
-    let joiner = Client::new(std::slice::from_ref(&cluster.node(via).http_addr), Duration::from_secs(120))
-        .expect("client");
+    let joiner = Client::new(
+        std::slice::from_ref(&cluster.node(via).http_addr),
+        Duration::from_secs(120),
+    )
+    .expect("client");
     retry("the join", Duration::from_secs(120), || joiner.join(&req)).await;
-    check_all(&model, &cluster.node(joined).client(), &format!("joined node {joined}")).await;
+    check_all(
+        &model,
+        &cluster.node(joined).client(),
+        &format!("joined node {joined}"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -305,7 +347,10 @@ async fn bad_conversation_requests_are_4xx() {
         subscribers: vec!["ann".into()],
         reset: 0,
     };
-    retry("create a group", Duration::from_secs(20), || c.channel_create(&req)).await;
+    retry("create a group", Duration::from_secs(20), || {
+        c.channel_create(&req)
+    })
+    .await;
     for (what, req) in [
         ("no uid", sync_req("", 0)),
         (
@@ -326,7 +371,12 @@ async fn bad_conversation_requests_are_4xx() {
         let e = common::api_error(c.conversation_sync(&req).await);
         assert_eq!(e.status, 400, "{what}: {e:?}");
     }
-    assert!(c.conversation_sync(&sync_req("nobody", 0)).await.expect("sync").is_empty());
+    assert!(
+        c.conversation_sync(&sync_req("nobody", 0))
+            .await
+            .expect("sync")
+            .is_empty()
+    );
     let edit = |uid: &str, id: &str| ConversationReq {
         uid: uid.into(),
         channel_id: id.into(),
@@ -337,5 +387,7 @@ async fn bad_conversation_requests_are_4xx() {
     assert_eq!(e.status, 404, "{e:?}");
     let e = common::api_error(c.conversation_edit("delete", &edit("zed", "g")).await);
     assert_eq!(e.status, 403, "{e:?}");
-    c.conversation_edit("setUnread", &edit("ann", "g")).await.expect("a member may");
+    c.conversation_edit("setUnread", &edit("ann", "g"))
+        .await
+        .expect("a member may");
 }

@@ -21,8 +21,8 @@ use wk_api::Client;
 
 use crate::Outcome;
 use crate::cli::{
-    BacklogCommand, BenchCommand, ChannelCommand, Cli, ClusterCommand, Command, ConversationCommand, GlobalArgs, MessageCommand,
-    NodeCommand, SnapshotCommand,
+    BacklogCommand, BenchCommand, ChannelCommand, Cli, ClusterCommand, Command, ConversationCommand,
+    GlobalArgs, MessageCommand, NodeCommand, SnapshotCommand,
 };
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {

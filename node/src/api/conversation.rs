@@ -55,7 +55,10 @@ fn to_conversation(uid: &str, f: Found) -> Conversation {
 }
 
 /// `POST /conversation/sync`: the user's conversations changed since `version`, newest first.
-pub async fn sync(State(node): State<Node>, Body(req): Body<ConversationSyncReq>) -> ApiResult<Vec<Conversation>> {
+pub async fn sync(
+    State(node): State<Node>,
+    Body(req): Body<ConversationSyncReq>,
+) -> ApiResult<Vec<Conversation>> {
     check_id("uid", &req.uid)?;
     if req.msg_count > MAX_RECENTS {
         return Err(NodeError::BadRequest(format!("msg_count is at most {MAX_RECENTS}")).into());
@@ -67,7 +70,9 @@ pub async fn sync(State(node): State<Node>, Body(req): Body<ConversationSyncReq>
     let found = node
         .conversations(&req.uid, req.version, req.msg_count, &client_seqs)
         .await?;
-    Ok(Json(found.into_iter().map(|f| to_conversation(&req.uid, f)).collect()))
+    Ok(Json(
+        found.into_iter().map(|f| to_conversation(&req.uid, f)).collect(),
+    ))
 }
 
 /// The channel a conversation request names, which the user must be in.

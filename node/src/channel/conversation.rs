@@ -92,7 +92,9 @@ pub fn person_peer(fake_id: &str, uid: &str) -> Option<String> {
 
 /// The two uids of the person channel `fake_id`, if it is one.
 pub fn person_parties(fake_id: &str) -> Option<(&str, &str)> {
-    fake_id.split_once('@').filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('@'))
+    fake_id
+        .split_once('@')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('@'))
 }
 
 fn row_key(g: u64, uid: &str) -> Vec<u8> {
@@ -102,7 +104,9 @@ fn row_key(g: u64, uid: &str) -> Vec<u8> {
 }
 
 pub fn read_state(kv: &impl KvRead, g: u64, uid: &str) -> Result<ReadState> {
-    Ok(kv.get_decoded(Table::Convs, &row_key(g, uid))?.unwrap_or_default())
+    Ok(kv
+        .get_decoded(Table::Convs, &row_key(g, uid))?
+        .unwrap_or_default())
 }
 
 pub fn clock(kv: &impl KvRead, g: u64) -> Result<ConvClock> {

@@ -97,7 +97,10 @@ fn conversation_table() {
             other => panic!("{here}: unknown step {other}"),
         }
     }
-    assert!(cases >= 7 && checks >= 40, "only {cases} cases, {checks} checks read");
+    assert!(
+        cases >= 7 && checks >= 40,
+        "only {cases} cases, {checks} checks read"
+    );
 }
 
 #[test]
@@ -120,7 +123,11 @@ fn person_peers() {
 #[test]
 fn a_batch_writes_one_row_per_sender() {
     let mut c = Chan::new(3);
-    c.send(vec![msg(1 << 22, "alice", "1", b"a"), msg(2 << 22, "bob", "2", b"b"), msg(3 << 22, "alice", "3", b"c")]);
+    c.send(vec![
+        msg(1 << 22, "alice", "1", b"a"),
+        msg(2 << 22, "bob", "2", b"b"),
+        msg(3 << 22, "alice", "3", b"c"),
+    ]);
     let convs = c.kv.rows_of(Table::Convs);
     assert_eq!(convs, 3, "clock + alice + bob");
     assert_eq!(read_state(&c.kv, 3, "alice").expect("read").read_seq, 3);

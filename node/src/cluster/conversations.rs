@@ -116,7 +116,11 @@ pub fn parse_last_msg_seqs(s: &str) -> Result<Vec<(String, u8, u64)>> {
     let mut out = Vec::new();
     for part in s.split('|').filter(|p| !p.trim().is_empty()) {
         let f: Vec<&str> = part.trim().split(':').collect();
-        let bad = || NodeError::BadRequest(format!("last_msg_seqs entry {part:?} is not channel_id:channel_type:seq"));
+        let bad = || {
+            NodeError::BadRequest(format!(
+                "last_msg_seqs entry {part:?} is not channel_id:channel_type:seq"
+            ))
+        };
         if f.len() != 3 {
             return Err(bad());
         }
@@ -222,10 +226,9 @@ impl Node {
         // A channel none of whose replicas answered cannot be shown: say so rather than
         // answer a list with a hole that looks complete. (A replica that answered without a
         // row holds no applied state of the channel: nothing to show.)
-        if let Some(rec) = recs
-            .iter()
-            .find(|rec| !best.contains_key(&rec.group_id) && !rec.replicas.iter().any(|n| answered.contains(n)))
-        {
+        if let Some(rec) = recs.iter().find(|rec| {
+            !best.contains_key(&rec.group_id) && !rec.replicas.iter().any(|n| answered.contains(n))
+        }) {
             let why: Vec<String> = failed.iter().map(|(n, e)| format!("node {n}: {e}")).collect();
             return Err(NodeError::Unavailable(format!(
                 "conversations of {uid}: no replica of {} answered ({})",
@@ -241,7 +244,8 @@ impl Node {
             })
             .collect();
         out.sort_by_key(|f| std::cmp::Reverse(f.row.view.version()));
-        crate::stats::CONVERSATIONS_RETURNED.fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        crate::stats::CONVERSATIONS_RETURNED
+            .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(out)
     }
 
@@ -262,7 +266,10 @@ impl Node {
     /// On the leader: propose the conversation command.
     pub(super) async fn apply_conversation(&self, rec: &ChannelRecord, cmd: ConvCmd) -> Result<ReadState> {
         let raft = self.serving_replica(rec).await?;
-        match raft.client_write(Request::Channel(ChannelCmd::Conversation(cmd))).await {
+        match raft
+            .client_write(Request::Channel(ChannelCmd::Conversation(cmd)))
+            .await
+        {
             Ok(r) => match r.data {
                 Response::Channel(channel::ChannelResp::Conversation(state)) => Ok(state),
                 other => Err(NodeError::Internal(format!("channel answered {other:?}"))),

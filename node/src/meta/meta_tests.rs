@@ -77,7 +77,10 @@ fn subscribers_add_reset_and_remove() {
     apply(&mut kv, &m, &up(&["x"], true)).expect("apply");
     assert_eq!(subs(&kv), ["x".to_string()].into());
     // The members index follows: a reset drops the old subscribers' rows.
-    assert_eq!((of(&kv, "a"), of(&kv, "c"), of(&kv, "x")), (vec![], vec![], vec![key("g")]));
+    assert_eq!(
+        (of(&kv, "a"), of(&kv, "c"), of(&kv, "x")),
+        (vec![], vec![], vec![key("g")])
+    );
     // Removing from a channel that does not exist is a no-op, not an error.
     let r = apply(
         &mut kv,

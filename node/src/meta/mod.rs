@@ -431,15 +431,21 @@ pub fn index_channel(kv: &mut impl KvWrite, rec: &ChannelRecord) -> Result<()> {
 /// The channels `uid` is in (the `members` index), in key order.
 pub fn channels_of(kv: &impl KvRead, uid: &str) -> Result<Vec<ChannelKey>> {
     let prefix = member_prefix(uid);
-    kv.range(Table::Members, &prefix, &keys::prefix_end(&prefix), usize::MAX, false)?
-        .iter()
-        .map(|(k, _)| {
-            ChannelKey::from_bytes(&k[prefix.len()..]).ok_or_else(|| crate::store::StoreError::Corrupt {
-                table: Table::Members,
-                reason: "a key that names no channel".into(),
-            })
+    kv.range(
+        Table::Members,
+        &prefix,
+        &keys::prefix_end(&prefix),
+        usize::MAX,
+        false,
+    )?
+    .iter()
+    .map(|(k, _)| {
+        ChannelKey::from_bytes(&k[prefix.len()..]).ok_or_else(|| crate::store::StoreError::Corrupt {
+            table: Table::Members,
+            reason: "a key that names no channel".into(),
         })
-        .collect()
+    })
+    .collect()
 }
 
 pub fn get_channel(kv: &impl KvRead, key: &ChannelKey) -> Result<Option<ChannelRecord>> {
