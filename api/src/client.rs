@@ -379,6 +379,18 @@ impl Client {
         self.post(&["channel", "messagesync"], req).await
     }
 
+    pub async fn conversation_sync(
+        &self,
+        req: &ConversationSyncReq,
+    ) -> Result<Vec<Conversation>, ClientError> {
+        self.post(&["conversation", "sync"], req).await
+    }
+
+    /// `POST /conversations/{verb}`: `setUnread`, `clearUnread` or `delete`.
+    pub async fn conversation_edit(&self, verb: &str, req: &ConversationReq) -> Result<Ok200, ClientError> {
+        self.post(&["conversations", verb], req).await
+    }
+
     pub async fn max_seq(&self, req: &ChannelRef) -> Result<MaxSeqResp, ClientError> {
         self.post(&["channel", "max_message_seq"], req).await
     }

@@ -219,6 +219,60 @@ pub struct Message {
     pub payload: String,
 }
 
+/// `POST /conversation/sync`: the user's conversations changed since `version`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConversationSyncReq {
+    pub uid: String,
+    /// The largest `version` the client holds; 0 (or absent) for every conversation.
+    #[serde(default)]
+    pub version: u64,
+    /// WuKongIM's `channel_id:channel_type:last_msg_seq` entries joined by `|`: the newest
+    /// seq the client holds per channel; `recents` then holds only newer messages.
+    #[serde(default)]
+    pub last_msg_seqs: String,
+    /// How many of the newest messages each conversation carries in `recents` (0: none).
+    #[serde(default)]
+    pub msg_count: u32,
+}
+
+/// One conversation of a user, as WuKongIM's `/conversation/sync` answers it (an array of
+/// these). For person channels `channel_id` is the other user.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Conversation {
+    pub channel_id: String,
+    pub channel_type: u8,
+    /// Messages after `readed_to_msg_seq` (the user's own count as read).
+    pub unread: u64,
+    /// Unix seconds of the last message.
+    pub timestamp: u64,
+    pub last_msg_seq: u64,
+    pub last_client_msg_no: String,
+    /// Always 0: clearing a channel's history per user is not modelled.
+    #[serde(default)]
+    pub offset_msg_seq: u64,
+    pub readed_to_msg_seq: u64,
+    /// Grows with every change of this conversation (microseconds, roughly wall-clock).
+    pub version: u64,
+    /// The newest messages, oldest first, at most `msg_count`.
+    #[serde(default)]
+    pub recents: Vec<Message>,
+}
+
+/// `POST /conversations/setUnread`, `/conversations/clearUnread`, `/conversations/delete`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConversationReq {
+    pub uid: String,
+    /// For person channels: the other user.
+    pub channel_id: String,
+    pub channel_type: u8,
+    /// `setUnread`: how many of the newest messages count as unread.
+    #[serde(default)]
+    pub unread: u64,
+    /// `clearUnread`: read up to this seq (0: everything).
+    #[serde(default)]
+    pub message_seq: u64,
+}
+
 /// `POST /channel/max_message_seq`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MaxSeqResp {

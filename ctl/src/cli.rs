@@ -78,6 +78,9 @@ pub enum Command {
     /// Send and read messages.
     #[command(subcommand)]
     Message(MessageCommand),
+    /// Read users' conversation lists (WuKongIM's `/conversation/sync`).
+    #[command(subcommand)]
+    Conversation(ConversationCommand),
     /// The sync backlog left by scale-out: show it, drain it.
     #[command(subcommand)]
     Backlog(BacklogCommand),
@@ -226,6 +229,23 @@ pub enum MessageCommand {
     Send(SendArgs),
     /// Read a channel's messages (payloads shown as UTF-8 text).
     Sync(SyncArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConversationCommand {
+    /// A user's conversations, newest change first: channel, unread count, last message
+    /// seq, read position, version and the last message's text. Person channels show the
+    /// other user. Served by any node, which asks every replica of the user's channels.
+    List(ConversationListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConversationListArgs {
+    /// The user whose conversations to list.
+    pub uid: String,
+    /// Only conversations changed after this version (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub since: u64,
 }
 
 #[derive(Debug, Args)]

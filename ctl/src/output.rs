@@ -271,6 +271,40 @@ fn timestamp_text(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// `conversation list` in text: one row per conversation, as the node ordered them.
+pub fn conversations_text(convs: &[wk_api::Conversation]) -> String {
+    let mut table = Table::new(&[
+        ("CHANNEL", Align::Left),
+        ("TYPE", Align::Right),
+        ("UNREAD", Align::Right),
+        ("LAST_SEQ", Align::Right),
+        ("READ_TO", Align::Right),
+        ("TIME", Align::Left),
+        ("VERSION", Align::Right),
+        ("LAST", Align::Left),
+    ]);
+    for c in convs {
+        table.row(vec![
+            c.channel_id.clone(),
+            c.channel_type.to_string(),
+            c.unread.to_string(),
+            c.last_msg_seq.to_string(),
+            c.readed_to_msg_seq.to_string(),
+            timestamp_text(c.timestamp),
+            c.version.to_string(),
+            c.recents
+                .last()
+                .map(|m| payload_text(&m.payload))
+                .unwrap_or_default(),
+        ]);
+    }
+    let mut out = table.render();
+    if convs.is_empty() {
+        out.push_str("(no conversations)\n");
+    }
+    out
+}
+
 /// `message sync` in text: one row per message, oldest first.
 pub fn messages_text(messages: &[Message], more: bool) -> String {
     let mut table = Table::new(&[

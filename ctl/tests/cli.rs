@@ -231,6 +231,46 @@ fn message_send_encodes_payload_and_sync_decodes_it() {
 }
 
 #[test]
+fn conversation_list_text_and_json() {
+    let body = r#"[{"channel_id":"g1","channel_type":2,"unread":2,"timestamp":1700000005,"last_msg_seq":5,
+        "last_client_msg_no":"k5","offset_msg_seq":0,"readed_to_msg_seq":3,"version":1700000005000123,
+        "recents":[{"message_id":77,"message_idstr":"77","message_seq":5,"client_msg_no":"k5","from_uid":"bob",
+         "channel_id":"g1","channel_type":2,"timestamp":1700000005,"payload":"aGVsbG8="}]},
+        {"channel_id":"bob","channel_type":1,"unread":0,"timestamp":1700000000,"last_msg_seq":1,
+        "last_client_msg_no":"k0","offset_msg_seq":0,"readed_to_msg_seq":1,"version":1700000000000001,"recents":[]}]"#
+        .replace('\n', "");
+    let node = FakeNode::start(body);
+    let out = wkctl(&["--endpoint", &node.addr, "conversation", "list", "alice"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_golden("conversation_list.txt", &stdout(&out));
+    let reqs = node.requests.lock().expect("not poisoned").clone();
+    assert!(reqs[0].0.starts_with("POST /conversation/sync "), "{reqs:?}");
+    let req: wk_api::ConversationSyncReq = serde_json::from_str(&reqs[0].1).expect("a ConversationSyncReq");
+    assert_eq!((req.uid.as_str(), req.version, req.msg_count), ("alice", 0, 1));
+    let out = wkctl(&[
+        "--endpoint",
+        &node.addr,
+        "--output",
+        "json",
+        "conversation",
+        "list",
+        "alice",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let convs: Vec<wk_api::Conversation> =
+        serde_json::from_str(&stdout(&out)).expect("JSON decodes into the API type");
+    assert_eq!(
+        (convs.len(), convs[0].unread, convs[1].channel_id.as_str()),
+        (2, 2, "bob")
+    );
+}
+
+#[test]
 fn completions_and_help() {
     for shell in ["bash", "zsh", "fish"] {
         let out = wkctl(&["completions", shell]);

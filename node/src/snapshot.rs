@@ -46,7 +46,7 @@ use crate::raft::state_machine::SmState;
 use crate::store::{KvWrite, Store, Table, decode, encode, keys};
 
 /// The tables a snapshot carries as they are, in file order; the `msgs` rows follow.
-const TABLES: [Table; 8] = [
+const TABLES: [Table; 9] = [
     Table::Users,
     Table::Channels,
     Table::Groups,
@@ -55,6 +55,8 @@ const TABLES: [Table; 8] = [
     Table::Vars,
     Table::Lists,
     Table::Sm,
+    // Users' conversation state, kept by group id like the messages.
+    Table::Convs,
 ];
 /// Messages read per page when a snapshot writes a channel's messages.
 const MESSAGE_PAGE: u64 = 1024;
@@ -270,7 +272,10 @@ async fn write_restored(
                     .ok_or_else(|| corrupt(format!("unknown table {:?}", row.table)))?;
                 match t {
                     Table::Users => counts.0 += 1,
-                    Table::Channels => counts.1 += 1,
+                    Table::Channels => {
+                        counts.1 += 1;
+                        crate::meta::index_channel(w, &decode(t, &row.value)?)?;
+                    }
                     Table::Msgs => {
                         counts.2 += 1;
                         newest_id = newest_id.max(restore_dedup(w, &row.key, &row.value)?);
@@ -341,6 +346,8 @@ fn restored_value(
             rec.replicas = vec![node_id];
             Some(encode(&rec))
         }
+        // Rebuilt from the channel records (`meta::index_channel`).
+        Table::Members => None,
         // The node registers its own records when it starts.
         Table::Nodes | Table::Gateways => None,
         Table::Vars => crate::meta::var_survives_restore(key).then_some(value),

@@ -135,6 +135,10 @@ impl ByOutcome {
 pub static SEND: ByOutcome = ByOutcome::new();
 /// `POST /channel/messagesync`, likewise.
 pub static SYNC: ByOutcome = ByOutcome::new();
+/// `POST /conversation/sync`, likewise.
+pub static CONVERSATION_SYNC: ByOutcome = ByOutcome::new();
+/// Conversations answered by `/conversation/sync` on this node.
+pub static CONVERSATIONS_RETURNED: AtomicU64 = AtomicU64::new(0);
 
 /// Error answers by code, indexed like `ErrorCode::ALL`.
 static HTTP_ERRORS: [AtomicU64; ErrorCode::ALL.len()] = [const { AtomicU64::new(0) }; ErrorCode::ALL.len()];

@@ -2,7 +2,9 @@
 //! 3-node cluster: `js_sdk/sdk_test.mjs` says what it checks (users on different nodes in a
 //! group and person channels; the group's leader SIGKILLed while they talk, every acked
 //! message delivered exactly once, live or through messagesync, in seq order; the user of the
-//! dead node reconnecting through `/route` on another node).
+//! dead node reconnecting through `/route` on another node; after a reconnect, the SDK's
+//! conversation sync provider pointed at `/conversation/sync` shows every conversation's
+//! unread count as the acked messages say, also after a `/conversations/clearUnread`).
 //!
 //! Prerequisites: Node.js 20+ and npm on PATH; the test runs `npm ci` in `node/tests/js_sdk`
 //! when the packages are not there yet. Without them it fails under `CI=true` and prints a

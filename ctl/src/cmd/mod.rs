@@ -8,6 +8,7 @@ pub(crate) mod bench;
 mod channel;
 mod cluster;
 mod completions;
+mod conversation;
 mod demo;
 pub mod drill;
 mod message;
@@ -20,8 +21,8 @@ use wk_api::Client;
 
 use crate::Outcome;
 use crate::cli::{
-    BacklogCommand, BenchCommand, ChannelCommand, Cli, ClusterCommand, Command, GlobalArgs, MessageCommand,
-    NodeCommand, SnapshotCommand,
+    BacklogCommand, BenchCommand, ChannelCommand, Cli, ClusterCommand, Command, ConversationCommand,
+    GlobalArgs, MessageCommand, NodeCommand, SnapshotCommand,
 };
 
 pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -56,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Backlog(BacklogCommand::Drain(args)) => backlog::drain(global, args).await,
         Command::Message(MessageCommand::Send(args)) => message::send(global, args).await,
         Command::Message(MessageCommand::Sync(args)) => message::sync(global, args).await,
+        Command::Conversation(ConversationCommand::List(args)) => conversation::list(global, args).await,
         Command::Bench(BenchCommand::Send(args)) => bench::send(global, args).await,
         Command::Bench(BenchCommand::Failover(args)) => bench::failover(global, args).await,
         Command::Bench(BenchCommand::Catchup(args)) => bench::catchup::run(global, args).await,

@@ -4,6 +4,7 @@
 //! any kind is answered 4xx with `{status, msg, code}`, never a panic.
 
 mod auth;
+mod conversation;
 pub mod limits;
 mod metrics;
 mod route;
@@ -79,6 +80,10 @@ pub fn router(
         .route("/message/sendbatch", post(send_batch))
         .route("/channel/messagesync", post(message_sync))
         .route("/channel/max_message_seq", post(max_seq_post).get(max_seq_get))
+        .route("/conversation/sync", post(conversation::sync))
+        .route("/conversations/setUnread", post(conversation::set_unread))
+        .route("/conversations/clearUnread", post(conversation::clear_unread))
+        .route("/conversations/delete", post(conversation::delete))
         .route("/route", get(route::route))
         .route("/route/batch", post(route::route_batch))
         .route("/user/onlinestatus", post(route::online_status))

@@ -3,7 +3,7 @@ use crate::raft::{Entry, Request};
 use crate::store::mem::MemKv;
 use openraft::entry::RaftEntry;
 
-fn msg(id: u64, from: &str, no: &str, payload: &[u8]) -> NewMessage {
+pub(in crate::channel) fn msg(id: u64, from: &str, no: &str, payload: &[u8]) -> NewMessage {
     NewMessage {
         message_id: id,
         client_msg_no: no.into(),
@@ -15,15 +15,15 @@ fn msg(id: u64, from: &str, no: &str, payload: &[u8]) -> NewMessage {
 }
 
 /// One channel group's log and state, as the log store and the state machine keep them.
-struct Chan {
-    kv: MemKv,
-    g: u64,
-    st: ChannelState,
+pub(in crate::channel) struct Chan {
+    pub(in crate::channel) kv: MemKv,
+    pub(in crate::channel) g: u64,
+    pub(in crate::channel) st: ChannelState,
     next_index: u64,
 }
 
 impl Chan {
-    fn new(g: u64) -> Chan {
+    pub(in crate::channel) fn new(g: u64) -> Chan {
         Chan {
             kv: MemKv::default(),
             g,
@@ -44,19 +44,25 @@ impl Chan {
         self.next_index += 1;
     }
 
-    /// Append a Send entry of `msgs` and apply it.
-    fn send(&mut self, msgs: Vec<NewMessage>) -> Vec<Sent> {
+    /// Append an entry of `cmd` and apply it.
+    pub(in crate::channel) fn apply(&mut self, cmd: ChannelCmd) -> ChannelResp {
         let index = self.next_index;
-        let cmd = ChannelCmd::Send(msgs);
         self.append(&Entry::new_normal(
             openraft::testing::log_id::<crate::raft::TypeConfig>(1, 1, index),
             Request::Channel(cmd.clone()),
         ));
-        let ChannelResp::Sent(s) = apply(&mut self.kv, self.g, &mut self.st, index, &cmd).expect("apply");
-        s
+        apply(&mut self.kv, self.g, &mut self.st, index, &cmd).expect("apply")
     }
 
-    fn sent(&mut self, m: NewMessage) -> Sent {
+    /// Append a Send entry of `msgs` and apply it.
+    pub(in crate::channel) fn send(&mut self, msgs: Vec<NewMessage>) -> Vec<Sent> {
+        match self.apply(ChannelCmd::Send(msgs)) {
+            ChannelResp::Sent(s) => s,
+            other => panic!("a send answered {other:?}"),
+        }
+    }
+
+    pub(in crate::channel) fn sent(&mut self, m: NewMessage) -> Sent {
         self.send(vec![m])[0]
     }
 

@@ -18,6 +18,11 @@
 //!   so replicas that applied the same messages in the same order have the same checksum.
 //! - Only applied entries are read as messages, and applied entries are committed: Raft never
 //!   truncates them, and the log of a channel group is never purged.
+//! - Conversation state (`conversation`) lives beside the messages, in the same group: the
+//!   sender's read position and the channel's conversation clock are written by the same
+//!   apply as the message, never one row per member.
+
+pub mod conversation;
 
 use serde::{Deserialize, Serialize};
 
@@ -161,6 +166,9 @@ fn checksum_bytes(seq: u64, m: &NewMessage) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChannelCmd {
     Send(Vec<NewMessage>),
+    /// A user's change to their conversation (read position, unread count, deletion).
+    /// After `Send` so existing logs decode unchanged.
+    Conversation(conversation::ConvCmd),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +182,8 @@ pub struct Sent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChannelResp {
     Sent(Vec<Sent>),
+    /// The user's conversation state after a `Conversation` command.
+    Conversation(conversation::ReadState),
 }
 
 /// The part of a channel group's state machine that lives beside `last_applied`.
@@ -221,6 +231,12 @@ pub fn apply(
     }
     match cmd {
         ChannelCmd::Send(msgs) => apply_send(kv, g, state, index, msgs),
+        ChannelCmd::Conversation(cmd) => Ok(ChannelResp::Conversation(conversation::apply_cmd(
+            kv,
+            g,
+            state.last_seq,
+            cmd,
+        )?)),
     }
 }
 
@@ -254,6 +270,15 @@ fn apply_send(
         });
     }
     if !fresh.is_empty() {
+        let stored: Vec<(&str, u64, u64)> = fresh
+            .iter()
+            .zip(first..)
+            .map(|(pos, seq)| {
+                let m = &msgs[*pos as usize];
+                (m.from_uid.as_str(), seq, m.message_id)
+            })
+            .collect();
+        conversation::on_messages(kv, g, &stored)?;
         let extends = state
             .linear
             .is_some_and(|(seq, at)| at + (first - seq) == index && msgs.len() == 1);
@@ -574,4 +599,4 @@ pub fn scan_messages(kv: &impl KvRead, g: u64, state: &ChannelState, upto: u64) 
 
 #[cfg(test)]
 #[path = "channel_tests.rs"]
-mod tests;
+pub(crate) mod tests;

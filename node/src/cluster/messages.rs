@@ -139,7 +139,7 @@ impl Node {
     /// This node's replica of the channel, to serve a send or read with. A leader whose
     /// channel is in the sync backlog migrates it first; the migration may move this replica
     /// away, and then the caller is told to route again.
-    async fn serving_replica(&self, rec: &ChannelRecord) -> Result<Raft> {
+    pub(super) async fn serving_replica(&self, rec: &ChannelRecord) -> Result<Raft> {
         let raft = self.replica_group(rec).await?;
         if !(raft.is_leader() && self.migrate_if_backlogged(rec).await) {
             return Ok(raft);

@@ -15,6 +15,7 @@
 //! openraft allows); normally only the preferred leader (the first replica, tried first)
 //! does so and the others learn the membership from it.
 
+pub mod conversations;
 mod failure;
 mod fanout;
 mod groups;

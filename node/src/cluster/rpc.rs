@@ -11,8 +11,10 @@ use openraft::error::{ClientWriteError, ForwardReason, LinearizableReadError, Ra
 use serde::{Deserialize, Serialize};
 
 use super::Node;
+use super::conversations::{ConvQuery, ConvRow};
 use super::presence::{self, Located};
 use super::status::{GroupStatus, LocalNodeStatus};
+use crate::channel::conversation::{ConvCmd, ReadState};
 use crate::channel::{ChannelKey, NewMessage, Sent, StoredMessage};
 use crate::error::NodeError;
 use crate::gateway::deliver::{self, ConnRef, Delivery};
@@ -78,6 +80,11 @@ pub enum AppRpc {
     DeliverAll(Vec<Delivery>),
     /// The node was removed from the cluster (`Node::remove_node`): stop serving.
     Removed,
+    /// A user's conversations on the listed channels, from this node's copy on disk
+    /// (`cluster::conversations`; never wakes a group).
+    Conversations(ConvQuery),
+    /// Change a user's conversation on a channel (served by the channel leader).
+    Conversation(ChannelRecord, ConvCmd),
 }
 
 impl AppRpc {
@@ -86,7 +93,12 @@ impl AppRpc {
     pub fn is_quick(&self) -> bool {
         matches!(
             self,
-            AppRpc::MetaWrite(_) | AppRpc::GetChannel(_) | AppRpc::Send(..) | AppRpc::Sync(..)
+            AppRpc::MetaWrite(_)
+                | AppRpc::GetChannel(_)
+                | AppRpc::Send(..)
+                | AppRpc::Sync(..)
+                | AppRpc::Conversations(_)
+                | AppRpc::Conversation(..)
         )
     }
 }
@@ -162,6 +174,8 @@ app_replies!(
     Drain(Option<wk_api::DrainStatus>),
     Verified(super::verify::LocalVerify),
     Located(Vec<Located>),
+    Convs(Vec<ConvRow>),
+    ConvState(ReadState),
 );
 
 /// [`AppReply::Done`].
@@ -331,6 +345,8 @@ impl Node {
             }
             AppRpc::Send(rec, msgs, origin) => AppReply::Sent(self.append(&rec, msgs, origin).await?),
             AppRpc::Sync(rec, q) => AppReply::Synced(self.read_range(&rec, q).await?),
+            AppRpc::Conversations(q) => AppReply::Convs(self.conversation_rows(q).await?),
+            AppRpc::Conversation(rec, cmd) => AppReply::ConvState(self.apply_conversation(&rec, cmd).await?),
             AppRpc::NodeStatus => AppReply::NodeStatus(self.local_status().await?),
             AppRpc::GroupStatus(rec) => AppReply::GroupStatus(self.group_status(&rec).await?),
             AppRpc::Join(node) => AppReply::Joined(self.admit(node).await?),

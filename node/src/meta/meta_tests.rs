@@ -72,8 +72,15 @@ fn subscribers_add_reset_and_remove() {
     )
     .expect("apply");
     assert_eq!(subs(&kv), ["a", "c"].iter().map(|s| s.to_string()).collect());
+    let of = |kv: &MemKv, uid: &str| channels_of(kv, uid).expect("read");
+    assert_eq!((of(&kv, "a"), of(&kv, "b")), (vec![key("g")], vec![]));
     apply(&mut kv, &m, &up(&["x"], true)).expect("apply");
     assert_eq!(subs(&kv), ["x".to_string()].into());
+    // The members index follows: a reset drops the old subscribers' rows.
+    assert_eq!(
+        (of(&kv, "a"), of(&kv, "c"), of(&kv, "x")),
+        (vec![], vec![], vec![key("g")])
+    );
     // Removing from a channel that does not exist is a no-op, not an error.
     let r = apply(
         &mut kv,
@@ -176,4 +183,45 @@ fn sender_lists_add_remove_set_and_vanish_when_empty() {
     // Both empty: no row is left, and the channel was never created by any of it.
     assert_eq!(kv.get(Table::Lists, &key("g").to_bytes()).expect("get"), None);
     assert_eq!(get_channel(&kv, &key("g")).expect("get"), None);
+}
+
+/// Both users of a person channel are indexed when the channel is created; no uid's rows
+/// are mixed with a longer uid's that starts the same.
+#[test]
+fn person_channels_index_both_users() {
+    let mut kv = MemKv::default();
+    let person = ChannelKey {
+        channel_id: "bob@al".into(),
+        channel_type: 1,
+    };
+    apply(
+        &mut kv,
+        &[1].into(),
+        &MetaCmd::EnsureChannel {
+            key: person.clone(),
+            replication: 1,
+        },
+    )
+    .expect("apply");
+    apply(
+        &mut kv,
+        &[1].into(),
+        &MetaCmd::UpsertChannel {
+            key: key("g"),
+            subscribers: vec!["alice".into()],
+            reset: false,
+            replication: 1,
+        },
+    )
+    .expect("apply");
+    assert_eq!(channels_of(&kv, "al").expect("read"), vec![person.clone()]);
+    assert_eq!(channels_of(&kv, "bob").expect("read"), vec![person]);
+    assert_eq!(channels_of(&kv, "alice").expect("read"), vec![key("g")]);
+    // The record without its subscribers reads the same group and replicas.
+    let full = get_channel(&kv, &key("g")).expect("read").expect("exists");
+    let place = channel_place(&kv, &key("g")).expect("read").expect("exists");
+    assert_eq!(
+        (place.key, place.group_id, place.replicas, place.subscribers.len()),
+        (full.key, full.group_id, full.replicas, 0)
+    );
 }

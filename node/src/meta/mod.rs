@@ -7,6 +7,9 @@
 //!   agrees on them; group 0 is the metadata group itself.
 //! - A channel's replica set is computed by `placement` from the metadata group's membership
 //!   at the point in the log where the channel is created, so it is the same on every node.
+//! - The `members` index (uid -> channels) changes in the same apply as the channel record:
+//!   a uid has a row for a channel exactly while it subscribes to it, or is one of the two
+//!   users of a person channel (whose record exists once a message was sent there).
 
 pub mod permit;
 pub mod placement;
@@ -266,7 +269,15 @@ pub fn apply(kv: &mut impl KvWrite, members: &BTreeSet<u64>, cmd: &MetaCmd) -> R
         } => {
             let mut rec = ensure_channel(kv, members, key, *replication)?;
             if *reset {
+                for old in &rec.subscribers {
+                    if !subscribers.contains(old) {
+                        kv.delete(Table::Members, &member_key(old, key))?;
+                    }
+                }
                 rec.subscribers.clear();
+            }
+            for uid in subscribers {
+                kv.put(Table::Members, &member_key(uid, key), &[])?;
             }
             rec.subscribers.extend(subscribers.iter().cloned());
             kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
@@ -278,6 +289,9 @@ pub fn apply(kv: &mut impl KvWrite, members: &BTreeSet<u64>, cmd: &MetaCmd) -> R
             };
             for s in subscribers {
                 rec.subscribers.remove(s);
+                if !is_person_party(key, s) {
+                    kv.delete(Table::Members, &member_key(s, key))?;
+                }
             }
             kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
             Ok(MetaResp::Channel(rec))
@@ -374,11 +388,97 @@ fn ensure_channel(
     };
     kv.put(Table::Channels, &key.to_bytes(), &encode(&rec))?;
     kv.put(Table::Groups, &keys::group(group_id), &key.to_bytes())?;
+    index_channel(kv, &rec)?;
     Ok(rec)
+}
+
+/// The `members` row of `uid` in channel `key`: len(uid) ++ uid ++ channel key, so one uid's
+/// rows are one contiguous range and no uid is a prefix of another's.
+pub fn member_key(uid: &str, key: &ChannelKey) -> Vec<u8> {
+    let mut k = member_prefix(uid);
+    k.extend_from_slice(&key.to_bytes());
+    k
+}
+
+fn member_prefix(uid: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + uid.len() + 16);
+    k.extend_from_slice(&(uid.len() as u16).to_be_bytes());
+    k.extend_from_slice(uid.as_bytes());
+    k
+}
+
+fn is_person_party(key: &ChannelKey, uid: &str) -> bool {
+    key.channel_type == wk_api::CHANNEL_TYPE_PERSON
+        && crate::channel::conversation::person_parties(&key.channel_id)
+            .is_some_and(|(a, b)| a == uid || b == uid)
+}
+
+/// Write the `members` rows of a channel record: its subscribers, and both users of a person
+/// channel. Also how a restore rebuilds the index from the channel records.
+pub fn index_channel(kv: &mut impl KvWrite, rec: &ChannelRecord) -> Result<()> {
+    for uid in &rec.subscribers {
+        kv.put(Table::Members, &member_key(uid, &rec.key), &[])?;
+    }
+    if rec.key.channel_type == wk_api::CHANNEL_TYPE_PERSON
+        && let Some((a, b)) = crate::channel::conversation::person_parties(&rec.key.channel_id)
+    {
+        kv.put(Table::Members, &member_key(a, &rec.key), &[])?;
+        kv.put(Table::Members, &member_key(b, &rec.key), &[])?;
+    }
+    Ok(())
+}
+
+/// The channels `uid` is in (the `members` index), in key order.
+pub fn channels_of(kv: &impl KvRead, uid: &str) -> Result<Vec<ChannelKey>> {
+    let prefix = member_prefix(uid);
+    kv.range(
+        Table::Members,
+        &prefix,
+        &keys::prefix_end(&prefix),
+        usize::MAX,
+        false,
+    )?
+    .iter()
+    .map(|(k, _)| {
+        ChannelKey::from_bytes(&k[prefix.len()..]).ok_or_else(|| crate::store::StoreError::Corrupt {
+            table: Table::Members,
+            reason: "a key that names no channel".into(),
+        })
+    })
+    .collect()
 }
 
 pub fn get_channel(kv: &impl KvRead, key: &ChannelKey) -> Result<Option<ChannelRecord>> {
     kv.get_decoded(Table::Channels, &key.to_bytes())
+}
+
+/// A channel's record without its subscribers, which are skipped without being copied: where
+/// its group lives, for a reader that needs only that (a user's conversations name up to
+/// thousands of channels, each with up to thousands of subscribers).
+pub fn channel_place(kv: &impl KvRead, key: &ChannelKey) -> Result<Option<ChannelRecord>> {
+    /// `ChannelRecord`'s encoding, the subscribers borrowed (postcard encodes a set of strings
+    /// and a sequence of them alike).
+    #[derive(Deserialize)]
+    struct Place<'a> {
+        key: ChannelKey,
+        #[serde(borrow)]
+        _subscribers: Vec<&'a str>,
+        group_id: u64,
+        replicas: Vec<u64>,
+    }
+    let Some(v) = kv.get(Table::Channels, &key.to_bytes())? else {
+        return Ok(None);
+    };
+    let p: Place = postcard::from_bytes(&v).map_err(|e| crate::store::StoreError::Corrupt {
+        table: Table::Channels,
+        reason: e.to_string(),
+    })?;
+    Ok(Some(ChannelRecord {
+        key: p.key,
+        subscribers: BTreeSet::new(),
+        group_id: p.group_id,
+        replicas: p.replicas,
+    }))
 }
 
 /// A channel's sender lists (empty when none were set).
@@ -428,7 +528,7 @@ pub fn channels(kv: &impl KvRead, after: Option<&ChannelKey>, limit: usize) -> R
 }
 
 /// The tables the metadata group owns, for snapshots.
-pub const TABLES: [Table; 7] = [
+pub const TABLES: [Table; 8] = [
     Table::Users,
     Table::Channels,
     Table::Groups,
@@ -436,6 +536,7 @@ pub const TABLES: [Table; 7] = [
     Table::Vars,
     Table::Lists,
     Table::Gateways,
+    Table::Members,
 ];
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ impl std::fmt::Display for Request {
         match self {
             Request::Meta(c) => write!(f, "meta:{c:?}"),
             Request::Channel(ChannelCmd::Send(m)) => write!(f, "send:{}", m.len()),
+            Request::Channel(ChannelCmd::Conversation(c)) => write!(f, "conversation:{:?}", c.op),
         }
     }
 }
@@ -121,6 +122,7 @@ pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::st
         Table::Msgs,
         Table::Dedup,
         Table::Spans,
+        Table::Convs,
     ] {
         w.delete_range(t, &from, &to)?;
     }

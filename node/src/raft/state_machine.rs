@@ -95,6 +95,7 @@ fn owned_ranges(g: GroupId) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
             own(Table::Msgs),
             own(Table::Dedup),
             own(Table::Spans),
+            own(Table::Convs),
             own(Table::Sm),
         ]
     }

@@ -7,6 +7,13 @@ use super::{KvRead, KvWrite, Result, Table};
 #[derive(Default)]
 pub struct MemKv(BTreeMap<(u8, Vec<u8>), Vec<u8>>);
 
+impl MemKv {
+    /// How many rows table `t` holds.
+    pub fn rows_of(&self, t: Table) -> usize {
+        self.0.keys().filter(|(c, _)| *c == t.code()).count()
+    }
+}
+
 impl KvRead for MemKv {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.0.get(&(t.code(), key.to_vec())).cloned())

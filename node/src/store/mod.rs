@@ -95,9 +95,16 @@ pub enum Table {
     Lists,
     /// Where each node's client gateway listens (`meta::GatewayRecord`): node id.
     Gateways,
+    /// Which channels each user is in (`meta::member_key`): len(uid) ++ uid ++ channel key ->
+    /// nothing. Group subscribers and both users of a person channel; the metadata group
+    /// keeps it.
+    Members,
+    /// Conversation state of a channel group (`channel::conversation`): group ++ uid -> a
+    /// user's `ReadState`; group alone -> the channel's `ConvClock`.
+    Convs,
 }
 
-const TABLES: [(Table, &str); 14] = [
+const TABLES: [(Table, &str); 16] = [
     (Table::Log, "log"),
     (Table::Raft, "raft"),
     (Table::Sm, "sm"),
@@ -112,6 +119,8 @@ const TABLES: [(Table, &str); 14] = [
     (Table::Spans, "spans"),
     (Table::Lists, "lists"),
     (Table::Gateways, "gateways"),
+    (Table::Members, "members"),
+    (Table::Convs, "convs"),
 ];
 
 impl Table {

@@ -11,6 +11,10 @@
 //    what was committed but not pushed before the kill) through /channel/messagesync, with the
 //    seq its SENDACK gave; live messages arrive in seq order per channel. The user whose node
 //    died reconnects through `/route` on a live node (the SDK's connectAddrCallback).
+// 3. Every user reconnects and syncs its conversations through the SDK's conversation sync
+//    provider pointed at `/conversation/sync` (as WuKongIM's demo app does): each
+//    conversation's unread count is what the acked messages say (the messages after the
+//    user's own last one there), also after a `/conversations/clearUnread`.
 // Exits 0 when every check holds, 1 with the reason otherwise.
 
 import { pathToFileURL } from 'node:url';
@@ -81,6 +85,22 @@ async function user(uid, home) {
         }
       }
     })();
+  };
+  // The conversation sync provider, as WuKongIM's demo app writes it.
+  sdk.config.provider.syncConversationsCallback = async () => {
+    const r = await http('/conversation/sync', { uid, msg_count: 1 }, home);
+    return r.json.map((c) => {
+      const conv = new mod.Conversation();
+      conv.channel = new mod.Channel(c.channel_id, c.channel_type);
+      conv.unread = c.unread;
+      conv.timestamp = c.timestamp;
+      const last = new mod.Message();
+      last.channel = conv.channel;
+      last.messageSeq = c.last_msg_seq;
+      last.clientMsgNo = c.last_client_msg_no;
+      conv.lastMessage = last;
+      return conv;
+    });
   };
   sdk.connectManager.addConnectStatusListener((s) => {
     u.status = s;
@@ -217,5 +237,68 @@ for (const r of users) {
 }
 const total = users.reduce((n, r) => n + expected(r).length, 0);
 say(`phase 2: ${total} deliveries checked, ${total - synced} live, ${synced} through messagesync`);
+
+// --- phase 3: reconnect, then the SDK's conversation sync shows the right unread counts
+// Every acked message, by channel (`g` or the sorted uid pair): its seqs must be 1..n.
+const chans = new Map();
+for (const m of users.flatMap((u) => [...u.acked.values()])) {
+  const key = m.type === 2 ? 'g' : [m.from, m.to].sort().join('@');
+  if (!chans.has(key)) chans.set(key, []);
+  chans.get(key).push(m);
+}
+const cleared = new Map(); // `${uid}/${key}` -> read seq set by clearUnread
+function wantConversations(r) {
+  const want = new Map();
+  for (const [key, msgs] of chans) {
+    const members = key === 'g' ? users.map((u) => u.uid) : key.split('@');
+    if (!members.includes(r.uid)) continue;
+    const seqs = msgs.map((m) => m.seq).sort((a, b) => a - b);
+    if (seqs.some((s, i) => s !== i + 1)) fail(`${key}: acked seqs are not 1..n: ${seqs}`);
+    const last = seqs.length;
+    const own = Math.max(0, ...msgs.filter((m) => m.from === r.uid).map((m) => m.seq));
+    const read = Math.max(own, cleared.get(`${r.uid}/${key}`) ?? 0);
+    const id = key === 'g' ? GROUP : members.find((u) => u !== r.uid);
+    want.set(`${key === 'g' ? 2 : 1}/${id}`, { unread: last - read, last });
+  }
+  return want;
+}
+async function checkConversations(what) {
+  for (const r of users) {
+    const want = wantConversations(r);
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      await r.sdk.conversationManager.sync({});
+      // What the SDK now holds as the user's conversation list.
+      const got = new Map(
+        r.sdk.conversationManager.conversations.map((c) => [
+          `${c.channel.channelType}/${c.channel.channelID}`,
+          { unread: c.unread, last: c.lastMessage.messageSeq },
+        ]),
+      );
+      const same =
+        got.size === want.size &&
+        [...want].every(([k, w]) => got.get(k)?.unread === w.unread && got.get(k)?.last === w.last);
+      if (same) break;
+      if (Date.now() > deadline) {
+        fail(`${r.uid} (${what}): conversations ${JSON.stringify([...got])}, want ${JSON.stringify([...want])}`);
+      }
+      await sleep(100);
+    }
+  }
+}
+// disconnect() tells no status listener: read the manager's own status.
+for (const u of users) {
+  u.sdk.connectManager.disconnect();
+  u.status = u.sdk.connectManager.status;
+}
+await until('all three disconnected', 5000, () => users.every((u) => u.status !== 1));
+for (const u of users) u.sdk.connectManager.connect();
+await until('all three reconnected', 15000, () => connected(users));
+await checkConversations('after a reconnect');
+await http('/conversations/clearUnread', { uid: 'bob', channel_id: GROUP, channel_type: 2 });
+cleared.set('bob/g', chans.get('g').length);
+await checkConversations('after bob cleared the group');
+const unread = users.map((u) => `${u.uid}:${[...wantConversations(u).values()].map((w) => w.unread).join(',')}`);
+say(`phase 3: conversation unread counts after a reconnect match the acked messages (${unread.join(' ')})`);
 say('OK');
 process.exit(0);

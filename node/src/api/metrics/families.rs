@@ -421,12 +421,27 @@ pub(super) fn request_families(out: &mut Exposition) {
             "Time to answer POST /channel/messagesync on the node that took it, by outcome.",
             &stats::SYNC,
         ),
+        (
+            "wukong_conversation_sync_duration_seconds",
+            "Time to answer POST /conversation/sync on the node that took it, by outcome.",
+            &stats::CONVERSATION_SYNC,
+        ),
     ] {
         out.family(name, Kind::Histogram, help);
         for o in Outcome::ALL {
             out.histogram(name, &[("outcome", o.label())], &h.get(o).view());
         }
     }
+    out.family(
+        "wukong_conversations_returned_total",
+        Kind::Counter,
+        "Conversations answered by POST /conversation/sync on this node.",
+    );
+    out.sample(
+        "wukong_conversations_returned_total",
+        &[],
+        stats::CONVERSATIONS_RETURNED.load(Ordering::Relaxed) as f64,
+    );
     out.family(
         "wukong_http_errors_total",
         Kind::Counter,

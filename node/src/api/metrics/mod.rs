@@ -57,12 +57,13 @@ pub async fn serve(State(node): State<Node>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body)
 }
 
-/// Middleware: time `/message/send` and `/channel/messagesync` into their histograms, by
+/// Middleware: time `/message/send`, `/channel/messagesync` and `/conversation/sync` into their histograms, by
 /// outcome (from the answer's status). Other paths pass straight through.
 pub async fn time_requests(req: Request, next: Next) -> Response {
     let histograms = match req.uri().path() {
         "/message/send" => &stats::SEND,
         "/channel/messagesync" => &stats::SYNC,
+        "/conversation/sync" => &stats::CONVERSATION_SYNC,
         _ => return next.run(req).await,
     };
     let started = Instant::now();
