@@ -315,6 +315,12 @@ pub enum BenchCommand {
     /// and times (from that request) until the new node has applied the whole metadata log
     /// and until its replica of the channel holds the last message.
     Catchup(BenchCatchupArgs),
+    /// How long `/conversation/sync` takes for a user in many conversations.
+    ///
+    /// Runs its own local cluster: `--conversations` group channels with one message each,
+    /// then `--requests` syncs of their reader, one at a time, round-robin over the nodes;
+    /// every answer must hold every conversation with unread 1.
+    Conversations(BenchConversationsArgs),
     /// The cost of many channels at rest: CPU% and RSS per node with `--active` channel
     /// groups awake and the rest hibernated, and the latency of the first send to a
     /// hibernated channel.
@@ -372,6 +378,22 @@ pub struct BenchCatchupArgs {
     pub inflight: u64,
     /// Nodes before the fresh one joins.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub nodes: u64,
+    /// The `wknode` binary; by default the one next to `wkctl`, else on PATH.
+    #[arg(long, env = "WK_WKNODE")]
+    pub wknode: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchConversationsArgs {
+    /// Conversations of the user whose list is synced.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub conversations: u64,
+    /// Syncs timed, one at a time.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub requests: u64,
+    /// Nodes of the local cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
     pub nodes: u64,
     /// The `wknode` binary; by default the one next to `wkctl`, else on PATH.
     #[arg(long, env = "WK_WKNODE")]
@@ -510,6 +532,10 @@ pub struct BenchSendArgs {
     /// Channel ids are this prefix plus 0, 1, ...
     #[arg(long, default_value = "bench-")]
     pub prefix: String,
+    /// Subscribers of each channel, the sender included (the others are `<prefix>m<j>`): a
+    /// stored message updates the conversation of every subscriber.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub subscribers: u32,
     /// Sender uid (also the channels' subscriber).
     #[arg(long = "from", default_value = "bench")]
     pub from_uid: String,

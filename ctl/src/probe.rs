@@ -92,6 +92,16 @@ pub async fn node_urls(admin: &Client) -> anyhow::Result<Vec<(u64, String)>> {
 
 /// Creates the group channels `ids` with `uid` as subscriber, 32 at a time.
 pub async fn create_channels(client: &Client, ids: &[String], uid: &str) -> anyhow::Result<()> {
+    create_channels_with(client, ids, &[uid.to_string()]).await
+}
+
+/// Creates the group channels `ids`, each with every one of `subscribers` (added to any it
+/// already has), 32 at a time.
+pub async fn create_channels_with(
+    client: &Client,
+    ids: &[String],
+    subscribers: &[String],
+) -> anyhow::Result<()> {
     for chunk in ids.chunks(32) {
         let mut set = tokio::task::JoinSet::new();
         for id in chunk {
@@ -99,7 +109,7 @@ pub async fn create_channels(client: &Client, ids: &[String], uid: &str) -> anyh
             let req = ChannelReq {
                 channel_id: id.clone(),
                 channel_type: CHANNEL_TYPE_GROUP,
-                subscribers: vec![uid.to_string()],
+                subscribers: subscribers.to_vec(),
                 reset: 0,
             };
             set.spawn(async move {

@@ -322,6 +322,7 @@ async fn conversations_survive_a_leader_kill() {
         node_id: joined,
         cluster_addr: cluster.node(joined).cluster_addr.clone(),
         http_addr: cluster.node(joined).http_addr.clone(),
+        wait: true,
     };
     let joiner = Client::new(
         std::slice::from_ref(&cluster.node(via).http_addr),

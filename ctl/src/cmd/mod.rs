@@ -64,6 +64,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(BenchCommand::Idle(args)) => bench::idle::run(global, args).await,
         Command::Bench(BenchCommand::Drain(args)) => bench::drain::run(global, args).await,
         Command::Bench(BenchCommand::Deliver(args)) => bench::deliver::run(global, args).await,
+        Command::Bench(BenchCommand::Conversations(args)) => bench::conversations::run(global, args).await,
         Command::Bench(BenchCommand::Report(args)) => bench::report::run(global, args),
         Command::Drill(cmd) => drill::run(global, cmd).await,
         Command::Snapshot(SnapshotCommand::Save { file }) => snapshot::save(global, &file).await,

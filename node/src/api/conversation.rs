@@ -91,7 +91,7 @@ async fn channel_of(node: &Node, req: &ConversationReq) -> Result<ChannelRecord,
     if !member {
         return Err(NodeError::NotSubscriber(format!("{} is not in {key}", req.uid)));
     }
-    Ok(rec)
+    Ok(std::sync::Arc::unwrap_or_clone(rec))
 }
 
 async fn edit(node: &Node, req: &ConversationReq, op: ConvOp) -> ApiResult<Ok200> {

@@ -887,6 +887,7 @@ async fn stored_channel(node: &Node, id: &str, ty: &str) -> Result<ChannelRecord
     };
     node.resolve_channel(&key, false)
         .await?
+        .map(std::sync::Arc::unwrap_or_clone)
         .ok_or_else(|| NodeError::ChannelNotFound(key.to_string()).into())
 }
 

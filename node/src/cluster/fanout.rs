@@ -246,7 +246,7 @@ impl Node {
             return Some(uids);
         }
         match self.resolve_channel(key, false).await {
-            Ok(Some(rec)) => Some(rec.subscribers.into_iter().collect()),
+            Ok(Some(rec)) => Some(rec.subscribers.iter().cloned().collect()),
             Ok(None) => None,
             Err(e) => {
                 tracing::debug!(channel = %key, error = %e, "fanout: no subscribers");

@@ -98,7 +98,8 @@ pub struct Inner {
     hints: Mutex<HashMap<GroupId, NodeId>>,
     /// Channel records and sender lists read from the local metadata, so a send costs no
     /// LMDB read.
-    channel_cache: route::MetaCache<ChannelRecord>,
+    /// Shared, not copied, per request: a record holds every subscriber of its channel.
+    channel_cache: route::MetaCache<Arc<ChannelRecord>>,
     lists_cache: route::MetaCache<SenderLists>,
     ids: ids::IdGen,
     /// A `--seed` node waits here until the cluster admits it.

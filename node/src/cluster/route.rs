@@ -4,7 +4,7 @@
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Node;
@@ -170,13 +170,18 @@ impl Node {
 
     /// The channel's record: from the local copy of the metadata, else from the metadata
     /// leader (which creates it first when `create`).
-    pub async fn resolve_channel(&self, key: &ChannelKey, create: bool) -> Result<Option<ChannelRecord>> {
+    pub async fn resolve_channel(
+        &self,
+        key: &ChannelKey,
+        create: bool,
+    ) -> Result<Option<Arc<ChannelRecord>>> {
         let applied = self.meta_applied();
         if let Some(rec) = self.channel_cache.get(key, applied) {
             return Ok(Some(rec));
         }
         let k = key.clone();
         if let Some(rec) = self.store.read(move |r| meta::get_channel(r, &k)).await? {
+            let rec = Arc::new(rec);
             self.channel_cache.put(key, &rec, applied);
             return Ok(Some(rec));
         }
@@ -186,7 +191,7 @@ impl Node {
                 replication: self.replication,
             };
             return match self.meta_write(cmd).await? {
-                MetaResp::Channel(rec) => Ok(Some(rec)),
+                MetaResp::Channel(rec) => Ok(Some(Arc::new(rec))),
                 other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
             };
         }
@@ -198,7 +203,8 @@ impl Node {
             deadline,
         )
         .await?
-        .typed()
+        .typed::<Option<ChannelRecord>>()
+        .map(|rec| rec.map(Arc::new))
     }
 
     /// A channel's sender lists, from the local copy of the metadata only (`meta::permit`).

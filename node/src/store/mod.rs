@@ -986,7 +986,12 @@ mod tests {
             for index in round * 10..(round + 1) * 10 {
                 for group in 0..64u64 {
                     let key = keys::group_u64(group, index);
-                    store.inner.dbs.of(Table::Log).put(&mut txn, &key[..], &value[..]).expect("put");
+                    store
+                        .inner
+                        .dbs
+                        .of(Table::Log)
+                        .put(&mut txn, &key[..], &value[..])
+                        .expect("put");
                 }
             }
             txn.commit().expect("commit");

@@ -1,5 +1,6 @@
 //! `wkctl bench`: the project's own load generators, one module per subcommand (`send`,
-//! `failover` with `failover_active`, `catchup`, `idle`, `drain`, `deliver`, `report`), and
+//! `failover` with `failover_active`, `catchup`, `idle`, `drain`, `deliver`, `conversations`,
+//! `report`), and
 //! what they share: the throwaway local cluster, latency summaries, spreads.
 //!
 //! - `send` measures durable-write throughput and latency: every acknowledgement it counts
@@ -24,6 +25,7 @@
 //! as `crate::local` requires; the writer and the load workers are tokio tasks that do HTTP only.
 
 pub mod catchup;
+pub mod conversations;
 pub mod deliver;
 pub mod drain;
 pub(crate) mod failover;

@@ -16,7 +16,7 @@ use crate::Outcome;
 use crate::cli::{BenchMode, BenchRoute, BenchSendArgs, GlobalArgs, OutputFormat};
 use crate::local::LocalCluster;
 use crate::output::{self, Align, Table};
-use crate::probe::{create_channels, interrupted, node_urls, payload_pool, per_endpoint, run_tag};
+use crate::probe::{create_channels_with, interrupted, node_urls, payload_pool, per_endpoint, run_tag};
 use crate::wait::retry;
 
 /// What `bench send --output json` prints: exactly these fields, the peer harness's shape.
@@ -287,7 +287,10 @@ async fn send_inner(global: &GlobalArgs, args: BenchSendArgs) -> anyhow::Result<
     let ids: Vec<String> = (0..args.channels)
         .map(|i| format!("{}{i}", args.prefix))
         .collect();
-    create_channels(&client, &ids, &args.from_uid).await?;
+    let subscribers: Vec<String> = std::iter::once(args.from_uid.clone())
+        .chain((1..args.subscribers).map(|j| format!("{}m{j}", args.prefix)))
+        .collect();
+    create_channels_with(&client, &ids, &subscribers).await?;
 
     let (clients, client_ids, leaders) = match args.route {
         BenchRoute::Spread => (per_endpoint(&client)?, Vec::new(), None),
