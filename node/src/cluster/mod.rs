@@ -204,6 +204,7 @@ impl Node {
         use anyhow::Context;
         let store = Store::open(&cfg.data_dir.join("lmdb")).context("open the data dir")?;
         check_identity(&store, cfg.node_id).await?;
+        index_members_once(&store).await?;
         store
             .read(|r| crate::integrity::load(r))
             .await
@@ -891,9 +892,59 @@ async fn check_identity(store: &Store, node_id: NodeId) -> anyhow::Result<()> {
     }
 }
 
+/// The `local` row that says the `members` index holds every channel record.
+const MEMBERS_INDEXED: &[u8] = b"members_indexed";
+
+/// Build the `members` index (uid -> channels) from the channel records, once per data dir,
+/// before any group starts: a data dir of an older build has channels but no index, and
+/// conversations would miss them. The index is a function of the records, so every node
+/// builds the same; writing a row twice is harmless.
+async fn index_members_once(store: &Store) -> anyhow::Result<()> {
+    store
+        .write(|w| {
+            if w.get(Table::Local, MEMBERS_INDEXED)?.is_some() {
+                return Ok(());
+            }
+            for (_, v) in w.range(Table::Channels, &[], &[0xFF], usize::MAX, false)? {
+                let rec: ChannelRecord = crate::store::decode(Table::Channels, &v)?;
+                meta::index_channel(w, &rec)?;
+            }
+            w.put(Table::Local, MEMBERS_INDEXED, &[1])
+        })
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A channel created before the `members` index existed is indexed at the next start.
+    #[tokio::test]
+    async fn channels_of_an_older_build_are_indexed_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let rec = ChannelRecord {
+            key: crate::channel::ChannelKey {
+                channel_id: "g1".into(),
+                channel_type: wk_api::CHANNEL_TYPE_GROUP,
+            },
+            subscribers: ["alice".to_string(), "bob".to_string()].into(),
+            group_id: 1,
+            replicas: vec![1],
+        };
+        let k = rec.key.to_bytes();
+        let v = encode(&rec);
+        store
+            .write(move |w| w.put(Table::Channels, &k, &v))
+            .await
+            .expect("write");
+        index_members_once(&store).await.expect("index");
+        let of = |uid: &'static str| store.read(move |r| meta::channels_of(r, uid));
+        assert_eq!(of("alice").await.expect("read"), vec![rec.key.clone()]);
+        assert_eq!(of("bob").await.expect("read"), vec![rec.key.clone()]);
+        assert!(of("carol").await.expect("read").is_empty());
+    }
 
     /// A format-2 data dir (messages stored twice) is refused with the way to upgrade it.
     #[tokio::test]
