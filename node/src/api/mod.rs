@@ -760,10 +760,7 @@ async fn cluster_channels(
     let (total, mut recs) = node
         .store
         .read(move |r| {
-            use crate::store::KvRead;
-            let total = r
-                .range(crate::store::Table::Channels, b"", &[0xFF], usize::MAX, false)?
-                .len() as u64;
+            let total = r.count(crate::store::Table::Channels)?;
             Ok((total, meta::channels(r, after.as_ref(), limit.saturating_add(1))?))
         })
         .await
