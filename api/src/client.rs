@@ -94,13 +94,21 @@ enum Roots<'a> {
     Ca(&'a [reqwest::Certificate]),
 }
 
+/// How long an idle connection stays in the pool.
+const POOL_IDLE: Duration = Duration::from_millis(900);
+
 /// The HTTP client under [`Client`]: `timeout` per request, servers verified against `roots`.
 fn http_client(timeout: Duration, roots: Roots<'_>) -> Result<reqwest::Client, ClientError> {
     install_crypto_provider();
     let b = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(2)))
-        .pool_max_idle_per_host(256);
+        .pool_max_idle_per_host(256)
+        // Below the nodes' `--header-timeout` (10 s by default, 2 s in the flood test), which
+        // also closes idle keep-alive connections: a request then never goes out on a
+        // connection the node is closing, which fails it with "connection closed before
+        // message completed".
+        .pool_idle_timeout(POOL_IDLE);
     let b = match roots {
         Roots::None => b.tls_certs_only(std::iter::empty()),
         Roots::System => b,

@@ -359,6 +359,17 @@ pub struct NodesResp {
     pub security: Option<Security>,
 }
 
+impl NodesResp {
+    /// The metadata leader's last log index: what a node must have applied to hold all the
+    /// metadata there is (a joining or restarted node's catch-up target). None without a leader.
+    pub fn meta_leader_last_index(&self) -> Option<u64> {
+        self.nodes
+            .iter()
+            .find(|n| Some(n.id) == self.meta_leader)
+            .map(|n| n.last_log_index)
+    }
+}
+
 /// A node's exposure settings, for `wkctl cluster status`.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Security {

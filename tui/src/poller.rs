@@ -456,11 +456,7 @@ pub async fn run_restart(client: Client, launcher: Option<Launcher>, node: u64, 
     let mut target: Option<u64> = None;
     loop {
         if let Ok(nodes) = client.nodes().await {
-            let leader_last = nodes
-                .nodes
-                .iter()
-                .find(|n| Some(n.id) == nodes.meta_leader)
-                .map(|n| n.last_log_index);
+            let leader_last = nodes.meta_leader_last_index();
             let me = nodes.nodes.iter().find(|n| n.id == node && n.online);
             if let (Some(last), Some(me)) = (leader_last, me) {
                 let want = match target {

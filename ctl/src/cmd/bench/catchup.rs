@@ -106,10 +106,7 @@ async fn inner(global: &GlobalArgs, args: BenchCatchupArgs) -> anyhow::Result<Ou
 
     let nodes = admin.nodes().await.context("GET /cluster/nodes")?;
     let meta_target_index = nodes
-        .nodes
-        .iter()
-        .find(|n| Some(n.id) == nodes.meta_leader)
-        .map(|n| n.last_log_index)
+        .meta_leader_last_index()
         .context("no metadata leader in /cluster/nodes")?;
     let seq_target = admin
         .channel_replicas(CHANNEL, CHANNEL_TYPE_GROUP)

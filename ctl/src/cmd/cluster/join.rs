@@ -57,12 +57,7 @@ pub async fn join(global: &GlobalArgs, args: JoinArgs) -> anyhow::Result<Outcome
             let Some(client) = client else { return };
             loop {
                 if let Ok(nodes) = client.nodes().await {
-                    let leader_last = nodes
-                        .nodes
-                        .iter()
-                        .find(|n| Some(n.id) == nodes.meta_leader)
-                        .map(|n| n.last_log_index)
-                        .unwrap_or(0);
+                    let leader_last = nodes.meta_leader_last_index().unwrap_or(0);
                     pb.set_length(leader_last);
                     if let Some(n) = nodes.nodes.iter().find(|n| n.id == node_id) {
                         pb.set_position(n.applied_index.min(leader_last));
