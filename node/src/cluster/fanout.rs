@@ -13,7 +13,10 @@
 //!   each peer's queue in that order; a peer has one request in flight and pushes a request's
 //!   deliveries in order, so a connection receives a channel's messages in message_seq order
 //!   (a node queues a whole delivery into its outboxes before it answers). A batch whose first
-//!   seq is past the next expected one waits `GAP_WAIT` once for the send that completes the gap.
+//!   seq is past the next expected one waits `GAP_WAIT` once for the sends that complete the
+//!   gap; then the missing messages are read back from the store (this leader applied them
+//!   before the later ones) and pushed first. A batch is a run of consecutive seqs, so a
+//!   message is never pushed after a later one, nor twice.
 //! - Duplicates (a retried send answered from the dedup rows) are not pushed again.
 //! - Best effort: a request a peer does not answer within `DELIVER_TTL` is lost; past
 //!   `PEER_QUEUE_MAX` queued messages (or `PEER_QUEUE_MAX_BYTES` of payload) a peer's oldest
@@ -55,6 +58,16 @@ struct Queue {
     next: Option<u64>,
     /// A task is draining this queue.
     running: bool,
+}
+
+/// What a channel's drain does next.
+enum Step {
+    /// Give the sends that complete a gap `GAP_WAIT` to queue their messages.
+    Wait,
+    /// Read the gap's messages (first, last seq) back from the store.
+    Fill((u64, u64)),
+    /// Push this batch.
+    Push((ChannelKey, Vec<(Pushed, Instant)>)),
 }
 
 /// What waits to be sent to one peer node.
@@ -126,6 +139,11 @@ impl Node {
             let batch = {
                 let mut queues = self.fanout.queues.lock().expect("fanout lock poisoned");
                 let q = queues.get_mut(&g).expect("a running queue stays");
+                // A message whose seq was pushed already (read back to fill a gap) is not
+                // pushed again, nor out of order.
+                if let Some(n) = q.next {
+                    q.pending.retain(|(p, _)| p.message.message_seq >= n);
+                }
                 q.pending.sort_by_key(|(p, _)| p.message.message_seq);
                 let first = q.pending.first().map(|(p, _)| p.message.message_seq);
                 match first {
@@ -133,25 +151,85 @@ impl Node {
                         q.running = false;
                         return;
                     }
-                    Some(f) if !waited && q.next.is_some_and(|n| f > n) => None,
-                    Some(_) => {
-                        let batch = std::mem::take(&mut q.pending);
-                        let last = batch.last().map(|(p, _)| p.message.message_seq).unwrap_or(0);
-                        q.next = Some(q.next.map_or(last + 1, |n| n.max(last + 1)));
-                        Some((q.key.clone(), batch))
+                    Some(f) if q.next.is_some_and(|n| f > n) => {
+                        let gap = (q.next.unwrap_or(f), f - 1);
+                        if waited { Step::Fill(gap) } else { Step::Wait }
                     }
+                    Some(_) => Step::Push(self.take_pending(q)),
                 }
             };
             match batch {
-                None => {
+                Step::Wait => {
                     waited = true;
                     tokio::time::sleep(GAP_WAIT).await;
                 }
-                Some((key, batch)) => {
+                Step::Fill((lo, hi)) => {
+                    waited = false;
+                    self.fill_gap(g, lo, hi).await;
+                }
+                Step::Push((key, batch)) => {
                     waited = false;
                     self.deliver_batch(key, batch).await;
                 }
             }
+        }
+    }
+
+    /// The run of consecutive seqs that `q.pending` (sorted) starts with; `next` moves past
+    /// it. A later run waits for the gap before it to be filled.
+    fn take_pending(&self, q: &mut Queue) -> (ChannelKey, Vec<(Pushed, Instant)>) {
+        let seqs: Vec<u64> = q.pending.iter().map(|(p, _)| p.message.message_seq).collect();
+        let run = 1 + seqs.windows(2).take_while(|w| w[1] == w[0] + 1).count();
+        let rest = q.pending.split_off(run.min(q.pending.len()));
+        let batch = std::mem::replace(&mut q.pending, rest);
+        let last = batch.last().map(|(p, _)| p.message.message_seq).unwrap_or(0);
+        q.next = Some(q.next.map_or(last + 1, |n| n.max(last + 1)));
+        (q.key.clone(), batch)
+    }
+
+    /// The sends of seqs `lo..=hi` did not queue them in time (their requests are slow, or
+    /// were dropped, or another leader committed them): read them back from this replica,
+    /// which applied them before the later seqs it holds, and queue them in their place, so
+    /// the channel's order holds. Without the sending connection, which then gets its own
+    /// message too. If they cannot be read, the gap is given up: users recover them with
+    /// `/channel/messagesync`.
+    async fn fill_gap(&self, g: GroupId, lo: u64, hi: u64) {
+        let read = self
+            .store
+            .read(move |r| {
+                let st = crate::raft::state_machine::load_state(r, g)?.channel;
+                crate::channel::read_messages(r, g, &st, lo, hi)
+            })
+            .await;
+        let now = Instant::now();
+        let mut queues = self.fanout.queues.lock().expect("fanout lock poisoned");
+        let q = queues.get_mut(&g).expect("a running queue stays");
+        match read {
+            Ok(messages) => {
+                let queued: std::collections::HashSet<u64> =
+                    q.pending.iter().map(|(p, _)| p.message.message_seq).collect();
+                q.pending.extend(
+                    messages
+                        .into_iter()
+                        .filter(|m| !queued.contains(&m.message_seq))
+                        .map(|message| {
+                            (
+                                Pushed {
+                                    message,
+                                    origin: None,
+                                },
+                                now,
+                            )
+                        }),
+                );
+            }
+            Err(e) => tracing::debug!(group = g, error = %e, "fanout: cannot read a gap back"),
+        }
+        // Whatever was not found is given up: the batch goes out from its own first seq.
+        if let Some(f) = q.pending.iter().map(|(p, _)| p.message.message_seq).min()
+            && q.next.is_some_and(|n| n < f)
+        {
+            q.next = Some(f);
         }
     }
 
