@@ -86,8 +86,8 @@ pub struct Inner {
     pub max_active: usize,
     /// Progress of the backlog drain while this node leads the metadata group.
     drain: Mutex<Option<wk_api::DrainStatus>>,
-    /// (metadata applied index, value) of the last count of channels replicated here.
-    replicated_cache: Mutex<Option<(u64, u64)>>,
+    /// (metadata applied index, scan) of the last scan of the channel table (`channel_scan`).
+    scan_cache: Mutex<Option<(u64, Arc<status::ChannelScan>)>>,
     /// Nodes being decommissioned, refreshed from the metadata (placement skips them).
     decommissioned: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
     /// `--allow-drills`: accept fault-injection requests.
@@ -279,7 +279,7 @@ impl Node {
             idle_timeout: cfg.channel_idle_timeout,
             max_active: cfg.max_active_channels,
             drain: Default::default(),
-            replicated_cache: Default::default(),
+            scan_cache: Default::default(),
             decommissioned: Default::default(),
             allow_drills: cfg.allow_drills,
             drill_generation: Default::default(),

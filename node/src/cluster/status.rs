@@ -2,7 +2,8 @@
 //! asking every node (`/cluster/nodes`) or every replica (`/cluster/channels/.../replicas`).
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -14,7 +15,16 @@ use super::Node;
 use super::rpc::{AppReply, AppRpc};
 use crate::error::Result;
 use crate::meta::{self, ChannelRecord};
-use crate::raft::{NodeId, Raft};
+use crate::raft::{GroupId, NodeId, Raft};
+
+/// What one read of the channel table tells (`Node::channel_scan`).
+#[derive(Debug, Default)]
+pub struct ChannelScan {
+    /// Channels in the metadata.
+    pub total: u64,
+    /// Groups whose replica set includes this node.
+    pub replicated: HashSet<GroupId>,
+}
 
 /// How long a status probe waits for a peer before reporting it offline.
 const PROBE_TTL: Duration = Duration::from_millis(1000);
@@ -97,9 +107,15 @@ impl Node {
         })
     }
 
-    /// How many channels list this node as a replica: a scan of every channel record, so it
-    /// is cached until the metadata changes (dashboards poll it every second).
+    /// How many channels list this node as a replica.
     async fn channels_replicated(&self) -> Result<u64> {
+        Ok(self.channel_scan().await?.replicated.len() as u64)
+    }
+
+    /// What one read of the whole channel table tells this node. It is a scan of every channel
+    /// record, so the result is cached until the metadata changes (dashboards and scrapers
+    /// poll it every second); the status and the metrics share it.
+    pub async fn channel_scan(&self) -> Result<Arc<ChannelScan>> {
         let applied = self
             .meta
             .metrics()
@@ -108,23 +124,29 @@ impl Node {
             .as_ref()
             .map(|l| l.index)
             .unwrap_or(0);
-        if let Some((at, n)) = *self.replicated_cache.lock().expect("cache lock poisoned")
-            && at == applied
+        if let Some((at, scan)) = self.scan_cache.lock().expect("cache lock poisoned").as_ref()
+            && *at == applied
         {
-            return Ok(n);
+            return Ok(scan.clone());
         }
         let id = self.id;
-        let n = self
+        let scan = self
             .store
             .read(move |r| {
-                Ok(meta::channels(r, None, usize::MAX)?
-                    .iter()
-                    .filter(|c| c.replicas.contains(&id))
-                    .count())
+                let all = meta::channels(r, None, usize::MAX)?;
+                Ok(ChannelScan {
+                    total: all.len() as u64,
+                    replicated: all
+                        .iter()
+                        .filter(|c| c.replicas.contains(&id))
+                        .map(|c| c.group_id)
+                        .collect(),
+                })
             })
-            .await? as u64;
-        *self.replicated_cache.lock().expect("cache lock poisoned") = Some((applied, n));
-        Ok(n)
+            .await?;
+        let scan = Arc::new(scan);
+        *self.scan_cache.lock().expect("cache lock poisoned") = Some((applied, scan.clone()));
+        Ok(scan)
     }
 
     /// A replica's view of its group. A hibernating group is read from disk, not woken:

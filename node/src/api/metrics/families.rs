@@ -12,8 +12,9 @@ use openraft::async_runtime::WatchReceiver;
 use wk_api::Backlog;
 
 use super::exposition::{Exposition, Kind};
-use super::scans::{ChannelScan, MetricsState};
+use super::scans::MetricsState;
 use crate::cluster::Node;
+use crate::cluster::status::ChannelScan;
 use crate::raft::{GroupId, NodeId};
 use crate::stats::{self, Outcome};
 

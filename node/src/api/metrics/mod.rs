@@ -5,13 +5,13 @@
 //! cluster-wide backlog view, `/proc/self`, and the counters and histograms the request and
 //! storage paths record into (`crate::stats`; `time_requests` here times the send and sync
 //! requests). Nothing here starts, wakes or writes anything.
-//! Two parts cost more than a glance and are cached per node (in the metadata Raft's
-//! extensions, so the cache lives and dies with the node):
-//! - the scan of the channel table (channels replicated here, hence hibernated ones), at most
-//!   once per `SCAN_TTL`;
-//! - the backlog view, which probes every node: refreshed by a background task at most once per
-//!   `BACKLOG_TTL`; a scrape waits for a refresh at most `BACKLOG_WAIT` and otherwise serves the
-//!   previous view, whose age is exported as `wukong_backlog_age_seconds`.
+//! Two parts cost more than a glance and are cached:
+//! - the scan of the channel table (channels replicated here, hence hibernated ones): the
+//!   node's `channel_scan`, shared with the node status and cached until the metadata changes;
+//! - the backlog view, which probes every node, cached per node in the metadata Raft's
+//!   extensions (so the cache lives and dies with the node): refreshed by a background task at
+//!   most once per `BACKLOG_TTL`; a scrape waits for a refresh at most `BACKLOG_WAIT` and
+//!   otherwise serves the previous view, whose age is exported as `wukong_backlog_age_seconds`.
 //!
 //! The metadata group's election and leader-change counters come from a task that watches its
 //! Raft metrics, started by the first scrape: they count from then on (Prometheus scrapes a
@@ -19,7 +19,7 @@
 //!
 //! The parts: `families` says what each family is (name, type, help, value: the registry),
 //! `exposition` writes them in the text format, `scans` gathers what costs more than a
-//! glance (the cached channel-table scan and backlog view, the metadata watcher), `process`
+//! glance (the cached backlog view, the metadata watcher), `process`
 //! reads `/proc/self`; `render` here puts them together.
 //!
 //! Invariant: every family is written once, `# HELP` and `# TYPE` first and its samples
@@ -46,7 +46,7 @@ use families::{
     request_families, store_families,
 };
 use process::ProcessStats;
-use scans::{MetricsState, cached_backlog, channel_scan, watch_meta};
+use scans::{MetricsState, cached_backlog, watch_meta};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -77,7 +77,11 @@ pub async fn render(node: &Node) -> String {
     let started = Instant::now();
     let state = node.meta.extension::<MetricsState>();
     watch_meta(node, &state);
-    let scan = channel_scan(node, &state).await;
+    let scan = node
+        .channel_scan()
+        .await
+        .inspect_err(|e| tracing::debug!(error = %e, "metrics: reading the channel table"))
+        .ok();
     let backlog = cached_backlog(node, &state).await;
     let process = tokio::task::spawn_blocking(ProcessStats::read)
         .await

@@ -1,9 +1,8 @@
 //! What a scrape gathers beyond a glance, cached per node in the metadata Raft's extensions (so
-//! the cache lives and dies with the node): the channel-table scan (`SCAN_TTL`), the backlog
-//! view (refreshed in the background, `BACKLOG_TTL`, waited for at most `BACKLOG_WAIT`), and
-//! the watcher of the metadata group's elections and leader changes.
+//! the cache lives and dies with the node): the backlog view (refreshed in the background,
+//! `BACKLOG_TTL`, waited for at most `BACKLOG_WAIT`), and the watcher of the metadata group's
+//! elections and leader changes. The channel-table scan is the node's (`Node::channel_scan`).
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,11 +12,8 @@ use openraft::async_runtime::WatchReceiver;
 use wk_api::Backlog;
 
 use crate::cluster::Node;
-use crate::meta;
-use crate::raft::{GroupId, NodeId};
+use crate::raft::NodeId;
 
-/// How long a scan of the channel table is reused.
-const SCAN_TTL: Duration = Duration::from_secs(5);
 /// How long a backlog view is reused before a scrape asks for a fresh one.
 const BACKLOG_TTL: Duration = Duration::from_secs(10);
 /// How long a scrape waits for a backlog refresh before serving the previous view.
@@ -35,19 +31,8 @@ pub(super) struct StateInner {
     pub(super) elections: AtomicU64,
     /// New (term, leader) pairs seen since the watcher started.
     pub(super) leader_changes: AtomicU64,
-    /// std mutex: held only to copy or replace the cached scan.
-    scan: Mutex<Option<(Instant, Arc<ChannelScan>)>>,
     /// std mutex: held only to read or replace the cached view and its refresh handle.
     backlog: Mutex<BacklogCache>,
-}
-
-/// What one read of the channel table tells.
-#[derive(Default)]
-pub(super) struct ChannelScan {
-    /// Channels in the metadata.
-    pub(super) total: u64,
-    /// Groups whose replica set includes this node.
-    pub(super) replicated: HashSet<GroupId>,
 }
 
 type Pending = Shared<BoxFuture<'static, ()>>;
@@ -95,42 +80,6 @@ pub(super) fn watch_meta(node: &Node, state: &MetricsState) {
             }
         }
     });
-}
-
-/// The channel table scan, reused for `SCAN_TTL`; None if the store cannot be read.
-pub(super) async fn channel_scan(node: &Node, state: &MetricsState) -> Option<Arc<ChannelScan>> {
-    if let Some((at, scan)) = state.0.scan.lock().expect("metrics scan lock poisoned").as_ref()
-        && at.elapsed() < SCAN_TTL
-    {
-        return Some(scan.clone());
-    }
-    let id = node.id;
-    let scan = node
-        .store
-        .read(move |r| {
-            let all = meta::channels(r, None, usize::MAX)?;
-            let replicated = all
-                .iter()
-                .filter(|c| c.replicas.contains(&id))
-                .map(|c| c.group_id)
-                .collect();
-            Ok(ChannelScan {
-                total: all.len() as u64,
-                replicated,
-            })
-        })
-        .await;
-    match scan {
-        Ok(scan) => {
-            let scan = Arc::new(scan);
-            *state.0.scan.lock().expect("metrics scan lock poisoned") = Some((Instant::now(), scan.clone()));
-            Some(scan)
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "metrics: reading the channel table");
-            None
-        }
-    }
 }
 
 /// The backlog view and its age: refreshed in the background when older than `BACKLOG_TTL`,
