@@ -24,13 +24,15 @@
 //!   `/channel/messagesync`. Nothing here blocks a send's answer.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Node;
+use super::presence::Found;
 use super::rpc::AppRpc;
 use crate::channel::{ChannelKey, NewMessage, Sent, StoredMessage};
 use crate::gateway::deliver::{self, ConnRef, Delivery, Pushed};
+use crate::meta::ChannelRecord;
 use crate::raft::{GroupId, NodeId};
 use crate::stats::GATEWAY;
 
@@ -58,6 +60,9 @@ struct Queue {
     next: Option<u64>,
     /// A task is draining this queue.
     running: bool,
+    /// Where the recipients of the last batch were online, and the channel record they were
+    /// read from (None: a person channel): the next batch uses it while it holds.
+    found: Option<(Option<Arc<ChannelRecord>>, Arc<Found>)>,
 }
 
 /// What a channel's drain does next.
@@ -113,6 +118,7 @@ impl Node {
             pending: Vec::new(),
             next: None,
             running: false,
+            found: None,
         });
         for (m, s) in msgs.into_iter().zip(sent).filter(|(_, s)| !s.duplicate) {
             let message = StoredMessage {
@@ -169,7 +175,7 @@ impl Node {
                 }
                 Step::Push((key, batch)) => {
                     waited = false;
-                    self.deliver_batch(key, batch).await;
+                    self.deliver_batch(g, key, batch).await;
                 }
             }
         }
@@ -235,17 +241,17 @@ impl Node {
 
     /// Push one batch of a channel here and queue it for every other node with a recipient
     /// online; returns without waiting for them.
-    async fn deliver_batch(&self, key: ChannelKey, batch: Vec<(Pushed, Instant)>) {
-        let Some(uids) = self.recipients(&key).await else {
+    async fn deliver_batch(&self, g: GroupId, key: ChannelKey, batch: Vec<(Pushed, Instant)>) {
+        let Some(found) = self.recipients_found(g, &key).await else {
             return;
         };
         let committed = batch.first().map(|(_, t)| *t).unwrap_or_else(Instant::now);
         let messages: Vec<Pushed> = batch.into_iter().map(|(p, _)| p).collect();
-        for (n, uids) in self.locate_cached(uids).await {
+        for (&n, uids) in &found.by_node {
             let d = Delivery {
                 channel: key.clone(),
                 messages: messages.clone(),
-                uids,
+                uids: uids.clone(),
             };
             if n == self.id {
                 deliver::push(&self.registry, self.id, &d);
@@ -315,22 +321,72 @@ impl Node {
         }
     }
 
-    /// Who receives a channel's messages: both users of a person channel, else its
-    /// subscribers (from the local metadata). None if the channel is unknown here.
-    async fn recipients(&self, key: &ChannelKey) -> Option<Vec<String>> {
-        if key.channel_type == wk_api::CHANNEL_TYPE_PERSON {
-            let mut uids: Vec<String> = key.channel_id.split('@').map(str::to_string).collect();
-            uids.dedup();
-            return Some(uids);
-        }
-        match self.resolve_channel(key, false).await {
-            Ok(Some(rec)) => Some(rec.subscribers.iter().cloned().collect()),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::debug!(channel = %key, error = %e, "fanout: no subscribers");
-                None
+    /// Where channel `g`'s recipients are online: both users of a person channel, else its
+    /// subscribers (from the local metadata). The answer of the channel's previous batch is
+    /// used while its recipients are the same and it holds (`Found::holds`), so a message to
+    /// a large group costs no lookup per member. None if the channel is unknown here.
+    async fn recipients_found(&self, g: GroupId, key: &ChannelKey) -> Option<Arc<Found>> {
+        let rec = if key.channel_type == wk_api::CHANNEL_TYPE_PERSON {
+            None
+        } else {
+            match self.resolve_channel(key, false).await {
+                Ok(Some(rec)) => Some(rec),
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::debug!(channel = %key, error = %e, "fanout: no subscribers");
+                    return None;
+                }
             }
+        };
+        let kept = {
+            let queues = self.fanout.queues.lock().expect("fanout lock poisoned");
+            queues.get(&g).and_then(|q| q.found.clone())
+        };
+        if let Some((was, found)) = kept
+            && same_recipients(was.as_deref(), rec.as_deref())
+            && found.holds(self)
+        {
+            // A newer read of the same record: compared by pointer next time.
+            if let (Some(was), Some(rec)) = (&was, &rec)
+                && !Arc::ptr_eq(was, rec)
+                && let Some(q) = self
+                    .fanout
+                    .queues
+                    .lock()
+                    .expect("fanout lock poisoned")
+                    .get_mut(&g)
+            {
+                q.found = Some((Some(rec.clone()), found.clone()));
+            }
+            return Some(found);
         }
+        let found = Arc::new(match &rec {
+            Some(rec) => self.locate_cached(rec.subscribers.iter().cloned()).await,
+            None => {
+                let mut uids: Vec<String> = key.channel_id.split('@').map(str::to_string).collect();
+                uids.dedup();
+                self.locate_cached(uids).await
+            }
+        });
+        if let Some(q) = self
+            .fanout
+            .queues
+            .lock()
+            .expect("fanout lock poisoned")
+            .get_mut(&g)
+        {
+            q.found = Some((rec, found.clone()));
+        }
+        Some(found)
+    }
+}
+
+/// Whether two reads of a channel's record name the same recipients (None: a person channel).
+fn same_recipients(a: Option<&ChannelRecord>, b: Option<&ChannelRecord>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b) || a.subscribers == b.subscribers,
+        _ => false,
     }
 }
 

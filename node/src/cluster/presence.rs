@@ -31,10 +31,16 @@
 //! - An entry lives at most `CACHE_TTL` (a lost `Moved` costs at most that), and the whole
 //!   cache goes when the live set changes (owners move). The uids this node owns are looked
 //!   up directly, never cached.
+//! - The presence **epoch** is bumped by everything that can change an answer of
+//!   `locate_cached`: a `Moved`, a live-set change, a change of an entry this node owns. An
+//!   answer found under one epoch holds while the epoch and the live set stay and its oldest
+//!   cached part is younger than `CACHE_TTL` (`Found::holds`); the fan-out keeps each
+//!   channel's answer on that rule.
 //! - `/user/onlinestatus` asks the owners every time (`Node::locate`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -104,8 +110,6 @@ impl Directory {
 struct Cache {
     /// uid -> the nodes it is online on (empty: offline), and when the owner said so.
     by_uid: HashMap<String, (Vec<NodeId>, Instant)>,
-    /// Bumped by every `Moved` and live-set change: an answer that crossed a bump is not kept.
-    epoch: u64,
     /// The live set the entries were learned under.
     live: BTreeSet<NodeId>,
 }
@@ -121,6 +125,31 @@ pub struct Presence {
     dirty: Mutex<HashSet<String>>,
     /// Wakes the announcing task.
     wake: Notify,
+    /// Bumped by every change that can alter a `locate_cached` answer (see the module doc):
+    /// an answer that crossed a bump is not kept.
+    epoch: AtomicU64,
+}
+
+/// Where recipients are online, as `Node::locate_cached` found them.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// node -> the uids online there.
+    pub by_node: BTreeMap<NodeId, Vec<String>>,
+    /// The presence epoch before the lookup.
+    epoch: u64,
+    /// The live set it was made under.
+    live: BTreeSet<NodeId>,
+    /// When its oldest part was learned from an owner.
+    learned: Instant,
+}
+
+impl Found {
+    /// Whether this answer still holds on `node` (see the module doc).
+    pub fn holds(&self, node: &Node) -> bool {
+        self.epoch == node.presence.epoch.load(Ordering::Acquire)
+            && self.learned.elapsed() < CACHE_TTL
+            && self.live == node.live_nodes()
+    }
 }
 
 /// The owner of `uid` among `live`.
@@ -147,10 +176,11 @@ impl Presence {
         let seen = Instant::now();
         let mut guard = self.owned.lock().expect("owned lock poisoned");
         let dir = &mut *guard;
-        let mut moved = false;
+        let (mut moved, mut any) = (false, false);
         for (uid, flags) in a.users {
             let before = dir.users.get(&uid).and_then(|nodes| nodes.get(&a.node));
             let changed = before.map_or(!flags.is_empty(), |e| e.flags != flags);
+            any |= changed;
             if flags.is_empty() {
                 if let Some(nodes) = dir.users.get_mut(&uid) {
                     nodes.remove(&a.node);
@@ -170,9 +200,17 @@ impl Presence {
             }
         }
         drop(guard);
+        if any {
+            self.bump();
+        }
         if moved {
             self.wake.notify_one();
         }
+    }
+
+    /// Something an answer of `locate_cached` may hold changed.
+    fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Like `lookup`, and remember that `from` caches the answer (see the module doc).
@@ -189,7 +227,7 @@ impl Presence {
     /// The owners say these uids' connections changed: forget where they were.
     pub fn moved(&self, uids: &[String]) {
         let mut cache = self.cache.lock().expect("cache lock poisoned");
-        cache.epoch += 1;
+        self.bump();
         for u in uids {
             cache.by_uid.remove(u);
         }
@@ -226,10 +264,14 @@ impl Presence {
             w.remove(&node);
         }
         dir.watchers.retain(|_, w| !w.is_empty());
+        let any = !changed.is_empty();
         for uid in changed {
             dir.changed(&uid);
         }
         drop(guard);
+        if any {
+            self.bump();
+        }
         self.wake.notify_one();
     }
 
@@ -249,6 +291,9 @@ impl Presence {
             }
             keep
         });
+        if !changed.is_empty() {
+            self.bump();
+        }
         for uid in changed {
             dir.changed(&uid);
         }
@@ -378,12 +423,13 @@ impl Node {
 }
 
 impl Node {
-    /// Where `uids` are online, for the fan-out: node -> uids there. From this node's cache
-    /// where it has a fresh entry, else from the owners (`AppRpc::Watch`), whose answers are
-    /// cached (see the module doc). A uid whose owner does not answer counts as offline.
-    pub async fn locate_cached(&self, uids: Vec<String>) -> BTreeMap<NodeId, Vec<String>> {
+    /// Where `uids` are online, for the fan-out. From this node's cache where it has a fresh
+    /// entry, else from the owners (`AppRpc::Watch`), whose answers are cached (see the module
+    /// doc). A uid whose owner does not answer counts as offline.
+    pub async fn locate_cached(&self, uids: impl IntoIterator<Item = String>) -> Found {
         let live = self.live_nodes();
         let now = Instant::now();
+        let mut learned = now;
         let mut by_node: BTreeMap<NodeId, Vec<String>> = BTreeMap::new();
         let mut misses: HashMap<NodeId, Vec<String>> = HashMap::new();
         let epoch = {
@@ -391,12 +437,13 @@ impl Node {
             if cache.live != live {
                 cache.by_uid.clear();
                 cache.live = live.clone();
-                cache.epoch += 1;
+                self.presence.bump();
             }
             for uid in uids {
                 let Some(o) = owner(&uid, &live) else { continue };
                 match cache.by_uid.get(&uid) {
                     Some((nodes, at)) if o != self.id && now.saturating_duration_since(*at) < CACHE_TTL => {
+                        learned = learned.min(*at);
                         for n in nodes {
                             by_node.entry(*n).or_default().push(uid.clone());
                         }
@@ -404,10 +451,16 @@ impl Node {
                     _ => misses.entry(o).or_default().push(uid),
                 }
             }
-            cache.epoch
+            self.presence.epoch.load(Ordering::Acquire)
+        };
+        let found = |by_node| Found {
+            by_node,
+            epoch,
+            live,
+            learned,
         };
         if misses.is_empty() {
-            return by_node;
+            return found(by_node);
         }
         let asks = misses.into_iter().map(|(o, uids)| async move {
             if o == self.id {
@@ -427,7 +480,7 @@ impl Node {
         });
         let answers = futures::future::join_all(asks).await;
         let mut cache = self.presence.cache.lock().expect("cache lock poisoned");
-        let keep = cache.epoch == epoch;
+        let keep = self.presence.epoch.load(Ordering::Acquire) == epoch;
         if keep && cache.by_uid.len() >= CACHE_MAX {
             cache.by_uid.clear();
         }
@@ -447,7 +500,8 @@ impl Node {
                 }
             }
         }
-        by_node
+        drop(cache);
+        found(by_node)
     }
 }
 
@@ -525,6 +579,26 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_owned_entry_bumps_the_epoch_and_a_repeat_does_not() {
+        let p = Presence::default();
+        let epoch = || p.epoch.load(Ordering::Acquire);
+        let ann = |flags: &[u8]| Announcement {
+            node: 2,
+            users: vec![("a".to_string(), flags.to_vec())],
+        };
+        p.apply(ann(&[1]));
+        assert_eq!(epoch(), 1);
+        p.apply(ann(&[1]));
+        assert_eq!(epoch(), 1, "a repeated announcement changes nothing");
+        p.apply(ann(&[1, 0]));
+        assert_eq!(epoch(), 2);
+        p.node_down(3);
+        assert_eq!(epoch(), 2, "a node without entries going down changes nothing");
+        p.node_down(2);
+        assert_eq!(epoch(), 3);
+    }
+
+    #[test]
     fn moved_drops_cached_locations_and_bumps_the_epoch() {
         let p = Presence::default();
         {
@@ -533,8 +607,8 @@ mod tests {
             c.by_uid.insert("b".into(), (vec![], Instant::now()));
         }
         p.moved(&["a".to_string()]);
+        assert_eq!(p.epoch.load(Ordering::Acquire), 1);
         let c = p.cache.lock().expect("cache lock poisoned");
-        assert_eq!(c.epoch, 1);
         assert!(!c.by_uid.contains_key("a"));
         assert!(c.by_uid.contains_key("b"));
     }
