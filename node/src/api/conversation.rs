@@ -3,6 +3,7 @@
 //! cluster side: `cluster::conversations`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
@@ -76,7 +77,7 @@ pub async fn sync(
 }
 
 /// The channel a conversation request names, which the user must be in.
-async fn channel_of(node: &Node, req: &ConversationReq) -> Result<ChannelRecord, NodeError> {
+async fn channel_of(node: &Node, req: &ConversationReq) -> Result<Arc<ChannelRecord>, NodeError> {
     check_id("uid", &req.uid)?;
     let key = reader_key(&req.channel_id, req.channel_type, &req.uid)?;
     let rec = node
@@ -91,7 +92,7 @@ async fn channel_of(node: &Node, req: &ConversationReq) -> Result<ChannelRecord,
     if !member {
         return Err(NodeError::NotSubscriber(format!("{} is not in {key}", req.uid)));
     }
-    Ok(std::sync::Arc::unwrap_or_clone(rec))
+    Ok(rec)
 }
 
 async fn edit(node: &Node, req: &ConversationReq, op: ConvOp) -> ApiResult<Ok200> {

@@ -19,6 +19,7 @@
 //! a client was told survives any minority loss.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -251,7 +252,7 @@ impl Node {
 
     /// Change `cmd.uid`'s conversation on `rec` through the channel's leader; answers the new
     /// state once it is committed.
-    pub async fn edit_conversation(&self, rec: &ChannelRecord, cmd: ConvCmd) -> Result<ReadState> {
+    pub async fn edit_conversation(&self, rec: &Arc<ChannelRecord>, cmd: ConvCmd) -> Result<ReadState> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         self.route(
             rec.group_id,

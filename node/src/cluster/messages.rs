@@ -22,6 +22,7 @@
 //! the leader never sees less than what was acknowledged; a replica that finds a row failing
 //! its seal stops serving the group (`integrity`), and routing tries another.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use openraft::ReadPolicy;
@@ -55,7 +56,7 @@ impl Node {
     /// leader then pushes them to every connection of the subscribers but `origin`).
     pub async fn send(
         &self,
-        rec: &ChannelRecord,
+        rec: &Arc<ChannelRecord>,
         msgs: Vec<NewMessage>,
         origin: Option<ConnRef>,
     ) -> Result<Vec<Sent>> {
@@ -70,7 +71,7 @@ impl Node {
         .typed()
     }
 
-    pub async fn sync(&self, rec: &ChannelRecord, q: SyncQuery) -> Result<SyncResult> {
+    pub async fn sync(&self, rec: &Arc<ChannelRecord>, q: SyncQuery) -> Result<SyncResult> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         self.route(
             rec.group_id,

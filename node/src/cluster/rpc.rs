@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ReadPolicy;
@@ -29,10 +30,11 @@ pub enum AppRpc {
     /// Linearizable read of a channel record (served by the metadata leader).
     GetChannel(ChannelKey),
     /// Append messages to a channel (served by its leader, which then pushes them to the
-    /// subscribers' connections, except the sending one).
-    Send(ChannelRecord, Vec<NewMessage>, Option<ConnRef>),
+    /// subscribers' connections, except the sending one). The record is shared, not copied,
+    /// when the leader is this node (a group's subscribers may be thousands).
+    Send(Arc<ChannelRecord>, Vec<NewMessage>, Option<ConnRef>),
     /// Linearizable read of a channel's messages (served by its leader).
-    Sync(ChannelRecord, SyncQuery),
+    Sync(Arc<ChannelRecord>, SyncQuery),
     NodeStatus,
     GroupStatus(ChannelRecord),
     /// Admit a node (served by the metadata leader).
@@ -84,7 +86,7 @@ pub enum AppRpc {
     /// (`cluster::conversations`; never wakes a group).
     Conversations(ConvQuery),
     /// Change a user's conversation on a channel (served by the channel leader).
-    Conversation(ChannelRecord, ConvCmd),
+    Conversation(Arc<ChannelRecord>, ConvCmd),
 }
 
 impl AppRpc {
