@@ -5,12 +5,15 @@
 //! Sync, on the node that took the request:
 //! 1. the user's channels from this node's copy of the metadata (the `members` index, then
 //!    each channel's record): no network;
-//! 2. one `AppRpc::Conversations` per node that holds any of them (this node's own answer is
-//!    a local call), all at once, each listing every channel of the user that node holds;
-//! 3. each node reads its copy of those channels from disk (`Node::conversation_rows`),
-//!    running group or not: a sync never wakes a hibernated channel;
-//! 4. per channel the most advanced answer wins (the highest applied log index: applied
-//!    entries are committed, so a higher index holds everything a lower one does).
+//! 2. at once: this node reads its own copy of the channels it replicates
+//!    (`Node::conversation_rows`), and asks every other node that replicates any of them how
+//!    far it applied each (`AppRpc::GroupSizes`: a few bytes per channel);
+//! 3. per channel the most advanced replica wins (the highest applied log index: applied
+//!    entries are committed, so a higher index holds everything a lower one does); the
+//!    channels whose winner is another node are read there (`AppRpc::Conversations`, one
+//!    request per node): in the steady state none, so a sync moves no rows between nodes;
+//! 4. replicas read their copy from disk, running group or not: a sync never wakes a
+//!    hibernated channel.
 //!
 //! Invariants: every answer is a replica's applied state, so a sync never shows what was not
 //! committed; with every replica asked, a conversation is missing or stale only while all of
@@ -18,7 +21,7 @@
 //! leader like a send and are answered after their commit, so a read position or unread count
 //! a client was told survives any minority loss.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -190,28 +193,93 @@ impl Node {
                 Ok(recs)
             })
             .await?;
-        let mut per_node: BTreeMap<NodeId, Vec<(GroupId, u64)>> = BTreeMap::new();
+        let after = |rec: &ChannelRecord| client_seqs.get(&rec.key).copied().unwrap_or(0);
+        let query = |groups| ConvQuery {
+            uid: uid.to_string(),
+            since,
+            msg_count,
+            groups,
+        };
+        // Phase 1: this node's rows, and how far every other replica applied each group.
+        let mut applied_at: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
+        let mut local = Vec::new();
         for rec in &recs {
-            let after = client_seqs.get(&rec.key).copied().unwrap_or(0);
-            for n in &rec.replicas {
-                per_node.entry(*n).or_default().push((rec.group_id, after));
+            for &n in &rec.replicas {
+                if n == self.id {
+                    local.push((rec.group_id, after(rec)));
+                } else {
+                    applied_at.entry(n).or_default().push(rec.group_id);
+                }
             }
         }
-        let asks = per_node.into_iter().map(|(n, groups)| {
-            let q = ConvQuery {
-                uid: uid.to_string(),
-                since,
-                msg_count,
-                groups,
-            };
-            async move { (n, self.ask(n, AppRpc::Conversations(q), PEER_TTL).await) }
+        let held_here = !local.is_empty();
+        let local = async {
+            if held_here {
+                Some(self.conversation_rows(query(local)).await)
+            } else {
+                None
+            }
+        };
+        let asks = applied_at.into_iter().map(|(n, groups)| async move {
+            let answer = self
+                .ask(n, AppRpc::GroupSizes(groups), PEER_TTL)
+                .await
+                .and_then(|a| a.typed::<Vec<(GroupId, u64, u64)>>());
+            (n, answer)
         });
+        let (local, remote) = futures::future::join(local, futures::future::join_all(asks)).await;
         let mut best: HashMap<GroupId, ConvRow> = HashMap::new();
         let (mut answered, mut failed) = (Vec::new(), Vec::new());
-        for (n, answer) in futures::future::join_all(asks).await {
+        match local {
+            Some(Ok(rows)) => {
+                answered.push(self.id);
+                best.extend(rows.into_iter().map(|r| (r.group, r)));
+            }
+            Some(Err(e)) => failed.push((self.id, e)),
+            None => {}
+        }
+        // The most advanced other replica of each group, where it is ahead of this node's row.
+        let mut ahead: HashMap<GroupId, (u64, NodeId)> = HashMap::new();
+        for (n, answer) in remote {
+            match answer {
+                Ok(applied) => {
+                    answered.push(n);
+                    for (g, index, _) in applied {
+                        let here = best.get(&g).map(|r| r.applied);
+                        if here.is_some_and(|h| h >= index) {
+                            continue;
+                        }
+                        if ahead.get(&g).is_none_or(|(i, _)| *i < index) {
+                            ahead.insert(g, (index, n));
+                        }
+                    }
+                }
+                Err(e) => failed.push((n, e)),
+            }
+        }
+        // Phase 2: those groups' rows from the replicas ahead (none in the steady state, where
+        // this node holds every group it replicates as far as anyone).
+        let mut fetch: BTreeMap<NodeId, Vec<(GroupId, u64)>> = BTreeMap::new();
+        for rec in &recs {
+            if let Some((_, n)) = ahead.get(&rec.group_id) {
+                fetch.entry(*n).or_default().push((rec.group_id, after(rec)));
+            }
+        }
+        let asks = fetch.into_iter().map(|(n, groups)| {
+            let q = query(groups);
+            async move {
+                (
+                    n,
+                    q.groups.clone(),
+                    self.ask(n, AppRpc::Conversations(q), PEER_TTL).await,
+                )
+            }
+        });
+        // Groups whose most advanced replica did not give its row.
+        let mut lost: HashSet<GroupId> = HashSet::new();
+        for (n, asked, answer) in futures::future::join_all(asks).await {
             match answer.and_then(|a| a.typed::<Vec<ConvRow>>()) {
                 Ok(rows) => {
-                    answered.push(n);
                     for row in rows {
                         match best.get(&row.group) {
                             Some(b) if b.applied >= row.applied => {}
@@ -221,14 +289,19 @@ impl Node {
                         }
                     }
                 }
-                Err(e) => failed.push((n, e)),
+                Err(e) => {
+                    lost.extend(asked.into_iter().map(|(g, _)| g));
+                    failed.push((n, e));
+                }
             }
         }
-        // A channel none of whose replicas answered cannot be shown: say so rather than
-        // answer a list with a hole that looks complete. (A replica that answered without a
-        // row holds no applied state of the channel: nothing to show.)
+        // A channel none of whose replicas answered, or whose most advanced replica did not
+        // give its row, cannot be shown: say so rather than answer a list with a hole that
+        // looks complete. (A replica that answered without a row holds no applied state of
+        // the channel: nothing to show.)
         if let Some(rec) = recs.iter().find(|rec| {
-            !best.contains_key(&rec.group_id) && !rec.replicas.iter().any(|n| answered.contains(n))
+            !best.contains_key(&rec.group_id)
+                && (lost.contains(&rec.group_id) || !rec.replicas.iter().any(|n| answered.contains(n)))
         }) {
             let why: Vec<String> = failed.iter().map(|(n, e)| format!("node {n}: {e}")).collect();
             return Err(NodeError::Unavailable(format!(

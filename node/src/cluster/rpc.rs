@@ -49,7 +49,8 @@ pub enum AppRpc {
     Hibernate(Vec<GroupId>),
     /// Which channel groups run here as leader.
     ActiveGroups,
-    /// (group, last applied index, payload bytes) of each group held here.
+    /// (group, last applied index, payload bytes) of each group held here (sizing a
+    /// migration; how far a replica is, for a conversation sync).
     GroupSizes(Vec<GroupId>),
     DrainStatus,
     /// Hand the channel's leadership to the node (served by the channel leader).
