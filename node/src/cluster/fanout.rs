@@ -13,8 +13,8 @@
 //!   each peer's queue in that order; a peer has one request in flight and pushes a request's
 //!   deliveries in order, so a connection receives a channel's messages in message_seq order
 //!   (a node queues a whole delivery into its outboxes before it answers). A batch whose first
-//!   seq is past the next expected one waits `GAP_WAIT` once for the sends that complete the
-//!   gap; then the missing messages are read back from the store (this leader applied them
+//!   seq is past the next expected one waits for the sends that complete the gap (woken by
+//!   each message queued, at most `GAP_WAIT` in all); then the missing messages are read back from the store (this leader applied them
 //!   before the later ones) and pushed first. A batch is a run of consecutive seqs, so a
 //!   message is never pushed after a later one, nor twice.
 //! - Duplicates (a retried send answered from the dedup rows) are not pushed again.
@@ -26,6 +26,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use super::Node;
 use super::presence::Found;
@@ -60,6 +62,8 @@ struct Queue {
     next: Option<u64>,
     /// A task is draining this queue.
     running: bool,
+    /// Wakes the draining task when a message is queued (it may fill a gap).
+    queued: Arc<Notify>,
     /// Where the recipients of the last batch were online, and the channel record they were
     /// read from (None: a person channel): the next batch uses it while it holds.
     found: Option<(Option<Arc<ChannelRecord>>, Arc<Found>)>,
@@ -67,8 +71,9 @@ struct Queue {
 
 /// What a channel's drain does next.
 enum Step {
-    /// Give the sends that complete a gap `GAP_WAIT` to queue their messages.
-    Wait,
+    /// Give the sends that complete a gap until then to queue their messages; the notify
+    /// wakes the drain at each message queued.
+    Wait(Instant, Arc<Notify>),
     /// Read the gap's messages (first, last seq) back from the store.
     Fill((u64, u64)),
     /// Push this batch.
@@ -118,6 +123,7 @@ impl Node {
             pending: Vec::new(),
             next: None,
             running: false,
+            queued: Arc::default(),
             found: None,
         });
         for (m, s) in msgs.into_iter().zip(sent).filter(|(_, s)| !s.duplicate) {
@@ -132,6 +138,7 @@ impl Node {
             };
             q.pending.push((Pushed { message, origin }, now));
         }
+        q.queued.notify_one();
         if !q.running && !q.pending.is_empty() {
             q.running = true;
             self.spawn_task(self.clone().drain_deliveries(g));
@@ -140,7 +147,8 @@ impl Node {
 
     /// Push channel `g`'s pending messages, batch after batch, until none are left.
     async fn drain_deliveries(self, g: GroupId) {
-        let mut waited = false;
+        // When the gap the pending messages wait behind was first seen.
+        let mut gap_since: Option<Instant> = None;
         loop {
             let batch = {
                 let mut queues = self.fanout.queues.lock().expect("fanout lock poisoned");
@@ -159,22 +167,26 @@ impl Node {
                     }
                     Some(f) if q.next.is_some_and(|n| f > n) => {
                         let gap = (q.next.unwrap_or(f), f - 1);
-                        if waited { Step::Fill(gap) } else { Step::Wait }
+                        let since = *gap_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= GAP_WAIT {
+                            Step::Fill(gap)
+                        } else {
+                            Step::Wait(since + GAP_WAIT, q.queued.clone())
+                        }
                     }
                     Some(_) => Step::Push(self.take_pending(q)),
                 }
             };
             match batch {
-                Step::Wait => {
-                    waited = true;
-                    tokio::time::sleep(GAP_WAIT).await;
+                Step::Wait(until, queued) => {
+                    let _ = tokio::time::timeout_at(until.into(), queued.notified()).await;
                 }
                 Step::Fill((lo, hi)) => {
-                    waited = false;
+                    gap_since = None;
                     self.fill_gap(g, lo, hi).await;
                 }
                 Step::Push((key, batch)) => {
-                    waited = false;
+                    gap_since = None;
                     self.deliver_batch(g, key, batch).await;
                 }
             }
