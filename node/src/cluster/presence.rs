@@ -34,8 +34,9 @@
 //! - The presence **epoch** is bumped by everything that can change an answer of
 //!   `locate_cached`: a `Moved`, a live-set change, a change of an entry this node owns. An
 //!   answer found under one epoch holds while the epoch and the live set stay and its oldest
-//!   cached part is younger than `CACHE_TTL` (`Found::holds`); the fan-out keeps each
-//!   channel's answer on that rule.
+//!   cached part is younger than `CACHE_TTL`, if every owner answered (`Found::holds`); the
+//!   fan-out keeps each channel's answer on that rule. While it holds, every owner it asked
+//!   still watches for this node, so a change reaches it as a `Moved`.
 //! - `/user/onlinestatus` asks the owners every time (`Node::locate`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -141,12 +142,16 @@ pub struct Found {
     live: BTreeSet<NodeId>,
     /// When its oldest part was learned from an owner.
     learned: Instant,
+    /// Every owner answered (a uid whose owner did not counts as offline, for this answer
+    /// only: it is not kept).
+    complete: bool,
 }
 
 impl Found {
     /// Whether this answer still holds on `node` (see the module doc).
     pub fn holds(&self, node: &Node) -> bool {
-        self.epoch == node.presence.epoch.load(Ordering::Acquire)
+        self.complete
+            && self.epoch == node.presence.epoch.load(Ordering::Acquire)
             && self.learned.elapsed() < CACHE_TTL
             && self.live == node.live_nodes()
     }
@@ -453,14 +458,15 @@ impl Node {
             }
             self.presence.epoch.load(Ordering::Acquire)
         };
-        let found = |by_node| Found {
+        let found = |by_node, complete| Found {
             by_node,
             epoch,
             live,
             learned,
+            complete,
         };
         if misses.is_empty() {
-            return found(by_node);
+            return found(by_node, true);
         }
         let asks = misses.into_iter().map(|(o, uids)| async move {
             if o == self.id {
@@ -479,6 +485,7 @@ impl Node {
             }
         });
         let answers = futures::future::join_all(asks).await;
+        let complete = answers.iter().all(|(_, _, found)| found.is_some());
         let mut cache = self.presence.cache.lock().expect("cache lock poisoned");
         let keep = self.presence.epoch.load(Ordering::Acquire) == epoch;
         if keep && cache.by_uid.len() >= CACHE_MAX {
@@ -501,7 +508,7 @@ impl Node {
             }
         }
         drop(cache);
-        found(by_node)
+        found(by_node, complete)
     }
 }
 
