@@ -15,6 +15,11 @@
 //!   to prompt them, take writes, and every replica ends with exactly the acknowledged messages.
 //! - `quiet_channel_keeps_a_transferred_leader`: leadership of a quiet channel moved to a
 //!   follower stays there: no replica times out and elects another leader.
+//! - `a_woken_leader_resumes_its_term_and_yields_to_a_newer_one`: a channel group hibernated
+//!   by its leader is woken there and led again in the same term (no election); then, with the
+//!   leader paused, another replica leads it in a newer term and it hibernates again; the old
+//!   leader, resumed and woken, resumes its old term, meets the newer one and steps down: the
+//!   seqs stay contiguous and every replica holds the same messages.
 
 mod common;
 
@@ -1077,4 +1082,96 @@ async fn quiet_channel_keeps_a_transferred_leader() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(wait_quiet(&c, &ch).await, to);
+}
+
+/// Until the cluster's nodes (those answering `c`) lead no channel group: all hibernated.
+async fn wait_all_asleep(c: &Client, what: &str) {
+    wait_until(what, Duration::from_secs(20), || async {
+        let nodes = c.nodes().await.map_err(|e| e.to_string())?;
+        let led: Vec<(u64, u64)> = nodes
+            .nodes
+            .iter()
+            .filter(|n| n.online)
+            .map(|n| (n.id, n.channels_led))
+            .collect();
+        if led.iter().all(|(_, n)| *n == 0) {
+            Ok(())
+        } else {
+            Err(format!("(node, channels_led) = {led:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_woken_leader_resumes_its_term_and_yields_to_a_newer_one() {
+    let mut cluster = Cluster::start_with(3, &["--channel-idle-timeout", "300ms"]).await;
+    let c = cluster.client();
+    let ch = "resume-0".to_string();
+    create_groups(&cluster, std::slice::from_ref(&ch), &["u"]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut acks = write_channel(&c, &ch, "u", 0, 1, deadline).await;
+    let config = c.channel_config(&ch, CHANNEL_TYPE_GROUP).await.expect("config");
+    let leader = config.leader.expect("a leader after a write");
+    let on_leader = cluster.node(leader).client();
+    // Through the leader itself, so that its routing serves the channel here first.
+    acks.extend(write_channel(&on_leader, &ch, "u", 1, 2, deadline).await);
+    let term = c
+        .channel_config(&ch, CHANNEL_TYPE_GROUP)
+        .await
+        .expect("config")
+        .term;
+    wait_all_asleep(&c, "the channel to hibernate").await;
+
+    tracing::info!("--- wake it on its leader {leader}: led again in term {term}, no election");
+    acks.extend(write_channel(&on_leader, &ch, "u", 3, 1, deadline).await);
+    let now = c.channel_config(&ch, CHANNEL_TYPE_GROUP).await.expect("config");
+    assert_eq!(
+        (now.leader, now.term),
+        (Some(leader), term),
+        "resumed in the same term"
+    );
+    wait_all_asleep(&c, "the channel to hibernate again").await;
+
+    tracing::info!("--- pause node {leader}; the others wake the channel in a newer term");
+    cluster.node(leader).pause();
+    let others = cluster.client_excluding(leader);
+    acks.extend(write_channel(&others, &ch, "u", 4, 2, deadline).await);
+    let newer = others
+        .channel_config(&ch, CHANNEL_TYPE_GROUP)
+        .await
+        .expect("config");
+    assert!(newer.term > term, "a newer term without node {leader}: {newer:?}");
+    wait_all_asleep(&others, "the channel to hibernate on the others").await;
+
+    tracing::info!(
+        "--- resume node {leader} and write through it: it yields to term {}",
+        newer.term
+    );
+    cluster.node(leader).resume();
+    acks.extend(write_channel(&on_leader, &ch, "u", 6, 2, deadline).await);
+    assert_eq!(
+        acks.iter().map(|a| a.resp.message_seq).collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
+    wait_until(
+        "every replica to verify equal",
+        Duration::from_secs(30),
+        || async {
+            let v = c
+                .channel_verify(&ch, CHANNEL_TYPE_GROUP)
+                .await
+                .map_err(|e| e.to_string())?;
+            if v.ok && v.common_seq == 8 {
+                Ok(())
+            } else {
+                Err(format!("{v:?}"))
+            }
+        },
+    )
+    .await;
+    for node in &cluster.nodes {
+        let got = read_all(&node.client(), "u", &ch, CHANNEL_TYPE_GROUP, 1000).await;
+        check_channel(&format!("node {}", node.id), &ch, &got, &acks);
+    }
 }

@@ -8,7 +8,7 @@
 //! - A slot's fence closes before its instance stops; a closed slot is never reused.
 //! - The locks here guard only a lookup, an insert or a removal; nothing awaits under them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -38,8 +38,9 @@ pub(super) struct GroupSlot {
 #[derive(Default)]
 pub(super) struct Groups {
     slots: Mutex<HashMap<GroupId, Arc<GroupSlot>>>,
-    /// Groups this process stopped by hibernation (their wake-up campaigns at once).
-    hibernated: Mutex<HashSet<GroupId>>,
+    /// Groups this process stopped by hibernation (their wake-up campaigns at once), and
+    /// whether each may resume its leadership (every write it queued was stored).
+    hibernated: Mutex<HashMap<GroupId, bool>>,
 }
 
 impl Groups {
@@ -107,11 +108,11 @@ impl Groups {
             .collect()
     }
 
-    pub(super) fn mark_hibernated(&self, g: GroupId) {
+    pub(super) fn mark_hibernated(&self, g: GroupId, resumable: bool) {
         self.hibernated
             .lock()
             .expect("hibernated lock poisoned")
-            .insert(g);
+            .insert(g, resumable);
     }
 
     /// Whether this process hibernated the group; forgets it.
@@ -120,6 +121,18 @@ impl Groups {
             .lock()
             .expect("hibernated lock poisoned")
             .remove(&g)
+            .is_some()
+    }
+
+    /// Whether the group was hibernated here with every write it queued stored: if it led,
+    /// it may lead again in the same term (`raft::raft_config`).
+    pub(super) fn resumable(&self, g: GroupId) -> bool {
+        self.hibernated
+            .lock()
+            .expect("hibernated lock poisoned")
+            .get(&g)
+            .copied()
+            .unwrap_or(false)
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, Arc<GroupSlot>>> {

@@ -144,13 +144,14 @@ fn new_raft_group(
     transport: &Arc<Transport>,
     fence: Fence,
     applied: Arc<AtomicU64>,
+    resume: bool,
 ) -> impl std::future::Future<Output = Result<Raft>> {
     let (store, transport) = (store.clone(), transport.clone());
     async move {
         let network = NetworkFactory::new(Router(transport), g);
         Raft::new(
             id,
-            raft_config(g),
+            raft_config(g, resume),
             network,
             LogStore::new(g, store.clone(), fence.clone()),
             StateMachine::new(g, store, fence, applied),
@@ -240,6 +241,7 @@ impl Node {
             &transport,
             Fence::default(),
             meta_applied.clone(),
+            false,
         )
         .await?;
         let reserved_ids = store
@@ -493,6 +495,7 @@ impl Node {
                         &self.transport,
                         slot.fence.clone(),
                         Default::default(),
+                        self.groups.resumable(g),
                     )
                 })
                 .await
@@ -533,11 +536,11 @@ impl Node {
 
     /// Stop a channel group here; its state stays in LMDB and any request restarts it.
     pub async fn hibernate(&self, g: GroupId) {
-        if self.slot(g).is_none() {
+        let Some(slot) = self.slot(g) else {
             return;
-        }
+        };
         if self.stop_group(g, |_| Ok(())).await.0 {
-            self.groups.mark_hibernated(g);
+            self.groups.mark_hibernated(g, !slot.fence.refused());
             tracing::debug!(group = g, "channel group hibernated");
         }
     }
@@ -646,6 +649,17 @@ impl Node {
                 .map_err(|e| NodeError::Unavailable(format!("group {}: {e}", rec.group_id)))?;
         if started && !uninitialized {
             let slept_here = self.groups.take_hibernated(rec.group_id);
+            // A group hibernated here with every write it queued stored started as leader if
+            // it led (`raft::raft_config`): no campaign, only the lease to renew.
+            let resumed = slept_here
+                && raft
+                    .with_raft_state(|st| st.server_state == openraft::ServerState::Leader)
+                    .await
+                    .unwrap_or(false);
+            if resumed {
+                quiet::renew_lease(&raft).await;
+                return Ok((raft, true));
+            }
             // A group this process put to sleep: hibernation is leader-driven and stops every
             // replica, so no leader runs anywhere; campaign at once (a pre-vote would wait out
             // the lease openraft grants a freshly started group: the election timer, ~650 ms).

@@ -91,20 +91,34 @@ pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 /// append or an apply still queued when the group stopped: openraft's shutdown does not wait
 /// for its state-machine worker) fails instead of leaving stray rows behind.
 #[derive(Clone, Default)]
-pub struct Fence(Arc<AtomicBool>);
+pub struct Fence(Arc<FenceState>);
+
+#[derive(Default)]
+pub struct FenceState {
+    closed: AtomicBool,
+    /// A write was refused: the instance had queued a write that was never stored.
+    refused: AtomicBool,
+}
 
 impl Fence {
     pub fn close(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.closed.store(true, Ordering::Release);
     }
 
     pub fn is_closed(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether a write of the instance was refused: after its stop, false means every write
+    /// it queued is stored (so its log holds every entry it replicated).
+    pub fn refused(&self) -> bool {
+        self.0.refused.load(Ordering::Acquire)
     }
 
     /// Inside a write transaction of group `g`: refuse it once the fence is closed.
     pub fn check(&self, g: GroupId) -> crate::store::Result<()> {
         if self.is_closed() {
+            self.0.refused.store(true, Ordering::Release);
             return Err(crate::store::StoreError::Fenced(g));
         }
         Ok(())
@@ -143,14 +157,22 @@ pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::st
 /// Only the metadata group takes snapshots and purges its log behind them
 /// (`state_machine` module doc): every [`META_SNAPSHOT_EVERY`] entries, keeping the last
 /// [`META_LOG_KEPT`]. A channel group's log is its message store and is never purged.
-pub fn raft_config(g: GroupId) -> Arc<openraft::Config> {
+///
+/// `resume`: the group was hibernated by this process with every write it queued stored, so
+/// if it led, it leads again at once in the same term (see `build_config` for why that is
+/// unsafe otherwise, and ARCHITECTURE for why it is safe then).
+pub fn raft_config(g: GroupId, resume: bool) -> Arc<openraft::Config> {
     // Built and validated once each: every group start (a wake-up) asks for one.
     static META: LazyLock<Arc<openraft::Config>> =
-        LazyLock::new(|| build_config(250, 1000, 2000, true, true));
+        LazyLock::new(|| build_config(250, 1000, 2000, true, true, false));
     static CHANNEL: LazyLock<Arc<openraft::Config>> =
-        LazyLock::new(|| build_config(500, 1500, 3000, false, false));
+        LazyLock::new(|| build_config(500, 1500, 3000, false, false, false));
+    static RESUMING: LazyLock<Arc<openraft::Config>> =
+        LazyLock::new(|| build_config(500, 1500, 3000, false, false, true));
     if g == META_GROUP {
         META.clone()
+    } else if resume {
+        RESUMING.clone()
     } else {
         CHANNEL.clone()
     }
@@ -162,6 +184,7 @@ fn build_config(
     election_timeout_max: u64,
     commit_only_append: bool,
     snapshots: bool,
+    resume: bool,
 ) -> Arc<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "wukong".into(),
@@ -182,12 +205,13 @@ fn build_config(
         // by bytes too.
         max_payload_entries: 4096,
         enable_pre_vote: Some(true),
-        // A restarted (or woken) leader must win a new election in a new term. Restoring
-        // leadership in the same term is unsafe here: the log store replicates entries from
-        // memory before its own fsync (group commit), so a leader that crashed may come back
-        // without entries its followers hold and give the same (term, index) to a different
-        // entry. Found by the leader-kill drill: replicas with equal seqs, different checksums.
-        enable_leader_restore: Some(false),
+        // A restarted leader must win a new election in a new term. Restoring leadership in
+        // the same term is unsafe in general: the log store replicates entries from memory
+        // before its own fsync (group commit), so a leader that crashed may come back without
+        // entries its followers hold and give the same (term, index) to a different entry.
+        // Found by the leader-kill drill: replicas with equal seqs, different checksums. Only a
+        // group this process stopped with every queued write stored may resume (`resume`).
+        enable_leader_restore: Some(resume),
         commit_only_append: Some(commit_only_append),
         ..Default::default()
     };
