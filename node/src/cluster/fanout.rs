@@ -14,8 +14,8 @@
 //!   deliveries in order, so a connection receives a channel's messages in message_seq order
 //!   (a node queues a whole delivery into its outboxes before it answers). A batch whose first
 //!   seq is past the next expected one waits for the sends that complete the gap (woken by
-//!   each message queued, at most `GAP_WAIT` in all); then the missing messages are read back from the store (this leader applied them
-//!   before the later ones) and pushed first. A batch is a run of consecutive seqs, so a
+//!   each message queued, at most `GAP_WAIT` in all); then the missing messages are read back
+//!   from the store (this leader applied them before the later ones) and pushed first. A batch is a run of consecutive seqs, so a
 //!   message is never pushed after a later one, nor twice.
 //! - Duplicates (a retried send answered from the dedup rows) are not pushed again.
 //! - Best effort: a request a peer does not answer within `DELIVER_TTL` is lost; past
