@@ -1,6 +1,6 @@
 //! Rendering results: aligned text tables for people, JSON of the wk-api wire types for
 //! scripts. Everything here is pure (strings in, strings out) except the two `write_*`
-//! helpers, which only write to the given writer; errors writing stdout (a closed pipe) are
+//! helpers, which only write to the given writer, and `print`, which writes to stdout; errors writing stdout (a closed pipe) are
 //! returned, never panicked on.
 
 use std::io::Write;
@@ -24,6 +24,20 @@ pub fn write_json<T: Serialize>(out: &mut impl Write, value: &T) -> anyhow::Resu
 pub fn write_text(out: &mut impl Write, text: &str) -> anyhow::Result<()> {
     out.write_all(text.as_bytes()).context("writing to stdout")?;
     out.flush().context("writing to stdout")
+}
+
+/// Writes a command's result to stdout: `value` as JSON with `--output json`, else the text
+/// `text` renders.
+pub fn print<T: Serialize>(
+    format: crate::cli::OutputFormat,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        crate::cli::OutputFormat::Json => write_json(&mut out, value),
+        crate::cli::OutputFormat::Text => write_text(&mut out, &text()),
+    }
 }
 
 /// How a column lines up: text to the left, numbers to the right.

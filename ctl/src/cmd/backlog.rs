@@ -73,11 +73,7 @@ pub async fn show(global: &GlobalArgs, limit: u64) -> anyhow::Result<Outcome> {
         .backlog(limit)
         .await
         .context("GET /cluster/backlog")?;
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &b)?,
-        OutputFormat::Text => output::write_text(&mut out, &backlog_text(&b))?,
-    }
+    output::print(global.output, &b, || backlog_text(&b))?;
     Ok(if b.at_risk > 0 {
         Outcome::CheckFailed
     } else {

@@ -4,7 +4,7 @@ use anyhow::Context;
 use wk_api::ConversationSyncReq;
 
 use crate::Outcome;
-use crate::cli::{ConversationListArgs, GlobalArgs, OutputFormat};
+use crate::cli::{ConversationListArgs, GlobalArgs};
 use crate::output;
 
 /// Lists a user's conversations with their last message; JSON output is the raw answer.
@@ -20,10 +20,6 @@ pub async fn list(global: &GlobalArgs, args: ConversationListArgs) -> anyhow::Re
         .conversation_sync(&req)
         .await
         .context("POST /conversation/sync")?;
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &convs)?,
-        OutputFormat::Text => output::write_text(&mut out, &output::conversations_text(&convs))?,
-    }
+    output::print(global.output, &convs, || output::conversations_text(&convs))?;
     Ok(Outcome::Ok)
 }

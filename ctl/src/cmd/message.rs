@@ -5,7 +5,7 @@ use base64::Engine;
 use wk_api::{MessageHeader, SendReq, SyncReq};
 
 use crate::Outcome;
-use crate::cli::{GlobalArgs, OutputFormat, SendArgs, SyncArgs};
+use crate::cli::{GlobalArgs, SendArgs, SyncArgs};
 use crate::output;
 
 /// Sends `args.text` as the (base64) payload and prints the assigned id and seq.
@@ -20,11 +20,7 @@ pub async fn send(global: &GlobalArgs, args: SendArgs) -> anyhow::Result<Outcome
         payload: base64::engine::general_purpose::STANDARD.encode(args.text.as_bytes()),
     };
     let resp = client.send(&req).await.context("POST /message/send")?;
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &resp)?,
-        OutputFormat::Text => output::write_text(&mut out, &output::send_text(&resp))?,
-    }
+    output::print(global.output, &resp, || output::send_text(&resp))?;
     Ok(Outcome::Ok)
 }
 
@@ -41,12 +37,8 @@ pub async fn sync(global: &GlobalArgs, args: SyncArgs) -> anyhow::Result<Outcome
         pull_mode: args.pull_mode,
     };
     let resp = client.sync(&req).await.context("POST /channel/messagesync")?;
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &resp)?,
-        OutputFormat::Text => {
-            output::write_text(&mut out, &output::messages_text(&resp.messages, resp.more != 0))?
-        }
-    }
+    output::print(global.output, &resp, || {
+        output::messages_text(&resp.messages, resp.more != 0)
+    })?;
     Ok(Outcome::Ok)
 }

@@ -13,7 +13,7 @@ use wk_api::{Client, NodesResp};
 
 use super::channel::{self, PAGE};
 use crate::Outcome;
-use crate::cli::{GlobalArgs, OutputFormat, RemoveArgs};
+use crate::cli::{GlobalArgs, RemoveArgs};
 use crate::output;
 use crate::render::{self, NodeDetail};
 
@@ -31,11 +31,7 @@ pub async fn list(global: &GlobalArgs) -> anyhow::Result<Outcome> {
         .nodes()
         .await
         .context("GET /cluster/nodes")?;
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &resp)?,
-        OutputFormat::Text => output::write_text(&mut out, &render::node_list_text(&resp))?,
-    }
+    output::print(global.output, &resp, || render::node_list_text(&resp))?;
     Ok(Outcome::Ok)
 }
 
@@ -82,11 +78,7 @@ pub async fn show(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
         node,
         channels,
     };
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &detail)?,
-        OutputFormat::Text => output::write_text(&mut out, &render::node_show_text(&detail))?,
-    }
+    output::print(global.output, &detail, || render::node_show_text(&detail))?;
     Ok(if failed > 0 {
         Outcome::CheckFailed
     } else {
@@ -140,11 +132,7 @@ pub async fn evacuate(global: &GlobalArgs, id: u64) -> anyhow::Result<Outcome> {
             "some stuck"
         });
     }
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &resp)?,
-        OutputFormat::Text => output::write_text(&mut out, &render::evacuate_text(&resp))?,
-    }
+    output::print(global.output, &resp, || render::evacuate_text(&resp))?;
     Ok(if resp.stuck.is_empty() {
         Outcome::Ok
     } else {
@@ -176,11 +164,7 @@ pub async fn remove(global: &GlobalArgs, args: RemoveArgs) -> anyhow::Result<Out
             .remove_node(id, true)
             .await
             .with_context(|| format!("POST /cluster/nodes/{id}/remove (dry run)"))?;
-        let mut out = std::io::stdout().lock();
-        match global.output {
-            OutputFormat::Json => output::write_json(&mut out, &plan)?,
-            OutputFormat::Text => output::write_text(&mut out, &render::remove_plan_text(&plan))?,
-        }
+        output::print(global.output, &plan, || render::remove_plan_text(&plan))?;
         return Ok(Outcome::Ok);
     }
     find(&client.nodes().await.context("GET /cluster/nodes")?, id)?;
@@ -246,11 +230,7 @@ pub async fn remove(global: &GlobalArgs, args: RemoveArgs) -> anyhow::Result<Out
             "some stuck"
         });
     }
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &resp)?,
-        OutputFormat::Text => output::write_text(&mut out, &render::remove_text(&resp))?,
-    }
+    output::print(global.output, &resp, || render::remove_text(&resp))?;
     Ok(if resp.removed && resp.stuck.is_empty() {
         Outcome::Ok
     } else {

@@ -65,11 +65,7 @@ pub async fn save(global: &GlobalArgs, file: &Path) -> anyhow::Result<Outcome> {
 
 pub fn status(global: &GlobalArgs, file: &Path) -> anyhow::Result<Outcome> {
     let status = check(file)?;
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &status)?,
-        OutputFormat::Text => output::write_text(&mut out, &status_text(&status))?,
-    }
+    output::print(global.output, &status, || status_text(&status))?;
     Ok(Outcome::Ok)
 }
 

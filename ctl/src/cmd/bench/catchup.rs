@@ -21,7 +21,7 @@ use wk_api::{CHANNEL_TYPE_GROUP, Client};
 
 use super::fill;
 use crate::Outcome;
-use crate::cli::{BenchCatchupArgs, GlobalArgs, OutputFormat};
+use crate::cli::{BenchCatchupArgs, GlobalArgs};
 use crate::output;
 use crate::probe::{create_channels, interrupted, per_endpoint};
 use crate::wait::{self, Poll, wait_for};
@@ -171,10 +171,6 @@ async fn inner(global: &GlobalArgs, args: BenchCatchupArgs) -> anyhow::Result<Ou
         join_metadata_ms: resp.metadata_ms,
     };
     super::report_exits(&mut cluster);
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => output::write_text(&mut out, &catchup_text(&report))?,
-    }
+    output::print(global.output, &report, || catchup_text(&report))?;
     Ok(Outcome::Ok)
 }

@@ -16,7 +16,7 @@ use wk_api::{CHANNEL_TYPE_GROUP, ChannelReq, ConversationSyncReq};
 
 use super::{LatencySummary, fill, new_histogram, summarize};
 use crate::Outcome;
-use crate::cli::{BenchConversationsArgs, GlobalArgs, OutputFormat};
+use crate::cli::{BenchConversationsArgs, GlobalArgs};
 use crate::output;
 use crate::probe::{interrupted, payload_pool, per_endpoint, run_tag};
 
@@ -123,10 +123,6 @@ async fn inner(global: &GlobalArgs, args: BenchConversationsArgs) -> anyhow::Res
         lat: summarize(&hist),
     };
     super::report_exits(&mut cluster);
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => output::write_text(&mut out, &conversations_text(&report))?,
-    }
+    output::print(global.output, &report, || conversations_text(&report))?;
     Ok(Outcome::Ok)
 }

@@ -37,7 +37,7 @@ use wk_proto::{
 
 use super::{LatencySummary, new_histogram, summarize};
 use crate::Outcome;
-use crate::cli::{BenchDeliverArgs, GlobalArgs, OutputFormat};
+use crate::cli::{BenchDeliverArgs, GlobalArgs};
 use crate::output;
 use crate::probe::{interrupted, per_endpoint, run_tag};
 use crate::wait::retry;
@@ -357,11 +357,7 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
         },
     };
     drop(cluster);
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => output::write_text(&mut out, &deliver_text(&report))?,
-    }
+    output::print(global.output, &report, || deliver_text(&report))?;
     Ok(Outcome::Ok)
 }
 

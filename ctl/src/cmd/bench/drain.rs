@@ -24,7 +24,7 @@ use wk_api::{Client, DrainReq};
 
 use super::{LatencySummary, fill, new_histogram, summarize};
 use crate::Outcome;
-use crate::cli::{BenchDrainArgs, GlobalArgs, OutputFormat};
+use crate::cli::{BenchDrainArgs, GlobalArgs};
 use crate::output;
 use crate::probe::{create_channels, interrupted, payload_pool, per_endpoint, run_tag};
 use crate::wait::{Poll, wait_for};
@@ -234,10 +234,6 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
         foreground_during: phase(&samples, t_drain, t_done),
     };
     super::report_exits(&mut cluster);
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => output::write_text(&mut out, &drain_text(&report))?,
-    }
+    output::print(global.output, &report, || drain_text(&report))?;
     Ok(Outcome::Ok)
 }

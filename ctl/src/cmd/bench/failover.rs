@@ -11,7 +11,7 @@ use wk_api::{CHANNEL_TYPE_GROUP, Client};
 
 use super::{Spread, failover_active, local_cluster, opt_ms, round_us, spread};
 use crate::Outcome;
-use crate::cli::{BenchFailoverArgs, GlobalArgs, OutputFormat};
+use crate::cli::{BenchFailoverArgs, GlobalArgs};
 use crate::output::{self, Align, Table};
 use crate::probe::{
     WriterSpec, Writers, create_channels, interrupted, per_endpoint, read_channel, run_tag, verify,
@@ -275,11 +275,7 @@ async fn failover_inner(global: &GlobalArgs, args: BenchFailoverArgs) -> anyhow:
         ok: v.ok() && windows.len() == rounds.len(),
         rounds,
     };
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => output::write_text(&mut out, &failover_text(&report))?,
-    }
+    output::print(global.output, &report, || failover_text(&report))?;
     drop(cluster);
     Ok(if report.ok {
         Outcome::Ok

@@ -24,7 +24,7 @@ use wk_api::{CHANNEL_TYPE_GROUP, Client};
 
 use super::{fill, round_us};
 use crate::Outcome;
-use crate::cli::{BenchFailoverArgs, GlobalArgs, OutputFormat};
+use crate::cli::{BenchFailoverArgs, GlobalArgs};
 use crate::output::{self, Align, Table};
 use crate::probe::{interrupted, per_endpoint};
 use crate::wait::{Poll, retry, wait_for};
@@ -243,11 +243,7 @@ async fn inner(global: &GlobalArgs, args: BenchFailoverArgs, active: u64) -> any
         rounds,
         ok,
     };
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => output::write_text(&mut out, &active_text(&report))?,
-    }
+    output::print(global.output, &report, || active_text(&report))?;
     Ok(if ok { Outcome::Ok } else { Outcome::CheckFailed })
 }
 

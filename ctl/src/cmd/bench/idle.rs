@@ -26,7 +26,7 @@ use wk_api::CHANNEL_TYPE_GROUP;
 
 use super::{LatencySummary, fill, new_histogram, summarize};
 use crate::Outcome;
-use crate::cli::{BenchIdleArgs, GlobalArgs, OutputFormat};
+use crate::cli::{BenchIdleArgs, GlobalArgs};
 use crate::output::{self, Align, Table};
 use crate::probe::{interrupted, payload_pool, per_endpoint, run_tag};
 use crate::wait::{Poll, wait_for};
@@ -258,11 +258,7 @@ async fn inner(global: &GlobalArgs, args: BenchIdleArgs) -> anyhow::Result<Outco
         first_send: summarize(&hist),
         samples: args.samples,
     };
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => output::write_text(&mut out, &idle_text(&report))?,
-    }
+    output::print(global.output, &report, || idle_text(&report))?;
     Ok(Outcome::Ok)
 }
 

@@ -108,11 +108,9 @@ pub async fn list(global: &GlobalArgs, args: ChannelListArgs) -> anyhow::Result<
         total: all.total,
         channels,
     };
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &listing)?,
-        OutputFormat::Text => output::write_text(&mut out, &render::channel_list_text(&listing, listed))?,
-    }
+    output::print(global.output, &listing, || {
+        render::channel_list_text(&listing, listed)
+    })?;
     Ok(if failed > 0 {
         Outcome::CheckFailed
     } else {

@@ -9,7 +9,7 @@ use wk_api::{ChannelVerify, ClusterVerify};
 
 use super::{CONCURRENCY, PAGE, bounded, key};
 use crate::Outcome;
-use crate::cli::{ClusterVerifyArgs, GlobalArgs, OutputFormat};
+use crate::cli::{ClusterVerifyArgs, GlobalArgs};
 use crate::{output, render};
 
 /// Each replica re-reads its whole copy; the node allows a minute per replica.
@@ -29,13 +29,9 @@ pub async fn channel(global: &GlobalArgs, channel_id: &str, channel_type: u8) ->
         .channel_verify(channel_id, channel_type)
         .await
         .with_context(|| format!("GET /cluster/channels/{channel_id}/{channel_type}/verify"))?;
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &c)?,
-        OutputFormat::Text => {
-            output::write_text(&mut out, &render::verify_text(std::slice::from_ref(&c), 1))?
-        }
-    }
+    output::print(global.output, &c, || {
+        render::verify_text(std::slice::from_ref(&c), 1)
+    })?;
     Ok(outcome(std::slice::from_ref(&c), 0))
 }
 
@@ -71,12 +67,8 @@ pub async fn cluster(global: &GlobalArgs, args: ClusterVerifyArgs) -> anyhow::Re
     }
     report.checked = report.channels.len() as u64;
     report.failed = report.channels.iter().filter(|c| !c.ok).count() as u64 + report.errors.len() as u64;
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => {
-            output::write_text(&mut out, &render::verify_text(&report.channels, report.total))?
-        }
-    }
+    output::print(global.output, &report, || {
+        render::verify_text(&report.channels, report.total)
+    })?;
     Ok(outcome(&report.channels, report.errors.len()))
 }

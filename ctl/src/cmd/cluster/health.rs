@@ -193,11 +193,7 @@ pub async fn health(global: &GlobalArgs, args: HealthArgs) -> anyhow::Result<Out
         args.expect_nodes,
         args.max_lag,
     );
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => output::write_text(&mut out, &render::health_text(&report))?,
-    }
+    output::print(global.output, &report, || render::health_text(&report))?;
     Ok(if report.healthy {
         Outcome::Ok
     } else {

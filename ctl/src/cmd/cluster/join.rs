@@ -34,17 +34,12 @@ pub async fn join(global: &GlobalArgs, args: JoinArgs) -> anyhow::Result<Outcome
     let client = crate::cmd::endpoint_client(global, JOIN_TIMEOUT)?;
     if args.no_wait {
         let resp = client.join(&req).await.context("POST /cluster/join")?;
-        let mut out = std::io::stdout().lock();
-        match global.output {
-            OutputFormat::Json => output::write_json(&mut out, &resp)?,
-            OutputFormat::Text => output::write_text(
-                &mut out,
-                &format!(
-                    "join of node {} started; `wkctl cluster status` lists it once it is admitted\n",
-                    resp.node_id
-                ),
-            )?,
-        }
+        output::print(global.output, &resp, || {
+            format!(
+                "join of node {} started; `wkctl cluster status` lists it once it is admitted\n",
+                resp.node_id
+            )
+        })?;
         return Ok(Outcome::Ok);
     }
     let progress = std::io::stderr().is_terminal() && global.output == OutputFormat::Text;
@@ -80,22 +75,17 @@ pub async fn join(global: &GlobalArgs, args: JoinArgs) -> anyhow::Result<Outcome
         ch.set_position(resp.active_migrated);
         ch.finish_with_message("active channels replicated");
     }
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &resp)?,
-        OutputFormat::Text => output::write_text(
-            &mut out,
-            &format!(
-                "node {} joined in {} ms ({}): metadata synced in {} ms, {} active channels now replicated \
-                 to it, {} inactive channels left in the backlog (wkctl backlog show)\n",
-                resp.node_id,
-                started.elapsed().as_millis(),
-                if resp.voter { "voter" } else { "learner" },
-                resp.metadata_ms,
-                resp.active_migrated,
-                resp.backlog
-            ),
-        )?,
-    }
+    output::print(global.output, &resp, || {
+        format!(
+            "node {} joined in {} ms ({}): metadata synced in {} ms, {} active channels now replicated \
+             to it, {} inactive channels left in the backlog (wkctl backlog show)\n",
+            resp.node_id,
+            started.elapsed().as_millis(),
+            if resp.voter { "voter" } else { "learner" },
+            resp.metadata_ms,
+            resp.active_migrated,
+            resp.backlog
+        )
+    })?;
     Ok(Outcome::Ok)
 }

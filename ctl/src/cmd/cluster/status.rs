@@ -6,7 +6,7 @@ use anyhow::Context;
 use wk_api::{Client, NodeStatus, NodesResp, Role};
 
 use crate::Outcome;
-use crate::cli::{GlobalArgs, OutputFormat};
+use crate::cli::GlobalArgs;
 use crate::output;
 
 /// How long a removed node's `/health` may take.
@@ -19,11 +19,7 @@ pub async fn status(global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let client = crate::cmd::client(global)?;
     let mut resp = client.nodes().await.context("GET /cluster/nodes")?;
     add_removed(&client, &mut resp).await;
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &resp)?,
-        OutputFormat::Text => output::write_text(&mut out, &output::nodes_text(&resp))?,
-    }
+    output::print(global.output, &resp, || output::nodes_text(&resp))?;
     Ok(if output::verdict(&resp).healthy {
         Outcome::Ok
     } else {

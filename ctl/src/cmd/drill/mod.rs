@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use crate::Outcome;
-use crate::cli::{GlobalArgs, OutputFormat, parse_duration};
+use crate::cli::{GlobalArgs, parse_duration};
 use crate::output;
 use crate::probe::interrupted;
 use runner::{Access, RunOpts};
@@ -337,11 +337,7 @@ async fn run_inner(global: &GlobalArgs, cmd: DrillCommand) -> anyhow::Result<Out
         seed: target.seed,
     };
     let report = runner::run(&scenario, &opts).await?;
-    let mut out = std::io::stdout().lock();
-    match global.output {
-        OutputFormat::Json => output::write_json(&mut out, &report)?,
-        OutputFormat::Text => output::write_text(&mut out, &report::text(&report))?,
-    }
+    output::print(global.output, &report, || report::text(&report))?;
     Ok(if report.verdict == "PASS" {
         Outcome::Ok
     } else {
