@@ -1093,7 +1093,7 @@ async fn wait_all_asleep(c: &Client, online: usize, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_woken_leader_resumes_its_term_and_yields_to_a_newer_one() {
-    let mut cluster = Cluster::start_with(3, &["--channel-idle-timeout", "300ms"]).await;
+    let cluster = Cluster::start_with(3, &["--channel-idle-timeout", "300ms"]).await;
     let c = cluster.client();
     let ch = "resume-0".to_string();
     create_groups(&cluster, std::slice::from_ref(&ch), &["u"]).await;

@@ -8,7 +8,8 @@
 //!   a send moves a backlogged channel, the drain moves the rest; then every channel has its
 //!   placement as replicas, every replica agrees and every acknowledged message is there once.
 //! - `drain_resumes_after_restart`: the same, smaller, with a slow drain interrupted by
-//!   SIGTERM of all four nodes; after the restart the drain goes on by itself and completes.
+//!   SIGTERM of all four nodes; after the restart the drain goes on by itself and completes,
+//!   and every drained channel takes its next message with the next seq.
 //! - `hibernated_channels_wake_up`: a hibernated channel serves send and messagesync through
 //!   its last leader's node and through a follower's; one whose last leader was SIGKILLed
 //!   elects another leader when next used.
@@ -653,6 +654,31 @@ async fn drain_resumes_after_restart() {
         "--- every channel: placement as replicas, replicas agree, every acknowledged message once"
     );
     verify_all(&cluster, &c, &acks, &MEMBERS_AFTER_JOIN, &problems).await;
+
+    // The drain moved them cold (`cluster::cold`): their groups never ran while they moved.
+    tracing::info!("--- every drained channel takes its next message, through node 4 first");
+    let via_4 = cluster.client_rotated(3);
+    let sent = bounded(bl0.entries.iter(), 8, |e| {
+        let (ch, via) = (e.channel_id.clone(), via_4.clone());
+        let from = subscribers[&ch][0].clone();
+        let want = acks[&ch].len() as u64 + 1;
+        async move {
+            let req = send_req(&from, &ch, &format!("{ch}-after-drain"), b"after the drain");
+            let got = retry(
+                &format!("send to {ch} after the drain"),
+                Duration::from_secs(30),
+                || via.send(&req),
+            )
+            .await;
+            (ch, want, got.message_seq)
+        }
+    })
+    .await;
+    for (ch, want, got) in sent {
+        problems.check(got == want, || {
+            format!("{ch}: the send after the drain got seq {got}, expected {want}")
+        });
+    }
     tracing::info!("whole test {:?}", test_start.elapsed());
     problems.assert_none();
 }

@@ -15,6 +15,7 @@
 //! openraft allows); normally only the preferred leader (the first replica, tried first)
 //! does so and the others learn the membership from it.
 
+mod cold;
 pub mod conversations;
 mod failure;
 mod fanout;
@@ -36,7 +37,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use groups::GroupSlot;
 
@@ -291,6 +292,7 @@ impl Node {
             presence: Default::default(),
             fanout: Default::default(),
         }));
+        node.load_seals().await?;
         transport.set_handler(Arc::new(node.clone()));
         let on_down = node.clone();
         transport.set_on_down(Box::new(move |peer| on_down.peer_down(peer)));
@@ -339,6 +341,7 @@ impl Node {
         node.spawn_task(node.clone().hibernate_idle_groups());
         node.spawn_task(node.clone().quiet_idle_groups());
         node.spawn_task(node.clone().run_drain());
+        node.spawn_task(node.clone().report_stale_seals());
         node.spawn_task(node.clone().repair_corrupt());
         node.spawn_task(node.clone().announce_presence());
         if let (true, Some((seed_id, _))) = (node.is_joining(), cfg.seed.clone()) {
@@ -476,8 +479,23 @@ impl Node {
                 self.id, c.reason
             )));
         }
+        let sealed_until = Instant::now() + cold::SEALED_WAIT;
         let (slot, raft, started) = loop {
-            let slot = self.groups.slot_or_new(g);
+            let released = self.groups.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let Some(slot) = self.groups.slot_or_new(g) else {
+                // A cold migration holds the group here (`cold`): it takes milliseconds.
+                if tokio::time::timeout_at(sealed_until.into(), released)
+                    .await
+                    .is_err()
+                {
+                    return Err(NodeError::Unavailable(format!(
+                        "group {g} is moving to new replicas; try again"
+                    )));
+                }
+                continue;
+            };
             if slot.fence.is_closed() {
                 // The group is stopping here (`stop_group`): wait until it is done.
                 drop(slot.stopping.lock().await);

@@ -12,6 +12,7 @@ use openraft::error::{ClientWriteError, ForwardReason, LinearizableReadError, Ra
 use serde::{Deserialize, Serialize};
 
 use super::Node;
+use super::cold::{ColdOp, GroupRows, SealState};
 use super::conversations::{ConvQuery, ConvRow};
 use super::presence::{self, Located};
 use super::status::{GroupStatus, LocalNodeStatus};
@@ -88,6 +89,22 @@ pub enum AppRpc {
     Conversations(ConvQuery),
     /// Change a user's conversation on a channel (served by the channel leader).
     Conversation(Arc<ChannelRecord>, ConvCmd),
+    /// Cold migration (`cluster::cold`): seal the groups that do not run here for
+    /// coordinator `.0` (taking over seals older than `.2`), and say how their logs end.
+    Seal(u64, Vec<GroupId>, Option<Duration>),
+    /// Cold migration: write to groups that coordinator `.0` sealed here.
+    ColdWrite(u64, Vec<(GroupId, ColdOp)>),
+    /// Cold migration: the rows of groups sealed here, for their new replicas.
+    GroupRows(u64, Vec<GroupId>),
+    /// Cold migration: release these seals; delete the rows of the groups in `drop`.
+    Release {
+        owner: u64,
+        groups: Vec<GroupId>,
+        drop: Vec<GroupId>,
+    },
+    /// Node `.0` holds these seals for long: finish or release them (served by the metadata
+    /// leader).
+    ResolveSeals(NodeId, Vec<GroupId>),
 }
 
 impl AppRpc {
@@ -179,6 +196,8 @@ app_replies!(
     Located(Vec<Located>),
     Convs(Vec<ConvRow>),
     ConvState(ReadState),
+    SealStates(Vec<SealState>),
+    Rows(Vec<GroupRows>),
 );
 
 /// [`AppReply::Done`].
@@ -424,6 +443,19 @@ impl Node {
             AppRpc::Watch(from, uids) => AppReply::Located(self.presence.watch(from, &uids)),
             AppRpc::Moved(uids) => {
                 self.presence.moved(&uids);
+                AppReply::Done
+            }
+            AppRpc::Seal(owner, gs, take_over) => {
+                AppReply::SealStates(self.seal_local(gs, owner, take_over).await?)
+            }
+            AppRpc::ColdWrite(owner, ops) => AppReply::Groups(self.cold_write_local(owner, ops).await?),
+            AppRpc::GroupRows(owner, gs) => AppReply::Rows(self.group_rows_local(owner, gs).await?),
+            AppRpc::Release { owner, groups, drop } => {
+                self.release_local(owner, groups, drop).await?;
+                AppReply::Done
+            }
+            AppRpc::ResolveSeals(from, gs) => {
+                self.resolve_seals(from, gs).await?;
                 AppReply::Done
             }
             AppRpc::DeliverAll(ds) => {

@@ -9,7 +9,10 @@
 //! A channel leaves the backlog when it becomes active (it migrates before it serves) or when
 //! the drain (a durable request, run by whichever node leads the metadata group) reaches it.
 //!
-//! A migration runs on the channel leader: add each new replica as a learner and wait until
+//! The drain moves hibernated channels cold, many per round trip, without starting their
+//! groups (`cold`); the rest, and every on-demand migration, go through Raft.
+//!
+//! A migration through Raft runs on the channel leader: add each new replica as a learner and wait until
 //! it has caught up, change the voters to the placement (joint consensus, never below a
 //! quorum of either configuration), tell removed replicas to drop the group, then record the
 //! new replica set in the metadata. Every step is idempotent, so an interrupted migration is
@@ -426,8 +429,14 @@ impl Node {
             .store
             .read(move |kv| meta::backlog(kv, &members, replication))
             .await?;
-        let nodes = self.cluster_nodes().await?;
-        let online: HashSet<NodeId> = nodes.nodes.iter().filter(|n| n.online).map(|n| n.id).collect();
+        // Who answers, as failure detection sees it (the drain's `at_risk` too): probing every
+        // node's status here cost each poll a scan of the channel table on every node while
+        // a drain changes the metadata.
+        let online: HashSet<NodeId> = self
+            .members()
+            .into_iter()
+            .filter(|n| *n == self.id || !self.transport.is_down(*n))
+            .collect();
         // Sizes from the replicas themselves: one request per node for the groups it holds.
         let mut by_node: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
         for (rec, _) in &list {
@@ -555,7 +564,27 @@ impl Node {
             let interval = Duration::from_secs_f64(1.0 / rate);
             let started = Instant::now();
             let n = list.len();
-            let moved = futures::stream::iter(list.into_iter().enumerate())
+            // Hibernated channels move cold, in batches (`cold`); the rest through Raft.
+            // A batch is what the rate allows in 100 ms (at least one channel).
+            let per_batch = ((rate / 10.0).ceil() as usize).clamp(1, super::cold::COLD_BATCH);
+            let (mut cold, mut rest) = (0, Vec::new());
+            while !list.is_empty() {
+                let batch: Vec<_> = list.drain(..list.len().min(per_batch)).collect();
+                let batch_started = Instant::now();
+                let (moved, left) = self.migrate_cold(batch, &BTreeSet::new(), None).await;
+                // Half the time at most: the foreground keeps its latency (the cluster has
+                // no idle CPU while a batch runs on two cores).
+                tokio::time::sleep(batch_started.elapsed()).await;
+                cold += moved;
+                rest.extend(left);
+                if let Some(status) = self.drain.lock().expect("drain lock poisoned").as_mut() {
+                    status.migrated += moved;
+                }
+                // At the requested rate: the next batch starts once this one's share is up.
+                tokio::time::sleep_until((started + interval.mul_f64(cold as f64)).into()).await;
+            }
+            let started = Instant::now();
+            let moved = futures::stream::iter(rest.into_iter().enumerate())
                 .map(|(i, (rec, desired))| {
                     let node = self.clone();
                     async move {
@@ -578,8 +607,14 @@ impl Node {
                     std::future::ready(moved + ok as usize)
                 })
                 .await;
-            tracing::debug!(n, moved, ms = started.elapsed().as_millis() as u64, "drain round");
-            idle = moved == 0;
+            tracing::debug!(
+                n,
+                cold,
+                moved,
+                ms = started.elapsed().as_millis() as u64,
+                "drain round"
+            );
+            idle = cold == 0 && moved == 0;
         }
     }
 

@@ -125,11 +125,10 @@ impl Fence {
     }
 }
 
-/// Delete every row of channel group `g` on this node (it is no longer a replica).
-pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::store::Result<()> {
-    use crate::store::{Table, keys};
-    let (from, to) = (keys::group(g), keys::prefix_end(&keys::group(g)));
-    for t in [
+/// The tables holding a channel group's rows, each under the group's key prefix.
+pub const GROUP_TABLES: [crate::store::Table; 7] = {
+    use crate::store::Table;
+    [
         Table::Log,
         Table::Raft,
         Table::Sm,
@@ -137,8 +136,28 @@ pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::st
         Table::Dedup,
         Table::Spans,
         Table::Convs,
-    ] {
+    ]
+};
+
+/// Delete every row of channel group `g` on this node (it is no longer a replica).
+pub fn delete_group(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::store::Result<()> {
+    use crate::store::keys;
+    let (from, to) = (keys::group(g), keys::prefix_end(&keys::group(g)));
+    for t in GROUP_TABLES {
         w.delete_range(t, &from, &to)?;
+    }
+    Ok(())
+}
+
+/// [`delete_group`] one row at a time, for a small group: without a range delete the write
+/// can be made durable by the write-ahead log instead of a checkpoint (`cluster::cold`).
+pub fn delete_group_rows(w: &mut impl crate::store::KvWrite, g: GroupId) -> crate::store::Result<()> {
+    use crate::store::keys;
+    let (from, to) = (keys::group(g), keys::prefix_end(&keys::group(g)));
+    for t in GROUP_TABLES {
+        for (k, _) in w.range(t, &from, &to, usize::MAX, false)? {
+            w.delete(t, &k)?;
+        }
     }
     Ok(())
 }

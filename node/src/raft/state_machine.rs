@@ -32,7 +32,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Fence, GroupId, LogId, META_GROUP, Request, Response, SnapshotMeta, StoredMembership, TypeConfig,
+    Entry, Fence, GroupId, LogId, META_GROUP, Request, Response, SnapshotMeta, StoredMembership, TypeConfig,
 };
 use crate::channel::{self, ChannelState};
 use crate::meta;
@@ -51,10 +51,13 @@ pub fn load_state(kv: &impl KvRead, g: GroupId) -> crate::store::Result<SmState>
     Ok(kv.get_decoded(Table::Sm, &keys::group(g))?.unwrap_or_default())
 }
 
+/// Rows of a group's tables, each with its table's code.
+pub type Rows = Vec<(u8, Vec<u8>, Vec<u8>)>;
+
 /// A snapshot: every row the group owns, tagged with its table.
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotRows {
-    rows: Vec<(u8, Vec<u8>, Vec<u8>)>,
+    rows: Rows,
 }
 
 pub type SnapshotData = Vec<u8>;
@@ -135,6 +138,131 @@ fn apply_one(
             Response::None
         }
     })
+}
+
+/// Apply `entries` in order: their data, `last_applied` and the membership, in `state`
+/// (the caller stores it).
+fn apply_entries(
+    w: &mut impl KvWrite,
+    g: GroupId,
+    state: &mut SmState,
+    entries: &[Entry],
+) -> crate::store::Result<Vec<Response>> {
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        state.last_applied = Some(entry.log_id);
+        out.push(match &entry.payload {
+            EntryPayload::Blank => Response::None,
+            EntryPayload::Normal(req) => apply_one(w, g, state, entry.log_id.index(), req)?,
+            EntryPayload::Membership(m) => {
+                state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                Response::None
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// A cold migration's write (`cluster::cold`) on a replica where channel group `g` does not
+/// run: append `entry` right after `prev`, the group's last stored entry, then apply every
+/// stored entry not applied yet and `entry` itself. The caller has made sure that every entry
+/// up to `prev` is on every replica (so committed) and that `entry` reaches them all before
+/// the group runs anywhere again. Answers false, writing nothing, when the log ends neither at
+/// `prev` nor at `entry` (already written).
+pub fn append_applied(
+    w: &mut impl KvWrite,
+    g: GroupId,
+    prev: LogId,
+    entry: &Entry,
+) -> crate::store::Result<bool> {
+    use openraft::entry::RaftEntry;
+    let (last, _) = super::log_store::stored_log_state(w, g)?;
+    if last == Some(entry.log_id()) {
+        // Written before, by this migration: the very entry, or nothing may be written.
+        let key = keys::group_u64(g, entry.index());
+        let stored = match w.get(Table::Log, &key)? {
+            Some(v) => Some(crate::integrity::decode::<Entry>(Table::Log, &key, &v)?),
+            None => None,
+        };
+        return Ok(stored.as_ref() == Some(entry));
+    }
+    if last != Some(prev) {
+        return Ok(false);
+    }
+    // Every read (and seal check) before the first write: a refusal leaves nothing behind.
+    let mut state = load_state(w, g)?;
+    let from = state.last_applied.map_or(0, |l| l.index() + 1);
+    let mut unapplied = w
+        .range(
+            Table::Log,
+            &keys::group_u64(g, from),
+            &keys::group_u64(g, entry.index()),
+            usize::MAX,
+            false,
+        )?
+        .iter()
+        .map(|(k, v)| crate::integrity::decode::<Entry>(Table::Log, k, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    unapplied.push(entry.clone());
+    let key = keys::group_u64(g, entry.index());
+    w.put(Table::Log, &key, &crate::integrity::seal(&key, encode(entry)))?;
+    apply_entries(w, g, &mut state, &unapplied)?;
+    w.put(Table::Sm, &keys::group(g), &encode(&state))?;
+    Ok(true)
+}
+
+/// Tables a new replica of a channel group copies: its log and its state machine's rows (not
+/// its vote: the new replica has voted for nobody).
+fn copied_ranges(g: GroupId) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+    let mut ranges = owned_ranges(g);
+    ranges.push((
+        Table::Log,
+        keys::group(g).to_vec(),
+        keys::prefix_end(&keys::group(g)),
+    ));
+    ranges
+}
+
+/// Every row of channel group `g` that a new replica copies (`install_rows`), with its table.
+pub fn group_rows(r: &impl KvRead, g: GroupId) -> crate::store::Result<Rows> {
+    let mut rows = Vec::new();
+    for (t, from, to) in copied_ranges(g) {
+        for (k, v) in r.range(t, &from, &to, usize::MAX, false)? {
+            rows.push((t.code(), k, v));
+        }
+    }
+    Ok(rows)
+}
+
+/// Replace every row of channel group `g` here with `rows` (`group_rows` of another replica).
+/// A row outside the group's ranges is refused: nothing is written then.
+pub fn install_rows(
+    w: &mut impl KvWrite,
+    g: GroupId,
+    rows: &[(u8, Vec<u8>, Vec<u8>)],
+) -> crate::store::Result<()> {
+    let ranges = copied_ranges(g);
+    let bad = |reason: String| crate::store::StoreError::Corrupt {
+        table: Table::Sm,
+        reason,
+    };
+    for (code, k, _) in rows {
+        let t = Table::from_code(*code).ok_or_else(|| bad(format!("unknown table {code}")))?;
+        if !ranges
+            .iter()
+            .any(|(rt, from, to)| *rt == t && k.as_slice() >= from.as_slice() && k.as_slice() < to.as_slice())
+        {
+            return Err(bad(format!("a row of group {g} outside its ranges")));
+        }
+    }
+    // A new replica normally holds nothing; what it holds is deleted row by row, so the
+    // write needs no checkpoint (`Store::write_logged`).
+    super::delete_group_rows(w, g)?;
+    for (code, k, v) in rows {
+        let t = Table::from_code(*code).ok_or_else(|| bad(format!("unknown table {code}")))?;
+        w.put(t, k, v)?;
+    }
+    Ok(())
 }
 
 fn answer(responders: Vec<Option<openraft::storage::ApplyResponder<TypeConfig>>>, out: Vec<Response>) {
@@ -233,18 +361,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .write_replayable(move |w| {
                 fence.check(g)?;
                 let mut state = load_state(w, g)?;
-                let mut out = Vec::with_capacity(batch.len());
-                for entry in &batch {
-                    state.last_applied = Some(entry.log_id);
-                    out.push(match &entry.payload {
-                        EntryPayload::Blank => Response::None,
-                        EntryPayload::Normal(req) => apply_one(w, g, &mut state, entry.log_id.index(), req)?,
-                        EntryPayload::Membership(m) => {
-                            state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                            Response::None
-                        }
-                    });
-                }
+                let out = apply_entries(w, g, &mut state, &batch)?;
                 w.put(Table::Sm, &keys::group(g), &encode(&state))?;
                 if let Some(responders) = early.take() {
                     answer(responders, out.clone());

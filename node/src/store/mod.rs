@@ -575,6 +575,17 @@ impl Store {
         self.write_op(work, Durability::Checkpoint).await
     }
 
+    /// Like [`Store::write`], made durable by the write-ahead log (one small `fdatasync`)
+    /// instead of a checkpoint, so it does not hold up the batches of other writes: for
+    /// writes of many small rows off the Raft path (a cold migration's). A range delete in
+    /// `work` still ends its batch with a checkpoint.
+    pub async fn write_logged<T: Send + 'static>(
+        &self,
+        work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.write_op(work, Durability::Logged).await
+    }
+
     /// Like [`Store::write`] for work whose result the Raft log can rebuild (a state-machine
     /// apply): it returns once the write is visible, before it is durable (module doc).
     pub async fn write_replayable<T: Send + 'static>(
