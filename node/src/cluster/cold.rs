@@ -210,8 +210,18 @@ fn plan(
     // Without every old replica's answer nothing may be written. Releasing is safe when no
     // earlier migration can have left a change behind: a seal made now means none did (a
     // change is written only once every old replica holds a seal, and those stay until it
-    // is everywhere), and so do identical logs on every old replica.
-    let releasable = present.iter().any(|s| s.fresh) || (present.len() == olds.len() && identical);
+    // is everywhere), and so do identical logs on every old replica, or on those that
+    // answered if the leader of their last entry is one of them (a change is written on
+    // that leader first).
+    let last_leader = present
+        .iter()
+        .filter_map(|s| s.last)
+        .max_by_key(|l| l.index())
+        .map(|l| l.committed_leader_id().node_id);
+    let releasable = present.iter().any(|s| s.fresh)
+        || (identical
+            && (present.len() == olds.len()
+                || last_leader.is_some_and(|l| states.contains_key(&l) && rec.replicas.contains(&l))));
     let fallback = if releasable { Plan::Release } else { Plan::Hold };
     if present.len() < olds.len() {
         return fallback;
@@ -972,13 +982,31 @@ mod tests {
             plan(&rec(), &[1, 2, 4], &st, &BTreeMap::new()),
             Plan::Release
         ));
-        // Seals left by an earlier round: the missing replica may hold a change.
+        // Seals left by an earlier round: the missing replica, the last leader, may hold a
+        // change.
         for s in st.values_mut() {
             s.fresh = false;
         }
         assert!(matches!(
             plan(&rec(), &[1, 2, 4], &st, &BTreeMap::new()),
             Plan::Hold
+        ));
+        // The last leader answered and holds nothing more than the others: nobody does.
+        let (last, prev) = (id(3, 1, 20), id(3, 1, 19));
+        let st = states(vec![
+            (1, state(last, prev, &[1, 2, 3], false)),
+            (3, state(last, prev, &[1, 2, 3], false)),
+            (
+                4,
+                SealState {
+                    fresh: false,
+                    ..empty_new()
+                },
+            ),
+        ]);
+        assert!(matches!(
+            plan(&rec(), &[1, 2, 4], &st, &BTreeMap::new()),
+            Plan::Release
         ));
     }
 
