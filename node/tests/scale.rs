@@ -10,6 +10,10 @@
 //! - `drain_resumes_after_restart`: the same, smaller, with a slow drain interrupted by
 //!   SIGTERM of all four nodes; after the restart the drain goes on by itself and completes,
 //!   and every drained channel takes its next message with the next seq.
+//! - `a_drain_goes_on_after_its_coordinator_is_killed`: the metadata leader, which runs the
+//!   drain, is SIGKILLed while it moves channels and brought back; the seals it left are
+//!   finished or released, the backlog empties, every replica agrees and every channel
+//!   takes its next message.
 //! - `hibernated_channels_wake_up`: a hibernated channel serves send and messagesync through
 //!   its last leader's node and through a follower's; one whose last leader was SIGKILLed
 //!   elects another leader when next used.
@@ -655,21 +659,30 @@ async fn drain_resumes_after_restart() {
     );
     verify_all(&cluster, &c, &acks, &MEMBERS_AFTER_JOIN, &problems).await;
 
-    // The drain moved them cold (`cluster::cold`): their groups never ran while they moved.
+    sends_after_the_drain(&cluster, &bl0, &subscribers, &acks, &problems).await;
+    tracing::info!("whole test {:?}", test_start.elapsed());
+    problems.assert_none();
+}
+
+/// Every channel of `backlog` takes its next message, through node 4 first, with the next
+/// seq: the drain moved them cold (`cluster::cold`), their groups never ran while they moved.
+async fn sends_after_the_drain(
+    cluster: &Cluster,
+    backlog: &Backlog,
+    subscribers: &BTreeMap<String, Vec<String>>,
+    acks: &BTreeMap<String, Vec<Ack>>,
+    problems: &Problems,
+) {
     tracing::info!("--- every drained channel takes its next message, through node 4 first");
     let via_4 = cluster.client_rotated(3);
-    let sent = bounded(bl0.entries.iter(), 8, |e| {
+    let sent = bounded(backlog.entries.iter(), 8, |e| {
         let (ch, via) = (e.channel_id.clone(), via_4.clone());
         let from = subscribers[&ch][0].clone();
         let want = acks[&ch].len() as u64 + 1;
         async move {
             let req = send_req(&from, &ch, &format!("{ch}-after-drain"), b"after the drain");
-            let got = retry(
-                &format!("send to {ch} after the drain"),
-                Duration::from_secs(30),
-                || via.send(&req),
-            )
-            .await;
+            let what = format!("send to {ch} after the drain");
+            let got = retry(&what, Duration::from_secs(30), || via.send(&req)).await;
             (ch, want, got.message_seq)
         }
     })
@@ -679,7 +692,104 @@ async fn drain_resumes_after_restart() {
             format!("{ch}: the send after the drain got seq {got}, expected {want}")
         });
     }
-    tracing::info!("whole test {:?}", test_start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drain_goes_on_after_its_coordinator_is_killed() {
+    const USERS: usize = 40;
+    const CHANNELS: usize = 120;
+    const MESSAGES: usize = 3;
+    /// Batches of 10 every 100 ms.
+    const DRAIN_RATE: f64 = 100.0;
+    let problems = Problems::default();
+    let mut cluster = Cluster::start_with(3, &IDLE_ARGS).await;
+    let c = cluster.client();
+    let Population {
+        subscribers, acks, ..
+    } = populate(&cluster, "k", USERS, CHANNELS, MESSAGES).await;
+    wait_hibernated(&c, 0, Duration::from_secs(60)).await;
+    join_node_4(&mut cluster).await;
+    let c = cluster.client();
+    let bl0 = full_backlog(&c).await;
+    assert!(bl0.total >= 30, "a backlog of {} is too small", bl0.total);
+
+    tracing::info!("--- drain at {DRAIN_RATE}/s");
+    retry("POST /cluster/backlog/drain", Duration::from_secs(20), || {
+        c.drain(&DrainReq { rate: DRAIN_RATE })
+    })
+    .await;
+    // Three times: once a node holds seals (a batch is under way), SIGKILL the metadata
+    // leader that runs the drain, and bring it back as an operator would.
+    let http = reqwest::Client::new();
+    for round in 1..=3 {
+        let sealed = async {
+            loop {
+                for n in (1..=4).filter(|id| cluster.node(*id).is_running()) {
+                    let url = cluster.node(n).url("/metrics");
+                    let Ok(text) = http.get(&url).send().await.and_then(|r| r.error_for_status()) else {
+                        continue;
+                    };
+                    let text = text.text().await.unwrap_or_default();
+                    let held = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("wukong_channels_sealed "))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                    if held > 0.0 {
+                        return true;
+                    }
+                }
+                let b = cluster.client_running().backlog(0).await;
+                if b.is_ok_and(|b| b.total == 0) {
+                    return false;
+                }
+            }
+        };
+        let under_way = tokio::time::timeout(Duration::from_secs(60), sealed)
+            .await
+            .expect("a batch under way or the backlog empty within 60 s");
+        if !under_way {
+            break;
+        }
+        let running = cluster.client_running();
+        let nodes = retry("/cluster/nodes", Duration::from_secs(10), || running.nodes()).await;
+        let Some(coordinator) = nodes.nodes.iter().find(|n| n.role == Role::Leader).map(|n| n.id) else {
+            continue;
+        };
+        tracing::info!(
+            "--- round {round}: seals held; SIGKILL node {coordinator}, the metadata leader, and start it again"
+        );
+        cluster.node_mut(coordinator).kill().await;
+        cluster.node_mut(coordinator).restart().await;
+    }
+
+    // Seals the killed coordinator left are taken over once stale (10 s) and finished or
+    // released; the drain request survives the leader change.
+    let t = Instant::now();
+    wait_until(
+        "the drain to empty the backlog",
+        Duration::from_secs(120),
+        || async {
+            let b = c.backlog(0).await.map_err(|e| e.to_string())?;
+            if b.total == 0 {
+                Ok(())
+            } else {
+                Err(format!("total {} drain {:?}", b.total, b.drain))
+            }
+        },
+    )
+    .await;
+    tracing::info!("the drain finished {:?} after the last kill", t.elapsed());
+    let logs: String = (1..=4)
+        .map(|id| std::fs::read_to_string(&cluster.node(id).log_path).unwrap_or_default())
+        .collect();
+    tracing::info!(
+        "nodes that came back with seals: {}; stale seals resolved: {}",
+        logs.matches("sealed by an unfinished cold migration").count(),
+        logs.matches("resolved stale seals").count()
+    );
+    verify_all(&cluster, &c, &acks, &MEMBERS_AFTER_JOIN, &problems).await;
+    sends_after_the_drain(&cluster, &bl0, &subscribers, &acks, &problems).await;
     problems.assert_none();
 }
 

@@ -290,6 +290,11 @@ fn plan(
 }
 
 impl Node {
+    /// How many groups a cold migration holds sealed here (`/metrics`).
+    pub fn sealed_groups(&self) -> usize {
+        self.groups.all_sealed().len()
+    }
+
     /// Load the seals kept across a restart (before anything is served).
     pub(super) async fn load_seals(&self) -> Result<()> {
         let gs = self

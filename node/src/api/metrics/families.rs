@@ -305,6 +305,12 @@ pub(super) fn channel_families(node: &Node, scan: Option<&ChannelScan>, out: &mu
         out.sample("wukong_channels_hibernated", &[], n as f64);
     }
     out.family(
+        "wukong_channels_sealed",
+        Kind::Gauge,
+        "Channel groups a cold migration holds on this node (they do not start here until it releases them).",
+    );
+    out.sample("wukong_channels_sealed", &[], node.sealed_groups() as f64);
+    out.family(
         "wukong_channels",
         Kind::Gauge,
         "Channels in the metadata (cluster-wide; the same on every node).",
