@@ -12,11 +12,11 @@
 //! The drain moves hibernated channels cold, many per round trip, without starting their
 //! groups (`cold`); the rest, and every on-demand migration, go through Raft.
 //!
-//! A migration through Raft runs on the channel leader: add each new replica as a learner and wait until
-//! it has caught up, change the voters to the placement (joint consensus, never below a
-//! quorum of either configuration), tell removed replicas to drop the group, then record the
-//! new replica set in the metadata. Every step is idempotent, so an interrupted migration is
-//! simply run again.
+//! A migration through Raft runs on the channel leader: add each new replica as a learner
+//! and wait until it has caught up, change the voters to the placement (joint consensus,
+//! never below a quorum of either configuration), tell removed replicas to drop the group,
+//! then record the new replica set in the metadata. Every step is idempotent, so an
+//! interrupted migration is simply run again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -572,8 +572,8 @@ impl Node {
                 let batch: Vec<_> = list.drain(..list.len().min(per_batch)).collect();
                 let batch_started = Instant::now();
                 let (moved, left) = self.migrate_cold(batch, &BTreeSet::new(), None).await;
-                // Half the time at most: the foreground keeps its latency (the cluster has
-                // no idle CPU while a batch runs on two cores).
+                // Half the time at most, so foreground requests find the cores free
+                // between batches.
                 tokio::time::sleep(batch_started.elapsed()).await;
                 cold += moved;
                 rest.extend(left);
