@@ -297,7 +297,7 @@ async fn write_restored(
         })
         .await
         .with_context(|| format!("write {}", lmdb.display()));
-    store.shutdown();
+    store.shutdown().await;
     counts
 }
 

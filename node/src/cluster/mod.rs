@@ -850,7 +850,7 @@ impl Node {
             let _ = raft.shutdown().await;
         }
         let _ = self.meta.shutdown().await;
-        self.store.shutdown();
+        self.store.shutdown().await;
     }
 }
 

@@ -446,6 +446,8 @@ struct Inner {
     dbs: Dbs,
     /// Feeds the writer thread; `None` once shut down.
     writer: std::sync::Mutex<Option<mpsc::Sender<Box<dyn Op>>>>,
+    /// The writer thread, joined by `shutdown` once it has made its last checkpoint.
+    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Extra delay after every batch, for the slow-disk drill (0 = off).
     fsync_delay_ms: std::sync::atomic::AtomicU64,
     /// The open transaction's writes, for readers.
@@ -495,14 +497,16 @@ impl Store {
             env,
             dbs,
             writer: std::sync::Mutex::new(Some(tx)),
+            writer_thread: Default::default(),
             fsync_delay_ms: Default::default(),
             overlay: Default::default(),
         });
         let for_thread = inner.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("lmdb-writer".into())
             .spawn(move || writer_loop(&for_thread, rx, wal))
             .map_err(|e| StoreError::Lmdb(format!("spawn writer: {e}")))?;
+        *inner.writer_thread.lock().expect("writer thread lock poisoned") = Some(thread);
         Ok(Store { inner })
     }
 
@@ -625,9 +629,22 @@ impl Store {
             .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Stop accepting writes; queued writes still commit, and a last checkpoint follows.
-    pub fn shutdown(&self) {
+    /// Stop accepting writes; returns once the queued writes and a last checkpoint have
+    /// committed, so a restart neither replays the write-ahead log nor re-applies Raft entries.
+    pub async fn shutdown(&self) {
         self.inner.writer.lock().expect("writer lock poisoned").take();
+        let thread = self
+            .inner
+            .writer_thread
+            .lock()
+            .expect("writer thread lock poisoned")
+            .take();
+        if let Some(thread) = thread {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => {}
+                _ => tracing::error!("the LMDB writer thread failed before its last checkpoint"),
+            }
+        }
     }
 }
 
