@@ -150,15 +150,17 @@ fn new_raft_group(
     let (store, transport) = (store.clone(), transport.clone());
     async move {
         let network = NetworkFactory::new(Router(transport), g);
-        Raft::new(
+        let preload = crate::raft::startup::read(&store, g).await;
+        let raft = Raft::new(
             id,
             raft_config(g, resume),
             network,
-            LogStore::new(g, store.clone(), fence.clone()),
-            StateMachine::new(g, store, fence, applied),
+            LogStore::new(g, store.clone(), fence.clone(), preload.clone()),
+            StateMachine::new(g, store, fence, applied, preload.clone()),
         )
-        .await
-        .map_err(|e| match crate::integrity::corrupt(g) {
+        .await;
+        crate::raft::startup::take(&preload);
+        raft.map_err(|e| match crate::integrity::corrupt(g) {
             // Loading the log hit a bad row: say so, so routing tries another replica.
             Some(c) => NodeError::Corrupt(format!("group {g}: {}", c.reason)),
             None => NodeError::Internal(format!("start group {g}: {e}")),

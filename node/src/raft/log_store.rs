@@ -20,6 +20,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
+use super::startup::{self, Preload};
 use super::{Entry, Fence, GroupId, LogId, TypeConfig, Vote};
 use crate::store::{KvRead, KvWrite, Store, Table, encode, keys};
 
@@ -39,6 +40,11 @@ const TAIL_ENTRIES: usize = 64;
 /// Bytes of durable entries the tail keeps at most.
 const TAIL_BYTES: usize = 256 << 10;
 
+/// The key of group `g`'s vote.
+pub fn vote_key(g: GroupId) -> [u8; 9] {
+    raft_key(g, TAG_VOTE)
+}
+
 fn raft_key(g: GroupId, tag: u8) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[..8].copy_from_slice(&g.to_be_bytes());
@@ -54,6 +60,8 @@ pub struct LogStore {
     /// The newest entries (module doc). A std mutex: held only to copy or edit the map,
     /// never across an `.await`.
     tail: Arc<Mutex<Tail>>,
+    /// What the start reads, read at once (`startup`); taken before the first write.
+    preload: Preload,
 }
 
 /// The newest entries of the log, by index.
@@ -121,12 +129,13 @@ impl Tail {
 }
 
 impl LogStore {
-    pub fn new(group: GroupId, store: Store, fence: Fence) -> LogStore {
+    pub fn new(group: GroupId, store: Store, fence: Fence, preload: Preload) -> LogStore {
         LogStore {
             group,
             store,
             fence,
             tail: Default::default(),
+            preload,
         }
     }
 
@@ -199,6 +208,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if tail_covers {
             return Ok(entries.into_values().collect());
         }
+        // The start asks for the first entry alone.
+        if hi_excl == lo.saturating_add(1)
+            && let Some(Some(e)) = startup::with(&self.preload, |s| s.entry(lo).cloned())
+        {
+            return Ok(vec![e]);
+        }
         let g = self.group;
         let stored = self
             .store
@@ -258,7 +273,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        let key = raft_key(self.group, TAG_VOTE);
+        if let Some(vote) = startup::with(&self.preload, |s| s.vote) {
+            return Ok(vote);
+        }
+        let key = vote_key(self.group);
         Ok(self.store.read(move |r| r.get_decoded(Table::Raft, &key)).await?)
     }
 }
@@ -268,8 +286,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let g = self.group;
-        let (last, purged) =
-            crate::integrity::check(g, self.store.read(move |r| stored_log_state(r, g)).await)?;
+        let (last, purged) = match startup::with(&self.preload, |s| s.log_state) {
+            Some(stored) => stored,
+            None => crate::integrity::check(g, self.store.read(move |r| stored_log_state(r, g)).await)?,
+        };
         let tail_last = self
             .tail
             .lock()
@@ -293,8 +313,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        startup::take(&self.preload);
         let (g, fence) = (self.group, self.fence.clone());
-        let (key, bytes) = (raft_key(g, TAG_VOTE), encode(vote));
+        let (key, bytes) = (vote_key(g), encode(vote));
         Ok(self
             .store
             .write(move |w| {
@@ -309,6 +330,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        startup::take(&self.preload);
         let g = self.group;
         let entries: Vec<Entry> = entries.into_iter().collect();
         // Sealed here, on the caller's task, so the writer thread stays a plain put loop.
@@ -357,6 +379,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        startup::take(&self.preload);
         let (g, fence) = (self.group, self.fence.clone());
         let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
         self.tail.lock().expect("tail lock poisoned").truncate(from);
@@ -374,6 +397,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        startup::take(&self.preload);
         let (g, fence) = (self.group, self.fence.clone());
         let upto = log_id.index();
         let marker = encode(&log_id);
@@ -436,7 +460,29 @@ mod tests {
             })
             .await
             .expect("write");
-        (dir, LogStore::new(5, store, Fence::default()))
+        (dir, LogStore::new(5, store, Fence::default(), Default::default()))
+    }
+
+    #[tokio::test]
+    async fn the_start_preload_answers_as_the_store_does_until_the_first_write() {
+        let (_dir, mut log) = log_with(3, |_| 10).await;
+        log.save_vote(&Vote::new(1, 1)).await.expect("vote");
+        let preload = startup::read(&log.store, 5).await;
+        assert!(startup::with(&preload, |_| ()).is_some(), "the preload read");
+        let mut pre = LogStore::new(5, log.store.clone(), Fence::default(), preload.clone());
+        let state = |s: LogState<TypeConfig>| (s.last_log_id, s.last_purged_log_id);
+        assert_eq!(
+            state(pre.get_log_state().await.expect("state")),
+            state(log.get_log_state().await.expect("state"))
+        );
+        assert_eq!(pre.read_vote().await.expect("vote"), Some(Vote::new(1, 1)));
+
+        pre.save_vote(&Vote::new(2, 1)).await.expect("vote");
+        assert!(
+            startup::with(&preload, |_| ()).is_none(),
+            "a write takes the preload"
+        );
+        assert_eq!(pre.read_vote().await.expect("vote"), Some(Vote::new(2, 1)));
     }
 
     #[tokio::test]
@@ -454,7 +500,7 @@ mod tests {
     async fn a_closed_fence_refuses_every_write_of_the_group() {
         let (_dir, log) = log_with(3, |_| 100).await;
         let fence = Fence::default();
-        let mut log = LogStore::new(5, log.store.clone(), fence.clone());
+        let mut log = LogStore::new(5, log.store.clone(), fence.clone(), Default::default());
         fence.close();
         let vote = Vote::new(2, 1);
         let err = log.save_vote(&vote).await.expect_err("a fenced vote");
@@ -471,7 +517,12 @@ mod tests {
     #[tokio::test]
     async fn the_tail_holds_the_newest_entries_and_follows_truncations() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut log = LogStore::new(5, Store::open(dir.path()).expect("open"), Fence::default());
+        let mut log = LogStore::new(
+            5,
+            Store::open(dir.path()).expect("open"),
+            Fence::default(),
+            Default::default(),
+        );
         for i in 1..=100 {
             log.append([entry(i, 10)], IOFlushed::noop())
                 .await

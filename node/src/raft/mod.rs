@@ -6,6 +6,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod startup;
 pub mod state_machine;
 
 use std::sync::atomic::{AtomicBool, Ordering};

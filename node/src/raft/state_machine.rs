@@ -31,6 +31,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::startup::{self, Preload};
 use super::{
     Entry, Fence, GroupId, LogId, META_GROUP, Request, Response, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -71,15 +72,24 @@ pub struct StateMachine {
     /// the batch are answered (openraft's own metrics report it a core-loop turn later): what
     /// a cache of the group's tables may key on (`cluster::route::ChannelCache`).
     applied: Arc<AtomicU64>,
+    /// What the start reads, read at once (`startup`); taken before the first write.
+    preload: Preload,
 }
 
 impl StateMachine {
-    pub fn new(group: GroupId, store: Store, fence: Fence, applied: Arc<AtomicU64>) -> StateMachine {
+    pub fn new(
+        group: GroupId,
+        store: Store,
+        fence: Fence,
+        applied: Arc<AtomicU64>,
+        preload: Preload,
+    ) -> StateMachine {
         StateMachine {
             group,
             store,
             fence,
             applied,
+            preload,
         }
     }
 }
@@ -327,6 +337,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        if let Some(applied) = startup::with(&self.preload, |s| (s.sm.last_applied, s.sm.membership.clone()))
+        {
+            return Ok(applied);
+        }
         let g = self.group;
         let state = self.store.read(move |r| load_state(r, g)).await?;
         Ok((state.last_applied, state.membership))
@@ -345,6 +359,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if batch.is_empty() {
             return Ok(());
         }
+        startup::take(&self.preload);
         let (g, fence) = (self.group, self.fence.clone());
         let last = batch.last().map(|e| e.log_id.index());
         // Channel clients are answered inside the transaction (module doc), metadata clients
@@ -390,6 +405,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
+        startup::take(&self.preload);
         let (g, fence) = (self.group, self.fence.clone());
         no_channel_snapshots(g)?;
         let rows: SnapshotRows = crate::store::decode(Table::Sm, &snapshot)?;
