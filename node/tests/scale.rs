@@ -109,6 +109,19 @@ async fn full_backlog(c: &Client) -> Backlog {
     .await
 }
 
+/// Until the backlog, read on `c`, is empty.
+async fn wait_drained(c: &Client, what: &str, timeout: Duration) {
+    wait_until(what, timeout, || async {
+        let b = c.backlog(0).await.map_err(|e| e.to_string())?;
+        if b.total == 0 {
+            Ok(())
+        } else {
+            Err(format!("total {} drain {:?}", b.total, b.drain))
+        }
+    })
+    .await;
+}
+
 /// Checks the backlog right after the join: exactly the idle channels placed on node 4, none
 /// with node 4 as a replica yet, sized from their stored payloads, nothing at risk.
 fn check_backlog_after_join(
@@ -480,15 +493,7 @@ async fn join_migrates_active_and_backlogs_idle() {
     })
     .await;
     let t = Instant::now();
-    wait_until("the backlog to be drained", Duration::from_secs(120), || async {
-        let b = c.backlog(0).await.map_err(|e| e.to_string())?;
-        if b.total == 0 {
-            Ok(())
-        } else {
-            Err(format!("total {} drain {:?}", b.total, b.drain))
-        }
-    })
-    .await;
+    wait_drained(&c, "the backlog to be drained", Duration::from_secs(120)).await;
     tracing::info!("drain of {} channels took {:?}", bl2.total, t.elapsed());
     wait_until(
         "the drain request to clear itself",
@@ -639,17 +644,10 @@ async fn drain_resumes_after_restart() {
 
     tracing::info!("--- the drain resumes by itself and completes");
     let t = Instant::now();
-    wait_until(
+    wait_drained(
+        &c,
         "the resumed drain to empty the backlog",
         Duration::from_secs(90),
-        || async {
-            let b = c.backlog(0).await.map_err(|e| e.to_string())?;
-            if b.total == 0 {
-                Ok(())
-            } else {
-                Err(format!("total {} drain {:?}", b.total, b.drain))
-            }
-        },
     )
     .await;
     tracing::info!("resumed drain finished after {:?}", t.elapsed());
@@ -766,19 +764,7 @@ async fn a_drain_goes_on_after_its_coordinator_is_killed() {
     // Seals the killed coordinator left are taken over once stale (10 s) and finished or
     // released; the drain request survives the leader change.
     let t = Instant::now();
-    wait_until(
-        "the drain to empty the backlog",
-        Duration::from_secs(120),
-        || async {
-            let b = c.backlog(0).await.map_err(|e| e.to_string())?;
-            if b.total == 0 {
-                Ok(())
-            } else {
-                Err(format!("total {} drain {:?}", b.total, b.drain))
-            }
-        },
-    )
-    .await;
+    wait_drained(&c, "the drain to empty the backlog", Duration::from_secs(120)).await;
     tracing::info!("the drain finished {:?} after the last kill", t.elapsed());
     let logs: String = (1..=4)
         .map(|id| std::fs::read_to_string(&cluster.node(id).log_path).unwrap_or_default())
