@@ -496,6 +496,20 @@ impl Node {
         out
     }
 
+    /// [`AppRpc::ColdWrite`] on every node in `by_node` at once: the groups each one wrote.
+    async fn cold_write_each(
+        &self,
+        owner: u64,
+        by_node: BTreeMap<NodeId, Vec<(GroupId, ColdOp)>>,
+        what: &str,
+    ) -> BTreeMap<NodeId, Vec<GroupId>> {
+        let rpcs = by_node
+            .into_iter()
+            .map(|(n, ops)| (n, AppRpc::ColdWrite(owner, ops)))
+            .collect();
+        self.ask_each(rpcs, what).await
+    }
+
     /// Migrate a batch of backlogged channels cold (module doc). Answers how many moved, and
     /// the channels left to migrate through Raft (their seals released).
     /// `also`: nodes to seal on besides the old and new replicas (resolving an interrupted
@@ -625,14 +639,8 @@ impl Node {
                 ));
             }
         }
-        let written: BTreeMap<NodeId, Vec<GroupId>> = self
-            .ask_each(
-                at_leader
-                    .into_iter()
-                    .map(|(n, ops)| (n, AppRpc::ColdWrite(owner, ops)))
-                    .collect(),
-                "write the change on the leader",
-            )
+        let written = self
+            .cold_write_each(owner, at_leader, "write the change on the leader")
             .await;
         // A leader that did not answer may still have written: those groups stay sealed.
         jobs.retain(|j| {
@@ -682,14 +690,8 @@ impl Node {
                 }
             }
         }
-        let written: BTreeMap<NodeId, Vec<GroupId>> = self
-            .ask_each(
-                writes
-                    .into_iter()
-                    .map(|(n, ops)| (n, AppRpc::ColdWrite(owner, ops)))
-                    .collect(),
-                "write the change on the replicas",
-            )
+        let written = self
+            .cold_write_each(owner, writes, "write the change on the replicas")
             .await;
         let record: Vec<(ChannelRecord, Vec<NodeId>)> = jobs
             .into_iter()
