@@ -87,6 +87,8 @@ pub struct Inner {
     pub max_active: usize,
     /// Progress of the backlog drain while this node leads the metadata group.
     drain: Mutex<Option<wk_api::DrainStatus>>,
+    /// Wakes the drain loop when this node, as metadata leader, committed a drain request.
+    drain_requested: tokio::sync::Notify,
     /// (metadata applied index, scan) of the last scan of the channel table (`channel_scan`).
     scan_cache: Mutex<Option<(u64, Arc<status::ChannelScan>)>>,
     /// Nodes being decommissioned, refreshed from the metadata (placement skips them).
@@ -284,6 +286,7 @@ impl Node {
             idle_timeout: cfg.channel_idle_timeout,
             max_active: cfg.max_active_channels,
             drain: Default::default(),
+            drain_requested: Default::default(),
             scan_cache: Default::default(),
             decommissioned: Default::default(),
             allow_drills: cfg.allow_drills,

@@ -350,10 +350,16 @@ impl Node {
     async fn try_serve_app(&self, rpc: AppRpc) -> Result<AppReply, NodeError> {
         Ok(match rpc {
             AppRpc::MetaWrite(cmd) => {
+                let starts_drain = matches!(cmd, MetaCmd::SetDrain { rate_milli: Some(_) });
                 let resp = self.meta.client_write(Request::Meta(cmd)).await;
                 match resp {
                     Ok(r) => match r.data {
-                        Response::Meta(m) => AppReply::Meta(m),
+                        Response::Meta(m) => {
+                            if starts_drain {
+                                self.drain_requested.notify_one();
+                            }
+                            AppReply::Meta(m)
+                        }
                         other => return Err(NodeError::Internal(format!("metadata answered {other:?}"))),
                     },
                     Err(e) => return Err(write_err(&self.meta, e).await),

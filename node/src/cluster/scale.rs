@@ -520,9 +520,13 @@ impl Node {
     pub(super) async fn run_drain(self) {
         let mut idle = true;
         loop {
-            // Right after a round that moved channels the next one starts at once.
+            // Right after a round that moved channels the next one starts at once, and so
+            // does the first round of a drain this node committed.
             if idle {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = self.drain_requested.notified() => {}
+                }
             }
             idle = true;
             let rate = match self.store.read(|kv| meta::drain_rate(kv)).await {

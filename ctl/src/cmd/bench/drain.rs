@@ -9,7 +9,7 @@
 //! 4. start a 4th node with `--seed` and admit it (`POST /cluster/join`): the hibernated
 //!    channels whose placement now includes it form the backlog;
 //! 5. foreground only for `--before`, then `POST /cluster/backlog/drain` and poll
-//!    `GET /cluster/backlog` every 100 ms until it is empty.
+//!    `GET /cluster/backlog` every [`POLL`] until it is empty.
 //!
 //! Drain rate = backlog size / (drain request to empty backlog). The foreground latencies are
 //! split by when each request started: before the drain request, or during the drain.
@@ -33,6 +33,9 @@ const PREFIX: &str = "dr-";
 const FOREGROUND: &str = "dr-foreground";
 /// Longest wait for the backlog to empty.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(900);
+/// Between two reads of the backlog during the drain: the resolution of the drain's time
+/// (a 1,000-channel drain takes about half a second).
+const POLL: Duration = Duration::from_millis(50);
 
 /// Foreground latencies of one phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,7 +219,7 @@ async fn inner(global: &GlobalArgs, args: BenchDrainArgs) -> anyhow::Result<Outc
         if t_drain.elapsed() > DRAIN_TIMEOUT {
             bail!("{} channels still in the backlog", b.total);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL).await;
     }
     let t_done = Instant::now();
     stop.store(true, Ordering::Relaxed);
