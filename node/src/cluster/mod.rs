@@ -89,6 +89,9 @@ pub struct Inner {
     drain: Mutex<Option<wk_api::DrainStatus>>,
     /// Wakes the drain loop when this node, as metadata leader, committed a drain request.
     drain_requested: tokio::sync::Notify,
+    /// (metadata applied index, members, backlog) of the last read of the sync backlog
+    /// (`backlog_list`).
+    backlog_cache: Mutex<Option<BacklogRead>>,
     /// (metadata applied index, scan) of the last scan of the channel table (`channel_scan`).
     scan_cache: Mutex<Option<(u64, Arc<status::ChannelScan>)>>,
     /// Nodes being decommissioned, refreshed from the metadata (placement skips them).
@@ -132,6 +135,14 @@ pub struct Inner {
 /// Cheap-clone handle to the node runtime.
 #[derive(Clone)]
 pub struct Node(Arc<Inner>);
+
+/// One read of the sync backlog (`Node::backlog_list`): at metadata applied index, for the
+/// members, the channels whose replica set differs from their placement, with the placement.
+type BacklogRead = (
+    u64,
+    std::collections::BTreeSet<NodeId>,
+    Arc<Vec<(ChannelRecord, Vec<NodeId>)>>,
+);
 
 impl Deref for Node {
     type Target = Inner;
@@ -287,6 +298,7 @@ impl Node {
             max_active: cfg.max_active_channels,
             drain: Default::default(),
             drain_requested: Default::default(),
+            backlog_cache: Default::default(),
             scan_cache: Default::default(),
             decommissioned: Default::default(),
             allow_drills: cfg.allow_drills,

@@ -76,7 +76,7 @@ impl Node {
     /// The metadata group's applied index on this node, as its state machine set it before
     /// answering (openraft's metrics report it later: a cache keyed on those served a record
     /// older than a write already answered).
-    fn meta_applied(&self) -> u64 {
+    pub(super) fn meta_applied(&self) -> u64 {
         self.meta_applied.load(std::sync::atomic::Ordering::Acquire)
     }
 

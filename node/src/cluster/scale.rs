@@ -19,6 +19,7 @@
 //! interrupted migration is simply run again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -123,11 +124,7 @@ impl Node {
         let voter = self.promote_voters(node.id).await?;
         let migrated = self.rebalance_active().await;
         let backlog = self
-            .store
-            .read({
-                let (members, r) = (self.members(), self.replication);
-                move |kv| meta::backlog(kv, &members, r)
-            })
+            .backlog_list()
             .await?
             .iter()
             .filter(|(rec, desired)| desired.contains(&node.id) && !rec.replicas.contains(&node.id))
@@ -189,12 +186,7 @@ impl Node {
                 active.extend(gs);
             }
         }
-        let replication = self.replication;
-        let backlog = match self
-            .store
-            .read(move |kv| meta::backlog(kv, &members, replication))
-            .await
-        {
+        let backlog = match self.backlog_list().await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "rebalance: read backlog");
@@ -202,8 +194,9 @@ impl Node {
             }
         };
         let todo: Vec<_> = backlog
-            .into_iter()
+            .iter()
             .filter(|(rec, _)| active.contains(&rec.group_id))
+            .cloned()
             .collect();
         futures::stream::iter(todo)
             .map(|(rec, desired)| async move { self.migrate(&rec, desired).await.is_ok() })
@@ -422,13 +415,32 @@ impl Node {
         }
     }
 
+    /// The sync backlog: the channels whose replica set differs from their placement for
+    /// the members, with that placement. A read of the whole channel table, so the answer is
+    /// kept until the metadata or the members change (the drain, `/cluster/backlog`,
+    /// `/metrics` and joins all ask; dashboards poll).
+    pub(super) async fn backlog_list(&self) -> Result<Arc<Vec<(ChannelRecord, Vec<NodeId>)>>> {
+        // Read first: a list read after a newer apply is kept under the older index, which
+        // the next call finds stale; never the other way round.
+        let (applied, members) = (self.meta_applied(), self.members());
+        if let Some((at, of, list)) = self.backlog_cache.lock().expect("cache lock poisoned").as_ref()
+            && (*at, of) == (applied, &members)
+        {
+            return Ok(list.clone());
+        }
+        let (m, replication) = (members.clone(), self.replication);
+        let list = Arc::new(
+            self.store
+                .read(move |kv| meta::backlog(kv, &m, replication))
+                .await?,
+        );
+        *self.backlog_cache.lock().expect("cache lock poisoned") = Some((applied, members, list.clone()));
+        Ok(list)
+    }
+
     /// `GET /cluster/backlog`: the backlog with per-target totals and at-risk channels.
     pub async fn backlog_view(&self, limit: usize) -> Result<Backlog> {
-        let (members, replication) = (self.members(), self.replication);
-        let list = self
-            .store
-            .read(move |kv| meta::backlog(kv, &members, replication))
-            .await?;
+        let list = self.backlog_list().await?;
         // Who answers, as failure detection sees it (the drain's `at_risk` too): probing every
         // node's status here cost each poll a scan of the channel table on every node while
         // a drain changes the metadata.
@@ -439,7 +451,7 @@ impl Node {
             .collect();
         // Sizes from the replicas themselves: one request per node for the groups it holds.
         let mut by_node: BTreeMap<NodeId, Vec<GroupId>> = BTreeMap::new();
-        for (rec, _) in &list {
+        for (rec, _) in list.iter() {
             if let Some(n) = rec.replicas.iter().find(|n| online.contains(n)) {
                 by_node.entry(*n).or_default().push(rec.group_id);
             }
@@ -455,7 +467,7 @@ impl Node {
         }
         let mut targets: BTreeMap<NodeId, BacklogTarget> = BTreeMap::new();
         let mut entries: Vec<BacklogEntry> = list
-            .into_iter()
+            .iter()
             .map(|(rec, desired)| {
                 let size = sizes.get(&rec.group_id).copied();
                 let healthy = rec.replicas.iter().filter(|n| online.contains(n)).count();
@@ -471,12 +483,12 @@ impl Node {
                     e.bytes += size.map(|s| s.1).unwrap_or(0);
                 }
                 BacklogEntry {
-                    channel_id: rec.key.channel_id,
+                    channel_id: rec.key.channel_id.clone(),
                     channel_type: rec.key.channel_type,
                     group_id: rec.group_id,
                     at_risk: healthy < rec.replicas.len() / 2 + 1,
-                    replicas: rec.replicas,
-                    desired,
+                    replicas: rec.replicas.clone(),
+                    desired: desired.clone(),
                     entries: size.map(|s| s.0),
                     bytes: size.map(|s| s.1),
                 }
@@ -548,23 +560,20 @@ impl Node {
                 });
                 status.rate = rate;
             }
-            let (members, replication) = (self.members(), self.replication);
-            let Ok(mut list) = self
-                .store
-                .read(move |kv| meta::backlog(kv, &members, replication))
-                .await
-            else {
+            let Ok(backlog) = self.backlog_list().await else {
                 continue;
             };
-            if list.is_empty() {
+            if backlog.is_empty() {
                 tracing::info!("backlog drained");
                 let _ = self.meta_write(MetaCmd::SetDrain { rate_milli: None }).await;
                 continue;
             }
             // At-risk channels first; the backlog, the rate and the leadership are read
             // again after each round.
+            let mut list: Vec<&(ChannelRecord, Vec<NodeId>)> = backlog.iter().collect();
             list.sort_by_key(|(rec, _)| !self.at_risk(rec));
             list.truncate(DRAIN_ROUND);
+            let mut list: Vec<(ChannelRecord, Vec<NodeId>)> = list.into_iter().cloned().collect();
             let interval = Duration::from_secs_f64(1.0 / rate);
             let started = Instant::now();
             let n = list.len();
