@@ -15,6 +15,9 @@
 //! time in the payload, split by whether the receiver is connected to the node that leads the
 //! channel (delivered locally) or to another one (one more hop). Every member but the sender
 //! should get each message: `deliveries_per_send` near `members - 1` says none went missing.
+//! The SENDACK latency (SEND queued to its SENDACK read, on the sender's connection) tells a
+//! slow store (quorum commit) from a slow push: a receiver on the leader's node waits for the
+//! commit plus the push.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -64,6 +67,9 @@ pub struct DeliverReport {
     pub sends_per_s: f64,
     /// SENDACKs with another reason, or connections that failed, in the window.
     pub send_errors: u64,
+    /// SEND to its SENDACK (stored on a quorum), as the sender sees it.
+    #[serde(default)]
+    pub sendack: LatencySummary,
     /// RECVs received in the window, and per second (the figure of merit).
     pub deliveries: u64,
     pub deliveries_per_s: f64,
@@ -91,7 +97,7 @@ pub fn deliver_text(r: &DeliverReport) -> String {
     };
     format!(
         "bench deliver: {} clients over {} nodes, {} groups of {} members, {:.1} s measured\n\n\
-         sends:      {} acknowledged ({:.0}/s), {} errors\n\
+         sends:      {} acknowledged ({:.0}/s), {} errors, SENDACK p50 {:.3} ms, p99 {:.3} ms\n\
          deliveries: {} ({:.0}/s), {:.2} per send\n\
          receivers on the channel leader's node: {}\n\
          receivers on other nodes:               {}\n",
@@ -103,6 +109,8 @@ pub fn deliver_text(r: &DeliverReport) -> String {
         r.sends,
         r.sends_per_s,
         r.send_errors,
+        r.sendack.p50_ms,
+        r.sendack.p99_ms,
         r.deliveries,
         r.deliveries_per_s,
         r.deliveries_per_send,
@@ -148,6 +156,7 @@ struct Conn {
 struct Counted {
     sends: u64,
     send_errors: u64,
+    sendack: Option<Histogram<u64>>,
     leader: Option<Histogram<u64>>,
     other: Option<Histogram<u64>>,
 }
@@ -262,6 +271,7 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
     for (i, conn) in conns.into_iter().enumerate() {
         let conn = conn.context("a client did not connect")?;
         let permits = Arc::new(Semaphore::new(args.inflight as usize));
+        let unacked = Unacked::default();
         let acks = if let Some(&k) = senders.get(&(i as u64)) {
             let (out_tx, out_rx) = mpsc::unbounded_channel();
             tokio::spawn(write_loop(conn.writer, out_rx));
@@ -278,6 +288,7 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
                 pace,
                 session: conn.session.clone(),
                 permits: permits.clone(),
+                unacked: unacked.clone(),
                 out: out_tx.clone(),
                 ctx: ctx.clone(),
                 stop: stop_rx.clone(),
@@ -292,6 +303,7 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
             reader: conn.reader,
             decoder: conn.decoder,
             permits,
+            unacked,
             acks,
             ctx: ctx.clone(),
             stop: stop_rx.clone(),
@@ -316,12 +328,15 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
     let _ = stop_tx.send(true);
     while sending.join_next().await.is_some() {}
 
-    let (mut leader, mut other) = (new_histogram(), new_histogram());
+    let (mut leader, mut other, mut sendack) = (new_histogram(), new_histogram(), new_histogram());
     let (mut sends, mut send_errors) = (0, 0);
     while let Some(r) = readers.join_next().await {
         let c = r.context("reader task")?;
         sends += c.sends;
         send_errors += c.send_errors;
+        if let Some(h) = c.sendack {
+            sendack.add(h).context("merging latencies")?;
+        }
         if let Some(h) = c.leader {
             leader.add(h).context("merging latencies")?;
         }
@@ -340,6 +355,7 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
         sends,
         sends_per_s: sends as f64 / secs,
         send_errors,
+        sendack: summarize(&sendack),
         deliveries,
         deliveries_per_s: deliveries as f64 / secs,
         deliveries_per_send: if sends == 0 {
@@ -429,6 +445,7 @@ struct SendLoop {
     session: Arc<Session>,
     /// One per SEND without its SENDACK yet; the reader gives them back.
     permits: Arc<Semaphore>,
+    unacked: Unacked,
     out: mpsc::UnboundedSender<Vec<u8>>,
     ctx: Arc<Ctx>,
     stop: watch::Receiver<bool>,
@@ -469,6 +486,10 @@ async fn send_loop(mut s: SendLoop) {
             payload: Vec::new(),
         };
         s.session.seal_send(&mut send, &plaintext);
+        s.unacked
+            .lock()
+            .expect("unacked lock")
+            .insert(client_seq, Instant::now());
         let Ok(frame) = encode_frame(&Packet::Send(send), s.ctx.v) else {
             return;
         };
@@ -477,6 +498,9 @@ async fn send_loop(mut s: SendLoop) {
         }
     }
 }
+
+/// A sender's SENDs without their SENDACK yet, by client_seq, with when they were sent.
+type Unacked = Arc<std::sync::Mutex<HashMap<u32, Instant>>>;
 
 /// Where a reader's RECVACKs go.
 enum Acks {
@@ -492,6 +516,7 @@ struct ReadLoop {
     reader: OwnedReadHalf,
     decoder: Decoder,
     permits: Arc<Semaphore>,
+    unacked: Unacked,
     acks: Acks,
     ctx: Arc<Ctx>,
     stop: watch::Receiver<bool>,
@@ -510,9 +535,17 @@ async fn read_loop(mut r: ReadLoop) -> Counted {
             match packet {
                 Packet::Sendack(ack) => {
                     r.permits.add_permits(1);
+                    let sent = r.unacked.lock().expect("unacked lock").remove(&ack.client_seq);
                     if r.ctx.in_window(now) {
                         if ack.reason_code == ReasonCode::Success {
                             counted.sends += 1;
+                            if let Some(t) = sent {
+                                let us = u64::try_from(now.duration_since(t).as_micros()).unwrap_or(u64::MAX);
+                                counted
+                                    .sendack
+                                    .get_or_insert_with(new_histogram)
+                                    .saturating_record(us.max(1));
+                            }
                         } else {
                             counted.send_errors += 1;
                         }

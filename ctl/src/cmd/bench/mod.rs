@@ -82,7 +82,7 @@ pub(crate) fn report_exits(cluster: &mut LocalCluster) {
 const HIST_MAX_US: u64 = 600_000_000;
 
 /// Latency percentiles in milliseconds (the peer harness's field names).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     pub p50_ms: f64,
     pub p90_ms: f64,
