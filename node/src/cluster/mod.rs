@@ -89,11 +89,10 @@ pub struct Inner {
     drain: Mutex<Option<wk_api::DrainStatus>>,
     /// Wakes the drain loop when this node, as metadata leader, committed a drain request.
     drain_requested: tokio::sync::Notify,
-    /// (metadata applied index, members, backlog) of the last read of the sync backlog
-    /// (`backlog_list`).
-    backlog_cache: Mutex<Option<BacklogRead>>,
-    /// (metadata applied index, scan) of the last scan of the channel table (`channel_scan`).
-    scan_cache: Mutex<Option<(u64, Arc<status::ChannelScan>)>>,
+    /// The sync backlog (`backlog_list`), by metadata applied index and members.
+    backlog_memo: route::MetaMemo<(u64, std::collections::BTreeSet<NodeId>), Backlogged>,
+    /// The last scan of the channel table (`channel_scan`), by metadata applied index.
+    scan_memo: route::MetaMemo<u64, status::ChannelScan>,
     /// Nodes being decommissioned, refreshed from the metadata (placement skips them).
     decommissioned: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
     /// `--allow-drills`: accept fault-injection requests.
@@ -136,13 +135,9 @@ pub struct Inner {
 #[derive(Clone)]
 pub struct Node(Arc<Inner>);
 
-/// One read of the sync backlog (`Node::backlog_list`): at metadata applied index, for the
-/// members, the channels whose replica set differs from their placement, with the placement.
-type BacklogRead = (
-    u64,
-    std::collections::BTreeSet<NodeId>,
-    Arc<Vec<(ChannelRecord, Vec<NodeId>)>>,
-);
+/// The sync backlog (`Node::backlog_list`): the channels whose replica set differs from their
+/// placement for the members, with that placement.
+type Backlogged = Vec<(ChannelRecord, Vec<NodeId>)>;
 
 impl Deref for Node {
     type Target = Inner;
@@ -298,8 +293,8 @@ impl Node {
             max_active: cfg.max_active_channels,
             drain: Default::default(),
             drain_requested: Default::default(),
-            backlog_cache: Default::default(),
-            scan_cache: Default::default(),
+            backlog_memo: Default::default(),
+            scan_memo: Default::default(),
             decommissioned: Default::default(),
             allow_drills: cfg.allow_drills,
             drill_generation: Default::default(),

@@ -72,6 +72,33 @@ impl<V: Clone> MetaCache<V> {
     }
 }
 
+/// One value computed from a whole table of the local metadata copy (a scan of the channel
+/// table), kept while its key stays: the metadata's applied index ([`Node::meta_applied`]) and
+/// whatever else the value depends on. Dashboards and scrapers poll such values every second.
+pub(super) struct MetaMemo<K, V>(Mutex<Option<(K, Arc<V>)>>);
+
+impl<K, V> Default for MetaMemo<K, V> {
+    fn default() -> Self {
+        MetaMemo(Mutex::new(None))
+    }
+}
+
+impl<K: PartialEq, V> MetaMemo<K, V> {
+    /// The value kept for `key`, else what `read` returns, kept for `key`. Take the key before
+    /// reading: a value read after a newer apply is then kept under the older index, which
+    /// the next call finds stale; never the other way round.
+    pub(super) async fn get_or_read(&self, key: K, read: impl Future<Output = Result<V>>) -> Result<Arc<V>> {
+        if let Some((at, value)) = self.0.lock().expect("memo lock poisoned").as_ref()
+            && *at == key
+        {
+            return Ok(value.clone());
+        }
+        let value = Arc::new(read.await?);
+        *self.0.lock().expect("memo lock poisoned") = Some((key, value.clone()));
+        Ok(value)
+    }
+}
+
 impl Node {
     /// The metadata group's applied index on this node, as its state machine set it before
     /// answering (openraft's metrics report it later: a cache keyed on those served a record

@@ -419,23 +419,13 @@ impl Node {
     /// the members, with that placement. A read of the whole channel table, so the answer is
     /// kept until the metadata or the members change (the drain, `/cluster/backlog`,
     /// `/metrics` and joins all ask; dashboards poll).
-    pub(super) async fn backlog_list(&self) -> Result<Arc<Vec<(ChannelRecord, Vec<NodeId>)>>> {
-        // Read first: a list read after a newer apply is kept under the older index, which
-        // the next call finds stale; never the other way round.
-        let (applied, members) = (self.meta_applied(), self.members());
-        if let Some((at, of, list)) = self.backlog_cache.lock().expect("cache lock poisoned").as_ref()
-            && (*at, of) == (applied, &members)
-        {
-            return Ok(list.clone());
-        }
+    pub(super) async fn backlog_list(&self) -> Result<Arc<super::Backlogged>> {
+        let members = self.members();
         let (m, replication) = (members.clone(), self.replication);
-        let list = Arc::new(
-            self.store
-                .read(move |kv| meta::backlog(kv, &m, replication))
-                .await?,
-        );
-        *self.backlog_cache.lock().expect("cache lock poisoned") = Some((applied, members, list.clone()));
-        Ok(list)
+        let read = self.store.read(move |kv| meta::backlog(kv, &m, replication));
+        self.backlog_memo
+            .get_or_read((self.meta_applied(), members), async { Ok(read.await?) })
+            .await
     }
 
     /// `GET /cluster/backlog`: the backlog with per-target totals and at-risk channels.

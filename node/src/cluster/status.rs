@@ -116,37 +116,21 @@ impl Node {
     /// record, so the result is cached until the metadata changes (dashboards and scrapers
     /// poll it every second); the status and the metrics share it.
     pub async fn channel_scan(&self) -> Result<Arc<ChannelScan>> {
-        let applied = self
-            .meta
-            .metrics()
-            .borrow_watched()
-            .last_applied
-            .as_ref()
-            .map(|l| l.index)
-            .unwrap_or(0);
-        if let Some((at, scan)) = self.scan_cache.lock().expect("cache lock poisoned").as_ref()
-            && *at == applied
-        {
-            return Ok(scan.clone());
-        }
         let id = self.id;
-        let scan = self
-            .store
-            .read(move |r| {
-                let all = meta::channels(r, None, usize::MAX)?;
-                Ok(ChannelScan {
-                    total: all.len() as u64,
-                    replicated: all
-                        .iter()
-                        .filter(|c| c.replicas.contains(&id))
-                        .map(|c| c.group_id)
-                        .collect(),
-                })
+        let read = self.store.read(move |r| {
+            let all = meta::channels(r, None, usize::MAX)?;
+            Ok(ChannelScan {
+                total: all.len() as u64,
+                replicated: all
+                    .iter()
+                    .filter(|c| c.replicas.contains(&id))
+                    .map(|c| c.group_id)
+                    .collect(),
             })
-            .await?;
-        let scan = Arc::new(scan);
-        *self.scan_cache.lock().expect("cache lock poisoned") = Some((applied, scan.clone()));
-        Ok(scan)
+        });
+        self.scan_memo
+            .get_or_read(self.meta_applied(), async { Ok(read.await?) })
+            .await
     }
 
     /// A replica's view of its group. A hibernating group is read from disk, not woken:
