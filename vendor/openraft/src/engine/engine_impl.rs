@@ -121,7 +121,8 @@ where
             leader: None,
             candidate: None,
             pre_candidate: None,
-            output: EngineOutput::new(4096),
+            // Empty until used: a channel group seldom queues more than a few (WuKong HA patch).
+            output: EngineOutput::default(),
         }
     }
 

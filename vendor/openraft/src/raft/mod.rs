@@ -615,8 +615,9 @@ where
 
                     engine,
 
-                    // initially, allocate for 8 kilo outstanding requests.
-                    client_responders: ClientResponderQueue::with_capacity(1024 * 8),
+                    // Empty until used: one of many groups seldom has more than a few requests
+                    // outstanding (WuKong HA patch; upstream allocates for 8 Ki).
+                    client_responders: ClientResponderQueue::with_capacity(0),
 
                     pending_reads: PendingReadQueue::default(),
                     pending_read_deadline_notifier: PendingReadDeadlineNotifier::spawn(tx_notify.clone()),
