@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use wk_proto::packet::{DisconnectPacket, SendPacket};
 use wk_proto::{Decoder, Packet, ProtoError, ProtoVersion, ReasonCode, encode_frame};
@@ -181,6 +182,17 @@ async fn run(
     };
 
     let in_flight = Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT));
+    // Made once, not per read: each would register with a token or the timer wheel anew.
+    let ended = async {
+        tokio::select! {
+            _ = closed.cancelled() => End::Closed,
+            _ = shared.shutdown.cancelled() => End::Shutdown,
+        }
+    };
+    tokio::pin!(ended);
+    let mut last_read = Instant::now();
+    let idle = tokio::time::sleep_until(last_read + IDLE_TIMEOUT);
+    tokio::pin!(idle);
     loop {
         // Packets already buffered first: a client may pipeline packets behind its CONNECT.
         loop {
@@ -232,14 +244,22 @@ async fn run(
             }
         }
         tokio::select! {
-            r = timeout(IDLE_TIMEOUT, reader.read()) => match r {
-                Err(_) => return End::Idle,
-                Ok(Ok(Some(b))) => decoder.extend(b),
-                Ok(Ok(None)) => return End::Eof,
-                Ok(Err(e)) => return End::Io(e),
+            r = reader.read() => match r {
+                Ok(Some(b)) => {
+                    decoder.extend(b);
+                    last_read = Instant::now();
+                }
+                Ok(None) => return End::Eof,
+                Err(e) => return End::Io(e),
             },
-            _ = closed.cancelled() => return End::Closed,
-            _ = shared.shutdown.cancelled() => return End::Shutdown,
+            // The timer is moved only when it fires: reads in between just note their time.
+            () = &mut idle => {
+                if last_read.elapsed() >= IDLE_TIMEOUT {
+                    return End::Idle;
+                }
+                idle.as_mut().reset(last_read + IDLE_TIMEOUT);
+            }
+            end = &mut ended => return end,
         }
     }
 }
@@ -277,9 +297,9 @@ async fn first_packet(reader: &mut Reader, decoder: &mut Decoder) -> Result<Pack
 
 /// A frame of `p` for a connection of version `v`. Our packets always encode; a failure is a
 /// bug, logged, and the packet is not sent.
-fn encode(p: &Packet, v: ProtoVersion) -> Option<Vec<u8>> {
+fn encode(p: &Packet, v: ProtoVersion) -> Option<Bytes> {
     match encode_frame(p, v) {
-        Ok(f) => Some(f),
+        Ok(f) => Some(Bytes::from(f)),
         Err(e) => {
             tracing::error!(packet = ?p.packet_type(), error = %e, "gateway: cannot encode a packet");
             None
@@ -290,10 +310,12 @@ fn encode(p: &Packet, v: ProtoVersion) -> Option<Vec<u8>> {
 /// The writer task: writes queued frames in order until `Close`, a write error or `closed`,
 /// then ends the connection from our side and cancels `closed` (which stops the read loop).
 async fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Outbound>, closed: CancellationToken) {
+    let cancelled = closed.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let next = tokio::select! {
             o = rx.recv() => o,
-            _ = closed.cancelled() => None,
+            () = &mut cancelled => None,
         };
         let Some(Outbound::Frame(first)) = next else { break };
         let mut frames = vec![first];
@@ -311,7 +333,7 @@ async fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Outbound>, closed: Can
         let n = frames.len() as u64;
         let written = tokio::select! {
             r = w.write(frames) => r.is_ok(),
-            _ = closed.cancelled() => false,
+            () = &mut cancelled => false,
         };
         if !written {
             break;

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use wk_proto::packet::RecvPacket;
 use wk_proto::{ChannelType, Flags, Packet, Setting, encode_frame};
@@ -64,28 +65,26 @@ pub struct Delivery {
 /// Push `d` to this node's (`me`) connections of its recipients; answers the RECVs queued.
 pub fn push(registry: &Registry, me: NodeId, d: &Delivery) -> usize {
     let mut queued = 0;
-    for uid in &d.uids {
-        for conn in registry.connections_of(uid) {
-            for p in &d.messages {
-                if p.origin
-                    == Some(ConnRef {
-                        node: me,
-                        conn: conn.id,
-                    })
-                {
-                    continue;
-                }
-                let Some(frame) = recv_frame(&conn, uid, &d.channel, &p.message) else {
-                    continue;
-                };
-                if p.message.header.no_persist == 0 {
-                    conn.retries.track(p.message.message_id, frame.clone());
-                }
-                if !conn.outbox.try_push(frame) {
-                    break; // closed or closing: nothing more for it
-                }
-                queued += 1;
+    for (uid, conn) in registry.connections_of_all(&d.uids) {
+        for p in &d.messages {
+            if p.origin
+                == Some(ConnRef {
+                    node: me,
+                    conn: conn.id,
+                })
+            {
+                continue;
             }
+            let Some(frame) = recv_frame(&conn, uid, &d.channel, &p.message) else {
+                continue;
+            };
+            if p.message.header.no_persist == 0 {
+                conn.retries.track(p.message.message_id, frame.clone());
+            }
+            if !conn.outbox.try_push(frame) {
+                break; // closed or closing: nothing more for it
+            }
+            queued += 1;
         }
     }
     GATEWAY.recvs.fetch_add(queued as u64, Ordering::Relaxed);
@@ -94,7 +93,7 @@ pub fn push(registry: &Registry, me: NodeId, d: &Delivery) -> usize {
 
 /// The RECV of `m` for `conn` of `uid`, sealed and encoded; None if it does not encode (a
 /// bug, logged).
-fn recv_frame(conn: &Conn, uid: &str, key: &ChannelKey, m: &StoredMessage) -> Option<Vec<u8>> {
+fn recv_frame(conn: &Conn, uid: &str, key: &ChannelKey, m: &StoredMessage) -> Option<Bytes> {
     let own = m.from_uid == uid;
     let channel_id = if key.channel_type == wk_api::CHANNEL_TYPE_PERSON {
         if own {
@@ -131,7 +130,7 @@ fn recv_frame(conn: &Conn, uid: &str, key: &ChannelKey, m: &StoredMessage) -> Op
     };
     conn.session.seal_recv(&mut recv, &m.payload);
     match encode_frame(&Packet::Recv(recv), conn.version) {
-        Ok(f) => Some(f),
+        Ok(f) => Some(Bytes::from(f)),
         Err(e) => {
             tracing::error!(error = %e, "gateway: cannot encode a RECV");
             None
@@ -143,7 +142,8 @@ fn recv_frame(conn: &Conn, uid: &str, key: &ChannelKey, m: &StoredMessage) -> Op
 #[derive(Debug)]
 struct Unacked {
     message_id: u64,
-    frame: Vec<u8>,
+    /// The RECV as first pushed: the same bytes the outbox held.
+    frame: Bytes,
     due: Instant,
     retries: u8,
 }
@@ -163,7 +163,7 @@ pub struct Retries {
 }
 
 impl Retries {
-    fn track(&self, message_id: u64, frame: Vec<u8>) {
+    fn track(&self, message_id: u64, frame: Bytes) {
         let mut guard = self.entries.lock().expect("retries lock poisoned");
         let e = &mut *guard;
         e.bytes += frame.len();
@@ -194,7 +194,7 @@ impl Retries {
     }
 
     /// The frames due again at `now` (their entries rescheduled, or dropped after the last).
-    fn due(&self, now: Instant) -> Vec<Vec<u8>> {
+    fn due(&self, now: Instant) -> Vec<Bytes> {
         let mut guard = self.entries.lock().expect("retries lock poisoned");
         let e = &mut *guard;
         let mut frames = Vec::new();
@@ -246,7 +246,7 @@ mod tests {
     fn retries_are_bounded_acked_and_given_up() {
         let r = Retries::default();
         for id in 0..(MAX_UNACKED as u64 + 3) {
-            r.track(id, vec![id as u8]);
+            r.track(id, Bytes::from(vec![id as u8]));
         }
         assert_eq!(r.len(), MAX_UNACKED);
         r.ack(3); // the oldest three went when it was full: 3 is the oldest now
@@ -261,7 +261,7 @@ mod tests {
         assert!(r.is_empty());
         // Big frames: the byte bound holds before the count does.
         for id in 0..8 {
-            r.track(id, vec![0; MAX_UNACKED_BYTES / 4]);
+            r.track(id, Bytes::from(vec![0; MAX_UNACKED_BYTES / 4]));
         }
         assert_eq!(r.len(), 4);
         r.ack(7);

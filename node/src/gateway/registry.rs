@@ -9,12 +9,13 @@
 //! - Pushing never blocks the pusher: an outbox is bounded, and a connection whose outbox is
 //!   full is closed instead (one slow client never stalls others).
 //!
-//! Delivery (`deliver`) pushes a RECV to uid U on this node through `connections_of(U)`.
+//! Delivery (`deliver`) pushes a RECV to uid U on this node through `connections_of_all`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use wk_proto::{DeviceFlag, ProtoVersion, Session};
@@ -22,8 +23,8 @@ use wk_proto::{DeviceFlag, ProtoVersion, Session};
 /// What the writer task of a connection is asked to do.
 #[derive(Debug)]
 pub(super) enum Outbound {
-    /// Write one encoded frame.
-    Frame(Vec<u8>),
+    /// Write one encoded frame (shared with the connection's retry entry, if any).
+    Frame(Bytes),
     /// Write what came before, then end the connection.
     Close,
 }
@@ -52,7 +53,7 @@ impl Outbox {
 
     /// Queue a frame without waiting; a full queue closes the connection (the client does not
     /// read). False if the frame was not queued.
-    pub fn try_push(&self, frame: Vec<u8>) -> bool {
+    pub fn try_push(&self, frame: Bytes) -> bool {
         match self.tx.try_send(Outbound::Frame(frame)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -66,7 +67,7 @@ impl Outbox {
 
     /// Queue a frame, waiting for room: for answers to the connection's own requests, so a
     /// client that does not read slows only itself. False if the connection is gone.
-    pub(super) async fn push(&self, frame: Vec<u8>) -> bool {
+    pub(super) async fn push(&self, frame: Bytes) -> bool {
         tokio::select! {
             r = self.tx.send(Outbound::Frame(frame)) => r.is_ok(),
             _ = self.closed.cancelled() => false,
@@ -172,10 +173,14 @@ impl Registry {
         }
     }
 
-    /// The connections of `uid` on this node.
-    pub fn connections_of(&self, uid: &str) -> Vec<Arc<Conn>> {
+    /// The connections on this node of each of `uids`, with the uid they belong to (one lock
+    /// for all: a delivery lists a channel's recipients on this node).
+    pub fn connections_of_all<'a>(&self, uids: &'a [String]) -> Vec<(&'a str, Arc<Conn>)> {
         let map = self.by_uid.lock().expect("registry lock poisoned");
-        map.get(uid).cloned().unwrap_or_default()
+        uids.iter()
+            .filter_map(|u| map.get(u.as_str()).map(|list| (u.as_str(), list)))
+            .flat_map(|(u, list)| list.iter().map(move |c| (u, c.clone())))
+            .collect()
     }
 
     /// Every authenticated connection on this node.
@@ -260,22 +265,26 @@ mod tests {
         let evicted = r.register("u", c.clone());
         assert_eq!(evicted.len(), 1);
         assert_eq!((evicted[0].0.id, evicted[0].1), (a.id, Eviction::Kick));
-        let ids: Vec<u64> = r.connections_of("u").iter().map(|c| c.id).collect();
+        let ids: Vec<u64> = r
+            .connections_of_all(&["u".into()])
+            .iter()
+            .map(|(_, c)| c.id)
+            .collect();
         assert_eq!(ids, vec![b.id, c.id]);
         r.remove("u", a.id);
         assert_eq!(r.len(), 2);
         r.remove("u", b.id);
         r.remove("u", c.id);
         assert!(r.is_empty());
-        assert!(r.connections_of("u").is_empty());
+        assert!(r.connections_of_all(&["u".into()]).is_empty());
     }
 
     #[test]
     fn a_full_outbox_closes_instead_of_blocking() {
         let (outbox, _rx, closed) = Outbox::new(1);
-        assert!(outbox.try_push(vec![1]));
+        assert!(outbox.try_push(Bytes::from_static(&[1])));
         assert!(!closed.is_cancelled());
-        assert!(!outbox.try_push(vec![2]));
+        assert!(!outbox.try_push(Bytes::from_static(&[2])));
         assert!(closed.is_cancelled());
     }
 }

@@ -4,6 +4,7 @@
 //! all data messages (binary or text) are one inbound byte stream, and every outbound frame
 //! goes in a binary message of its own (JS SDK 1.0.4 mis-reads two packets in one message).
 
+use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -91,7 +92,7 @@ pub(super) enum Writer {
 
 impl Writer {
     /// Write frames, each one whole packet; TCP writes them in one go.
-    pub(super) async fn write(&mut self, frames: Vec<Vec<u8>>) -> std::io::Result<()> {
+    pub(super) async fn write(&mut self, frames: Vec<Bytes>) -> std::io::Result<()> {
         match self {
             Writer::Tcp(s) => match frames.as_slice() {
                 [one] => s.write_all(one).await,
@@ -99,7 +100,7 @@ impl Writer {
             },
             Writer::Ws(s) => {
                 for f in frames {
-                    s.feed(Message::binary(f)).await.map_err(std::io::Error::other)?;
+                    s.feed(Message::Binary(f)).await.map_err(std::io::Error::other)?;
                 }
                 s.flush().await.map_err(std::io::Error::other)
             }

@@ -24,7 +24,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -151,14 +150,15 @@ struct Conn {
     writer: OwnedWriteHalf,
 }
 
-/// What one connection's reader counted.
+/// What one connection's reader counted: latencies in microseconds, put in histograms at the
+/// end (a histogram per connection would be a thousand cold ones written in turn).
 #[derive(Default)]
 struct Counted {
     sends: u64,
     send_errors: u64,
-    sendack: Option<Histogram<u64>>,
-    leader: Option<Histogram<u64>>,
-    other: Option<Histogram<u64>>,
+    sendack: Vec<u64>,
+    leader: Vec<u64>,
+    other: Vec<u64>,
 }
 
 async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Outcome> {
@@ -334,14 +334,14 @@ async fn inner(global: &GlobalArgs, args: BenchDeliverArgs) -> anyhow::Result<Ou
         let c = r.context("reader task")?;
         sends += c.sends;
         send_errors += c.send_errors;
-        if let Some(h) = c.sendack {
-            sendack.add(h).context("merging latencies")?;
-        }
-        if let Some(h) = c.leader {
-            leader.add(h).context("merging latencies")?;
-        }
-        if let Some(h) = c.other {
-            other.add(h).context("merging latencies")?;
+        for (h, samples) in [
+            (&mut sendack, c.sendack),
+            (&mut leader, c.leader),
+            (&mut other, c.other),
+        ] {
+            for us in samples {
+                h.saturating_record(us.max(1));
+            }
         }
     }
     let secs = args.duration.as_secs_f64();
@@ -528,6 +528,10 @@ async fn read_loop(mut r: ReadLoop) -> Counted {
     let mut counted = Counted::default();
     let mut buf = vec![0u8; 64 << 10];
     let mut acks = Vec::new();
+    // Made once, not per read: each would register with the watch channel anew.
+    let mut stop = r.stop.clone();
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         acks.clear();
         while let Ok(Some(packet)) = r.decoder.next_packet(r.ctx.v) {
@@ -541,10 +545,7 @@ async fn read_loop(mut r: ReadLoop) -> Counted {
                             counted.sends += 1;
                             if let Some(t) = sent {
                                 let us = u64::try_from(now.duration_since(t).as_micros()).unwrap_or(u64::MAX);
-                                counted
-                                    .sendack
-                                    .get_or_insert_with(new_histogram)
-                                    .saturating_record(us.max(1));
+                                counted.sendack.push(us);
                             }
                         } else {
                             counted.send_errors += 1;
@@ -577,7 +578,7 @@ async fn read_loop(mut r: ReadLoop) -> Counted {
         }
         let n = tokio::select! {
             n = r.reader.read(&mut buf) => n,
-            _ = r.stop.changed() => return counted,
+            _ = &mut stopped => return counted,
         };
         match n {
             Ok(0) | Err(_) => {
@@ -623,6 +624,5 @@ fn record(r: &ReadLoop, recv: &RecvPacket, now: Instant, counted: &mut Counted) 
     } else {
         &mut counted.other
     };
-    h.get_or_insert_with(new_histogram)
-        .saturating_record(now_us.saturating_sub(sent_us).max(1));
+    h.push(now_us.saturating_sub(sent_us));
 }
