@@ -158,7 +158,7 @@ fn new_raft_group(
     let (store, transport) = (store.clone(), transport.clone());
     async move {
         let network = NetworkFactory::new(Router(transport), g);
-        let preload = crate::raft::startup::read(&store, g).await;
+        let preload = crate::raft::startup::read(&store, g);
         let raft = Raft::new(
             id,
             raft_config(g, resume),

@@ -27,6 +27,10 @@ use crate::store::{KvRead, KvWrite, Store, Table, encode, keys};
 const TAG_VOTE: u8 = 1;
 const TAG_PURGED: u8 = 2;
 
+/// Entries read on the async worker itself (a point read: the start's search for its key log
+/// ids, a woken follower's first appends); longer ranges go to the blocking pool.
+const POINT_READ_ENTRIES: u64 = 4;
+
 /// Bytes of entries one AppendEntries carries at most (but always one entry). openraft caps
 /// a payload by count only (`max_payload_entries`), and one entry can be a 4 MiB sendbatch.
 const MAX_PAYLOAD_BYTES: usize = 16 << 20;
@@ -215,21 +219,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
             return Ok(vec![e]);
         }
         let g = self.group;
-        let stored = self
-            .store
-            .read(move |r| {
-                r.range(
-                    Table::Log,
-                    &keys::group_u64(g, lo),
-                    &keys::group_u64(g, hi_excl),
-                    usize::MAX,
-                    false,
-                )?
-                .iter()
-                .map(|(k, v)| crate::integrity::decode::<Entry>(Table::Log, k, v))
-                .collect::<Result<Vec<_>, _>>()
-            })
-            .await;
+        let read = move |r: &crate::store::ReadTxn<'_>| {
+            r.range(
+                Table::Log,
+                &keys::group_u64(g, lo),
+                &keys::group_u64(g, hi_excl),
+                usize::MAX,
+                false,
+            )?
+            .iter()
+            .map(|(k, v)| crate::integrity::decode::<Entry>(Table::Log, k, v))
+            .collect::<Result<Vec<_>, _>>()
+        };
+        // A few entries are a point read, done here (`Store::read_blocking`); more are a scan.
+        let stored = if hi_excl - lo <= POINT_READ_ENTRIES {
+            self.store.read_blocking(read)
+        } else {
+            self.store.read(read).await
+        };
         // A log entry that fails its seal is never handed to openraft (it would replicate or
         // apply it): the read fails, the group stops, and the node repairs this replica.
         let stored = crate::integrity::check(g, stored)?;
@@ -277,7 +284,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             return Ok(vote);
         }
         let key = vote_key(self.group);
-        Ok(self.store.read(move |r| r.get_decoded(Table::Raft, &key)).await?)
+        Ok(self
+            .store
+            .read_blocking(move |r| r.get_decoded(Table::Raft, &key))?)
     }
 }
 
@@ -288,7 +297,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let g = self.group;
         let (last, purged) = match startup::with(&self.preload, |s| s.log_state) {
             Some(stored) => stored,
-            None => crate::integrity::check(g, self.store.read(move |r| stored_log_state(r, g)).await)?,
+            None => crate::integrity::check(g, self.store.read_blocking(move |r| stored_log_state(r, g)))?,
         };
         let tail_last = self
             .tail
@@ -467,7 +476,7 @@ mod tests {
     async fn the_start_preload_answers_as_the_store_does_until_the_first_write() {
         let (_dir, mut log) = log_with(3, |_| 10).await;
         log.save_vote(&Vote::new(1, 1)).await.expect("vote");
-        let preload = startup::read(&log.store, 5).await;
+        let preload = startup::read(&log.store, 5);
         assert!(startup::with(&preload, |_| ()).is_some(), "the preload read");
         let mut pre = LogStore::new(5, log.store.clone(), Fence::default(), preload.clone());
         let state = |s: LogState<TypeConfig>| (s.last_log_id, s.last_purged_log_id);

@@ -41,27 +41,25 @@ impl Startup {
 /// Shared by one instance's log store and state machine; `None` once taken.
 pub type Preload = Arc<Mutex<Option<Startup>>>;
 
-/// Read what starting group `g` needs, in one store read. A failed read (a row that fails
-/// its seal, say) preloads nothing: the start then reads row by row and reports the
-/// corruption as it always does.
-pub async fn read(store: &Store, g: GroupId) -> Preload {
-    let read = store
-        .read(move |r| {
-            let log_state = super::log_store::stored_log_state(r, g)?;
-            let first_index = log_state.1.map_or(0, |p| p.index() + 1);
-            let key = keys::group_u64(g, first_index);
-            let first = match r.get(Table::Log, &key)? {
-                Some(v) => Some(crate::integrity::decode::<Entry>(Table::Log, &key, &v)?),
-                None => None,
-            };
-            Ok(Startup {
-                vote: r.get_decoded(Table::Raft, &super::log_store::vote_key(g))?,
-                log_state,
-                sm: load_state(r, g)?,
-                first,
-            })
+/// Read what starting group `g` needs, in one store read of a few rows, on the calling thread
+/// (`Store::read_blocking`). A failed read (a row that fails its seal, say) preloads nothing:
+/// the start then reads row by row and reports the corruption as it always does.
+pub fn read(store: &Store, g: GroupId) -> Preload {
+    let read = store.read_blocking(move |r| {
+        let log_state = super::log_store::stored_log_state(r, g)?;
+        let first_index = log_state.1.map_or(0, |p| p.index() + 1);
+        let key = keys::group_u64(g, first_index);
+        let first = match r.get(Table::Log, &key)? {
+            Some(v) => Some(crate::integrity::decode::<Entry>(Table::Log, &key, &v)?),
+            None => None,
+        };
+        Ok(Startup {
+            vote: r.get_decoded(Table::Raft, &super::log_store::vote_key(g))?,
+            log_state,
+            sm: load_state(r, g)?,
+            first,
         })
-        .await;
+    });
     Arc::new(Mutex::new(read.ok()))
 }
 

@@ -342,7 +342,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(applied);
         }
         let g = self.group;
-        let state = self.store.read(move |r| load_state(r, g)).await?;
+        let state = self.store.read_blocking(move |r| load_state(r, g))?;
         Ok((state.last_applied, state.membership))
     }
 

@@ -32,8 +32,9 @@
 //!   cannot come back).
 //! - A failed checkpoint commit would lose acknowledged writes from the running process's view:
 //!   the node exits, and the restart replays the log and re-applies.
-//! - No heed transaction crosses an `.await`: reads run in `spawn_blocking`, writes on the
-//!   writer thread that opened them (heed #339).
+//! - No heed transaction crosses an `.await`: reads run in `spawn_blocking` (point reads of a
+//!   few rows on the calling thread, `read_blocking`), writes on the writer thread that opened
+//!   them (heed #339).
 
 pub mod keys;
 #[cfg(test)]
@@ -599,7 +600,8 @@ impl Store {
         self.write_op(work, Durability::Replayable).await
     }
 
-    /// Run `f` in a read transaction off the async runtime.
+    /// Run `f` in a read transaction off the async runtime (for scans; point reads may use
+    /// [`Store::read_blocking`]).
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&ReadTxn<'_>) -> Result<T> + Send + 'static,
@@ -610,7 +612,10 @@ impl Store {
             .map_err(|e| StoreError::Lmdb(format!("read task: {e}")))?
     }
 
-    /// Run `f` in a read transaction on the current thread (must not be an async worker).
+    /// Run `f` in a read transaction on the current thread. On an async worker only for point
+    /// reads of a few rows: they take microseconds on memory-resident pages, where the hop of
+    /// [`Store::read`] to the blocking pool costs tens of microseconds and two thread
+    /// wake-ups. Scans go through [`Store::read`].
     pub fn read_blocking<T>(&self, f: impl FnOnce(&ReadTxn<'_>) -> Result<T>) -> Result<T> {
         // The view first, then the transaction (`overlay` module doc).
         let view = self.inner.overlay.view();
