@@ -146,7 +146,7 @@ impl Node {
             return Ok(raft);
         }
         let key = rec.key.clone();
-        match self.store.read_blocking(move |r| meta::get_channel(r, &key))? {
+        match self.store.read(move |r| meta::get_channel(r, &key)).await? {
             Some(now) if now.replicas.contains(&self.id) => self.replica_group(&now).await,
             _ => Err(NodeError::NotLeader { leader_hint: None }),
         }

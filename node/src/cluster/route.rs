@@ -207,7 +207,7 @@ impl Node {
             return Ok(Some(rec));
         }
         let k = key.clone();
-        if let Some(rec) = self.store.read_blocking(move |r| meta::get_channel(r, &k))? {
+        if let Some(rec) = self.store.read(move |r| meta::get_channel(r, &k)).await? {
             let rec = Arc::new(rec);
             self.channel_cache.put(key, &rec, applied);
             return Ok(Some(rec));
@@ -241,7 +241,7 @@ impl Node {
             return Ok(lists);
         }
         let k = key.clone();
-        let lists = self.store.read_blocking(move |r| meta::sender_lists(r, &k))?;
+        let lists = self.store.read(move |r| meta::sender_lists(r, &k)).await?;
         self.lists_cache.put(key, &lists, applied);
         Ok(lists)
     }

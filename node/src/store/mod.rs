@@ -33,8 +33,8 @@
 //! - A failed checkpoint commit would lose acknowledged writes from the running process's view:
 //!   the node exits, and the restart replays the log and re-applies.
 //! - No heed transaction crosses an `.await`: reads run in `spawn_blocking` (point reads of a
-//!   few rows on the calling thread, `read_blocking`), writes on the writer thread that opened
-//!   them (heed #339).
+//!   few rows of bounded size on the calling thread, `read_blocking`), writes on the writer
+//!   thread that opened them (heed #339).
 
 pub mod keys;
 #[cfg(test)]
@@ -613,9 +613,11 @@ impl Store {
     }
 
     /// Run `f` in a read transaction on the current thread. On an async worker only for point
-    /// reads of a few rows: they take microseconds on memory-resident pages, where the hop of
-    /// [`Store::read`] to the blocking pool costs tens of microseconds and two thread
-    /// wake-ups. Scans go through [`Store::read`].
+    /// reads of a few rows of bounded size (a group's Raft bookkeeping, a few log entries):
+    /// they take microseconds on memory-resident pages, where the hop of [`Store::read`] to
+    /// the blocking pool costs tens of microseconds and two thread wake-ups. Scans, and rows
+    /// that grow with their data (a channel record holds every subscriber), go through
+    /// [`Store::read`].
     pub fn read_blocking<T>(&self, f: impl FnOnce(&ReadTxn<'_>) -> Result<T>) -> Result<T> {
         // The view first, then the transaction (`overlay` module doc).
         let view = self.inner.overlay.view();
