@@ -140,7 +140,12 @@ fn seal_state(r: &impl KvRead, g: GroupId, fresh: bool) -> crate::store::Result<
         None => None,
     };
     let prev = match last {
-        Some(l) if l.index() > 0 => entry_at(l.index() - 1)?.map(|e| e.log_id()),
+        Some(l) if l.index() > 0 => {
+            let key = keys::group_u64(g, l.index() - 1);
+            r.get(Table::Log, &key)?
+                .map(|v| crate::raft::log_store::entry_log_id(&key, &v))
+                .transpose()?
+        }
         _ => None,
     };
     let last_membership = last_entry.filter(|e| e.get_membership().is_some());
