@@ -207,8 +207,9 @@ pub struct GatewayStats {
     pub retries: AtomicU64,
     /// Retry entries dropped because the connection had `MAX_UNACKED` already.
     pub retries_dropped: AtomicU64,
-    /// On a channel leader: seconds from the commit of a message to its RECVs being queued on
-    /// every node that has a recipient (one observation per delivery batch and node).
+    /// On a channel leader: seconds from the commit of a message to its RECVs being queued
+    /// here, or accepted for pushing by another node that has a recipient (one observation
+    /// per delivery batch and node).
     pub push_seconds: Histogram<{ LATENCY_BOUNDS.len() }>,
 }
 

@@ -6,13 +6,15 @@
 //! where the recipients are (`presence`: cached, asking their owners only on a miss), pushes
 //! to this node's registry directly and queues one `Delivery` per other node that has any,
 //! then takes the next batch at once. Per peer node one task sends what is queued for it, all
-//! channels together, one `AppRpc::DeliverAll` in flight at a time.
+//! channels together, one `AppRpc::DeliverAll` in flight at a time. The peer queues a
+//! request's deliveries behind those it has not pushed yet and answers at once; one task per
+//! node pushes what peers sent, in arrival order, so a peer's pushes overlap the next request.
 //!
 //! Invariants:
 //! - Per channel, batches are taken one after the other and sorted by seq, and they enter
-//!   each peer's queue in that order; a peer has one request in flight and pushes a request's
-//!   deliveries in order, so a connection receives a channel's messages in message_seq order
-//!   (a node queues a whole delivery into its outboxes before it answers). A batch whose first
+//!   each peer's queue in that order; a peer has one request in flight, queues a request's
+//!   deliveries for its pusher before it answers, and the pusher takes them in arrival order,
+//!   so a connection receives a channel's messages in message_seq order. A batch whose first
 //!   seq is past the next expected one waits for the sends that complete the gap (woken by
 //!   each message queued, at most `GAP_WAIT` in all); then the missing messages are read back
 //!   from the store (this leader applied them before the later ones) and pushed first. A batch is a run of consecutive seqs, so a
@@ -20,7 +22,8 @@
 //! - Duplicates (a retried send answered from the dedup rows) are not pushed again.
 //! - Best effort: a request a peer does not answer within `DELIVER_TTL` is lost; past
 //!   `PEER_QUEUE_MAX` queued messages (or `PEER_QUEUE_MAX_BYTES` of payload) a peer's oldest
-//!   deliveries are dropped; one slow peer delays only its own queue. Users recover with
+//!   deliveries are dropped, and likewise the oldest of what peers sent that is not pushed
+//!   yet; one slow peer delays only its own queue. Users recover with
 //!   `/channel/messagesync`. Nothing here blocks a send's answer.
 
 use std::collections::{HashMap, VecDeque};
@@ -94,13 +97,26 @@ struct Outgoing {
     running: bool,
 }
 
-/// The channel leader's fan-out queues.
+/// What peer leaders sent this node that is not pushed yet.
+#[derive(Default)]
+struct Inbound {
+    /// In arrival order.
+    queue: VecDeque<Delivery>,
+    messages: usize,
+    bytes: usize,
+    /// A task is pushing this queue.
+    running: bool,
+}
+
+/// The channel leader's fan-out queues, and what peers sent to push here.
 #[derive(Default)]
 pub struct Fanout {
     /// std mutex: a push or a take, never across `.await`.
     queues: Mutex<HashMap<GroupId, Queue>>,
     /// Per peer node. std mutex, same.
     peers: Mutex<HashMap<NodeId, Outgoing>>,
+    /// std mutex, same.
+    inbound: Mutex<Inbound>,
 }
 
 impl Node {
@@ -330,6 +346,56 @@ impl Node {
                 }
                 Err(e) => tracing::debug!(node = n, error = %e, "fanout: a delivery failed"),
             }
+        }
+    }
+
+    /// [`AppRpc::DeliverAll`] from a peer leader: queue its deliveries behind those not pushed
+    /// yet, starting the pusher if none runs. The peer sends its next request after this
+    /// returns, so its deliveries are pushed in the order it sent them.
+    pub(super) fn accept_deliveries(&self, ds: Vec<Delivery>) {
+        let mut inbound = self.fanout.inbound.lock().expect("fanout lock poisoned");
+        for d in ds {
+            inbound.messages += d.messages.len();
+            inbound.bytes += payload_bytes(&d);
+            inbound.queue.push_back(d);
+        }
+        while (inbound.messages > PEER_QUEUE_MAX || inbound.bytes > PEER_QUEUE_MAX_BYTES)
+            && inbound.queue.len() > 1
+        {
+            if let Some(old) = inbound.queue.pop_front() {
+                inbound.messages -= old.messages.len();
+                inbound.bytes -= payload_bytes(&old);
+                tracing::debug!(channel = %old.channel, "fanout: deliveries from peers pile up; dropped one");
+            }
+        }
+        if !inbound.running {
+            inbound.running = true;
+            self.spawn_task(self.clone().push_inbound());
+        }
+    }
+
+    /// Push what peers sent, in arrival order, until nothing is left; [`PER_REQUEST`]
+    /// deliveries at a time, yielding the worker between them.
+    async fn push_inbound(self) {
+        loop {
+            let taken: Vec<Delivery> = {
+                let mut inbound = self.fanout.inbound.lock().expect("fanout lock poisoned");
+                if inbound.queue.is_empty() {
+                    inbound.running = false;
+                    return;
+                }
+                let n = inbound.queue.len().min(PER_REQUEST);
+                let taken: Vec<Delivery> = inbound.queue.drain(..n).collect();
+                for d in &taken {
+                    inbound.messages -= d.messages.len();
+                    inbound.bytes -= payload_bytes(d);
+                }
+                taken
+            };
+            for d in &taken {
+                deliver::push(&self.registry, self.id, d);
+            }
+            tokio::task::yield_now().await;
         }
     }
 

@@ -79,8 +79,8 @@ pub enum AppRpc {
     Watch(NodeId, Vec<String>),
     /// These uids' connections changed: drop their cached locations.
     Moved(Vec<String>),
-    /// `Deliver`, several at once, pushed in order (one request in flight per peer,
-    /// `cluster::fanout`).
+    /// `Deliver`, several at once, queued for this node's pusher and answered at once; pushed
+    /// in the order they arrive (one request in flight per peer, `cluster::fanout`).
     DeliverAll(Vec<Delivery>),
     /// The node was removed from the cluster (`Node::remove_node`): stop serving.
     Removed,
@@ -465,9 +465,7 @@ impl Node {
                 AppReply::Done
             }
             AppRpc::DeliverAll(ds) => {
-                for d in &ds {
-                    deliver::push(&self.registry, self.id, d);
-                }
+                self.accept_deliveries(ds);
                 AppReply::Done
             }
         })

@@ -507,7 +507,7 @@ pub(super) fn gateway_families(out: &mut Exposition) {
     out.family(
         "wukong_push_duration_seconds",
         Kind::Histogram,
-        "On a channel leader: from a message's commit to its RECVs being queued on a node with recipients.",
+        "On a channel leader: from a message's commit to its RECVs being queued here or accepted for pushing by another node with recipients.",
     );
     out.histogram("wukong_push_duration_seconds", &[], &g.push_seconds.view());
 }
