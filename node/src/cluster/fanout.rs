@@ -83,29 +83,56 @@ enum Step {
     Push((ChannelKey, Vec<(Pushed, Instant)>)),
 }
 
-/// What waits to be sent to one peer node.
+/// Deliveries waiting for one task: to be sent to a peer node, or, sent by peers, to be
+/// pushed here. Bounded: past [`PEER_QUEUE_MAX`] messages or [`PEER_QUEUE_MAX_BYTES`] of
+/// payload the oldest are dropped.
 #[derive(Default)]
-struct Outgoing {
-    /// In the order the channels' batches were taken, each with when its first message was
-    /// committed.
+struct Deliveries {
+    /// In order, each with when its first message was committed (sending) or when it
+    /// arrived (pushing).
     queue: VecDeque<(Delivery, Instant)>,
     /// Messages in `queue`.
     messages: usize,
     /// Their payload bytes.
     bytes: usize,
-    /// A task is sending this queue.
+    /// A task is taking from this queue.
     running: bool,
 }
 
-/// What peer leaders sent this node that is not pushed yet.
-#[derive(Default)]
-struct Inbound {
-    /// In arrival order.
-    queue: VecDeque<Delivery>,
-    messages: usize,
-    bytes: usize,
-    /// A task is pushing this queue.
-    running: bool,
+impl Deliveries {
+    /// Queue `d`, dropping the oldest past the bounds; answers whether the taking task must
+    /// be started.
+    fn push(&mut self, d: Delivery, at: Instant) -> bool {
+        self.messages += d.messages.len();
+        self.bytes += payload_bytes(&d);
+        self.queue.push_back((d, at));
+        while (self.messages > PEER_QUEUE_MAX || self.bytes > PEER_QUEUE_MAX_BYTES) && self.queue.len() > 1 {
+            if let Some((old, _)) = self.queue.pop_front() {
+                self.messages -= old.messages.len();
+                self.bytes -= payload_bytes(&old);
+                tracing::debug!(channel = %old.channel, "fanout: a delivery queue is full; dropped its oldest");
+            }
+        }
+        !std::mem::replace(&mut self.running, true)
+    }
+
+    /// The next deliveries, at most [`PER_REQUEST`] and [`PER_REQUEST_BYTES`] of payload (but
+    /// always one); none when the queue is empty, and then the taking task must stop.
+    fn take(&mut self) -> Vec<(Delivery, Instant)> {
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        while let Some((d, _)) = self.queue.front()
+            && (taken.is_empty()
+                || (taken.len() < PER_REQUEST && bytes + payload_bytes(d) <= PER_REQUEST_BYTES))
+        {
+            bytes += payload_bytes(d);
+            self.messages -= d.messages.len();
+            taken.extend(self.queue.pop_front());
+        }
+        self.bytes -= bytes;
+        self.running = !taken.is_empty();
+        taken
+    }
 }
 
 /// The channel leader's fan-out queues, and what peers sent to push here.
@@ -114,9 +141,9 @@ pub struct Fanout {
     /// std mutex: a push or a take, never across `.await`.
     queues: Mutex<HashMap<GroupId, Queue>>,
     /// Per peer node. std mutex, same.
-    peers: Mutex<HashMap<NodeId, Outgoing>>,
+    peers: Mutex<HashMap<NodeId, Deliveries>>,
     /// std mutex, same.
-    inbound: Mutex<Inbound>,
+    inbound: Mutex<Deliveries>,
 }
 
 impl Node {
@@ -292,20 +319,11 @@ impl Node {
 
     /// Queue `d` for peer `n`, starting its sending task if none runs.
     fn queue_for_peer(&self, n: NodeId, d: Delivery, committed: Instant) {
-        let mut peers = self.fanout.peers.lock().expect("fanout lock poisoned");
-        let out = peers.entry(n).or_default();
-        out.messages += d.messages.len();
-        out.bytes += payload_bytes(&d);
-        out.queue.push_back((d, committed));
-        while (out.messages > PEER_QUEUE_MAX || out.bytes > PEER_QUEUE_MAX_BYTES) && out.queue.len() > 1 {
-            if let Some((old, _)) = out.queue.pop_front() {
-                out.messages -= old.messages.len();
-                out.bytes -= payload_bytes(&old);
-                tracing::debug!(node = n, channel = %old.channel, "fanout: a peer's queue is full; dropped a delivery");
-            }
-        }
-        if !out.running {
-            out.running = true;
+        let start = {
+            let mut peers = self.fanout.peers.lock().expect("fanout lock poisoned");
+            peers.entry(n).or_default().push(d, committed)
+        };
+        if start {
             self.spawn_task(self.clone().send_to_peer(n));
         }
     }
@@ -313,26 +331,13 @@ impl Node {
     /// Send peer `n` what is queued for it, one request at a time, until nothing is left.
     async fn send_to_peer(self, n: NodeId) {
         loop {
-            let taken: Vec<(Delivery, Instant)> = {
+            let taken = {
                 let mut peers = self.fanout.peers.lock().expect("fanout lock poisoned");
-                let out = peers.get_mut(&n).expect("a running peer queue stays");
-                if out.queue.is_empty() {
-                    out.running = false;
-                    return;
-                }
-                let mut taken = Vec::new();
-                let mut bytes = 0;
-                while let Some((d, _)) = out.queue.front()
-                    && (taken.is_empty()
-                        || (taken.len() < PER_REQUEST && bytes + payload_bytes(d) <= PER_REQUEST_BYTES))
-                {
-                    bytes += payload_bytes(d);
-                    out.messages -= d.messages.len();
-                    taken.extend(out.queue.pop_front());
-                }
-                out.bytes -= bytes;
-                taken
+                peers.get_mut(&n).expect("a running peer queue stays").take()
             };
+            if taken.is_empty() {
+                return;
+            }
             let (ds, times): (Vec<Delivery>, Vec<Instant>) = taken.into_iter().unzip();
             match self
                 .ask(n, AppRpc::DeliverAll(ds), DELIVER_TTL)
@@ -353,46 +358,26 @@ impl Node {
     /// yet, starting the pusher if none runs. The peer sends its next request after this
     /// returns, so its deliveries are pushed in the order it sent them.
     pub(super) fn accept_deliveries(&self, ds: Vec<Delivery>) {
-        let mut inbound = self.fanout.inbound.lock().expect("fanout lock poisoned");
-        for d in ds {
-            inbound.messages += d.messages.len();
-            inbound.bytes += payload_bytes(&d);
-            inbound.queue.push_back(d);
-        }
-        while (inbound.messages > PEER_QUEUE_MAX || inbound.bytes > PEER_QUEUE_MAX_BYTES)
-            && inbound.queue.len() > 1
-        {
-            if let Some(old) = inbound.queue.pop_front() {
-                inbound.messages -= old.messages.len();
-                inbound.bytes -= payload_bytes(&old);
-                tracing::debug!(channel = %old.channel, "fanout: deliveries from peers pile up; dropped one");
-            }
-        }
-        if !inbound.running {
-            inbound.running = true;
+        let now = Instant::now();
+        let start = {
+            let mut inbound = self.fanout.inbound.lock().expect("fanout lock poisoned");
+            ds.into_iter()
+                .fold(false, |start, d| inbound.push(d, now) || start)
+        };
+        if start {
             self.spawn_task(self.clone().push_inbound());
         }
     }
 
-    /// Push what peers sent, in arrival order, until nothing is left; [`PER_REQUEST`]
-    /// deliveries at a time, yielding the worker between them.
+    /// Push what peers sent, in arrival order, until nothing is left; a request's worth at a
+    /// time, yielding the worker between them.
     async fn push_inbound(self) {
         loop {
-            let taken: Vec<Delivery> = {
-                let mut inbound = self.fanout.inbound.lock().expect("fanout lock poisoned");
-                if inbound.queue.is_empty() {
-                    inbound.running = false;
-                    return;
-                }
-                let n = inbound.queue.len().min(PER_REQUEST);
-                let taken: Vec<Delivery> = inbound.queue.drain(..n).collect();
-                for d in &taken {
-                    inbound.messages -= d.messages.len();
-                    inbound.bytes -= payload_bytes(d);
-                }
-                taken
-            };
-            for d in &taken {
+            let taken = self.fanout.inbound.lock().expect("fanout lock poisoned").take();
+            if taken.is_empty() {
+                return;
+            }
+            for (d, _) in &taken {
                 deliver::push(&self.registry, self.id, d);
             }
             tokio::task::yield_now().await;
@@ -471,4 +456,67 @@ fn same_recipients(a: Option<&ChannelRecord>, b: Option<&ChannelRecord>) -> bool
 /// The payload bytes of a delivery's messages.
 fn payload_bytes(d: &Delivery) -> usize {
     d.messages.iter().map(|p| p.message.payload.len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Header;
+
+    fn delivery(seq: u64) -> Delivery {
+        Delivery {
+            channel: ChannelKey {
+                channel_id: "g".into(),
+                channel_type: 2,
+            },
+            messages: vec![Pushed {
+                message: StoredMessage {
+                    message_id: seq,
+                    message_seq: seq,
+                    client_msg_no: seq.to_string(),
+                    from_uid: "u".into(),
+                    header: Header::default(),
+                    timestamp: 0,
+                    payload: vec![0; 10],
+                },
+                origin: None,
+            }],
+            uids: vec!["v".into()],
+        }
+    }
+
+    /// A delivery queue keeps its order, drops its oldest past the bound, hands out a
+    /// request's worth at a time and says when its task starts and stops.
+    #[test]
+    fn a_delivery_queue_is_bounded_ordered_and_taken_in_requests() {
+        let mut q = Deliveries::default();
+        let now = Instant::now();
+        assert!(q.push(delivery(0), now), "the first push starts the task");
+        for seq in 1..=PEER_QUEUE_MAX as u64 {
+            assert!(!q.push(delivery(seq), now));
+        }
+        assert_eq!(q.messages, PEER_QUEUE_MAX);
+        let seqs = |taken: &[(Delivery, Instant)]| -> Vec<u64> {
+            taken
+                .iter()
+                .map(|(d, _)| d.messages[0].message.message_seq)
+                .collect()
+        };
+        let first = q.take();
+        assert_eq!(seqs(&first), (1..=PER_REQUEST as u64).collect::<Vec<_>>());
+        let mut left = 0;
+        loop {
+            let taken = q.take();
+            if taken.is_empty() {
+                break;
+            }
+            left += taken.len();
+        }
+        assert_eq!(left, PEER_QUEUE_MAX - PER_REQUEST);
+        assert_eq!((q.messages, q.bytes), (0, 0));
+        assert!(
+            q.push(delivery(99), now),
+            "an emptied queue starts its task again"
+        );
+    }
 }
