@@ -101,8 +101,8 @@ struct Deliveries {
 
 impl Deliveries {
     /// Queue `d`, dropping the oldest past the bounds; answers whether the taking task must
-    /// be started.
-    fn push(&mut self, d: Delivery, at: Instant) -> bool {
+    /// be started. `peer`: where the queue sends to (none: deliveries peers sent here).
+    fn push(&mut self, d: Delivery, at: Instant, peer: Option<NodeId>) -> bool {
         self.messages += d.messages.len();
         self.bytes += payload_bytes(&d);
         self.queue.push_back((d, at));
@@ -110,7 +110,7 @@ impl Deliveries {
             if let Some((old, _)) = self.queue.pop_front() {
                 self.messages -= old.messages.len();
                 self.bytes -= payload_bytes(&old);
-                tracing::debug!(channel = %old.channel, "fanout: a delivery queue is full; dropped its oldest");
+                tracing::debug!(?peer, channel = %old.channel, "fanout: a delivery queue is full; dropped its oldest");
             }
         }
         !std::mem::replace(&mut self.running, true)
@@ -321,7 +321,7 @@ impl Node {
     fn queue_for_peer(&self, n: NodeId, d: Delivery, committed: Instant) {
         let start = {
             let mut peers = self.fanout.peers.lock().expect("fanout lock poisoned");
-            peers.entry(n).or_default().push(d, committed)
+            peers.entry(n).or_default().push(d, committed, Some(n))
         };
         if start {
             self.spawn_task(self.clone().send_to_peer(n));
@@ -362,7 +362,7 @@ impl Node {
         let start = {
             let mut inbound = self.fanout.inbound.lock().expect("fanout lock poisoned");
             ds.into_iter()
-                .fold(false, |start, d| inbound.push(d, now) || start)
+                .fold(false, |start, d| inbound.push(d, now, None) || start)
         };
         if start {
             self.spawn_task(self.clone().push_inbound());
@@ -491,9 +491,9 @@ mod tests {
     fn a_delivery_queue_is_bounded_ordered_and_taken_in_requests() {
         let mut q = Deliveries::default();
         let now = Instant::now();
-        assert!(q.push(delivery(0), now), "the first push starts the task");
+        assert!(q.push(delivery(0), now, None), "the first push starts the task");
         for seq in 1..=PEER_QUEUE_MAX as u64 {
-            assert!(!q.push(delivery(seq), now));
+            assert!(!q.push(delivery(seq), now, None));
         }
         assert_eq!(q.messages, PEER_QUEUE_MAX);
         let seqs = |taken: &[(Delivery, Instant)]| -> Vec<u64> {
@@ -515,7 +515,7 @@ mod tests {
         assert_eq!(left, PEER_QUEUE_MAX - PER_REQUEST);
         assert_eq!((q.messages, q.bytes), (0, 0));
         assert!(
-            q.push(delivery(99), now),
+            q.push(delivery(99), now, None),
             "an emptied queue starts its task again"
         );
     }
