@@ -22,6 +22,7 @@ bench OUT="target/bench":
     -./target/release/wkctl --output json bench drain --channels 1000 --messages 20 > {{OUT}}/drain.json
     -./target/release/wkctl --output json bench idle --channels 100000 --active 1000 > {{OUT}}/idle.json
     -./target/release/wkctl --output json bench deliver --clients 1000 --groups 10 --members 100 --duration 10s > {{OUT}}/deliver.json
+    -./target/release/wkctl --output json bench deliver --clients 1000 --groups 10 --members 100 --duration 10s --rate 510 > {{OUT}}/deliver-50k.json
     -./target/release/wkctl --output json bench send --local --inflight 64 --channels 64 --subscribers 500 --size 100 --duration 10s > {{OUT}}/send-members.json
     -./target/release/wkctl --output json bench conversations --conversations 1000 --requests 200 > {{OUT}}/conversations.json
     ./target/release/wkctl bench report {{OUT}}

@@ -3,7 +3,8 @@
 //!
 //! Ours: `OURS/send-conc.json`, `send-seq.json`, `disk.json` (`bench send --output json`),
 //! `failover.json`, `catchup.json`, and optionally `failover-active.json`, `idle.json`,
-//! `drain.json`; a missing file leaves its row empty. Peers: `DIR/results.jsonl` (one JSON
+//! `drain.json`, `deliver.json` (as fast as it goes) and `deliver-50k.json` (`--rate 510`: 50,000
+//! deliveries/s); a missing file leaves its row empty. Peers: `DIR/results.jsonl` (one JSON
 //! object per phase, `sys` and `phase` fields, `../shared/peers/run-all.sh`) and
 //! `DIR/failover.json` (the windows `summarize.py` computed). Reading is lenient: a field that
 //! is missing or of another shape shows as `-`.
@@ -28,6 +29,10 @@ pub struct Inputs {
     pub failover_active: Value,
     pub idle: Value,
     pub drain: Value,
+    /// `bench deliver` as fast as it goes.
+    pub deliver: Value,
+    /// `bench deliver --rate 510`: 510 sends/s to groups of 100, about 50,000 deliveries/s.
+    pub deliver_50k: Value,
     /// The peers' `results.jsonl` lines.
     pub peer_results: Vec<Value>,
     /// The peers' `failover.json`.
@@ -78,6 +83,8 @@ impl Inputs {
             failover_active: read_json(&ours.join("failover-active.json")),
             idle: read_json(&ours.join("idle.json")),
             drain: read_json(&ours.join("drain.json")),
+            deliver: read_json(&ours.join("deliver.json")),
+            deliver_50k: read_json(&ours.join("deliver-50k.json")),
             ..Inputs::default()
         };
         if let Some(dir) = peers {
@@ -255,13 +262,15 @@ pub fn markdown(i: &Inputs) -> String {
         None,
         0,
     );
-    row(
-        "idle: first send to a hibernated channel p99 ms",
-        at(&i.idle, &["first_send", "p99_ms"]),
-        None,
-        None,
-        2,
-    );
+    for p in ["p50_ms", "p99_ms"] {
+        row(
+            &format!("idle: first send to a hibernated channel {} ms", &p[..3]),
+            at(&i.idle, &["first_send", p]),
+            None,
+            None,
+            2,
+        );
+    }
     row(
         "backlog drain channels/s",
         at(&i.drain, &["channels_per_s"]),
@@ -269,6 +278,39 @@ pub fn markdown(i: &Inputs) -> String {
         None,
         0,
     );
+    for (when, key) in [("before", "foreground_before"), ("during", "foreground_during")] {
+        row(
+            &format!("backlog drain: foreground one at a time p99 ms, {when}"),
+            at(&i.drain, &[key, "lat", "p99_ms"]),
+            None,
+            None,
+            2,
+        );
+    }
+    for (label, v) in [
+        ("deliver as fast as it goes", &i.deliver),
+        ("deliver at 510 sends/s", &i.deliver_50k),
+    ] {
+        row(
+            &format!("{label}: deliveries/s"),
+            at(v, &["deliveries_per_s"]),
+            None,
+            None,
+            0,
+        );
+        for (whose, key) in [
+            ("the leader's node", "leader_node"),
+            ("other nodes", "other_nodes"),
+        ] {
+            row(
+                &format!("{label}: p99 ms, receivers on {whose}"),
+                at(v, &[key, "lat", "p99_ms"]),
+                None,
+                None,
+                2,
+            );
+        }
+    }
     s
 }
 
@@ -321,5 +363,26 @@ mod tests {
             md.contains("| one at a time: ops/s (higher is better) | - | - | - | - | - |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn issue_targets_have_rows() {
+        let lat = |p99: f64| json!({"lat": {"p50_ms": 1.0, "p99_ms": p99}});
+        let i = Inputs {
+            drain: json!({"channels_per_s": 1500.0, "foreground_before": lat(1.25), "foreground_during": lat(2.5)}),
+            deliver_50k: json!({"deliveries_per_s": 50490.0, "leader_node": lat(3.75), "other_nodes": lat(4.5)}),
+            ..Inputs::default()
+        };
+        let md = markdown(&i);
+        for want in [
+            "| backlog drain: foreground one at a time p99 ms, before | 1.25 |",
+            "| backlog drain: foreground one at a time p99 ms, during | 2.50 |",
+            "| deliver at 510 sends/s: deliveries/s | 50490 |",
+            "| deliver at 510 sends/s: p99 ms, receivers on the leader's node | 3.75 |",
+            "| deliver at 510 sends/s: p99 ms, receivers on other nodes | 4.50 |",
+            "| deliver as fast as it goes: deliveries/s | - |",
+        ] {
+            assert!(md.contains(want), "{want}\n{md}");
+        }
     }
 }
