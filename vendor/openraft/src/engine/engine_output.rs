@@ -41,6 +41,7 @@ where
     C: RaftTypeConfig,
     SM: RaftStateMachine<C>,
 {
+    #[cfg(test)]
     pub(crate) fn new(command_buffer_size: usize) -> Self {
         let pending_capacity = 1024;
         Self {

@@ -29,6 +29,7 @@ where C: RaftTypeConfig
 impl<C> PendingResponds<C>
 where C: RaftTypeConfig
 {
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             on_log_io: VecDeque::with_capacity(capacity),
