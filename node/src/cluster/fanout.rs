@@ -88,8 +88,8 @@ enum Step {
 /// payload the oldest are dropped.
 #[derive(Default)]
 struct Deliveries {
-    /// In order, each with when its first message was committed (sending) or when it
-    /// arrived (pushing).
+    /// In order, each with when its first message was committed (to a peer: the push-latency
+    /// metric reads it) or when it arrived (from peers: nothing reads it yet).
     queue: VecDeque<(Delivery, Instant)>,
     /// Messages in `queue`.
     messages: usize,
