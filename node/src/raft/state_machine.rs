@@ -5,11 +5,11 @@
 //! - The data an entry writes, `last_applied` and the membership are committed in one
 //!   transaction.
 //! - A channel client is answered once its entry is committed (durable on a quorum of logs)
-//!   and has been applied inside the writer's transaction: the state machine is a pure
+//!   and has been applied by the store's writer (into its memtable): the state machine is a pure
 //!   function of the log, so a crash before the next checkpoint re-applies the same entries to
 //!   the same result. `apply` itself (and so openraft's `last_applied`, which channel reads
 //!   wait on with ReadIndex) completes once the writes are visible to reads (the store's
-//!   overlay), so a read never sees less than what was acknowledged.
+//!   memtable), so a read never sees less than what was acknowledged.
 //! - Applies are replayable writes (`Store::write_replayable`): nothing is flushed for them.
 //! - Metadata is read from the local copy without ReadIndex, so metadata writes are answered
 //!   only after their commit (read-your-writes on the node that took the write).

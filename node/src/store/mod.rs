@@ -1,40 +1,44 @@
 //! The node's one LMDB environment: the only module that imports heed.
 //!
 //! Every table holds raw bytes; callers own their key encodings (see `keys`). Writes go
-//! through one writer thread, which drains every queued operation into one batch and runs the
-//! batch in a nested transaction of **one LMDB write transaction that stays open between
-//! checkpoints**. If an operation fails, the batch's nested transaction is aborted and the
-//! batch runs again with each operation in a nested transaction of its own, so the failed one
-//! is rolled back alone. An operation's work may therefore run more than once; only the last
-//! run's writes are kept. What makes a batch's writes durable depends on its operations:
+//! through one writer thread, which drains every queued operation into one batch and runs it
+//! over the **memtable** (`overlay`: the rows of earlier batches that are not in LMDB yet, laid
+//! over LMDB's last commit). Each op's rows are kept apart until it succeeds, so a failed op is
+//! rolled back alone. What makes a batch's writes durable depends on its operations:
 //!
-//! - [`Store::write`] and [`Store::submit`] (votes, truncations, metadata facts): the batch
-//!   ends with a **checkpoint**, the commit of the open transaction with a full fsync.
-//! - [`Store::submit_logged`] (Raft log appends): the operation's rows go into one record of
-//!   the write-ahead log (`wal`), flushed with one `fdatasync` of a few KiB at the end of the
-//!   file; LMDB gets them at the next checkpoint. A restart replays the log into LMDB first.
+//! - [`Store::submit_logged`] and [`Store::write_logged`] (Raft log appends, a cold
+//!   migration's rows): the op's rows go into one record of the write-ahead log (`wal`),
+//!   flushed with one `fdatasync` of a few KiB at the end of the file.
 //! - [`Store::write_replayable`] (state-machine applies, a pure function of the Raft log):
 //!   nothing; a restart re-applies from the `last_applied` of the last checkpoint.
+//! - [`Store::write`] and [`Store::submit`] (votes, truncations, snapshots, metadata facts):
+//!   the batch runs inside the LMDB write transaction of a checkpoint, after every row of the
+//!   memtable, and the writer waits for its commit. Such an op may run more than once: if one
+//!   of them fails, the batch runs again with each op in a nested transaction of its own.
 //!
-//! A checkpoint also runs every [`CHECKPOINT_EVERY`] and when the open transaction or the log
-//! grows past its caps. Between checkpoints LMDB's readers would not see the open
-//! transaction's writes, so each batch leaves them in the `overlay`, which every read layers
-//! over LMDB. The commit writes each dirty B-tree page once per checkpoint instead of once per
-//! batch: with one Raft group per channel, a batch touches a leaf of the log, dedup and state
-//! tables for every group in it.
+//! Once durable, a batch's rows join the memtable, where every read finds them. A
+//! **checkpoint** writes the memtable's oldest rows (one log generation's) into LMDB in one
+//! transaction on the checkpointer thread and commits it with a full fsync, every
+//! [`CHECKPOINT_EVERY`] or when the memtable or the log grow past their caps. The writer goes
+//! on meanwhile with the next generation, in the log's other file: a Raft append waits for its
+//! own flush, never for a checkpoint. The commit writes each dirty B-tree page once per
+//! checkpoint instead of once per batch: with one Raft group per channel, a batch touches a
+//! leaf of the log, dedup and state tables for every group in it.
 //!
 //! Invariants:
 //! - Operations take effect in submission order; a completion runs only after its writes are
 //!   visible to every read, and, unless the op was submitted as replayable, durable.
+//! - At most one checkpoint runs at a time; generation n + 2 overwrites generation n's file
+//!   only after n's checkpoint has committed.
 //! - A checkpoint's commit records the log generation it covers (`Local` row `wal_done`);
-//!   replay applies only a newer generation, so a row the log holds is never laid over a newer
-//!   committed state (a truncation is a checkpoint, so an appended and then truncated entry
-//!   cannot come back).
+//!   replay applies, oldest first, only newer generations, so a row the log holds is never
+//!   laid over a newer committed state (a truncation runs in a checkpoint, so an appended and
+//!   then truncated entry cannot come back).
 //! - A failed checkpoint commit would lose acknowledged writes from the running process's view:
 //!   the node exits, and the restart replays the log and re-applies.
 //! - No heed transaction crosses an `.await`: reads run in `spawn_blocking` (point reads of a
-//!   few rows of bounded size on the calling thread, `read_blocking`), writes on the writer
-//!   thread that opened them (heed #339).
+//!   few rows of bounded size on the calling thread, `read_blocking`); LMDB's write
+//!   transactions begin and end on the checkpointer thread (heed #339).
 
 pub mod keys;
 #[cfg(test)]
@@ -292,58 +296,112 @@ impl KvRead for ReadTxn<'_> {
         } else {
             self.view.range(t, from, to)
         };
-        if over.is_empty() {
-            return read_range(self.dbs, &self.txn, t, from, to, limit, rev);
-        }
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let deleted = over.values().filter(|v| v.is_none()).count();
-        let rows = read_range(
-            self.dbs,
-            &self.txn,
-            t,
-            from,
-            to,
-            limit.saturating_add(deleted),
-            rev,
-        )?;
-        Ok(overlay::merge(rows, over, limit, rev))
+        layered_range(self.dbs, &self.txn, over, t, from, to, limit, rev)
     }
 }
 
-/// What a batch's operations wrote, beyond LMDB: rows for the overlay and the log.
+/// LMDB's rows of a range in `txn` with the memtable's rows `over` laid on top.
+#[allow(clippy::too_many_arguments)]
+fn layered_range(
+    dbs: &Dbs,
+    txn: &RoTxn<'_, WithoutTls>,
+    over: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    t: Table,
+    from: &[u8],
+    to: &[u8],
+    limit: usize,
+    rev: bool,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    if over.is_empty() {
+        return read_range(dbs, txn, t, from, to, limit, rev);
+    }
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let deleted = over.values().filter(|v| v.is_none()).count();
+    let rows = read_range(dbs, txn, t, from, to, limit.saturating_add(deleted), rev)?;
+    Ok(overlay::merge(rows, over, limit, rev))
+}
+
+/// What an op (or a batch) wrote over the memtable: rows for the overlay and the log.
 #[derive(Default)]
 struct Recorder {
     chunk: overlay::Chunk,
     wal: wal::Rows,
-    /// The running op's rows go into the write-ahead log.
+    /// The op's rows go into the write-ahead log.
     logged: bool,
-    /// A range was deleted: the overlay cannot show that, so the batch ends with a checkpoint.
-    ranged: bool,
 }
 
 impl Recorder {
     fn absorb(&mut self, later: Recorder) {
         self.chunk.absorb(later.chunk);
         self.wal.append(later.wal);
-        self.ranged |= later.ranged;
     }
 }
 
-/// A (nested) write transaction, handed to operations run by the writer thread.
+/// A write transaction, handed to operations run by the writer thread.
 pub struct WriteTxn<'a, 'b> {
-    txn: &'a mut RwTxn<'b>,
+    at: Backend<'a, 'b>,
     dbs: &'a Dbs,
-    rec: &'a mut Recorder,
+}
+
+/// Where a [`WriteTxn`] reads and writes.
+enum Backend<'a, 'b> {
+    /// Over the memtable: the op's own rows, the batch's earlier ones, the overlay's, then
+    /// LMDB's last commit; writes are recorded in `rec`.
+    Memtable {
+        rec: &'a mut Recorder,
+        batch: &'a overlay::Chunk,
+        view: &'a overlay::View,
+        txn: &'a RoTxn<'b, WithoutTls>,
+    },
+    /// Inside a checkpoint's LMDB write transaction, which holds every earlier write.
+    Lmdb(&'a mut RwTxn<'b>),
+}
+
+impl WriteTxn<'_, '_> {
+    /// The memtable's row for `key` (`Some(None)`: deleted), or `None` when LMDB decides.
+    fn memtable_get(&self, t: Table, key: &[u8]) -> Option<Option<&[u8]>> {
+        match &self.at {
+            Backend::Memtable { rec, batch, view, .. } => rec
+                .chunk
+                .get(t, key)
+                .or_else(|| batch.get(t, key))
+                .or_else(|| view.get(t, key)),
+            Backend::Lmdb(_) => None,
+        }
+    }
+
+    fn record(&mut self, t: Table, key: &[u8], value: Option<&[u8]>) {
+        if let Backend::Memtable { rec, .. } = &mut self.at {
+            rec.chunk.record(t, key, value);
+            if rec.logged {
+                rec.wal.push(t, key, value);
+            }
+        }
+    }
 }
 
 impl KvRead for WriteTxn<'_, '_> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.dbs.of(t).get(self.txn, key)?.map(|v| v.to_vec()))
+        if let Some(row) = self.memtable_get(t, key) {
+            return Ok(row.map(<[u8]>::to_vec));
+        }
+        let db = self.dbs.of(t);
+        Ok(match &self.at {
+            Backend::Memtable { txn, .. } => db.get(txn, key)?.map(<[u8]>::to_vec),
+            Backend::Lmdb(txn) => db.get(txn, key)?.map(<[u8]>::to_vec),
+        })
     }
     fn contains(&self, t: Table, key: &[u8]) -> Result<bool> {
-        Ok(self.dbs.of(t).get(self.txn, key)?.is_some())
+        if let Some(row) = self.memtable_get(t, key) {
+            return Ok(row.is_some());
+        }
+        let db = self.dbs.of(t);
+        Ok(match &self.at {
+            Backend::Memtable { txn, .. } => db.get(txn, key)?.is_some(),
+            Backend::Lmdb(txn) => db.get(txn, key)?.is_some(),
+        })
     }
     fn range(
         &self,
@@ -353,19 +411,36 @@ impl KvRead for WriteTxn<'_, '_> {
         limit: usize,
         rev: bool,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        read_range(self.dbs, self.txn, t, from, to, limit, rev)
+        match &self.at {
+            Backend::Memtable {
+                rec,
+                batch,
+                view,
+                txn,
+            } => {
+                let mut over = view.range(t, from, to);
+                batch.range_into(t, from, to, &mut over);
+                rec.chunk.range_into(t, from, to, &mut over);
+                layered_range(self.dbs, txn, over, t, from, to, limit, rev)
+            }
+            Backend::Lmdb(txn) => read_range(self.dbs, txn, t, from, to, limit, rev),
+        }
     }
 }
 
 impl KvWrite for WriteTxn<'_, '_> {
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<()> {
         crate::stats::STORE.put(value.len());
-        self.dbs.of(t).put(self.txn, key, value)?;
+        if let Backend::Lmdb(txn) = &mut self.at {
+            self.dbs.of(t).put(txn, key, value)?;
+        }
         self.record(t, key, Some(value));
         Ok(())
     }
     fn delete(&mut self, t: Table, key: &[u8]) -> Result<()> {
-        self.dbs.of(t).delete(self.txn, key)?;
+        if let Backend::Lmdb(txn) = &mut self.at {
+            self.dbs.of(t).delete(txn, key)?;
+        }
         self.record(t, key, None);
         Ok(())
     }
@@ -373,17 +448,15 @@ impl KvWrite for WriteTxn<'_, '_> {
         if from >= to {
             return Ok(0);
         }
-        self.rec.ranged = true;
-        Ok(self.dbs.of(t).delete_range(self.txn, &bounds(from, to))?)
-    }
-}
-
-impl WriteTxn<'_, '_> {
-    fn record(&mut self, t: Table, key: &[u8], value: Option<&[u8]>) {
-        self.rec.chunk.record(t, key, value);
-        if self.rec.logged {
-            self.rec.wal.push(t, key, value);
+        if let Backend::Lmdb(txn) = &mut self.at {
+            return Ok(self.dbs.of(t).delete_range(txn, &bounds(from, to))?);
         }
+        // The memtable holds no range deletions: one deleted row per key.
+        let rows = self.range(t, from, to, usize::MAX, false)?;
+        for (k, _) in &rows {
+            self.record(t, k, None);
+        }
+        Ok(rows.len())
     }
 }
 
@@ -447,11 +520,11 @@ struct Inner {
     dbs: Dbs,
     /// Feeds the writer thread; `None` once shut down.
     writer: std::sync::Mutex<Option<mpsc::Sender<Box<dyn Op>>>>,
-    /// The writer thread, joined by `shutdown` once it has made its last checkpoint.
+    /// The writer thread, joined by `shutdown` once its last checkpoint has committed.
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Extra delay after every batch, for the slow-disk drill (0 = off).
     fsync_delay_ms: std::sync::atomic::AtomicU64,
-    /// The open transaction's writes, for readers.
+    /// The memtable: written rows not yet in LMDB, for readers.
     overlay: overlay::Overlay,
 }
 
@@ -502,16 +575,27 @@ impl Store {
             fsync_delay_ms: Default::default(),
             overlay: Default::default(),
         });
+        let (checkpoints, jobs) = mpsc::channel::<Checkpoint>();
+        let for_checkpointer = inner.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("lmdb-checkpoint".into())
+            .spawn(move || checkpointer_loop(&for_checkpointer, jobs))
+            .map_err(|e| StoreError::Lmdb(format!("spawn checkpointer: {e}")))?;
         let for_thread = inner.clone();
         let thread = std::thread::Builder::new()
             .name("lmdb-writer".into())
-            .spawn(move || writer_loop(&for_thread, rx, wal))
+            .spawn(move || {
+                Writer::new(&for_thread, wal, checkpoints).run(rx);
+                if checkpointer.join().is_err() {
+                    tracing::error!("the LMDB checkpointer thread failed");
+                }
+            })
             .map_err(|e| StoreError::Lmdb(format!("spawn writer: {e}")))?;
         *inner.writer_thread.lock().expect("writer thread lock poisoned") = Some(thread);
         Ok(Store { inner })
     }
 
-    /// Queue `work` for the next batch; `done` runs after its checkpoint (or failure).
+    /// Queue `work` for a checkpoint; `done` runs after its commit (or failure).
     /// `work` may run more than once (see the module doc): it must not consume what it needs
     /// for a second run, and only the last run's writes count.
     pub fn submit<T: Send + 'static>(
@@ -523,7 +607,7 @@ impl Store {
     }
 
     /// Like [`Store::submit`], made durable by the write-ahead log instead of a checkpoint: for
-    /// the Raft log's appends. `work` must not delete ranges (that forces a checkpoint).
+    /// the Raft log's appends. `work` runs once.
     pub fn submit_logged<T: Send + 'static>(
         &self,
         work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
@@ -572,7 +656,7 @@ impl Store {
         }
     }
 
-    /// Run `work` in the next batch and wait until a checkpoint made it durable.
+    /// Run `work` in a checkpoint and wait until it has committed (module doc).
     pub async fn write<T: Send + 'static>(
         &self,
         work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
@@ -583,7 +667,7 @@ impl Store {
     /// Like [`Store::write`], made durable by the write-ahead log (one small `fdatasync`)
     /// instead of a checkpoint, so it does not hold up the batches of other writes: for
     /// writes of many small rows off the Raft path (a cold migration's). A range delete in
-    /// `work` still ends its batch with a checkpoint.
+    /// `work` records one deleted row per key, so it suits small ranges only.
     pub async fn write_logged<T: Send + 'static>(
         &self,
         work: impl FnMut(&mut WriteTxn<'_, '_>) -> Result<T> + Send + 'static,
@@ -683,162 +767,318 @@ fn replay_wal(env: &'static Env<WithoutTls>, dbs: &Dbs, dir: &Path) -> Result<wa
     Ok(wal)
 }
 
-/// The write transaction that stays open between checkpoints.
-struct Open {
-    txn: RwTxn<'static>,
+/// A checkpoint, run by the checkpointer thread: the chunks of one log generation written into
+/// LMDB, then `batch` (ops that run inside LMDB's transaction), committed together.
+struct Checkpoint {
+    generation: u64,
+    chunks: Vec<Arc<overlay::Chunk>>,
+    batch: Vec<Box<dyn Op>>,
+    /// Ops the chunks hold, for the statistics.
+    ops: usize,
+    /// Hands `batch` back with what its run returned, after the commit.
+    done: mpsc::Sender<Ran>,
+}
+
+/// A checkpoint's batch, handed back with what its run returned.
+type Ran = (Vec<Box<dyn Op>>, Result<()>);
+
+/// The writer thread's state: the log generation being written and the checkpoint under way.
+struct Writer<'a> {
+    inner: &'a Inner,
+    wal: wal::Wal,
+    checkpoints: mpsc::Sender<Checkpoint>,
+    /// The memtable's chunks of the generation being written, oldest first.
+    chunks: Vec<Arc<overlay::Chunk>>,
+    /// When the generation's first chunk was written.
     since: Instant,
     ops: usize,
     bytes: usize,
+    /// The end of the checkpoint under way.
+    running: Option<mpsc::Receiver<Ran>>,
 }
 
-fn writer_loop(inner: &Inner, rx: mpsc::Receiver<Box<dyn Op>>, mut wal: wal::Wal) {
-    let mut open: Option<Open> = None;
-    loop {
-        let next = match &open {
-            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-            Some(o) => rx.recv_timeout(CHECKPOINT_EVERY.saturating_sub(o.since.elapsed())),
-        };
-        let first = match next {
-            Ok(op) => op,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                checkpoint(inner, &mut open, &mut wal);
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let result = write_batch(inner, &mut open, &mut wal, &mut batch);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "write batch failed");
-        }
-        let delay = inner.fsync_delay_ms.load(std::sync::atomic::Ordering::Relaxed);
-        if delay > 0 {
-            std::thread::sleep(Duration::from_millis(delay));
-        }
-        for op in batch {
-            op.finish(result.clone());
-        }
-    }
-    checkpoint(inner, &mut open, &mut wal);
-}
-
-/// Run `batch` in the open transaction and make it as durable as its ops ask (module doc).
-fn write_batch(
-    inner: &Inner,
-    open: &mut Option<Open>,
-    wal: &mut wal::Wal,
-    batch: &mut [Box<dyn Op>],
-) -> Result<()> {
-    if open.is_none() {
-        *open = Some(Open {
-            txn: inner.env.write_txn()?,
+impl<'a> Writer<'a> {
+    fn new(inner: &'a Inner, wal: wal::Wal, checkpoints: mpsc::Sender<Checkpoint>) -> Writer<'a> {
+        Writer {
+            inner,
+            wal,
+            checkpoints,
+            chunks: Vec::new(),
             since: Instant::now(),
             ops: 0,
             bytes: 0,
-        });
-    }
-    let o = open.as_mut().expect("opened above");
-    let rec = run_batch(inner, &mut o.txn, batch)?;
-    o.ops += batch.len();
-    o.bytes += rec.chunk.bytes;
-    let now = rec.ranged
-        || batch.iter().any(|op| op.durability() == Durability::Checkpoint)
-        || o.since.elapsed() >= CHECKPOINT_EVERY
-        || o.bytes > CHECKPOINT_BYTES
-        || wal.len() > CHECKPOINT_WAL_BYTES;
-    if !now && !rec.wal.is_empty() {
-        let started = Instant::now();
-        match wal.append(&rec.wal) {
-            Ok(()) => crate::stats::STORE.commit(started.elapsed(), batch.len(), true),
-            Err(e) => {
-                tracing::error!(error = %e, "writing the write-ahead log; a checkpoint makes the batch durable instead");
-                checkpoint(inner, open, wal);
-                return Ok(());
-            }
+            running: None,
         }
     }
-    if now {
-        checkpoint(inner, open, wal);
-    } else {
-        inner.overlay.push(rec.chunk);
+
+    fn run(mut self, rx: mpsc::Receiver<Box<dyn Op>>) {
+        loop {
+            let next = match self.deadline() {
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            let first = match next {
+                Ok(op) => op,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.checkpoint_if_due();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let (batch, result) = if batch.iter().any(|op| op.durability() == Durability::Checkpoint) {
+                self.checkpoint_with(batch)
+            } else {
+                let result = self.write(&mut batch);
+                (batch, result)
+            };
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "write batch failed");
+            }
+            let delay = self
+                .inner
+                .fsync_delay_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if delay > 0 {
+                std::thread::sleep(Duration::from_millis(delay));
+            }
+            for op in batch {
+                op.finish(result.clone());
+            }
+            self.checkpoint_if_due();
+        }
+        self.checkpoint_all();
     }
-    Ok(())
+
+    /// Checkpoint everything written so far and wait for the commit.
+    fn checkpoint_all(&mut self) {
+        // An empty batch has nothing to fail.
+        let _ = self.checkpoint_with(Vec::new());
+    }
+
+    /// When the writer must look up from its queue: the generation's checkpoint is due (a
+    /// millisecond from now while the last one still runs).
+    fn deadline(&self) -> Option<Instant> {
+        if self.chunks.is_empty() {
+            return None;
+        }
+        let due = self.since + CHECKPOINT_EVERY;
+        let now = Instant::now();
+        if self.running.is_some() && due <= now {
+            return Some(now + Duration::from_millis(1));
+        }
+        Some(due)
+    }
+
+    /// Run `batch` over the memtable and make it as durable as its ops ask (module doc).
+    fn write(&mut self, batch: &mut [Box<dyn Op>]) -> Result<()> {
+        let rec = {
+            // The view first, then the transaction (`overlay` module doc).
+            let view = self.inner.overlay.view();
+            let txn = self.inner.env.read_txn()?;
+            run_over_memtable(&self.inner.dbs, &view, &txn, batch)
+        };
+        let mut durable = rec.wal.is_empty();
+        if !durable {
+            let started = Instant::now();
+            match self.wal.append(&rec.wal) {
+                Ok(()) => {
+                    crate::stats::STORE.commit(started.elapsed(), batch.len(), true);
+                    durable = true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "writing the write-ahead log; a checkpoint makes the batch durable instead")
+                }
+            }
+        }
+        if !rec.chunk.is_empty() {
+            if self.chunks.is_empty() {
+                self.since = Instant::now();
+            }
+            self.ops += batch.len();
+            self.bytes += rec.chunk.bytes;
+            self.chunks.push(self.inner.overlay.push(rec.chunk));
+        }
+        if !durable {
+            self.checkpoint_all();
+        }
+        Ok(())
+    }
+
+    /// Start a checkpoint of the generation if it is due and the last one has ended (waiting
+    /// for that one when the memtable or the log are past their caps).
+    fn checkpoint_if_due(&mut self) {
+        if self.chunks.is_empty() {
+            return;
+        }
+        let full = self.bytes > CHECKPOINT_BYTES || self.wal.len() > CHECKPOINT_WAL_BYTES;
+        if !full && self.since.elapsed() < CHECKPOINT_EVERY {
+            return;
+        }
+        if let Some(running) = &self.running {
+            let ended = if full {
+                let _ = running.recv();
+                true
+            } else {
+                !matches!(running.try_recv(), Err(mpsc::TryRecvError::Empty))
+            };
+            if !ended {
+                return;
+            }
+            self.running = None;
+        }
+        self.start_checkpoint(Vec::new());
+    }
+
+    /// Hand the generation's chunks and `batch` to the checkpointer and start the next
+    /// generation in the log's other file. The last checkpoint must have ended.
+    fn start_checkpoint(&mut self, batch: Vec<Box<dyn Op>>) {
+        let (done, ended) = mpsc::channel();
+        let job = Checkpoint {
+            generation: self.wal.generation(),
+            chunks: std::mem::take(&mut self.chunks),
+            batch,
+            ops: std::mem::take(&mut self.ops),
+            done,
+        };
+        self.bytes = 0;
+        self.wal.next_generation();
+        if self.checkpoints.send(job).is_err() {
+            fail_checkpoint("the checkpointer thread is gone");
+        }
+        self.running = Some(ended);
+    }
+
+    /// Run `batch` inside a checkpoint of everything written so far and wait for its commit;
+    /// returns the batch and what its run returned.
+    fn checkpoint_with(&mut self, batch: Vec<Box<dyn Op>>) -> Ran {
+        if let Some(running) = self.running.take() {
+            let _ = running.recv();
+        }
+        self.start_checkpoint(batch);
+        let running = self.running.take().expect("started above");
+        running
+            .recv()
+            .unwrap_or_else(|_| fail_checkpoint("the checkpointer thread is gone"))
+    }
+}
+
+/// Run every op of `batch` over the memtable (`view` over `txn`), each recording its rows apart
+/// and keeping them only if it succeeds. Returns what the kept writes recorded.
+fn run_over_memtable(
+    dbs: &Dbs,
+    view: &overlay::View,
+    txn: &RoTxn<'static, WithoutTls>,
+    batch: &mut [Box<dyn Op>],
+) -> Recorder {
+    let mut kept = Recorder::default();
+    for op in batch.iter_mut() {
+        let mut own = Recorder {
+            logged: op.durability() == Durability::Logged,
+            ..Default::default()
+        };
+        let ok = op.run(&mut WriteTxn {
+            at: Backend::Memtable {
+                rec: &mut own,
+                batch: &kept.chunk,
+                view,
+                txn,
+            },
+            dbs,
+        });
+        if ok {
+            kept.absorb(own);
+        }
+    }
+    kept
 }
 
 /// Run every op of `batch` in one nested transaction of `parent`. If one fails, abort it and
 /// run the batch again, each op in a nested transaction of its own, so only the failing ones
-/// are rolled back. Returns what the kept writes recorded.
-fn run_batch(inner: &Inner, parent: &mut RwTxn<'static>, batch: &mut [Box<dyn Op>]) -> Result<Recorder> {
-    let mut rec = Recorder::default();
+/// are rolled back.
+fn run_batch(inner: &Inner, parent: &mut RwTxn<'static>, batch: &mut [Box<dyn Op>]) -> Result<()> {
     let mut nested = inner.env.nested_write_txn(parent)?;
     let mut all_ok = true;
     for op in batch.iter_mut() {
-        rec.logged = op.durability() == Durability::Logged;
-        let mut txn = WriteTxn {
-            txn: &mut nested,
+        if !op.run(&mut WriteTxn {
+            at: Backend::Lmdb(&mut nested),
             dbs: &inner.dbs,
-            rec: &mut rec,
-        };
-        if !op.run(&mut txn) {
+        }) {
             all_ok = false;
             break;
         }
     }
     if all_ok {
         nested.commit()?;
-        return Ok(rec);
+        return Ok(());
     }
     nested.abort();
-    let mut rec = Recorder::default();
     for op in batch.iter_mut() {
         let mut nested = inner.env.nested_write_txn(parent)?;
-        let mut own = Recorder {
-            logged: op.durability() == Durability::Logged,
-            ..Default::default()
-        };
         if op.run(&mut WriteTxn {
-            txn: &mut nested,
+            at: Backend::Lmdb(&mut nested),
             dbs: &inner.dbs,
-            rec: &mut own,
         }) {
             nested.commit()?;
-            rec.absorb(own);
         } else {
             nested.abort();
         }
     }
-    Ok(rec)
+    Ok(())
 }
 
-/// Commit the open transaction with a full fsync, recording the log generation it covers, then
-/// clear the overlay and start the log's next generation. A failure here loses writes that were
-/// already acknowledged (or visible): the node exits, and the restart replays the log.
-fn checkpoint(inner: &Inner, open: &mut Option<Open>, wal: &mut wal::Wal) {
-    let Some(mut o) = open.take() else {
-        return;
-    };
-    let started = Instant::now();
-    let committed = inner
-        .dbs
-        .of(Table::Local)
-        .put(&mut o.txn, WAL_DONE, &encode(&wal.generation()))
-        .and_then(|()| o.txn.commit());
-    crate::stats::STORE.commit(started.elapsed(), o.ops, committed.is_ok());
-    if let Err(e) = committed {
-        tracing::error!(error = %e, "LMDB checkpoint failed; exiting so that a restart replays the write-ahead log");
-        eprintln!(
-            "wknode: LMDB checkpoint failed: {e}; exiting so that a restart replays the write-ahead log"
-        );
-        std::process::exit(74);
+/// Run checkpoints until the writer hangs up: each writes its chunks into LMDB, runs its
+/// batch and commits with a full fsync, recording the log generation it covers; then the
+/// chunks leave the memtable. A failed commit loses writes that were already acknowledged (or
+/// visible): the node exits, and the restart replays the log.
+fn checkpointer_loop(inner: &Inner, jobs: mpsc::Receiver<Checkpoint>) {
+    for mut job in jobs {
+        let started = Instant::now();
+        let mut ran = Ok(());
+        let committed = (|| {
+            let mut txn = inner.env.write_txn()?;
+            for chunk in &job.chunks {
+                for (t, key, value) in chunk.rows() {
+                    let db = inner.dbs.of(t);
+                    match value {
+                        Some(v) => db.put(&mut txn, key, v)?,
+                        None => {
+                            db.delete(&mut txn, key)?;
+                        }
+                    }
+                }
+            }
+            if !job.batch.is_empty() {
+                ran = run_batch(inner, &mut txn, &mut job.batch);
+            }
+            inner
+                .dbs
+                .of(Table::Local)
+                .put(&mut txn, WAL_DONE, &encode(&job.generation))?;
+            txn.commit()
+        })();
+        crate::stats::STORE.commit(started.elapsed(), job.ops + job.batch.len(), committed.is_ok());
+        if let Err(e) = committed {
+            fail_checkpoint(&e.to_string());
+        }
+        inner.overlay.remove_oldest(job.chunks.len());
+        let _ = job.done.send((job.batch, ran));
     }
-    inner.overlay.clear();
-    wal.restart();
+}
+
+fn fail_checkpoint(why: &str) -> ! {
+    tracing::error!(
+        error = why,
+        "LMDB checkpoint failed; exiting so that a restart replays the write-ahead log"
+    );
+    eprintln!("wknode: LMDB checkpoint failed: {why}; exiting so that a restart replays the write-ahead log");
+    std::process::exit(74);
 }
 
 #[cfg(test)]
@@ -848,11 +1088,12 @@ mod tests {
     fn op(
         key: &'static [u8],
         fail: bool,
+        durability: Durability,
         runs: Arc<std::sync::atomic::AtomicUsize>,
         out: mpsc::Sender<(&'static [u8], bool)>,
     ) -> Box<dyn Op> {
         Box::new(TypedOp {
-            durability: Durability::Logged,
+            durability,
             work: move |w: &mut WriteTxn<'_, '_>| {
                 runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 w.put(Table::Vars, key, b"v")?;
@@ -866,46 +1107,62 @@ mod tests {
         })
     }
 
-    /// Runs `batch` as the writer would, in a transaction of its own, and commits it.
-    fn run_alone(store: &Store, batch: &mut [Box<dyn Op>]) -> Recorder {
+    /// Runs `batch` as a checkpoint would, in a transaction of its own, and commits it.
+    fn run_in_checkpoint(store: &Store, batch: &mut [Box<dyn Op>]) {
         let mut parent = store.inner.env.write_txn().expect("write txn");
-        let rec = run_batch(&store.inner, &mut parent, batch).expect("batch");
+        run_batch(&store.inner, &mut parent, batch).expect("batch");
         parent.commit().expect("commit");
-        rec
+    }
+
+    /// Runs `batch` over the memtable as the writer would; returns what it recorded.
+    fn run_over(store: &Store, batch: &mut [Box<dyn Op>]) -> Recorder {
+        let view = store.inner.overlay.view();
+        let txn = store.inner.env.read_txn().expect("read txn");
+        run_over_memtable(&store.inner.dbs, &view, &txn, batch)
     }
 
     #[test]
     fn a_failing_op_is_rolled_back_alone() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("open");
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (tx, rx) = mpsc::channel();
-        let mut batch = vec![
-            op(b"a", false, runs.clone(), tx.clone()),
-            op(b"b", true, runs.clone(), tx.clone()),
-            op(b"c", false, runs.clone(), tx.clone()),
-        ];
-        let rec = run_alone(&store, &mut batch);
-        for o in batch {
-            o.finish(Ok(()));
+        for durability in [Durability::Checkpoint, Durability::Logged] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = Store::open(dir.path()).expect("open");
+            let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (tx, rx) = mpsc::channel();
+            let mut batch = vec![
+                op(b"a", false, durability, runs.clone(), tx.clone()),
+                op(b"b", true, durability, runs.clone(), tx.clone()),
+                op(b"c", false, durability, runs.clone(), tx.clone()),
+            ];
+            let kept = if durability == Durability::Checkpoint {
+                run_in_checkpoint(&store, &mut batch);
+                // The first run stopped at b; the retry ran all three.
+                assert_eq!(runs.load(std::sync::atomic::Ordering::Relaxed), 5);
+                store
+                    .read_blocking(|r| {
+                        Ok([b"a", b"b", b"c"].map(|k| r.get(Table::Vars, k).expect("get").is_some()))
+                    })
+                    .expect("read")
+            } else {
+                let rec = run_over(&store, &mut batch);
+                assert_eq!(runs.load(std::sync::atomic::Ordering::Relaxed), 3);
+                // Only the kept writes reach the memtable and the log.
+                let mut want = wal::Rows::default();
+                want.push(Table::Vars, b"a", Some(b"v"));
+                want.push(Table::Vars, b"c", Some(b"v"));
+                assert_eq!(rec.wal, want);
+                [b"a", b"b", b"c"].map(|k| rec.chunk.get(Table::Vars, k).is_some())
+            };
+            assert_eq!(kept, [true, false, true], "{durability:?}");
+            for o in batch {
+                o.finish(Ok(()));
+            }
+            let mut results: Vec<_> = rx.try_iter().collect();
+            results.sort();
+            assert_eq!(
+                results,
+                vec![(&b"a"[..], true), (&b"b"[..], false), (&b"c"[..], true)]
+            );
         }
-        let mut results: Vec<_> = rx.try_iter().collect();
-        results.sort();
-        assert_eq!(
-            results,
-            vec![(&b"a"[..], true), (&b"b"[..], false), (&b"c"[..], true)]
-        );
-        // Fast path ran a and b; the retry ran all three.
-        assert_eq!(runs.load(std::sync::atomic::Ordering::Relaxed), 5);
-        let stored = store
-            .read_blocking(|r| Ok([b"a", b"b", b"c"].map(|k| r.get(Table::Vars, k).expect("get").is_some())))
-            .expect("read");
-        assert_eq!(stored, [true, false, true]);
-        // Only the kept writes reach the overlay and the log.
-        let mut want = wal::Rows::default();
-        want.push(Table::Vars, b"a", Some(b"v"));
-        want.push(Table::Vars, b"c", Some(b"v"));
-        assert_eq!(rec.wal, want);
     }
 
     #[test]
@@ -915,11 +1172,105 @@ mod tests {
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (tx, _rx) = mpsc::channel();
         let mut batch = vec![
-            op(b"a", false, runs.clone(), tx.clone()),
-            op(b"b", false, runs.clone(), tx),
+            op(b"a", false, Durability::Checkpoint, runs.clone(), tx.clone()),
+            op(b"b", false, Durability::Checkpoint, runs.clone(), tx),
         ];
-        run_alone(&store, &mut batch);
+        run_in_checkpoint(&store, &mut batch);
         assert_eq!(runs.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    /// An op reads the same rows over the memtable as inside a checkpoint: LMDB's, the
+    /// memtable's over them, and its own batch's earlier writes.
+    #[tokio::test]
+    async fn writes_read_the_same_rows_over_the_memtable_and_in_a_checkpoint() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        let key = |i: u8| [b'k', i];
+        store
+            .write(move |w| {
+                for i in 0..4 {
+                    w.put(Table::Dedup, &key(i), b"lmdb")?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("checkpointed write");
+        store
+            .write_logged(move |w| {
+                w.delete(Table::Dedup, &key(1))?;
+                w.put(Table::Dedup, &key(5), b"memtable")
+            })
+            .await
+            .expect("logged write");
+        // What an op sees, then what it leaves after a range delete of k2..k5.
+        let look = move |w: &mut WriteTxn<'_, '_>| {
+            w.put(Table::Dedup, &key(6), b"batch")?;
+            let seen = (
+                w.get(Table::Dedup, &key(0))?,
+                w.contains(Table::Dedup, &key(1))?,
+                w.range(Table::Dedup, b"k", b"l", 10, false)?.len(),
+                w.range(Table::Dedup, b"k", b"l", 2, true)?,
+            );
+            let deleted = w.delete_range(Table::Dedup, &key(2), &key(6))?;
+            let left = w.range(Table::Dedup, b"k", b"l", 10, false)?;
+            Ok((seen, deleted, left))
+        };
+        let row = |i: u8, v: &[u8]| (key(i).to_vec(), v.to_vec());
+        let want = (
+            (
+                Some(b"lmdb".to_vec()),
+                false,
+                5,
+                vec![row(6, b"batch"), row(5, b"memtable")],
+            ),
+            3,
+            vec![row(0, b"lmdb"), row(6, b"batch")],
+        );
+        assert!(!store.inner.overlay.view().is_empty());
+        let over = store.write_logged(look).await.expect("over the memtable");
+        assert_eq!(over, want);
+        // The same again inside a checkpoint, from the state before the last write.
+        store
+            .write(move |w| {
+                w.delete(Table::Dedup, &key(6))?;
+                for i in 2..4 {
+                    w.put(Table::Dedup, &key(i), b"lmdb")?;
+                }
+                w.put(Table::Dedup, &key(5), b"memtable")
+            })
+            .await
+            .expect("restore");
+        assert!(store.inner.overlay.view().is_empty());
+        assert_eq!(store.write(look).await.expect("in a checkpoint"), want);
+    }
+
+    /// A checkpoint runs on its own after [`CHECKPOINT_EVERY`]: the memtable empties, LMDB holds
+    /// the rows and records the generation as done.
+    #[tokio::test]
+    async fn the_memtable_is_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .write_logged(|w| w.put(Table::Vars, b"x", b"1"))
+            .await
+            .expect("logged write");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !store.inner.overlay.view().is_empty() {
+            assert!(Instant::now() < deadline, "no checkpoint within 10 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let txn = store.inner.env.read_txn().expect("read txn");
+        let lmdb = |t: Table, k: &[u8]| {
+            store
+                .inner
+                .dbs
+                .of(t)
+                .get(&txn, k)
+                .expect("get")
+                .map(<[u8]>::to_vec)
+        };
+        assert_eq!(lmdb(Table::Vars, b"x"), Some(b"1".to_vec()));
+        assert_eq!(lmdb(Table::Local, WAL_DONE), Some(encode(&1u64)));
     }
 
     /// What a write returns is what every later read sees, whether the rows sit in the overlay
@@ -975,13 +1326,18 @@ mod tests {
         assert_eq!(read(store.clone()).await, want, "from LMDB");
     }
 
-    /// Rows of a log generation newer than the last checkpoint's are in LMDB once the store
+    /// Rows of the log generations newer than the last checkpoint's are in LMDB once the store
     /// opens; an older generation's are not laid over it again.
     #[tokio::test]
-    async fn opening_replays_only_a_newer_log_generation() {
+    async fn opening_replays_only_newer_log_generations() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (mut log, done) = wal::Wal::open(dir.path(), 0, |_| Ok(())).expect("open log");
         assert_eq!(done, 0);
+        let mut rows = wal::Rows::default();
+        rows.push(Table::Log, b"entry", Some(b"first"));
+        rows.push(Table::Log, b"other", Some(b"kept"));
+        log.append(&rows).expect("append");
+        log.next_generation();
         let mut rows = wal::Rows::default();
         rows.push(Table::Log, b"entry", Some(b"appended"));
         log.append(&rows).expect("append");
@@ -992,11 +1348,21 @@ mod tests {
                 .read_blocking(|r| r.get(Table::Log, b"entry"))
                 .expect("read")
         };
-        assert_eq!(get(&store), Some(b"appended".to_vec()));
+        assert_eq!(
+            get(&store),
+            Some(b"appended".to_vec()),
+            "generations replay oldest first"
+        );
+        assert_eq!(
+            store
+                .read_blocking(|r| r.get(Table::Log, b"other"))
+                .expect("read"),
+            Some(b"kept".to_vec())
+        );
         let done: Option<u64> = store
             .read_blocking(|r| r.get_decoded(Table::Local, WAL_DONE))
             .expect("read");
-        assert_eq!(done, Some(1), "the replay is recorded as done");
+        assert_eq!(done, Some(2), "the replay is recorded as done");
         // A newer state (a truncation, say) is checkpointed; the old generation is not laid
         // over it again.
         store

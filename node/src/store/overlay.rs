@@ -1,12 +1,11 @@
-//! The writes of LMDB's open write transaction, for readers.
+//! The writes not yet checkpointed into LMDB: the store's memtable.
 //!
-//! The writer thread keeps one LMDB write transaction open between checkpoints (module doc of
-//! `store`), and LMDB's readers see only committed transactions. So every batch the writer
-//! completes without committing leaves its rows here, as one immutable [`Chunk`]; a read takes a
-//! [`View`] (the chunks at that moment) *before* it opens its LMDB read transaction, and the
-//! view's rows win over LMDB's. The checkpoint commits first and clears the chunks after, so a
-//! reader that sees the cleared overlay opens its transaction after the commit and sees the rows
-//! in LMDB; one that took its view before the clear sees them in the view.
+//! Every batch the writer thread runs (module doc of `store`) leaves its rows here, as one
+//! immutable [`Chunk`], once they are durable; a read takes a [`View`] (the chunks at that
+//! moment) *before* it opens its LMDB read transaction, and the view's rows win over LMDB's.
+//! A checkpoint commits the oldest chunks into LMDB first and removes them after, so a reader
+//! that no longer sees them opens its transaction after the commit and sees the rows in LMDB;
+//! one that took its view before the removal sees them in the view.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -47,27 +46,52 @@ impl Chunk {
     pub fn is_empty(&self) -> bool {
         self.tables.iter().all(BTreeMap::is_empty)
     }
+
+    /// `Some(row)` when this chunk decides the key (`Some(None)`: deleted).
+    pub fn get(&self, t: Table, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.tables[t.code() as usize].get(key).map(Option::as_deref)
+    }
+
+    /// Lay this chunk's rows with `from <= key < to` over `out`.
+    pub fn range_into(&self, t: Table, from: &[u8], to: &[u8], out: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+        if from >= to {
+            return;
+        }
+        let bounds = (Bound::Included(from), Bound::Excluded(to));
+        for (k, v) in self.tables[t.code() as usize].range::<[u8], _>(bounds) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+
+    /// Every row, table by table in key order: what a checkpoint writes into LMDB.
+    pub fn rows(&self) -> impl Iterator<Item = (Table, &[u8], Option<&[u8]>)> {
+        TABLES
+            .iter()
+            .zip(&self.tables)
+            .flat_map(|((t, _), rows)| rows.iter().map(move |(k, v)| (*t, k.as_slice(), v.as_deref())))
+    }
 }
 
-/// The chunks written since the last checkpoint, oldest first.
+/// The chunks not yet in LMDB, oldest first.
 #[derive(Default)]
 pub struct Overlay {
     chunks: Mutex<Vec<Arc<Chunk>>>,
 }
 
 impl Overlay {
-    pub fn push(&self, chunk: Chunk) {
-        if !chunk.is_empty() {
-            self.chunks
-                .lock()
-                .expect("overlay lock poisoned")
-                .push(Arc::new(chunk));
-        }
+    /// Show `chunk` to readers; returns it for the checkpoint that will write it into LMDB.
+    pub fn push(&self, chunk: Chunk) -> Arc<Chunk> {
+        let chunk = Arc::new(chunk);
+        self.chunks
+            .lock()
+            .expect("overlay lock poisoned")
+            .push(chunk.clone());
+        chunk
     }
 
-    /// After a checkpoint's commit: LMDB's readers see every row now.
-    pub fn clear(&self) {
-        self.chunks.lock().expect("overlay lock poisoned").clear();
+    /// After a checkpoint's commit of the oldest `n` chunks: LMDB's readers see their rows now.
+    pub fn remove_oldest(&self, n: usize) {
+        self.chunks.lock().expect("overlay lock poisoned").drain(..n);
     }
 
     /// The rows as they are now; take it before opening the LMDB read transaction.
@@ -92,14 +116,8 @@ impl View {
     /// The overlay's rows with `from <= key < to` (newest write wins), `None` for deleted ones.
     pub fn range(&self, t: Table, from: &[u8], to: &[u8]) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
         let mut out = BTreeMap::new();
-        if from >= to {
-            return out;
-        }
-        let bounds = (Bound::Included(from), Bound::Excluded(to));
         for c in &self.0 {
-            for (k, v) in c.tables[t.code() as usize].range::<[u8], _>(bounds) {
-                out.insert(k.clone(), v.clone());
-            }
+            c.range_into(t, from, to, &mut out);
         }
         out
     }
@@ -166,7 +184,10 @@ mod tests {
         assert_eq!(v.get(Table::Log, b"b"), Some(Some(&b"1"[..])));
         assert_eq!(v.get(Table::Log, b"d"), None);
         assert_eq!(v.get(Table::Sm, b"b"), None, "tables are apart");
-        o.clear();
+        o.remove_oldest(1);
+        assert_eq!(o.view().get(Table::Log, b"b"), None, "the oldest chunk is gone");
+        assert_eq!(o.view().get(Table::Log, b"a"), Some(None));
+        o.remove_oldest(1);
         assert!(o.view().is_empty());
         assert!(!v.is_empty(), "a view keeps what it saw");
     }

@@ -1,15 +1,17 @@
 //! The write-ahead log: what makes a Raft append durable between LMDB checkpoints.
 //!
-//! One file, `wal`, beside LMDB's. Each checkpoint (store module doc) starts a new
-//! **generation** and writes it from the start of the file again, over the previous one, so
-//! after its first fill the file keeps its size and an `fdatasync` flushes data only. A record
-//! is `len u32 | crc32 u32 | generation u64 | rows`, the crc over the generation and the rows;
-//! rows are `table u8 | key len u32 | key | value len u32 (u32::MAX: deleted) | value`.
+//! Two files beside LMDB's, `wal` for even **generations** and `wal.1` for odd ones. Each
+//! checkpoint (store module doc) covers one generation; the writer starts the next in the
+//! other file while the checkpoint runs, from the start of the file, over the generation before
+//! (whose checkpoint has committed), so after their first fill the files keep their size and an
+//! `fdatasync` flushes data only. A record is `len u32 | crc32 u32 | generation u64 | rows`, the
+//! crc over the generation and the rows; rows are `table u8 | key len u32 | key | value len u32
+//! (u32::MAX: deleted) | value`.
 //!
-//! Replay reads the file's first generation (the one written last) record by record and stops
+//! Replay reads each file's first generation (the one written last) record by record and stops
 //! at the first record that is torn, fails its crc or belongs to another generation (the rest
-//! of an older, longer one). It replays only a generation newer than the one the last
-//! checkpoint recorded as done (`Local` row `wal_done`).
+//! of an older, longer one). It replays, oldest first, the generations newer than the one the
+//! last checkpoint recorded as done (`Local` row `wal_done`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -55,57 +57,68 @@ impl Rows {
     }
 }
 
+/// The file of generation `g`.
+fn file_name(g: u64) -> &'static str {
+    if g.is_multiple_of(2) { "wal" } else { "wal.1" }
+}
+
 pub struct Wal {
-    file: File,
+    /// The files of even and odd generations.
+    files: [File; 2],
     generation: u64,
     offset: u64,
     buf: Vec<u8>,
 }
 
 impl Wal {
-    /// Open (or create) `dir/wal`. If it holds a generation newer than `done`, hand its rows to
-    /// `replay` in order; the caller must make them durable and record the returned generation
-    /// as done before the log is written again.
+    /// Open (or create) the two files under `dir`. Hand the rows of every generation newer than
+    /// `done` to `replay`, oldest first; the caller must make them durable and record the
+    /// returned generation as done before the log is written again.
     pub fn open(
         dir: &Path,
         done: u64,
         mut replay: impl FnMut(Row<'_>) -> io::Result<()>,
     ) -> io::Result<(Wal, u64)> {
-        let path = dir.join("wal");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let mut replayed = done;
-        let mut at = 0;
-        let mut first_generation = None;
-        while let Some((generation, rows, next)) = record_at(&bytes, at) {
-            match first_generation {
-                None if generation <= done => break,
-                None => first_generation = Some(generation),
-                Some(g) if g != generation => break,
-                Some(_) => {}
-            }
-            for row in decode_rows(rows)? {
-                replay(row)?;
-            }
-            replayed = generation;
-            at = next;
+        let mut files = Vec::with_capacity(2);
+        let mut contents = Vec::with_capacity(2);
+        let mut created = false;
+        for parity in 0..2 {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join(file_name(parity)))?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            created |= bytes.is_empty();
+            files.push(file);
+            contents.push(bytes);
         }
-        if replayed > done {
-            tracing::info!(generation = replayed, bytes = at, "replayed the write-ahead log");
+        let mut generations: Vec<(u64, Vec<&[u8]>)> = contents
+            .iter()
+            .filter_map(|bytes| leading_generation(bytes))
+            .filter(|(g, _)| *g > done)
+            .collect();
+        generations.sort_by_key(|(g, _)| *g);
+        let mut replayed = done;
+        for (generation, records) in generations {
+            for rows in records {
+                for row in decode_rows(rows)? {
+                    replay(row)?;
+                }
+            }
+            tracing::info!(generation, "replayed the write-ahead log");
+            replayed = generation;
         }
         // The directory entry of a new file must survive an OS crash too.
-        if bytes.is_empty() {
+        if created {
             File::open(dir)?.sync_all()?;
         }
+        let files: [File; 2] = files.try_into().expect("two files");
         Ok((
             Wal {
-                file,
+                files,
                 generation: replayed + 1,
                 offset: 0,
                 buf: Vec::new(),
@@ -133,18 +146,34 @@ impl Wal {
         self.buf.extend_from_slice(&rows.0);
         let crc = crc32fast::hash(&self.buf[8..]);
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        self.file.write_all_at(&self.buf, self.offset)?;
-        self.file.sync_data()?;
+        let file = &self.files[(self.generation % 2) as usize];
+        file.write_all_at(&self.buf, self.offset)?;
+        file.sync_data()?;
         self.offset += self.buf.len() as u64;
         Ok(())
     }
 
-    /// Start the next generation at the start of the file (after a checkpoint made every
-    /// record so far durable in LMDB).
-    pub fn restart(&mut self) {
+    /// Start the next generation at the start of the other file. The caller makes sure the
+    /// generation that file holds is durable in LMDB (its checkpoint has committed).
+    pub fn next_generation(&mut self) {
         self.generation += 1;
         self.offset = 0;
     }
+}
+
+/// The generation a file starts with and the rows of each of its records, up to the first
+/// record that is torn, bad or of another generation; `None` for an empty or torn start.
+fn leading_generation(bytes: &[u8]) -> Option<(u64, Vec<&[u8]>)> {
+    let (first, rows, mut at) = record_at(bytes, 0)?;
+    let mut records = vec![rows];
+    while let Some((generation, rows, next)) = record_at(bytes, at) {
+        if generation != first {
+            break;
+        }
+        records.push(rows);
+        at = next;
+    }
+    Some((first, records))
 }
 
 /// The record at `at`: its generation, rows and the offset after it; `None` if torn or bad.
@@ -219,36 +248,35 @@ mod tests {
     }
 
     #[test]
-    fn replay_takes_the_newest_generation_up_to_its_first_bad_record() {
+    fn replay_takes_every_newer_generation_oldest_first_up_to_its_first_bad_record() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (mut wal, done) = Wal::open(dir.path(), 0, |_| Ok(())).expect("open");
         assert_eq!((done, wal.generation()), (0, 1));
         wal.append(&rows(&[b"a1", b"a2"])).expect("append");
         wal.append(&rows(&[b"a3", b"a4", b"a5"])).expect("append");
-        wal.append(&rows(&[b"a6"])).expect("append");
-        // Generation 2 overwrites the start of generation 1 with a shorter record.
-        wal.restart();
+        wal.next_generation();
         wal.append(&rows(&[b"b1"])).expect("append");
-        let (got, generation) = replayed(dir.path(), 1);
-        assert_eq!(generation, 2);
+        // Generation 3 overwrites the start of generation 1, in the same file, with a shorter
+        // record.
+        wal.next_generation();
+        wal.append(&rows(&[b"c1"])).expect("append");
+        let row = |k: &[u8]| (Table::Log, k.to_vec(), Some(b"v".to_vec()));
+        let gone = (Table::Dedup, b"gone".to_vec(), None);
+        let (b, c) = (vec![row(b"b1"), gone.clone()], vec![row(b"c1"), gone.clone()]);
+        assert_eq!(replayed(dir.path(), 1), ([b.clone(), c.clone()].concat(), 3));
         assert_eq!(
-            got,
-            vec![
-                (Table::Log, b"b1".to_vec(), Some(b"v".to_vec())),
-                (Table::Dedup, b"gone".to_vec(), None)
-            ],
+            replayed(dir.path(), 0),
+            ([b, c.clone()].concat(), 3),
             "generation 1's rest is not replayed"
         );
-        // A checkpoint recorded generation 2 as done: nothing to replay.
-        assert_eq!(replayed(dir.path(), 2), (vec![], 2));
+        assert_eq!(replayed(dir.path(), 2), (c, 3));
+        assert_eq!(replayed(dir.path(), 3), (vec![], 3));
         // A torn record ends the replay.
-        let len = std::fs::metadata(dir.path().join("wal")).expect("stat").len();
         let f = OpenOptions::new()
             .write(true)
-            .open(dir.path().join("wal"))
+            .open(dir.path().join(file_name(3)))
             .expect("open");
         f.write_all_at(&[0xFF; 3], 20).expect("tear the first record");
-        assert_eq!(replayed(dir.path(), 1), (vec![], 1));
-        assert!(len > 0);
+        assert_eq!(replayed(dir.path(), 2), (vec![], 2));
     }
 }
