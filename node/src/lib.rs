@@ -15,6 +15,7 @@
 //! quorum has it, the leader applies it (seq assigned, dedup checked) and answers.
 
 pub mod api;
+pub mod background;
 pub mod channel;
 pub mod check;
 pub mod cluster;

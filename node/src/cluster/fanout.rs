@@ -361,8 +361,11 @@ impl Node {
         let now = Instant::now();
         let start = {
             let mut inbound = self.fanout.inbound.lock().expect("fanout lock poisoned");
-            ds.into_iter()
-                .fold(false, |start, d| inbound.push(d, now, None) || start)
+            let mut start = false;
+            for d in ds {
+                start |= inbound.push(d, now, None);
+            }
+            start
         };
         if start {
             self.spawn_task(self.clone().push_inbound());

@@ -113,9 +113,12 @@ pub struct Inner {
     /// every request `removed` (`api`), refuses client connections, and keeps saying so
     /// after a restart (the `local` row [`REMOVED_KEY`]).
     removed: AtomicBool,
-    /// The node's background tasks (`spawn_task`); `shutdown` aborts them. std mutex: a spawn
-    /// or the abort.
+    /// The node's long-running tasks (`spawn_task`); `shutdown` aborts them. std mutex: a
+    /// spawn or the abort.
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// The runtime the node started on: Raft groups start here, also when a task of the
+    /// background runtime (`crate::background`) starts them.
+    runtime: tokio::runtime::Handle,
     /// Replica sets of finished migrations waiting for the next metadata write (they go as
     /// one `SetReplicasBatch`), each with its caller. std mutex: a push or a take.
     replica_updates: Mutex<Vec<scale::ReplicaUpdate>>,
@@ -146,6 +149,21 @@ impl Deref for Node {
     }
 }
 
+/// Run `work`, whose tasks live on, on `runtime` (the node's) if the caller is on the
+/// background runtime (`crate::background`).
+async fn on_runtime<T: Send + 'static>(
+    runtime: tokio::runtime::Handle,
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    if !crate::background::is_current() {
+        return work.await;
+    }
+    runtime
+        .spawn(work)
+        .await
+        .map_err(|e| NodeError::Internal(format!("start a group: {e}")))?
+}
+
 fn new_raft_group(
     id: NodeId,
     g: GroupId,
@@ -154,7 +172,7 @@ fn new_raft_group(
     fence: Fence,
     applied: Arc<AtomicU64>,
     resume: bool,
-) -> impl std::future::Future<Output = Result<Raft>> {
+) -> impl std::future::Future<Output = Result<Raft>> + use<> {
     let (store, transport) = (store.clone(), transport.clone());
     async move {
         let network = NetworkFactory::new(Router(transport), g);
@@ -289,6 +307,7 @@ impl Node {
             joining: AtomicBool::new(false),
             removed: AtomicBool::new(removed),
             tasks: Default::default(),
+            runtime: tokio::runtime::Handle::current(),
             idle_timeout: cfg.channel_idle_timeout,
             max_active: cfg.max_active_channels,
             drain: Default::default(),
@@ -352,8 +371,8 @@ impl Node {
         node.spawn_task(node.clone().maintain_membership());
         node.spawn_task(node.clone().hibernate_idle_groups());
         node.spawn_task(node.clone().quiet_idle_groups());
-        node.spawn_task(node.clone().run_drain());
-        node.spawn_task(node.clone().report_stale_seals());
+        node.spawn_background_task(node.clone().run_drain());
+        node.spawn_background_task(node.clone().report_stale_seals());
         node.spawn_task(node.clone().repair_corrupt());
         node.spawn_task(node.clone().announce_presence());
         if let (true, Some((seed_id, _))) = (node.is_joining(), cfg.seed.clone()) {
@@ -362,12 +381,21 @@ impl Node {
         Ok(node)
     }
 
-    /// Run `task` in the background until it ends or `shutdown` aborts it.
+    /// Run `task` on the node's runtime until it ends or `shutdown` aborts it.
     pub(crate) fn spawn_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks().spawn_on(task, &self.runtime);
+    }
+
+    /// Like [`Node::spawn_task`], on the background runtime (`crate::background`).
+    fn spawn_background_task(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks().spawn_on(task, crate::background::handle());
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, tokio::task::JoinSet<()>> {
         let mut tasks = self.tasks.lock().expect("tasks lock poisoned");
         // Forget the tasks that ended (a JoinSet keeps them until joined).
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(task);
+        tasks
     }
 
     /// Store the next message-id reservation durably, then let ids use it (`ids` module doc).
@@ -518,7 +546,7 @@ impl Node {
                 .raft
                 .get_or_try_init(|| {
                     started = true;
-                    new_raft_group(
+                    let start = new_raft_group(
                         self.id,
                         g,
                         &self.store,
@@ -526,7 +554,8 @@ impl Node {
                         slot.fence.clone(),
                         Default::default(),
                         self.groups.resumable(g),
-                    )
+                    );
+                    on_runtime(self.runtime.clone(), start)
                 })
                 .await
             {
@@ -546,7 +575,8 @@ impl Node {
         };
         if started {
             slot.last_active.store(route::now_ms(), Ordering::Relaxed);
-            tokio::spawn(watch_role_changes(g, Arc::downgrade(&slot), raft.clone()));
+            self.runtime
+                .spawn(watch_role_changes(g, Arc::downgrade(&slot), raft.clone()));
         }
         Ok((raft, started))
     }

@@ -121,6 +121,18 @@ impl AppRpc {
                 | AppRpc::Conversation(..)
         )
     }
+
+    /// A cold migration's steps, served on the background runtime (`crate::background`).
+    pub fn is_background(&self) -> bool {
+        matches!(
+            self,
+            AppRpc::Seal(..)
+                | AppRpc::ColdWrite(..)
+                | AppRpc::GroupRows(..)
+                | AppRpc::Release { .. }
+                | AppRpc::ResolveSeals(..)
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -267,7 +279,15 @@ impl Handler for Node {
                 Rpc::App(bytes) => {
                     let rpc: AppRpc =
                         postcard::from_bytes(&bytes).map_err(|e| format!("bad app request: {e}"))?;
-                    Reply::App(crate::store::encode(&self.serve_app(rpc).await))
+                    if rpc.is_background() {
+                        let node = self.clone();
+                        let reply = crate::background::run(async move {
+                            crate::store::encode(&node.serve_app(rpc).await)
+                        });
+                        Reply::App(reply.await.ok_or("a background task failed")?)
+                    } else {
+                        Reply::App(crate::store::encode(&self.serve_app(rpc).await))
+                    }
                 }
             })
         })

@@ -113,7 +113,7 @@ impl Transport {
         if !self.probing.lock().expect("probing lock poisoned").insert(peer) {
             return;
         }
-        tokio::spawn(async move {
+        self.runtime.clone().spawn(async move {
             // The deadline covers a reconnect too (connect and handshake included).
             let r = tokio::time::timeout(PING_DEADLINE, self.call(peer, Rpc::Ping, PING_DEADLINE)).await;
             self.probing.lock().expect("probing lock poisoned").remove(&peer);

@@ -109,9 +109,13 @@ pub struct Transport {
     /// Peers whose outgoing connection just ended: `watch_peers` pings them at once.
     lost: mpsc::UnboundedSender<NodeId>,
     lost_rx: Mutex<Option<mpsc::UnboundedReceiver<NodeId>>>,
+    /// The runtime the node started on, where every connection's tasks run, whoever dialed
+    /// (a caller on the background runtime too, `crate::background`).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Transport {
+    /// Call it on the node's runtime: the connections' tasks run there.
     pub fn new(
         node_id: NodeId,
         secret: Vec<u8>,
@@ -137,6 +141,7 @@ impl Transport {
             on_silent: OnceLock::new(),
             lost,
             lost_rx: Mutex::new(Some(lost_rx)),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -242,7 +247,7 @@ impl Transport {
         // Buffered: one read syscall fetches many frames (a length prefix alone costs one).
         let mut r = tokio::io::BufReader::with_capacity(READ_BUFFER, r);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(w, rx));
+        self.runtime.spawn(write_loop(w, rx));
         let conn = Arc::new(Conn {
             tx,
             pending: Default::default(),
@@ -250,7 +255,7 @@ impl Transport {
         });
         let (reader_conn, lost) = (conn.clone(), self.lost.clone());
         let opened = std::time::Instant::now();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let mut buf = Vec::new();
             loop {
                 match read_frame(&mut r, &mut buf).await {

@@ -1,0 +1,59 @@
+//! The runtime of background work: a cold migration's steps (`cluster::cold`) and the drain
+//! that runs them (`cluster::scale`), on every node.
+//!
+//! Its one worker thread and its blocking threads (a cold step's store reads) run under
+//! `SCHED_IDLE`, so a foreground thread (the client API, Raft, the store's writer) that wakes
+//! takes the core from them at once. On two cores with four nodes, a drain run at the
+//! foreground's priority more than doubled the p99 of one-at-a-time sends (PERFORMANCE.md);
+//! here it takes the CPU the foreground leaves. Work queued here always runs, only later
+//! under full load.
+//!
+//! A task spawned from here runs here too, so what lives on (a Raft group's tasks, a peer
+//! connection's) must be spawned on the runtime the node started on: [`is_current`] tells.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::OnceLock;
+
+thread_local! {
+    static BACKGROUND: Cell<bool> = const { Cell::new(false) };
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("wk-background")
+            .enable_all()
+            .on_thread_start(|| {
+                BACKGROUND.set(true);
+                lower_priority();
+            })
+            .build()
+            .expect("a runtime of one thread can be built where the node's own was")
+    })
+}
+
+/// Put the calling thread under `SCHED_IDLE`. Failure (a sandbox that forbids it) leaves it
+/// at the foreground's priority: slower foreground requests during a drain, nothing worse.
+fn lower_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads `param` only; pid 0 is the calling thread.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+}
+
+/// Whether the calling thread is one of the background runtime's.
+pub fn is_current() -> bool {
+    BACKGROUND.get()
+}
+
+/// A handle to spawn background tasks on.
+pub fn handle() -> &'static tokio::runtime::Handle {
+    runtime().handle()
+}
+
+/// Run `work` on the background runtime and wait for it; `None` if it panicked.
+pub async fn run<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Option<T> {
+    runtime().spawn(work).await.ok()
+}
