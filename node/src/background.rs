@@ -6,7 +6,9 @@
 //! takes the core from them at once. On two cores with four nodes, a drain run at the
 //! foreground's priority more than doubled the p99 of one-at-a-time sends (PERFORMANCE.md);
 //! here it takes the CPU the foreground leaves. Work queued here always runs, only later
-//! under full load.
+//! under full load: a drain then slows down, and a cold batch keeps its channels sealed
+//! until its steps got their CPU (a send to one waits up to `cluster::cold::SEALED_WAIT`,
+//! then is answered "unavailable, try again").
 //!
 //! A task spawned from here runs here too, so what lives on (a Raft group's tasks, a peer
 //! connection's) must be spawned on the runtime the node started on: [`is_current`] tells.

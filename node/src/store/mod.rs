@@ -1179,22 +1179,32 @@ mod tests {
         assert_eq!(runs.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
-    /// An op reads the same rows over the memtable as inside a checkpoint: LMDB's, the
-    /// memtable's over them, and its own batch's earlier writes.
-    #[tokio::test]
-    async fn writes_read_the_same_rows_over_the_memtable_and_in_a_checkpoint() {
+    /// `Dedup` keys of the tests below.
+    fn key(i: u8) -> [u8; 2] {
+        [b'k', i]
+    }
+
+    /// A new store whose LMDB holds `key(0..n)` = `value`, written in a checkpoint.
+    async fn store_with_rows(n: u8, value: &'static [u8]) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("open");
-        let key = |i: u8| [b'k', i];
         store
             .write(move |w| {
-                for i in 0..4 {
-                    w.put(Table::Dedup, &key(i), b"lmdb")?;
+                for i in 0..n {
+                    w.put(Table::Dedup, &key(i), value)?;
                 }
                 Ok(())
             })
             .await
             .expect("checkpointed write");
+        (dir, store)
+    }
+
+    /// An op reads the same rows over the memtable as inside a checkpoint: LMDB's, the
+    /// memtable's over them, and its own batch's earlier writes.
+    #[tokio::test]
+    async fn writes_read_the_same_rows_over_the_memtable_and_in_a_checkpoint() {
+        let (_dir, store) = store_with_rows(4, b"lmdb").await;
         store
             .write_logged(move |w| {
                 w.delete(Table::Dedup, &key(1))?;
@@ -1277,18 +1287,7 @@ mod tests {
     /// (replayable and logged writes) or in LMDB (after a checkpoint).
     #[tokio::test]
     async fn reads_see_every_completed_write_before_and_after_its_checkpoint() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(dir.path()).expect("open");
-        let key = |i: u8| [b'k', i];
-        store
-            .write(move |w| {
-                for i in 0..6 {
-                    w.put(Table::Dedup, &key(i), b"old")?;
-                }
-                Ok(())
-            })
-            .await
-            .expect("durable write");
+        let (_dir, store) = store_with_rows(6, b"old").await;
         store
             .write_replayable(move |w| {
                 w.delete(Table::Dedup, &key(1))?;
