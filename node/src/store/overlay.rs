@@ -106,11 +106,7 @@ pub struct View(Vec<Arc<Chunk>>);
 impl View {
     /// `Some(row)` when the overlay decides the key (`Some(None)`: deleted), `None` when LMDB does.
     pub fn get(&self, t: Table, key: &[u8]) -> Option<Option<&[u8]>> {
-        self.0
-            .iter()
-            .rev()
-            .find_map(|c| c.tables[t.code() as usize].get(key))
-            .map(Option::as_deref)
+        self.0.iter().rev().find_map(|c| c.get(t, key))
     }
 
     /// The overlay's rows with `from <= key < to` (newest write wins), `None` for deleted ones.
