@@ -30,19 +30,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
             .enable_all()
             .on_thread_start(|| {
                 BACKGROUND.set(true);
-                lower_priority();
+                crate::sched::idle();
             })
             .build()
             .expect("a runtime of one thread can be built where the node's own was")
     })
-}
-
-/// Put the calling thread under `SCHED_IDLE`. Failure (a sandbox that forbids it) leaves it
-/// at the foreground's priority: slower foreground requests during a drain, nothing worse.
-fn lower_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler reads `param` only; pid 0 is the calling thread.
-    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
 }
 
 /// Whether the calling thread is one of the background runtime's.

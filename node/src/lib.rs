@@ -25,6 +25,7 @@ pub mod gateway;
 pub mod integrity;
 pub mod meta;
 pub mod raft;
+pub mod sched;
 pub mod snapshot;
 pub mod stats;
 pub mod store;

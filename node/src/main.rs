@@ -10,6 +10,7 @@ use clap::Parser;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    wknode::sched::foreground();
     no_huge_pages();
     let args = wknode::config::Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
