@@ -5,9 +5,9 @@
 //!   6.6 and later) a waking thread with a shorter slice preempts the running one sooner, and
 //!   a send crosses about ten wake-ups (HTTP, Raft on three nodes, the writer, the transport,
 //!   the apply): each waits less behind a thread that is busy on the core, another node's
-//!   included. `wkctl bench drain` on two cores: the foreground's p99 during a drain fell from
-//!   about 2.1x to 1.8x its p99 before (PERFORMANCE.md). Kernels before 6.12 keep their
-//!   default slice; nothing else changes.
+//!   included. `wkctl bench drain` on two cores: the foreground's p99 during a drain went from
+//!   a median of 2.0x its p99 before to 1.8x (PERFORMANCE.md). Kernels before 6.12 keep
+//!   their default slice; nothing else changes.
 //! - [`idle`]: a background runtime's threads run under `SCHED_IDLE` (`crate::background`).
 //!
 //! Both are requests: a kernel or sandbox that refuses them leaves the thread as it was.
