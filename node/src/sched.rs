@@ -1,13 +1,13 @@
 //! What the node's threads ask of the kernel's CPU scheduler.
 //!
-//! - [`foreground`]: every thread of the node asks for a [`SLICE`] of CPU instead of the
-//!   kernel's default (0.75 ms × (1 + log2 CPUs), 1.5 ms on two cores). Under EEVDF (Linux
-//!   6.6 and later) a waking thread with a shorter slice preempts the running one sooner, and
-//!   a send crosses about ten wake-ups (HTTP, Raft on three nodes, the writer, the transport,
-//!   the apply): each waits less behind a thread that is busy on the core, another node's
-//!   included. `wkctl bench drain` on two cores: the foreground's p99 during a drain went from
-//!   a median of 2.0x its p99 before to 1.8x (PERFORMANCE.md). Kernels before 6.12 keep
-//!   their default slice; nothing else changes.
+//! - [`foreground`]: every thread of the node asks for a [`SLICE_NS`] of CPU instead of the
+//!   kernel's default (`sched_getattr` reads 1.4 ms on the two cores of PERFORMANCE.md's
+//!   machine, Linux 6.18). Under EEVDF (Linux 6.6 and later) a waking thread with a shorter
+//!   slice preempts the running one sooner, and a send crosses about ten wake-ups (HTTP, Raft
+//!   on three nodes, the writer, the transport, the apply): each waits less behind a thread
+//!   that is busy on the core, another node's included. `wkctl bench drain` on two cores: the
+//!   foreground's p99 during a drain went from a median of 2.0x its p99 before to 1.8x
+//!   (PERFORMANCE.md). Kernels before 6.12 keep their default slice; nothing else changes.
 //! - [`idle`]: a background runtime's threads run under `SCHED_IDLE` (`crate::background`).
 //!
 //! Both are requests: a kernel or sandbox that refuses them leaves the thread as it was.
