@@ -54,17 +54,16 @@ impl FakeNode {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                if let Some(req) = serve(stream, &body) {
-                    seen.lock().expect("not poisoned").push(req);
-                }
+                serve(stream, &body, &seen);
             }
         });
         FakeNode { addr, requests }
     }
 }
 
-/// Reads one request (request line, headers, Content-Length body) and answers `body`.
-fn serve(mut stream: TcpStream, body: &str) -> Option<(String, String)> {
+/// Reads one request (request line, headers, Content-Length body), records it in `seen`, and
+/// answers `body`. The record comes first: a test reads `seen` as soon as wkctl has its answer.
+fn serve(mut stream: TcpStream, body: &str, seen: &Mutex<Vec<(String, String)>>) -> Option<()> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line).ok()?;
@@ -83,15 +82,15 @@ fn serve(mut stream: TcpStream, body: &str) -> Option<(String, String)> {
     }
     let mut req_body = vec![0; len];
     reader.read_exact(&mut req_body).ok()?;
+    seen.lock().expect("not poisoned").push((
+        request_line.trim().to_string(),
+        String::from_utf8_lossy(&req_body).into_owned(),
+    ));
     let resp = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(resp.as_bytes()).ok()?;
-    Some((
-        request_line.trim().to_string(),
-        String::from_utf8_lossy(&req_body).into_owned(),
-    ))
+    stream.write_all(resp.as_bytes()).ok()
 }
 
 fn wkctl(args: &[&str]) -> Output {
