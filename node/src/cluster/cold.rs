@@ -336,12 +336,31 @@ impl Node {
 
     /// [`AppRpc::Seal`]: seal the groups that do not run here for coordinator `owner`
     /// (taking over seals older than `take_over_after`); answers their states.
+    ///
+    /// When it resolves stale seals (`take_over_after`), a group that runs here without
+    /// leading is stopped first, so it can be sealed too. Such a group may be waiting on the
+    /// very seals being resolved: an interrupted release freed it here, a request woke it, and
+    /// it campaigns in vain while its other replicas stay sealed; without its answer the plan
+    /// could only hold them. A follower or candidate stops as a hibernated one does, and
+    /// starts again at the next request or message once it is released.
     pub(super) async fn seal_local(
         &self,
         gs: Vec<GroupId>,
         owner: u64,
         take_over_after: Option<Duration>,
     ) -> Result<Vec<SealState>> {
+        if take_over_after.is_some() {
+            for g in &gs {
+                let follows = self
+                    .live_group(*g)
+                    .is_some_and(|r| r.metrics().borrow_watched().state != openraft::ServerState::Leader);
+                if follows {
+                    // Not a hibernation: a leader may run elsewhere, so the group wakes with a
+                    // pre-vote (`wake_channel_group`), not a campaign.
+                    let _ = self.stop_group(*g, |_| Ok(())).await;
+                }
+            }
+        }
         let sealed: Vec<(GroupId, bool)> = self
             .groups
             .seal(&gs, owner, take_over_after)
